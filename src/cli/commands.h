@@ -1,0 +1,9 @@
+// The subcommands of the narwhal binary; each parses its own flags from argv[2..].
+#pragma once
+
+namespace narwhal {
+
+int run_generate(int argc, char** argv);
+int run_make_model(int argc, char** argv);
+
+}  // namespace narwhal

@@ -1,0 +1,31 @@
+// The tensor names and shapes of a DeepSeek checkpoint in the official Hugging Face layout, from its config.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/model_config.h"
+
+namespace narwhal {
+
+// kLinear weights are the ones DeepSeek-V3's release stores in FP8; kPlainLinear ones (lm_head, router,
+// MTP eh_proj) stay BF16 there.
+enum class TensorRole { kNorm, kEmbedding, kLinear, kPlainLinear, kBias };
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  TensorRole role;
+  int64_t fan_in() const { return shape.size() == 2 ? shape[1] : 1; }
+};
+
+// Every tensor of the main model and of `config.num_nextn_predict_layers` MTP layers, per-expert names.
+std::vector<TensorSpec> checkpoint_tensors(const ModelConfig& config);
+
+// Writes config.json, `num_shards` safetensors shards and model.safetensors.index.json into `dir`.
+// `tensors` are host tensors in any dtype, already in checkpoint layout.
+void write_checkpoint(const std::string& dir, const std::string& config_json,
+                      const std::vector<std::pair<std::string, Tensor>>& tensors, int num_shards);
+
+}  // namespace narwhal

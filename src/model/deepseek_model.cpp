@@ -1,0 +1,216 @@
+// DeepSeekModel forward: embedding -> decoder layers (MLA, dense MLP or MoE) -> final norm -> lm_head.
+#include "model/deepseek_model.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "model/safetensors.h"
+#include "ops/activation.h"
+#include "ops/embed.h"
+#include "ops/linear.h"
+#include "ops/moe.h"
+#include "ops/norm.h"
+#include "ops/rope.h"
+
+namespace narwhal {
+
+namespace {
+
+Tensor empty(int64_t rows, int64_t cols) { return Tensor::zeros(DType::kF32, {rows, cols}); }
+
+Tensor linear(const Tensor& x, const Tensor& w) {
+  Tensor y = empty(x.size(0), w.size(0));
+  ops::linear(x, w, y);
+  return y;
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  Tensor y = empty(x.size(0), x.size(1));
+  ops::rms_norm(x, weight, static_cast<float>(eps), y);
+  return y;
+}
+
+Tensor mlp(const MlpWeights& w, const Tensor& x) {
+  Tensor gate_up = linear(x, w.gate_up);
+  Tensor act = empty(x.size(0), gate_up.size(1) / 2);
+  ops::silu_and_mul(gate_up, act);
+  return linear(act, w.down);
+}
+
+void add_into(Tensor& acc, const Tensor& x) {
+  float* a = acc.f32();
+  const float* b = x.f32();
+  const int64_t n = acc.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+}
+
+ops::RouterParams router_params(const ModelConfig& c) {
+  ops::RouterParams p;
+  p.num_experts = c.n_routed_experts;
+  p.top_k = c.num_experts_per_tok;
+  p.n_group = c.n_group;
+  p.topk_group = c.topk_group;
+  p.scoring = c.scoring_func == ScoringFunc::kSigmoid ? ops::MoeScoring::kSigmoid : ops::MoeScoring::kSoftmax;
+  p.selection = c.topk_method == TopkMethod::kNoauxTc             ? ops::MoeSelection::kNoauxTc
+                : c.topk_method == TopkMethod::kGroupLimitedGreedy ? ops::MoeSelection::kGroupLimitedGreedy
+                                                                   : ops::MoeSelection::kGreedy;
+  p.renormalize = c.renormalize_topk();
+  p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+  return p;
+}
+
+}  // namespace
+
+DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  rope_.inv_freq = config_.rope_inv_freq();
+  rope_.scaling = config_.rope_attention_scaling();
+  rope_.interleave = config_.rope.interleave;
+  router_ = router_params(config_);
+  mla_ = {config_.num_attention_heads, config_.qk_nope_head_dim, config_.qk_rope_head_dim, config_.v_head_dim,
+          config_.kv_lora_rank, static_cast<float>(config_.softmax_scale())};
+}
+
+DeepSeekModel DeepSeekModel::load(const std::string& model_dir) {
+  const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
+  NW_CHECK(std::filesystem::exists(config_path), model_dir, ": no config.json (is --model-path a model directory?)");
+  ModelConfig config = ModelConfig::from_file(config_path);
+  Checkpoint checkpoint(model_dir);
+  NW_LOG(Info) << "Checkpoint " << model_dir << ": " << checkpoint.num_tensors() << " tensors in "
+               << checkpoint.num_files() << " file(s)" << (config.fp8 ? ", FP8 block-quantized" : "");
+  ModelWeights weights = load_weights(config, checkpoint);
+  return DeepSeekModel(std::move(config), std::move(weights));
+}
+
+void DeepSeekModel::check_batch(const ForwardBatch& batch, const KvCache& cache) const {
+  NW_CHECK(batch.positions.size() == batch.token_ids.size(), "forward: positions and token_ids differ in length");
+  for (int32_t id : batch.token_ids)
+    NW_CHECK(id >= 0 && id < config_.vocab_size, "token id ", id, " is outside the vocabulary (size ",
+             config_.vocab_size, ")");
+  int64_t offset = 0;
+  for (const SequenceInfo& s : batch.seqs) {
+    const int64_t end = s.prefix_len + s.new_len;
+    NW_CHECK(s.new_len > 0 && s.prefix_len >= 0, "forward: a sequence needs at least one new token");
+    NW_CHECK(static_cast<int64_t>(s.page_table.size()) * cache.page_size() >= end, "forward: page table of ",
+             s.page_table.size(), " pages cannot hold ", end, " tokens");
+    for (int64_t p = 0; p < (end + cache.page_size() - 1) / cache.page_size(); ++p)
+      NW_CHECK(s.page_table[p] >= 0 && s.page_table[p] < cache.num_pages(), "forward: page ", s.page_table[p],
+               " is outside the cache");
+    offset += s.new_len;
+  }
+  NW_CHECK(offset == batch.num_tokens(), "forward: sequences cover ", offset, " tokens, batch has ",
+           batch.num_tokens());
+}
+
+Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, const ForwardBatch& batch,
+                                const KvCache& cache, AttentionForm form, const Tensor& x) const {
+  const int64_t t = x.size(0), heads = config_.num_attention_heads, qk = config_.qk_head_dim();
+  const int64_t nope = config_.qk_nope_head_dim, kv_lora = config_.kv_lora_rank, width = config_.kv_cache_dim();
+  Tensor q;
+  if (config_.q_lora_rank) {
+    Tensor q_a = linear(x, w.q_a_proj);
+    ops::rms_norm(q_a, w.q_a_norm, static_cast<float>(config_.rms_norm_eps), q_a);
+    q = linear(q_a, w.q_b_proj);
+  } else {
+    q = linear(x, w.q_proj);
+  }
+  // kv_a's output is [compressed kv | k_pe]: normalise the first part, rotate the second, cache both.
+  Tensor latent = linear(x, w.kv_a_proj);
+  ops::rms_norm_strided(latent.f32(), t, kv_lora, width, w.kv_a_norm.f32(), static_cast<float>(config_.rms_norm_eps));
+  ops::apply_rope(q.f32() + nope, t, heads, heads * qk, qk, batch.positions.data(), rope_);
+  ops::apply_rope(latent.f32() + kv_lora, t, 1, width, 0, batch.positions.data(), rope_);
+
+  std::vector<ops::MlaSequence> decompressed, absorbed;
+  int64_t offset = 0;
+  for (const SequenceInfo& s : batch.seqs) {
+    ops::MlaSequence seq{offset, s.prefix_len, s.new_len, s.page_table.data()};
+    bool absorb = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && s.new_len == 1);
+    (absorb ? absorbed : decompressed).push_back(seq);
+    offset += s.new_len;
+  }
+  const ops::LatentCache layer_cache = cache.layer(cache_layer);
+  for (const auto* group : {&decompressed, &absorbed})
+    ops::mla_store_latents(latent, group->data(), static_cast<int64_t>(group->size()), layer_cache);
+
+  Tensor q3 = q.reshape({t, heads, qk});
+  Tensor out = Tensor::zeros(DType::kF32, {t, heads, config_.v_head_dim});
+  ops::mla_attention_decompressed(q3, w.kv_b_proj, layer_cache, decompressed.data(),
+                                  static_cast<int64_t>(decompressed.size()), mla_, out);
+  ops::mla_attention_absorbed(q3, w.kv_b_proj, layer_cache, absorbed.data(), static_cast<int64_t>(absorbed.size()),
+                              mla_, out);
+  return linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj);
+}
+
+Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x) const {
+  const int64_t t = x.size(0);
+  Tensor router_logits = linear(x, w.router);
+  Tensor ids = Tensor::zeros(DType::kI32, {t, int64_t{router_.top_k}});
+  Tensor weights = empty(t, router_.top_k);
+  ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
+  Tensor out = w.shared ? mlp(*w.shared, x) : empty(t, x.size(1));
+  ops::moe_experts(x, ids, weights, w.experts_gate_up, w.experts_down, out);
+  return out;
+}
+
+void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer, const ForwardBatch& batch,
+                                  const KvCache& cache, AttentionForm form, Tensor& h) const {
+  const double eps = config_.rms_norm_eps;
+  add_into(h, attention(w.attn, cache_layer, batch, cache, form, rms_norm(h, w.input_norm, eps)));
+  Tensor x = rms_norm(h, w.post_attention_norm, eps);
+  add_into(h, w.moe ? moe(*w.moe, x) : mlp(*w.mlp, x));
+}
+
+ForwardOutput DeepSeekModel::head(const Tensor& h, const Tensor& norm, const Tensor& lm_head,
+                                  const ForwardBatch& batch, const ForwardOptions& options) const {
+  ForwardOutput result;
+  Tensor normed = rms_norm(h, norm, config_.rms_norm_eps);
+  // MTP consumes the final-normed states, as transformers' MTP candidate generator and SGLang's nextn do.
+  if (options.return_hidden) result.hidden = normed;
+  Tensor rows = normed;
+  if (!options.all_logits) {  // only each sequence's last token feeds the sampler
+    rows = empty(static_cast<int64_t>(batch.seqs.size()), h.size(1));
+    int64_t end = 0;
+    for (size_t i = 0; i < batch.seqs.size(); ++i) {
+      end += batch.seqs[i].new_len;
+      std::memcpy(rows.f32() + i * h.size(1), normed.f32() + (end - 1) * h.size(1), h.size(1) * sizeof(float));
+    }
+  }
+  result.logits = linear(rows, lm_head);
+  return result;
+}
+
+ForwardOutput DeepSeekModel::forward(const ForwardBatch& batch, const KvCache& cache,
+                                     const ForwardOptions& options) const {
+  check_batch(batch, cache);
+  Tensor h = empty(batch.num_tokens(), config_.hidden_size);
+  ops::embedding(batch.token_ids, weights_.embed, h);
+  for (int layer = 0; layer < config_.num_hidden_layers; ++layer)
+    decoder_layer(weights_.layers[layer], layer, batch, cache, options.attention, h);
+  return head(h, weights_.final_norm, weights_.lm_head, batch, options);
+}
+
+ForwardOutput DeepSeekModel::forward_mtp(int k, const ForwardBatch& batch, const Tensor& hidden, const KvCache& cache,
+                                         const ForwardOptions& options) const {
+  NW_CHECK(k >= 0 && k < num_mtp_layers(), "forward_mtp: the checkpoint has ", num_mtp_layers(), " MTP layer(s)");
+  NW_CHECK(hidden.ndim() == 2 && hidden.size(0) == batch.num_tokens() && hidden.size(1) == config_.hidden_size,
+           "forward_mtp: hidden", hidden.shape_string(), " does not match the batch");
+  check_batch(batch, cache);
+  const MtpWeights& w = weights_.mtp[k];
+  const int64_t t = batch.num_tokens(), hs = config_.hidden_size;
+  const double eps = config_.rms_norm_eps;
+  Tensor embedded = empty(t, hs);
+  ops::embedding(batch.token_ids, w.embed, embedded);
+  Tensor e = rms_norm(embedded, w.enorm, eps), hn = rms_norm(hidden, w.hnorm, eps);
+  Tensor joined = empty(t, 2 * hs);  // [enorm(embedding) ; hnorm(hidden)], the order of eh_proj's columns
+  for (int64_t i = 0; i < t; ++i) {
+    std::memcpy(joined.f32() + i * 2 * hs, e.f32() + i * hs, hs * sizeof(float));
+    std::memcpy(joined.f32() + i * 2 * hs + hs, hn.f32() + i * hs, hs * sizeof(float));
+  }
+  Tensor h = linear(joined, w.eh_proj);
+  decoder_layer(w.layer, config_.num_hidden_layers + k, batch, cache, options.attention, h);
+  return head(h, w.head_norm, w.head, batch, options);
+}
+
+}  // namespace narwhal

@@ -1,0 +1,46 @@
+// ForwardBatch (one step's tokens for every sequence) and KvCache (the paged MLA latent cache storage).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/model_config.h"
+#include "ops/attention.h"
+
+namespace narwhal {
+
+struct SequenceInfo {
+  int64_t prefix_len = 0;             // tokens already in the cache
+  int64_t new_len = 0;                // tokens of this step
+  std::vector<int32_t> page_table;    // cache pages holding positions 0 .. prefix_len + new_len - 1
+};
+
+// One batch format for prefill, decode, mixed and verify steps: the new tokens of every sequence,
+// flattened in sequence order, with their absolute positions.
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;
+  std::vector<int32_t> positions;
+  std::vector<SequenceInfo> seqs;
+
+  void add_sequence(const std::vector<int32_t>& new_tokens, int64_t prefix_len, std::vector<int32_t> page_table);
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+};
+
+// Latent cache pages for every layer (main layers first, then MTP layers): per layer
+// [num_pages, page_size, kv_lora_rank + qk_rope_head_dim]. Which page belongs to whom is the caller's
+// business (runtime's KvPool); this is only the storage.
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, int num_layers, int64_t num_pages, int64_t page_size);
+  ops::LatentCache layer(int index) const { return {layers_[index], page_size_}; }
+  int64_t page_size() const { return page_size_; }
+  int64_t num_pages() const { return num_pages_; }
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+
+ private:
+  std::vector<Tensor> layers_;
+  int64_t page_size_;
+  int64_t num_pages_;
+};
+
+}  // namespace narwhal

@@ -1,0 +1,25 @@
+// Random weights in checkpoint layout (for the bundled tiny model, tests and benchmarks), and FP8
+// block quantization as DeepSeek-V3's release stores it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/checkpoint_layout.h"
+
+namespace narwhal {
+
+// One tensor per checkpoint_tensors(config) entry, seeded: linears N(0, 1/fan_in), embeddings N(0, 1),
+// norm weights 1 + 0.1 N(0, 1) (so they are not all ones), the correction bias 0.05 N(0, 1) in F32,
+// everything else BF16. With `fp8`, kLinear weights become F8_E4M3 plus `<name>_scale_inv` block scales.
+std::vector<std::pair<std::string, Tensor>> random_checkpoint_tensors(const ModelConfig& config, uint64_t seed,
+                                                                      bool fp8 = false);
+
+// Block-wise FP8 e4m3 quantization of an F32 matrix: per block scale = amax / 448, q = w / scale.
+// Returns {F8_E4M3 weight, F32 scale_inv [ceil(rows/block_n), ceil(cols/block_k)]}.
+std::pair<Tensor, Tensor> quantize_fp8_blockwise(const Tensor& weight, int block_n, int block_k);
+
+}  // namespace narwhal

@@ -1,0 +1,69 @@
+// The model's weights after load, in the layouts the ops want (float32 on the CPU backend).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/model_config.h"
+
+namespace narwhal {
+
+class Checkpoint;
+
+struct AttentionWeights {
+  Tensor q_proj;        // [H * qk_head_dim, hidden] when q_lora_rank is null
+  Tensor q_a_proj;      // [q_lora, hidden]
+  Tensor q_a_norm;      // [q_lora]
+  Tensor q_b_proj;      // [H * qk_head_dim, q_lora]
+  Tensor kv_a_proj;     // [kv_lora + rope, hidden]
+  Tensor kv_a_norm;     // [kv_lora]
+  Tensor kv_b_proj;     // [H * (nope + v), kv_lora]: per head W_UK rows then W_UV rows
+  Tensor o_proj;        // [hidden, H * v]
+};
+
+struct MlpWeights {
+  Tensor gate_up;  // [2I, hidden]: gate_proj rows then up_proj rows, fused at load
+  Tensor down;     // [hidden, I]
+};
+
+struct MoeWeights {
+  Tensor router;                 // [E, hidden]
+  Tensor correction_bias;        // [E], noaux_tc only
+  Tensor experts_gate_up;        // [E, 2I, hidden]
+  Tensor experts_down;           // [E, hidden, I]
+  std::optional<MlpWeights> shared;
+};
+
+struct DecoderLayerWeights {
+  Tensor input_norm;
+  Tensor post_attention_norm;
+  AttentionWeights attn;
+  std::optional<MlpWeights> mlp;  // dense layers
+  std::optional<MoeWeights> moe;  // MoE layers
+};
+
+// DeepSeek-V3's multi-token-prediction module (one per num_nextn_predict_layers).
+struct MtpWeights {
+  Tensor embed;      // its own embed_tokens, or the main model's when the checkpoint has none
+  Tensor enorm, hnorm;
+  Tensor eh_proj;    // [hidden, 2 * hidden]: input is [enorm(embedding) ; hnorm(hidden)]
+  DecoderLayerWeights layer;
+  Tensor head_norm;  // shared_head.norm
+  Tensor head;       // shared_head.head, or the main lm_head when absent
+};
+
+struct ModelWeights {
+  Tensor embed;      // [vocab, hidden]
+  std::vector<DecoderLayerWeights> layers;
+  Tensor final_norm;
+  Tensor lm_head;    // [vocab, hidden]
+  std::vector<MtpWeights> mtp;  // empty when the checkpoint has no MTP weights
+};
+
+// Reads every tensor the config needs from the checkpoint, checking names and shapes, dequantizing FP8
+// block-quantized weights and fusing/stacking into the layouts above. Shows a progress bar on stderr.
+ModelWeights load_weights(const ModelConfig& config, const Checkpoint& checkpoint);
+
+}  // namespace narwhal

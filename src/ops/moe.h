@@ -1,0 +1,36 @@
+// Mixture-of-experts: router (softmax/sigmoid scoring; greedy, group-limited and noaux_tc selection) and the
+// routed experts' gated MLPs.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace narwhal::ops {
+
+enum class MoeScoring { kSoftmax, kSigmoid };
+enum class MoeSelection { kGreedy, kGroupLimitedGreedy, kNoauxTc };
+
+struct RouterParams {
+  int num_experts = 0;
+  int top_k = 0;
+  int n_group = 1;
+  int topk_group = 1;
+  MoeScoring scoring = MoeScoring::kSoftmax;
+  MoeSelection selection = MoeSelection::kGreedy;
+  bool renormalize = false;
+  float routed_scaling_factor = 1.0f;
+};
+
+// router_logits [T, E] (float32) -> topk_ids [T, k] (I32) and topk_weights [T, k] (F32).
+// `correction_bias` [E] (noaux_tc only, else undefined) shifts scores for selection, never the weights.
+// Selection among equal scores prefers the lower expert index.
+void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const RouterParams& params,
+               Tensor& topk_ids, Tensor& topk_weights);
+
+// out[t] += sum_j topk_weights[t, j] * down_e(silu(gate_e(x_t)) * up_e(x_t)), e = topk_ids[t, j].
+// gate_up [E, 2I, H] (gate rows first), down [E, H, I]; x [T, H]; out [T, H] accumulates.
+void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
+                 const Tensor& down, Tensor& out);
+
+}  // namespace narwhal::ops

@@ -1,0 +1,42 @@
+// Shared test helpers: fixture paths, temporary directories, error metrics and small model configs.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "core/json.h"
+#include "core/tensor.h"
+
+namespace narwhal::testing {
+
+inline std::string source_path(const std::string& relative) { return std::string(NARWHAL_SOURCE_DIR) + "/" + relative; }
+inline std::string fixture_dir(const std::string& name) { return source_path("tests/fixtures/" + name); }
+
+// A fresh directory under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct ErrorStats {
+  double max_abs = 0.0;
+  double rel = 0.0;  // max |a - b| / max |b|
+};
+ErrorStats compare(const float* actual, const float* expected, int64_t n);
+
+// A small DeepSeek-V3-style config (official layout) for tests that build their own checkpoints:
+// q_lora, YaRN, noaux_tc, one MTP layer; dims that leave partial FP8 blocks.
+json small_v3_config();
+
+// Writes config.json and random weights (two shards + index) for `config` into `dir`.
+void write_random_checkpoint(const std::string& dir, const json& config, uint64_t seed = 1, bool fp8 = false);
+
+}  // namespace narwhal::testing
