@@ -12,6 +12,16 @@
 
 namespace narwhal::testing {
 
+std::string source_dir() {
+  const char* env = std::getenv("NARWHAL_SOURCE_DIR");
+  return env && *env ? env : NARWHAL_SOURCE_DIR;
+}
+
+std::string narwhal_bin() {
+  const char* env = std::getenv("NARWHAL_BIN");
+  return env && *env ? env : NARWHAL_BIN;
+}
+
 TempDir::TempDir() {
   std::string pattern = (std::filesystem::temp_directory_path() / "narwhal-test-XXXXXX").string();
   char* made = ::mkdtemp(pattern.data());

@@ -11,7 +11,11 @@
 
 namespace narwhal::testing {
 
-inline std::string source_path(const std::string& relative) { return std::string(NARWHAL_SOURCE_DIR) + "/" + relative; }
+// The repository root: $NARWHAL_SOURCE_DIR when set (binaries copied to the GPU machine), else the build's.
+std::string source_dir();
+inline std::string source_path(const std::string& relative) { return source_dir() + "/" + relative; }
+// The narwhal binary: $NARWHAL_BIN when set, else the one this build made.
+std::string narwhal_bin();
 inline std::string fixture_dir(const std::string& name) { return source_path("tests/fixtures/" + name); }
 
 // A fresh directory under the system temp dir, removed when the object goes away.

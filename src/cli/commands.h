@@ -5,5 +5,7 @@ namespace narwhal {
 
 int run_generate(int argc, char** argv);
 int run_make_model(int argc, char** argv);
+int run_tokenize(int argc, char** argv);
+int run_chat_template(int argc, char** argv);
 
 }  // namespace narwhal

@@ -19,6 +19,8 @@ const Command kCommands[] = {
      narwhal::run_generate},
     {"make-model", "write a random DeepSeek-architecture checkpoint (e.g. the bundled tiny model)",
      narwhal::run_make_model},
+    {"tokenize", "encode text with a tokenizer directory and print the ids as JSON", narwhal::run_tokenize},
+    {"chat-template", "render a conversation with the tokenizer's chat template", narwhal::run_chat_template},
 };
 
 void print_usage() {

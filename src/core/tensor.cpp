@@ -1,9 +1,11 @@
 // Tensor construction, slicing and reshaping (host side).
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
+#include "core/cuda_check.h"
 #include "core/error.h"
 
 namespace narwhal {
@@ -35,6 +37,28 @@ Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   t.storage = std::shared_ptr<void>(mem, std::free);
   t.data = mem;
   return t;
+}
+
+Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape, Device device) {
+  if (device == Device::kCPU) return zeros(dtype, std::move(shape));
+  Tensor t;
+  t.dtype = dtype;
+  t.device = device;
+  t.shape = std::move(shape);
+  void* mem = nullptr;
+  NW_CUDA_CHECK(cudaMalloc(&mem, std::max<size_t>(t.nbytes(), 1)));
+  t.storage = std::shared_ptr<void>(mem, [](void* p) { cudaFree(p); });
+  t.data = mem;
+  return t;
+}
+
+Tensor Tensor::to(Device target) const {
+  Tensor out = empty(dtype, shape, target);
+  const cudaMemcpyKind kind = device == Device::kCPU
+                                  ? (target == Device::kCPU ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
+                                  : (target == Device::kCPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
+  NW_CUDA_CHECK(cudaMemcpy(out.data, data, nbytes(), kind));
+  return out;
 }
 
 Tensor Tensor::from_floats(const std::vector<float>& values, std::vector<int64_t> shape) {

@@ -25,6 +25,8 @@ struct Tensor {
 
   // Zero-filled host tensor.
   static Tensor zeros(DType dtype, std::vector<int64_t> shape);
+  // Uninitialised tensor on `device` (cudaMalloc on the GPU; callers overwrite every element).
+  static Tensor empty(DType dtype, std::vector<int64_t> shape, Device device);
   // Host F32 tensor holding `values`.
   static Tensor from_floats(const std::vector<float>& values, std::vector<int64_t> shape);
   static Tensor view(void* data, DType dtype, std::vector<int64_t> shape);
@@ -44,6 +46,8 @@ struct Tensor {
   Tensor rows(int64_t begin, int64_t end) const;
   // Same memory, another shape of equal element count.
   Tensor reshape(std::vector<int64_t> new_shape) const;
+  // A copy on `device` (synchronous; for set-up and tests, never the hot path).
+  Tensor to(Device device) const;
 };
 
 std::string shape_to_string(const std::vector<int64_t>& shape);

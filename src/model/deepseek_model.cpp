@@ -32,10 +32,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 }
 
 Tensor mlp(const MlpWeights& w, const Tensor& x) {
-  Tensor gate_up = linear(x, w.gate_up);
+  Tensor gate_up = linear(x, w.gate_up.weight);
   Tensor act = empty(x.size(0), gate_up.size(1) / 2);
   ops::silu_and_mul(gate_up, act);
-  return linear(act, w.down);
+  return linear(act, w.down.weight);
 }
 
 void add_into(Tensor& acc, const Tensor& x) {
@@ -110,14 +110,14 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   const int64_t nope = config_.qk_nope_head_dim, kv_lora = config_.kv_lora_rank, width = config_.kv_cache_dim();
   Tensor q;
   if (config_.q_lora_rank) {
-    Tensor q_a = linear(x, w.q_a_proj);
+    Tensor q_a = linear(x, w.q_a_proj.weight);
     ops::rms_norm(q_a, w.q_a_norm, static_cast<float>(config_.rms_norm_eps), q_a);
-    q = linear(q_a, w.q_b_proj);
+    q = linear(q_a, w.q_b_proj.weight);
   } else {
-    q = linear(x, w.q_proj);
+    q = linear(x, w.q_proj.weight);
   }
   // kv_a's output is [compressed kv | k_pe]: normalise the first part, rotate the second, cache both.
-  Tensor latent = linear(x, w.kv_a_proj);
+  Tensor latent = linear(x, w.kv_a_proj.weight);
   ops::rms_norm_strided(latent.f32(), t, kv_lora, width, w.kv_a_norm.f32(), static_cast<float>(config_.rms_norm_eps));
   ops::apply_rope(q.f32() + nope, t, heads, heads * qk, qk, batch.positions.data(), rope_);
   ops::apply_rope(latent.f32() + kv_lora, t, 1, width, 0, batch.positions.data(), rope_);
@@ -136,11 +136,11 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
 
   Tensor q3 = q.reshape({t, heads, qk});
   Tensor out = Tensor::zeros(DType::kF32, {t, heads, config_.v_head_dim});
-  ops::mla_attention_decompressed(q3, w.kv_b_proj, layer_cache, decompressed.data(),
+  ops::mla_attention_decompressed(q3, w.kv_b_proj.weight, layer_cache, decompressed.data(),
                                   static_cast<int64_t>(decompressed.size()), mla_, out);
-  ops::mla_attention_absorbed(q3, w.kv_b_proj, layer_cache, absorbed.data(), static_cast<int64_t>(absorbed.size()),
+  ops::mla_attention_absorbed(q3, w.kv_b_proj.weight, layer_cache, absorbed.data(), static_cast<int64_t>(absorbed.size()),
                               mla_, out);
-  return linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj);
+  return linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj.weight);
 }
 
 Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x) const {
@@ -150,7 +150,7 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x) const {
   Tensor weights = empty(t, router_.top_k);
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
   Tensor out = w.shared ? mlp(*w.shared, x) : empty(t, x.size(1));
-  ops::moe_experts(x, ids, weights, w.experts_gate_up, w.experts_down, out);
+  ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out);
   return out;
 }
 
@@ -208,7 +208,7 @@ ForwardOutput DeepSeekModel::forward_mtp(int k, const ForwardBatch& batch, const
     std::memcpy(joined.f32() + i * 2 * hs, e.f32() + i * hs, hs * sizeof(float));
     std::memcpy(joined.f32() + i * 2 * hs + hs, hn.f32() + i * hs, hs * sizeof(float));
   }
-  Tensor h = linear(joined, w.eh_proj);
+  Tensor h = linear(joined, w.eh_proj.weight);
   decoder_layer(w.layer, config_.num_hidden_layers + k, batch, cache, options.attention, h);
   return head(h, w.head_norm, w.head, batch, options);
 }

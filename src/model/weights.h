@@ -1,4 +1,5 @@
-// The model's weights after load, in the layouts the ops want (float32 on the CPU backend).
+// The model's weights after load, in the layouts the ops want: float32 on the CPU backend; on the GPU,
+// BF16, with FP8 block-quantized linears kept in FP8 beside their scales.
 #pragma once
 
 #include <optional>
@@ -12,27 +13,35 @@ namespace narwhal {
 
 class Checkpoint;
 
+// A linear layer's weight [out, in] (nn.Linear layout; or [E, out, in] for stacked experts), and its
+// 128x128 block scales `scale_inv` [ceil(out/128), ceil(in/128)] when the weight stays FP8 (GPU only).
+struct Linear {
+  Tensor weight;
+  Tensor scale_inv;
+  bool fp8() const { return scale_inv.defined(); }
+};
+
 struct AttentionWeights {
-  Tensor q_proj;        // [H * qk_head_dim, hidden] when q_lora_rank is null
-  Tensor q_a_proj;      // [q_lora, hidden]
+  Linear q_proj;        // [H * qk_head_dim, hidden] when q_lora_rank is null
+  Linear q_a_proj;      // [q_lora, hidden]
   Tensor q_a_norm;      // [q_lora]
-  Tensor q_b_proj;      // [H * qk_head_dim, q_lora]
-  Tensor kv_a_proj;     // [kv_lora + rope, hidden]
+  Linear q_b_proj;      // [H * qk_head_dim, q_lora]
+  Linear kv_a_proj;     // [kv_lora + rope, hidden]
   Tensor kv_a_norm;     // [kv_lora]
-  Tensor kv_b_proj;     // [H * (nope + v), kv_lora]: per head W_UK rows then W_UV rows
-  Tensor o_proj;        // [hidden, H * v]
+  Linear kv_b_proj;     // [H * (nope + v), kv_lora]: per head W_UK rows then W_UV rows
+  Linear o_proj;        // [hidden, H * v]
 };
 
 struct MlpWeights {
-  Tensor gate_up;  // [2I, hidden]: gate_proj rows then up_proj rows, fused at load
-  Tensor down;     // [hidden, I]
+  Linear gate_up;  // [2I, hidden]: gate_proj rows then up_proj rows, fused at load
+  Linear down;     // [hidden, I]
 };
 
 struct MoeWeights {
   Tensor router;                 // [E, hidden]
   Tensor correction_bias;        // [E], noaux_tc only
-  Tensor experts_gate_up;        // [E, 2I, hidden]
-  Tensor experts_down;           // [E, hidden, I]
+  Linear experts_gate_up;        // [E, 2I, hidden]
+  Linear experts_down;           // [E, hidden, I]
   std::optional<MlpWeights> shared;
 };
 
@@ -48,7 +57,7 @@ struct DecoderLayerWeights {
 struct MtpWeights {
   Tensor embed;      // its own embed_tokens, or the main model's when the checkpoint has none
   Tensor enorm, hnorm;
-  Tensor eh_proj;    // [hidden, 2 * hidden]: input is [enorm(embedding) ; hnorm(hidden)]
+  Linear eh_proj;    // [hidden, 2 * hidden]: input is [enorm(embedding) ; hnorm(hidden)]
   DecoderLayerWeights layer;
   Tensor head_norm;  // shared_head.norm
   Tensor head;       // shared_head.head, or the main lm_head when absent
@@ -62,8 +71,9 @@ struct ModelWeights {
   std::vector<MtpWeights> mtp;  // empty when the checkpoint has no MTP weights
 };
 
-// Reads every tensor the config needs from the checkpoint, checking names and shapes, dequantizing FP8
-// block-quantized weights and fusing/stacking into the layouts above. Shows a progress bar on stderr.
-ModelWeights load_weights(const ModelConfig& config, const Checkpoint& checkpoint);
+// Reads every tensor the config needs from the checkpoint, checking names and shapes, fusing/stacking into
+// the layouts above, and placing them on `device`: the CPU gets float32 (FP8 dequantized), the GPU BF16
+// (FP8 kept). Shows a progress bar on stderr.
+ModelWeights load_weights(const ModelConfig& config, const Checkpoint& checkpoint, Device device = Device::kCPU);
 
 }  // namespace narwhal

@@ -33,4 +33,10 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
 void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
                  const Tensor& down, Tensor& out);
 
+// The same with expert weights in F32, BF16 or F8E4M3; FP8 ones come with DeepSeek-V3's 128x128 block scales
+// (`*_scale_inv` F32 [E, ceil(rows/128), ceil(cols/128)], weight = fp8 * scale_inv; undefined otherwise).
+// Each routed-to expert is converted to F32 on its own, so host memory stays one expert's worth above the inputs.
+void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
+                 const Tensor& gate_up_scale_inv, const Tensor& down, const Tensor& down_scale_inv, Tensor& out);
+
 }  // namespace narwhal::ops

@@ -92,7 +92,7 @@ TEST_P(Fixture, GenerateCommandPrintsReferenceLogits) {
   Reference ref = read_reference(name);
   std::string ids;
   for (int32_t id : ref.prompt) ids += (ids.empty() ? "" : ",") + std::to_string(id);
-  const std::string command = std::string(NARWHAL_BIN) + " generate --model-path " + testing::fixture_dir(name) +
+  const std::string command = testing::narwhal_bin() + " generate --model-path " + testing::fixture_dir(name) +
                               " --input-ids " + ids + " --max-new-tokens " + std::to_string(ref.output.size()) +
                               " --temperature 0 --ignore-eos --json --return-logits --log-level error";
   FILE* pipe = popen(command.c_str(), "r");

@@ -46,6 +46,32 @@ void mask_groups(std::vector<float>& choice, const RouterParams& p, bool top2_su
     if (!keep[e / per_group]) choice[e] = masked;
 }
 
+// Expert e of stacked weights [E, rows, cols] as F32: a view for F32, a converted copy for BF16 and for FP8
+// (times its 128x128 block's scale_inv [E, ceil(rows/128), ceil(cols/128)]).
+Tensor expert_f32(const Tensor& w, const Tensor& scale_inv, int64_t e) {
+  const int64_t rows = w.size(1), cols = w.size(2), offset = e * rows * cols;
+  if (w.dtype == DType::kF32) return Tensor::view(w.f32() + offset, DType::kF32, {rows, cols});
+  Tensor out = Tensor::zeros(DType::kF32, {rows, cols});
+  if (w.dtype == DType::kBF16) {
+    const uint16_t* src = w.ptr<uint16_t>() + offset;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < rows * cols; ++i) out.f32()[i] = bf16_to_float(src[i]);
+    return out;
+  }
+  NW_CHECK(w.dtype == DType::kF8E4M3 && scale_inv.defined(), "moe_experts: expert weights of dtype ",
+           dtype_name(w.dtype), scale_inv.defined() ? "" : " without scale_inv");
+  const int64_t block_rows = scale_inv.size(1), block_cols = scale_inv.size(2);
+  NW_CHECK(block_rows == (rows + 127) / 128 && block_cols == (cols + 127) / 128,
+           "moe_experts: scale_inv", scale_inv.shape_string(), " does not cover 128x128 blocks of ", rows, "x", cols);
+  const uint8_t* src = w.ptr<uint8_t>() + offset;
+  const float* scales = scale_inv.f32() + e * block_rows * block_cols;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      out.f32()[r * cols + c] = fp8_e4m3_to_float(src[r * cols + c]) * scales[(r / 128) * block_cols + c / 128];
+  return out;
+}
+
 }  // namespace
 
 void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const RouterParams& p, Tensor& topk_ids,
@@ -94,6 +120,11 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
 
 void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
                  const Tensor& down, Tensor& out) {
+  moe_experts(x, topk_ids, topk_weights, gate_up, Tensor(), down, Tensor(), out);
+}
+
+void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
+                 const Tensor& gate_up_scale_inv, const Tensor& down, const Tensor& down_scale_inv, Tensor& out) {
   const int64_t tokens = x.size(0), hidden = x.size(1), top_k = topk_ids.size(1);
   const int64_t num_experts = gate_up.size(0), inter = gate_up.size(1) / 2;
   NW_CHECK(gate_up.size(2) == hidden && down.size(0) == num_experts && down.size(1) == hidden &&
@@ -109,17 +140,17 @@ void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   for (int64_t e = 0; e < num_experts; ++e) {
     const int64_t n = static_cast<int64_t>(routed[e].size());
     if (n == 0) continue;
+    const Tensor w_gate_up = expert_f32(gate_up, gate_up_scale_inv, e);
+    const Tensor w_down = expert_f32(down, down_scale_inv, e);
     Tensor xe = Tensor::zeros(DType::kF32, {n, hidden});
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(xe.f32() + i * hidden, x.f32() + routed[e][i].first * hidden, hidden * sizeof(float));
     Tensor h = Tensor::zeros(DType::kF32, {n, 2 * inter});
-    gemm(n, 2 * inter, hidden, 1.0f, xe.f32(), hidden, gate_up.f32() + e * 2 * inter * hidden, hidden, true, 0.0f,
-         h.f32(), 2 * inter);
+    gemm(n, 2 * inter, hidden, 1.0f, xe.f32(), hidden, w_gate_up.f32(), hidden, true, 0.0f, h.f32(), 2 * inter);
     Tensor act = Tensor::zeros(DType::kF32, {n, inter});
     silu_and_mul(h, act);
     Tensor y = Tensor::zeros(DType::kF32, {n, hidden});
-    gemm(n, hidden, inter, 1.0f, act.f32(), inter, down.f32() + e * hidden * inter, inter, true, 0.0f, y.f32(),
-         hidden);
+    gemm(n, hidden, inter, 1.0f, act.f32(), inter, w_down.f32(), inter, true, 0.0f, y.f32(), hidden);
     for (int64_t i = 0; i < n; ++i) {
       float* dst = out.f32() + routed[e][i].first * hidden;
       const float w = routed[e][i].second;

@@ -1,0 +1,48 @@
+// Memory-bound ops of the GPU forward: embedding, residual add + RMSNorm, RoPE + latent cache store,
+// SiLU-and-mul, greedy choice. BF16 activations, FP32 statistics and residual stream.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "core/tensor.h"
+
+namespace narwhal::ops::cuda {
+
+// out[t, :] = table[ids[t], :] as FP32 (the residual stream). ids [T] I32, table [V, H] BF16, out [T, H] F32.
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t stream);
+
+// residual += delta (when delta is defined); out = rms_norm(residual) * weight.
+// residual [T, H] F32 (updated in place), delta [T, H] BF16 or undefined, weight [H] BF16, out [T, H] BF16.
+void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps, Tensor& out,
+                  cudaStream_t stream);
+
+// In place on BF16 rows of width `n` that lie `row_stride` elements apart (q_a, or the latent part of kv_a's
+// output): x = rms_norm(x) * weight, statistics in FP32.
+void rms_norm_rows(void* x, int64_t rows, int64_t n, int64_t row_stride, const Tensor& weight, float eps,
+                   cudaStream_t stream);
+
+struct RopeTable {
+  Tensor inv_freq;  // [rope_dim / 2] F32 on the device
+  float scaling = 1.0f;
+  bool interleave = true;
+};
+
+// Rotates q's rope slice in place (q [T, H, nope + rope] BF16, rope slice last) and writes each token's
+// latent (kv [T, kv_lora + rope] BF16: normalised compressed kv, then k_pe, rotated here) into the paged
+// cache [pages, page_size, kv_lora + rope] at row slots[t] (= page * page_size + offset; -1 skips).
+void rope_and_store_latents(Tensor& q, int64_t nope_dim, const Tensor& kv, const Tensor& positions,
+                            const Tensor& slots, const RopeTable& rope, Tensor& cache, cudaStream_t stream);
+
+// out[M, I] = silu(gate_up[:, :I]) * gate_up[:, I:], BF16.
+void silu_and_mul(const Tensor& gate_up, Tensor& out, cudaStream_t stream);
+
+// out[i, :] = x[rows[i], :] (BF16 rows of width x.size(1)); e.g. each sequence's last token before lm_head.
+void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t stream);
+
+// out = float(x), elementwise (BF16 -> F32), for logits and router scores.
+void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream);
+
+// ids[b] = argmax(logits[b, :]) (lowest index on ties). logits [B, V] F32, ids [B] I32.
+void argmax(const Tensor& logits, Tensor& ids, cudaStream_t stream);
+
+}  // namespace narwhal::ops::cuda

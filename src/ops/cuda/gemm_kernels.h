@@ -1,0 +1,51 @@
+// Launchers of the GEMM family's own kernels (FP8 activation quantization, small-M FP8 GEMM), for gemm_runner.cpp.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace narwhal::ops::cuda {
+
+// Per-token-group FP8 quantization of a BF16 batch of rows: row (m, b) of x, flattened as r = m * batch + b, goes
+// to q[r * k ...] and its scale for columns [kb*128, kb*128+128) (amax / 448, multiplying) to
+//   scale[kb * main_ld + r]                           for r <  main_rows,
+//   scale[tail_offset + kb * 4 + (r - main_rows)]     for r >= main_rows (at most 3 rows: see gemm_runner.cpp).
+// The split lets cuBLASLt read rows [0, main_rows) as its M-major VEC128 scale matrix when M % 4 != 0.
+struct QuantFp8Args {
+  const void* x = nullptr;  // BF16, element (b, m, c) at b * x_batch_stride + m * x_row_stride + c
+  int64_t batch = 1, rows = 0, k = 0, x_row_stride = 0, x_batch_stride = 0;
+  uint8_t* q = nullptr;
+  float* scale = nullptr;
+  int64_t main_rows = 0, main_ld = 0, tail_offset = 0;
+};
+void launch_quantize_fp8(const QuantFp8Args& args, cudaStream_t stream);
+
+// y[b] (BF16) = dequant(x[b]) dequant(w[b])^T with per-row-per-128 activation scales and 128x128 weight block
+// scales. Byte / element strides below; k % 16 == 0.
+struct Fp8SmallMArgs {
+  const uint8_t* x = nullptr;  // x[b][m][c] at b * x_batch + m * x_row + c
+  int64_t x_row = 0, x_batch = 0;
+  const float* sx = nullptr;  // scale of x[b][m][kb*128 ...] at b * sx_batch + m * sx_row + kb * sx_kb
+  int64_t sx_row = 0, sx_kb = 0, sx_batch = 0;
+  const uint8_t* w = nullptr;  // w[b][n][c] at b * w_batch + n * k + c
+  int64_t w_batch = 0;
+  const float* sw = nullptr;  // scale of block (nb, kb) of w[b] at b * sw_batch + nb * sw_ld + kb
+  int64_t sw_ld = 0, sw_batch = 0;
+  void* y = nullptr;  // BF16 y[b][m][n] at b * y_batch + m * y_row + n
+  int64_t y_row = 0, y_batch = 0;
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+};
+
+// Split-K scratch of the small-M kernel: FP32 partial tiles and one arrival counter per output tile. The counters
+// start at zero (cudaMemset once) and each reducing CTA puts its counter back to zero, so no per-call reset.
+struct SplitKWorkspace {
+  float* partials = nullptr;
+  int64_t partial_floats = 0;
+  unsigned* counters = nullptr;
+  int64_t counter_count = 0;
+  int num_sms = 132;
+};
+void launch_fp8_gemm_small_m(const Fp8SmallMArgs& args, const SplitKWorkspace& workspace, cudaStream_t stream);
+
+}  // namespace narwhal::ops::cuda

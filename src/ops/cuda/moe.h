@@ -1,0 +1,46 @@
+// DeepSeekMoE on the GPU: the router's top-k selection (moe_route.cu) and the fused expert MLPs with the
+// shared experts folded in (moe_experts.cu: sort/align, grouped gate_up GEMM + SiLU-and-mul, grouped down GEMM
+// weighted by the router, per-token sum; the grouped GEMM is moe_gemm.cuh).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "ops/moe.h"
+
+namespace narwhal::ops::cuda {
+
+// router_logits [T, E] F32 -> topk_ids [T, k] I32, topk_weights [T, k] F32, as ops::moe_route (softmax or
+// sigmoid scoring; greedy, group-limited greedy or noaux_tc selection, renormalize, routed_scaling_factor).
+// correction_bias [E] F32 (noaux_tc only). Limits: E <= 256, k <= 16, n_group <= 32. One warp per token.
+void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const RouterParams& params,
+               Tensor& topk_ids, Tensor& topk_weights, cudaStream_t stream);
+
+// Stacked expert weights on the device, in the layout the loader converts checkpoints into: E routed experts
+// followed by S shared experts. The shared MLP (gate/up [S*I, H], down [H, S*I]) is split along its
+// intermediate dimension into S experts of width I (exact: down(silu(g)*u) sums over intermediate channels);
+// every token selects each of them with weight 1 (SGLang's "shared experts fusion").
+struct MoeExpertWeights {
+  Tensor gate_up;            // [E + S, 2I, H] BF16 or F8E4M3: gate rows, then up rows
+  Tensor down;               // [E + S, H, I], same dtype
+  Tensor gate_up_scale_inv;  // F8E4M3 only: F32 [E + S, 2I / 128, H / 128] (weight = fp8 * scale_inv)
+  Tensor down_scale_inv;     // F8E4M3 only: F32 [E + S, H / 128, I / 128]
+  int num_shared = 0;        // S
+};
+
+// Device bytes moe_experts needs for `tokens` tokens; a workspace sized for T serves any smaller T.
+size_t moe_experts_workspace_bytes(int64_t tokens, int top_k, const MoeExpertWeights& weights);
+
+// out[t] = sum_j topk_weights[t, j] * expert_{topk_ids[t, j]}(x[t]) + sum_s shared_s(x[t]), where
+// expert_e(x) = down_e(silu(gate_e x) * up_e x). x [T, H] BF16, topk_ids [T, k] I32 (routed experts < E),
+// topk_weights [T, k] F32, out [T, H] BF16 (overwritten). FP32 accumulation; deterministic (each token's
+// k + S expert outputs are summed in a fixed order, no atomics). Needs H % 128 == 0 and I % 64 == 0
+// (I % 128 == 0 for FP8). Grids depend on T only: CUDA-graph capturable at a fixed T, no host sync.
+void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                 const MoeExpertWeights& weights, Tensor& out, void* workspace, size_t workspace_bytes,
+                 cudaStream_t stream);
+
+}  // namespace narwhal::ops::cuda

@@ -1,0 +1,312 @@
+// Engine: request intake, the loop thread, and each step's batch -> forward -> sample -> stop -> output.
+#include "runtime/engine.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/logging.h"
+
+namespace narwhal {
+
+namespace {
+
+const EngineConfig& validated(const EngineConfig& config) {
+  config.validate();
+  return config;
+}
+
+// SGLang's default: half the cache's tokens, capped at 4096 (the request-to-token pool's usual size).
+int default_max_running(const ModelRunner& runner) {
+  return static_cast<int>(std::clamp<int64_t>(runner.num_pages() * runner.page_size() / 2, 1, 4096));
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config, const TokenText* text)
+    : runner_(std::move(runner)),
+      config_(validated(config)),
+      text_(text),
+      pool_(runner_->num_pages(), runner_->page_size()),
+      cache_(pool_, !config.disable_radix_cache),
+      max_running_(config.max_running_requests > 0 ? config.max_running_requests : default_max_running(*runner_)),
+      scheduler_(config_, max_running_, pool_, cache_),
+      sampler_(runner_->config().vocab_size),
+      max_sequence_len_(std::min(runner_->config().max_position_embeddings, pool_.num_pages() * pool_.page_size())) {
+  NW_LOG(Info) << "Engine: " << pool_.num_pages() << " cache pages of " << pool_.page_size() << " tokens, "
+               << max_running_ << " running requests at most, radix cache "
+               << (cache_.enabled() ? "on" : "off");
+}
+
+Engine::~Engine() { stop(); }
+
+uint64_t Engine::submit(RequestInput input) {
+  SamplingParams& p = input.params;
+  p.validate();
+  const int64_t vocab = runner_->config().vocab_size;
+  const int64_t prompt_len = static_cast<int64_t>(input.input_ids.size());
+  NW_CHECK(prompt_len > 0, "the prompt is empty");
+  for (int32_t id : input.input_ids)
+    NW_CHECK(id >= 0 && id < vocab, "token id ", id, " is outside the vocabulary (size ", vocab, ")");
+  NW_CHECK(prompt_len < max_sequence_len_, "the prompt has ", prompt_len, " tokens; at most ", max_sequence_len_ - 1,
+           " fit (context length ", runner_->config().max_position_embeddings, ", KV cache ",
+           pool_.num_pages() * pool_.page_size(), " tokens)");
+  NW_CHECK(p.stop.empty() || text_, "stop strings need a tokenizer");
+  NW_CHECK(p.n <= max_running_, "n = ", p.n, " exceeds --max-running-requests ", max_running_);
+  NW_CHECK(input.top_logprobs_num >= 0 && input.top_logprobs_num <= vocab, "top_logprobs_num must be in [0, ", vocab,
+           "], got ", input.top_logprobs_num);
+  p.max_new_tokens = std::min(p.max_new_tokens, max_sequence_len_ - prompt_len);
+  p.min_new_tokens = std::min(p.min_new_tokens, p.max_new_tokens);
+
+  auto request = std::make_unique<RequestState>();
+  request->id = next_id_++;
+  request->stop_ids = p.stop_token_ids;
+  if (!p.ignore_eos)
+    for (int eos : runner_->config().eos_token_ids) request->stop_ids.push_back(eos);
+  const uint64_t seed = p.seed.value_or(mix_bits(config_.random_seed ^ mix_bits(request->id)));
+  for (int i = 0; i < p.n; ++i) {
+    auto seq = std::make_unique<Sequence>();
+    seq->request = request.get();
+    seq->index = i;
+    seq->tokens = input.input_ids;
+    seq->prompt_len = prompt_len;
+    seq->max_new_tokens = p.max_new_tokens;
+    seq->seed = i == 0 ? seed : mix_bits(seed + static_cast<uint64_t>(i));  // choice 0 of n equals the n = 1 request
+    seq->text = OutputText(p.stop);
+    request->seqs.push_back(std::move(seq));
+  }
+  request->seqs[0]->forks = p.n;
+  request->unfinished = p.n;
+  request->input = std::move(input);
+  const uint64_t id = request->id;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    submitted_.push_back(std::move(request));
+  }
+  wake_.notify_one();
+  return id;
+}
+
+void Engine::abort(uint64_t request_id) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    aborted_.push_back(request_id);
+  }
+  wake_.notify_one();
+}
+
+void Engine::start() {
+  NW_CHECK(!thread_.joinable(), "Engine::start: the loop is already running");
+  stopping_ = false;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Engine::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::loop() {
+  bool busy = false;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (!busy) wake_.wait(lock, [&] { return stopping_ || !submitted_.empty() || !aborted_.empty(); });
+      if (stopping_) return;
+    }
+    try {
+      busy = step();
+    } catch (const std::exception& e) {
+      // A failed step must not take the server down: its requests end with the error, the loop goes on.
+      NW_LOG(Error) << "engine step failed: " << e.what();
+      abort_everything(cat("internal error: ", e.what()));
+      busy = false;
+    }
+  }
+}
+
+bool Engine::has_submissions() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !submitted_.empty() || !aborted_.empty();
+}
+
+void Engine::run_until_idle() {
+  while (step() || has_submissions()) {
+  }
+}
+
+void Engine::drain_submissions() {
+  std::vector<std::unique_ptr<RequestState>> submitted;
+  std::vector<uint64_t> aborted;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    submitted.swap(submitted_);
+    aborted.swap(aborted_);
+  }
+  for (auto& request : submitted) admit(std::move(request));
+  for (uint64_t id : aborted) finish_aborted(id, "aborted by the client");
+}
+
+void Engine::admit(std::unique_ptr<RequestState> request) {
+  RequestState& r = *request;
+  requests_[r.id] = std::move(request);
+  if (r.input.params.max_new_tokens == 0) {  // nothing to generate: done without touching the model
+    for (auto& seq : r.seqs) emit(*seq, RequestOutput{.finish = FinishReason{FinishReason::Kind::kLength}});
+    return;
+  }
+  scheduler_.enqueue(r.seqs[0].get());
+}
+
+void Engine::finish_aborted(uint64_t request_id, const std::string& message) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  for (auto& seq : it->second->seqs) {
+    if (seq->finished) continue;
+    scheduler_.remove(seq.get());
+    RequestOutput out;
+    out.text = seq->text.take(true);
+    out.finish = FinishReason{FinishReason::Kind::kAbort, std::nullopt, std::nullopt, message};
+    emit(*seq, std::move(out));
+  }
+  ++stats_.aborted_requests;
+}
+
+void Engine::abort_everything(const std::string& message) {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, request] : requests_) ids.push_back(id);
+  for (uint64_t id : ids) finish_aborted(id, message);
+  drop_done();
+}
+
+void Engine::drop_done() {
+  for (uint64_t id : done_) requests_.erase(id);
+  done_.clear();
+}
+
+bool Engine::step() {
+  drain_submissions();
+  StepPlan plan = scheduler_.plan();
+  if (!plan.empty()) {
+    ForwardBatch batch;
+    for (const ScheduledSequence& item : plan.items) {
+      const Sequence& s = *item.seq;
+      batch.add_sequence({s.tokens.begin() + s.kv_len, s.tokens.begin() + s.kv_len + item.new_tokens}, s.kv_len,
+                         s.pages);
+    }
+    Tensor logits = runner_->run(batch);
+    scheduler_.complete(plan);
+    process_step(plan, logits);
+    ++stats_.steps;
+    stats_.forward_tokens += batch.num_tokens();
+    stats_.retractions = scheduler_.num_retractions();
+  }
+  drop_done();
+  return !scheduler_.idle();
+}
+
+void Engine::process_step(const StepPlan& plan, const Tensor& logits) {
+  std::vector<Sequence*> ready;
+  std::vector<SampleRequest> samples;
+  const auto add = [&](Sequence* s, int64_t row) {
+    const RequestState& r = *s->request;
+    const bool masked = s->output_len() < r.input.params.min_new_tokens && !r.stop_ids.empty();
+    ready.push_back(s);
+    samples.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
+                       s->output_len(), r.input.return_logprob, r.input.top_logprobs_num});
+  };
+  for (size_t row = 0; row < plan.items.size(); ++row) {
+    Sequence* s = plan.items[row].seq;
+    if (s->pending() != 0) continue;  // a prompt chunk: nothing to sample yet
+    add(s, static_cast<int64_t>(row));
+    // Choices forked off this prompt that could keep its last page sample from the same logits.
+    if (s->forks > 1)
+      for (Sequence* child : fork(*s)) add(child, static_cast<int64_t>(row));
+  }
+  std::vector<SampledToken> sampled(samples.size());
+  sampler_.sample(logits, samples, sampled);
+  for (size_t i = 0; i < ready.size(); ++i)
+    accept_token(*ready[i], sampled[i], logits.f32() + samples[i].row * logits.size(1));
+}
+
+// Choice 0 has just finished the prompt: the other choices take its full pages (shared, counted) and
+// their own copy of its partial last page, so the prompt is computed once for all n. Returns the
+// choices that can sample now.
+std::vector<Sequence*> Engine::fork(Sequence& parent) {
+  std::vector<Sequence*> ready;
+  const int64_t ps = pool_.page_size();
+  const int64_t full = parent.kv_len / ps;
+  for (size_t i = 1; i < parent.request->seqs.size(); ++i) {
+    Sequence& child = *parent.request->seqs[i];
+    child.kv_len = parent.kv_len;
+    child.admitted = true;
+    child.cached_tokens = parent.cached_tokens;
+    child.pages.assign(parent.pages.begin(), parent.pages.begin() + full);
+    for (int32_t page : child.pages) pool_.retain(page);
+    if (parent.kv_len % ps != 0) {
+      std::vector<int32_t> own;
+      if (scheduler_.allocate(1, own)) {
+        runner_->copy_page(parent.pages[full], own[0]);
+        child.pages.push_back(own[0]);
+      } else {
+        child.kv_len = full * ps;  // no free page: it recomputes the partial page in a later step
+      }
+    }
+    scheduler_.add_running(&child);
+    if (child.pending() == 0) ready.push_back(&child);
+  }
+  parent.forks = 1;
+  return ready;
+}
+
+std::optional<FinishReason> Engine::finish_reason(const Sequence& seq, std::optional<std::string> stop_text) const {
+  using Kind = FinishReason::Kind;
+  const int32_t token = seq.tokens.back();
+  const std::vector<int32_t>& stop_ids = seq.request->stop_ids;
+  if (seq.output_len() >= seq.max_new_tokens) return FinishReason{Kind::kLength};
+  if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) return FinishReason{Kind::kStop, token};
+  if (stop_text) return FinishReason{Kind::kStop, std::nullopt, std::move(stop_text)};
+  return std::nullopt;
+}
+
+void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const float* logits_row) {
+  const RequestInput& input = seq.request->input;
+  seq.tokens.push_back(sampled.token);
+  ++seq.output_counts[sampled.token];
+  ++stats_.generated_tokens;
+  if (seq.output_len() == 1 && seq.index == 0) {
+    stats_.prompt_tokens += seq.prompt_len;
+    stats_.cached_tokens += seq.cached_tokens;
+  }
+  RequestOutput out;
+  out.token_ids = {sampled.token};
+  if (input.return_logprob || input.top_logprobs_num > 0) out.logprobs = {sampled};
+  if (input.return_logits) out.logits.emplace_back(logits_row, logits_row + runner_->config().vocab_size);
+  std::optional<std::string> stop_text;
+  if (text_) stop_text = seq.text.append(text_->bytes(sampled.token), input.params.no_stop_trim);
+  out.finish = finish_reason(seq, std::move(stop_text));
+  out.text = seq.text.take(out.finish.has_value());
+  if (out.finish) scheduler_.remove(&seq);
+  emit(seq, std::move(out));
+}
+
+void Engine::emit(Sequence& seq, RequestOutput&& out) {
+  RequestState& r = *seq.request;
+  out.request_id = r.id;
+  out.index = seq.index;
+  out.prompt_tokens = seq.prompt_len;
+  out.cached_tokens = seq.cached_tokens;
+  out.completion_tokens = seq.output_len();
+  if (out.finish) {
+    seq.finished = true;
+    if (--r.unfinished == 0) {
+      done_.push_back(r.id);
+      ++stats_.finished_requests;
+    }
+  }
+  if (r.input.on_output) r.input.on_output(std::move(out));
+}
+
+}  // namespace narwhal

@@ -1,0 +1,112 @@
+// Engine: the serving loop. Thread-safe submit/abort in, one loop thread scheduling and running steps, outputs streamed back.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/engine_config.h"
+#include "runtime/kv_pool.h"
+#include "runtime/model_runner.h"
+#include "runtime/radix_cache.h"
+#include "runtime/request.h"
+#include "runtime/sampler.h"
+#include "runtime/scheduler.h"
+#include "runtime/sequence.h"
+
+namespace narwhal {
+
+// One request in the engine: its input and its choices (one Sequence each once the prompt forks).
+struct RequestState {
+  uint64_t id = 0;
+  RequestInput input;
+  std::vector<int32_t> stop_ids;  // eos (unless ignore_eos) and stop_token_ids: finish, and masked before min_new_tokens
+  std::vector<std::unique_ptr<Sequence>> seqs;  // all n from the start; choices 1.. wait until choice 0 forks
+  int unfinished = 0;
+};
+
+// Counters since start, readable from any thread.
+struct EngineStats {
+  std::atomic<int64_t> steps{0};
+  std::atomic<int64_t> prompt_tokens{0};     // of admitted requests (once per request)
+  std::atomic<int64_t> cached_tokens{0};     // of those, found in the prefix cache
+  std::atomic<int64_t> generated_tokens{0};
+  std::atomic<int64_t> forward_tokens{0};    // fed to the model (re-prefills after retraction included)
+  std::atomic<int64_t> finished_requests{0};
+  std::atomic<int64_t> aborted_requests{0};
+  std::atomic<int64_t> retractions{0};
+};
+
+class Engine {
+ public:
+  // `text` (optional, must outlive the engine) turns tokens into text for stop strings and streamed text.
+  Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config, const TokenText* text = nullptr);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Thread-safe. Checks the request (Error on a bad one: empty prompt, id outside the vocabulary, a prompt
+  // the context or the cache cannot hold, stop strings without a tokenizer) and queues it; returns its id.
+  // max_new_tokens is clipped so prompt + output fit the context and the cache.
+  uint64_t submit(RequestInput input);
+  // Thread-safe. Ends the request at the next step, whatever its state: its pages are released and each
+  // unfinished choice gets a last output with finish reason abort. Unknown or finished ids are ignored.
+  void abort(uint64_t request_id);
+
+  // Runs the loop on its own thread until stop() (or destruction).
+  void start();
+  void stop();
+  // Without start(): runs one step on the caller's thread; returns whether work remains.
+  bool step();
+  void run_until_idle();
+
+  const EngineStats& stats() const { return stats_; }
+  // Loop-thread state, for tests and tools when the loop is not running.
+  const KvPool& kv_pool() const { return pool_; }
+  RadixCache& radix_cache() { return cache_; }
+  const ModelConfig& model_config() const { return runner_->config(); }
+  int max_running_requests() const { return max_running_; }
+
+ private:
+  void loop();
+  bool has_submissions();
+  void drain_submissions();
+  void admit(std::unique_ptr<RequestState> request);
+  void finish_aborted(uint64_t request_id, const std::string& message);
+  void process_step(const StepPlan& plan, const Tensor& logits);
+  std::vector<Sequence*> fork(Sequence& parent);
+  void accept_token(Sequence& seq, const SampledToken& sampled, const float* logits_row);
+  std::optional<FinishReason> finish_reason(const Sequence& seq, std::optional<std::string> stop_text) const;
+  void emit(Sequence& seq, RequestOutput&& out);
+  void abort_everything(const std::string& message);
+  void drop_done();
+
+  std::unique_ptr<ModelRunner> runner_;
+  EngineConfig config_;
+  const TokenText* text_;
+  KvPool pool_;
+  RadixCache cache_;
+  int max_running_;
+  Scheduler scheduler_;
+  Sampler sampler_;
+  int64_t max_sequence_len_;  // prompt + output, within the context and the cache
+  std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
+  std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end
+
+  std::mutex mutex_;  // guards the two queues below and wakes the loop
+  std::condition_variable wake_;
+  std::vector<std::unique_ptr<RequestState>> submitted_;
+  std::vector<uint64_t> aborted_;
+  bool stopping_ = false;
+  std::thread thread_;
+
+  std::atomic<uint64_t> next_id_{1};
+  EngineStats stats_;
+};
+
+}  // namespace narwhal

@@ -1,0 +1,31 @@
+// EngineConfig: the scheduling and caching settings of one engine (filled from ServerArgs' SGLang-named flags).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace narwhal {
+
+enum class SchedulePolicy {
+  kFcfs,  // first come, first served
+  kLpm,   // longest prefix match first: requests that hit the cache most go first
+};
+
+// Parses --schedule-policy ("fcfs" or "lpm"); throws Error otherwise.
+SchedulePolicy parse_schedule_policy(const std::string& name);
+
+struct EngineConfig {
+  SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
+  int max_running_requests = 0;        // 0: half the cache's tokens, at most 4096 (SGLang's rule)
+  int64_t chunked_prefill_size = 512;  // prompt tokens per step and sequence chunk; -1: no chunking
+  int64_t max_prefill_tokens = 16384;  // prompt tokens per step when not chunking
+  bool enable_mixed_chunk = false;     // decode tokens ride along in prefill steps
+  bool disable_radix_cache = false;
+  double schedule_conservativeness = 1.0;  // > 1 reserves more cache for running requests' future tokens
+  uint64_t random_seed = 0;            // seeds of requests that give none derive from it
+
+  // Throws Error naming the flag whose value cannot work.
+  void validate() const;
+};
+
+}  // namespace narwhal

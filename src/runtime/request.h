@@ -1,0 +1,53 @@
+// What a client hands the engine (RequestInput) and what it gets back, token by token (RequestOutput).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "runtime/sampling_params.h"
+
+namespace narwhal {
+
+struct FinishReason {
+  enum class Kind { kStop, kLength, kAbort };
+  Kind kind = Kind::kStop;
+  std::optional<int32_t> matched_token;      // the stop token (eos or stop_token_ids) that ended it
+  std::optional<std::string> matched_text;   // the stop string that ended it
+  std::string message;                       // why it was aborted
+
+  // SGLang's meta_info form: {"type": "stop", "matched": 1}, {"type": "length", "length": 16}, ...
+  json to_json(int64_t completion_tokens) const;
+};
+
+// One streamed piece of one choice: the tokens it produced since its last output, and at the end
+// its finish reason. A request with n choices gets outputs with index 0 .. n-1.
+struct RequestOutput {
+  uint64_t request_id = 0;
+  int index = 0;
+  std::vector<int32_t> token_ids;
+  std::string text;                             // new text (needs a tokenizer), held back while it may start a stop string
+  std::vector<SampledToken> logprobs;           // per token, when the request asked for logprobs
+  std::vector<std::vector<float>> logits;       // per token, the raw logits row (debugging: generate --return-logits)
+  std::optional<FinishReason> finish;           // set on the choice's last output
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;                    // prompt tokens served from the prefix cache
+  int64_t completion_tokens = 0;                // generated so far
+};
+
+// Called on the engine's loop thread; it should only hand the output on (a queue, a socket write).
+using OutputCallback = std::function<void(RequestOutput&&)>;
+
+struct RequestInput {
+  std::vector<int32_t> input_ids;
+  SamplingParams params;
+  bool return_logprob = false;
+  int top_logprobs_num = 0;
+  bool return_logits = false;
+  OutputCallback on_output;
+};
+
+}  // namespace narwhal

@@ -1,0 +1,69 @@
+// Sampler: the next token of each sequence from its logits row, with penalties, top-k/top-p/min-p and logprobs.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "core/tensor.h"
+#include "runtime/sampling_params.h"
+
+namespace narwhal {
+
+// How often each token occurs in a sequence's output so far (frequency/presence/repetition penalties).
+using TokenCounts = std::unordered_map<int32_t, int32_t>;
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
+struct SampledToken {
+  int32_t token = 0;
+  float logprob = 0.0f;            // log_softmax of the raw logits at `token` (when asked for)
+  std::vector<TokenLogprob> top;   // the `top_logprobs` most likely tokens of the raw logits, best first
+};
+
+// One row to sample: row `row` of the logits, for a sequence at output position `position`.
+struct SampleRequest {
+  int64_t row = 0;
+  const SamplingParams* params = nullptr;
+  const TokenCounts* counts = nullptr;
+  const std::vector<int32_t>* masked = nullptr;  // ids that may not be chosen now (stop ids before min_new_tokens)
+  uint64_t seed = 0;
+  int64_t position = 0;
+  bool logprob = false;
+  int top_logprobs = 0;
+};
+
+// Order, as SGLang and vLLM: penalties (repetition, then frequency and presence; over output tokens, as
+// SGLang's penalizers), temperature, top-k, top-p over the top-k renormalised probabilities, min-p
+// relative to the most likely token, then one draw. Greedy (temperature 0) takes the argmax after the
+// penalties. Logprobs come from the unmodified distribution (log_softmax of the model's logits), as
+// OpenAI's API and SGLang's original-logprob mode report them.
+// The draw for output position i uses uniform(seed, i) only, so a seeded request gives the same tokens
+// whatever else is in the batch, and after a retraction.
+class Sampler {
+ public:
+  explicit Sampler(int64_t vocab);
+  // Samples every request's row of `logits` [rows, vocab] (host F32) in parallel into `out`.
+  void sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampledToken> out);
+
+ private:
+  struct Scratch {
+    std::vector<float> weights;
+    std::vector<int32_t> order;
+  };
+  SampledToken sample_row(const float* logits, const SampleRequest& request, Scratch& scratch) const;
+
+  int64_t vocab_;
+  std::vector<Scratch> scratch_;  // one per OpenMP thread
+};
+
+// A well-mixed 64-bit function of `x` (SplitMix64's finaliser): seeds of n > 1 choices and default seeds.
+uint64_t mix_bits(uint64_t x);
+// The uniform [0, 1) number that draws output position `position` of a sequence seeded with `seed`.
+double uniform(uint64_t seed, int64_t position);
+
+}  // namespace narwhal

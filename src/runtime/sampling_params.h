@@ -1,0 +1,38 @@
+// SamplingParams: how one request's tokens are chosen and when it stops (SGLang's sampling_params names).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/json.h"
+
+namespace narwhal {
+
+struct SamplingParams {
+  int64_t max_new_tokens = 128;
+  int64_t min_new_tokens = 0;    // stop tokens are masked until this many were generated
+  double temperature = 1.0;      // 0 = greedy
+  int64_t top_k = -1;            // -1 (or >= vocab) = all
+  double top_p = 1.0;
+  double min_p = 0.0;
+  double frequency_penalty = 0.0;
+  double presence_penalty = 0.0;
+  double repetition_penalty = 1.0;
+  std::optional<uint64_t> seed;  // none: derived from --random-seed and the request id
+  int n = 1;                     // choices sharing the prompt (prefilled once)
+  bool ignore_eos = false;
+  std::vector<std::string> stop;          // stop strings (need a tokenizer)
+  std::vector<int32_t> stop_token_ids;
+  bool no_stop_trim = false;              // keep the matched stop string in the text
+
+  bool greedy() const { return temperature == 0.0; }
+  // Throws Error naming the first parameter outside its range.
+  void validate() const;
+  // Reads SGLang's native `sampling_params` object (`sampling_seed` is the seed, `stop` a string or list);
+  // unknown keys are errors, so a typo cannot silently change sampling.
+  static SamplingParams from_json(const json& j);
+};
+
+}  // namespace narwhal

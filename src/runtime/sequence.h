@@ -1,0 +1,42 @@
+// Sequence: the engine's state of one choice of one request (tokens, cache pages, sampling state).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/output_text.h"
+#include "runtime/request.h"
+#include "runtime/sampler.h"
+
+namespace narwhal {
+
+struct RequestState;
+
+// A sequence is its tokens (prompt, then output) and how many of them have latents in the cache
+// (kv_len). Each step feeds tokens[kv_len, kv_len + n): a prefill chunk, a decode step (the one pending
+// token), or a re-prefill after retraction are all this. When kv_len reaches tokens.size() the step's
+// logits pick the next token. `pages` holds one KvPool reference per page and covers kv_len positions.
+struct Sequence {
+  RequestState* request = nullptr;
+  int index = 0;                  // choice index within the request
+  std::vector<int32_t> tokens;
+  int64_t prompt_len = 0;
+  int64_t kv_len = 0;
+  std::vector<int32_t> pages;
+  int64_t max_new_tokens = 0;     // after clipping to the context and the cache
+  uint64_t seed = 0;
+  int forks = 1;                  // > 1: the prompt's owner; the request's other choices split off it when the prompt is done
+  bool admitted = false;          // has held pages before (a retracted sequence comes back with this set)
+  bool finished = false;
+  int64_t cached_tokens = 0;      // prompt tokens its first admission found in the prefix cache
+  TokenCounts output_counts;
+  OutputText text;
+
+  int64_t output_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
+  // Tokens still to be fed before the next token can be sampled.
+  int64_t pending() const { return static_cast<int64_t>(tokens.size()) - kv_len; }
+  // Tokens it may still generate (counting every choice it will fork into).
+  int64_t remaining_new_tokens() const { return forks * (max_new_tokens - output_len()); }
+};
+
+}  // namespace narwhal

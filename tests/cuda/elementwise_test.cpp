@@ -1,0 +1,144 @@
+// GPU memory-bound ops against the CPU reference ops, at DeepSeek shapes and odd ones.
+// Tolerance: inputs are exact BF16 values on both sides, math is FP32; the GPU rounds its BF16 outputs
+// once, so the error is BF16 rounding: relative 2^-8 = 3.9e-3 per element, checked as max|diff|/max|ref| <= 8e-3.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "core/cuda_check.h"
+#include "cuda/gpu_test_util.h"
+#include "ops/activation.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/embed.h"
+#include "ops/norm.h"
+#include "ops/rope.h"
+#include "ops/sampling.h"
+#include "test_util.h"
+
+namespace narwhal {
+namespace {
+
+using testing::random_bf16;
+using testing::to_host_f32;
+
+constexpr double kBf16Tolerance = 8e-3;
+
+void expect_close(const Tensor& gpu_result, const Tensor& reference, double tolerance, const std::string& what) {
+  Tensor got = to_host_f32(gpu_result);
+  ASSERT_EQ(got.numel(), reference.numel()) << what;
+  testing::ErrorStats e = testing::compare(got.f32(), reference.f32(), reference.numel());
+  EXPECT_LE(e.rel, tolerance) << what << ": max-abs " << e.max_abs << ", rel " << e.rel;
+}
+
+Tensor device_ints(const std::vector<int32_t>& values) {
+  Tensor t = Tensor::zeros(DType::kI32, {static_cast<int64_t>(values.size())});
+  std::copy(values.begin(), values.end(), t.ptr<int32_t>());
+  return t.to(Device::kCUDA);
+}
+
+Tensor poisoned(DType dtype, std::vector<int64_t> shape) {
+  Tensor t = Tensor::empty(dtype, shape, Device::kCUDA);
+  NW_CUDA_CHECK(cudaMemset(t.data, 0xff, t.nbytes()));  // NaN in F32 and BF16
+  return t;
+}
+
+TEST(CudaElementwise, EmbeddingThenAddRmsNorm) {
+  NW_REQUIRE_GPU();
+  for (int64_t hidden : {2048, 7168, 200}) {
+    const int64_t vocab = 1000, tokens = 37;
+    auto table = random_bf16({vocab, hidden}, 1);
+    auto weight = random_bf16({hidden}, 2, 0.1f);
+    for (int64_t i = 0; i < hidden; ++i) weight.host.f32()[i] += 1.0f;  // keep the device copy in sync below
+    weight.device = [&] {
+      Tensor bits = Tensor::zeros(DType::kBF16, {hidden});
+      for (int64_t i = 0; i < hidden; ++i) {
+        bits.ptr<uint16_t>()[i] = float_to_bf16(weight.host.f32()[i]);
+        weight.host.f32()[i] = bf16_to_float(bits.ptr<uint16_t>()[i]);
+      }
+      return bits.to(Device::kCUDA);
+    }();
+    auto delta = random_bf16({tokens, hidden}, 3);
+    std::vector<int32_t> ids(tokens);
+    for (int64_t t = 0; t < tokens; ++t) ids[t] = static_cast<int32_t>((t * 131 + 7) % vocab);
+
+    Tensor residual = poisoned(DType::kF32, {tokens, hidden});
+    ops::cuda::embedding(device_ints(ids), table.device, residual, nullptr);
+    Tensor ref_residual = Tensor::zeros(DType::kF32, {tokens, hidden});
+    ops::embedding(ids, table.host, ref_residual);
+    expect_close(residual, ref_residual, 0.0, "embedding");
+
+    Tensor out = poisoned(DType::kBF16, {tokens, hidden});
+    ops::cuda::add_rms_norm(residual, delta.device, weight.device, 1e-6f, out, nullptr);
+    for (int64_t i = 0; i < ref_residual.numel(); ++i) ref_residual.f32()[i] += delta.host.f32()[i];
+    Tensor ref_out = Tensor::zeros(DType::kF32, {tokens, hidden});
+    ops::rms_norm(ref_residual, weight.host, 1e-6f, ref_out);
+    expect_close(residual, ref_residual, 1e-6, "residual += delta");
+    expect_close(out, ref_out, kBf16Tolerance, "add_rms_norm hidden " + std::to_string(hidden));
+  }
+}
+
+TEST(CudaElementwise, RmsNormOnStridedRows) {
+  NW_REQUIRE_GPU();
+  const int64_t rows = 19, width = 576, n = 512;  // the latent part of kv_a's output
+  auto x = random_bf16({rows, width}, 4, 3.0f);
+  auto weight = random_bf16({n}, 5);
+  ops::cuda::rms_norm_rows(x.device.data, rows, n, width, weight.device, 1e-6f, nullptr);
+  ops::rms_norm_strided(x.host.f32(), rows, n, width, weight.host.f32(), 1e-6f);
+  expect_close(x.device, x.host, kBf16Tolerance, "strided rms_norm (the rope tail must stay untouched)");
+}
+
+TEST(CudaElementwise, RopeAndLatentStoreMatchReference) {
+  NW_REQUIRE_GPU();
+  for (bool interleave : {true, false}) {
+    const int64_t tokens = 21, heads = 3, nope = 128, rope = 64, kv_lora = 512, page = 16, pages = 8;
+    auto q = random_bf16({tokens, heads, nope + rope}, 6);
+    auto kv = random_bf16({tokens, kv_lora + rope}, 7);
+    std::vector<int32_t> positions(tokens);
+    std::vector<float> inv(rope / 2);
+    for (int64_t i = 0; i < rope / 2; ++i) inv[i] = std::pow(10000.0f, -2.0f * i / rope);
+    ops::RopeParams params{inv, 1.3f, interleave};
+    ops::cuda::RopeTable table{Tensor::from_floats(inv, {rope / 2}).to(Device::kCUDA), 1.3f, interleave};
+    Tensor slots = Tensor::zeros(DType::kI64, {tokens});
+    for (int64_t t = 0; t < tokens; ++t) {
+      positions[t] = static_cast<int32_t>(3000 + 7 * t);               // large angles, as late in a long context
+      slots.ptr<int64_t>()[t] = t == 5 ? -1 : (pages * page - 1 - 3 * t);  // scattered; token 5 not stored
+    }
+    Tensor cache = poisoned(DType::kBF16, {pages, page, kv_lora + rope});
+    Tensor device_slots = slots.to(Device::kCUDA);
+    ops::cuda::rope_and_store_latents(q.device, nope, kv.device, device_ints(positions), device_slots, table, cache,
+                                      nullptr);
+    ops::apply_rope(q.host.f32() + nope, tokens, heads, heads * (nope + rope), nope + rope, positions.data(), params);
+    ops::apply_rope(kv.host.f32() + kv_lora, tokens, 1, kv_lora + rope, 0, positions.data(), params);
+    expect_close(q.device, q.host, kBf16Tolerance, "rope on q");
+    Tensor stored = to_host_f32(cache);
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (t == 5) continue;
+      testing::ErrorStats e = testing::compare(stored.f32() + slots.ptr<int64_t>()[t] * (kv_lora + rope),
+                                               kv.host.f32() + t * (kv_lora + rope), kv_lora + rope);
+      EXPECT_LE(e.rel, kBf16Tolerance) << "latent of token " << t << " interleave " << interleave;
+    }
+  }
+}
+
+TEST(CudaElementwise, SiluAndMulAndArgmax) {
+  NW_REQUIRE_GPU();
+  const int64_t rows = 9, inter = 1407;
+  auto gate_up = random_bf16({rows, 2 * inter}, 8, 2.0f);
+  Tensor out = poisoned(DType::kBF16, {rows, inter});
+  ops::cuda::silu_and_mul(gate_up.device, out, nullptr);
+  Tensor ref = Tensor::zeros(DType::kF32, {rows, inter});
+  ops::silu_and_mul(gate_up.host, ref);
+  expect_close(out, ref, kBf16Tolerance, "silu_and_mul");
+
+  const int64_t batch = 5, vocab = 129280;
+  auto logits = random_bf16({batch, vocab}, 9, 4.0f);
+  Tensor ids = poisoned(DType::kI32, {batch});
+  ops::cuda::argmax(logits.host.to(Device::kCUDA), ids, nullptr);
+  Tensor got = ids.to(Device::kCPU);
+  for (int64_t b = 0; b < batch; ++b)
+    EXPECT_EQ(got.ptr<int32_t>()[b], ops::argmax(logits.host.f32() + b * vocab, vocab)) << "row " << b;
+}
+
+}  // namespace
+}  // namespace narwhal
