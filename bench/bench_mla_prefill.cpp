@@ -1,6 +1,5 @@
 // Benchmark of MLA prefill attention (varlen causal flash attention over decompressed K/V): us, TFLOPS and %
 // of the bf16 tensor-core peak, which this run measures with a large cuBLASLt GEMM.
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <functional>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/cuda_check.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -19,86 +19,9 @@ namespace {
 using narwhal::DType;
 using narwhal::Device;
 using narwhal::Tensor;
-
-#define CUBLAS_CHECK(expr) NW_CHECK((expr) == CUBLAS_STATUS_SUCCESS, #expr, " failed")
+using narwhal::bench::median_us;
 
 constexpr int64_t kQk = 192, kKv = 256, kV = 128, kLatentWidth = 576;
-
-// Median time in microseconds of `launch` over `reps` runs, each between its own pair of events.
-double median_us(const std::function<void(int)>& launch, int reps) {
-  cudaEvent_t start, stop;
-  NW_CUDA_CHECK(cudaEventCreate(&start));
-  NW_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) launch(i);
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; ++i) {
-    NW_CUDA_CHECK(cudaEventRecord(start));
-    launch(i);
-    NW_CUDA_CHECK(cudaEventRecord(stop));
-    NW_CUDA_CHECK(cudaEventSynchronize(stop));
-    NW_CUDA_CHECK(cudaEventElapsedTime(&ms[i], start, stop));
-  }
-  NW_CUDA_CHECK(cudaEventDestroy(start));
-  NW_CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
-  return ms[reps / 2] * 1e3;
-}
-
-// A device BF16 tensor of uniform values in [-1, 1) (a hash of the index: fast and never zero-filled).
-Tensor random_device_bf16(std::vector<int64_t> shape, uint64_t seed) {
-  Tensor host = Tensor::zeros(DType::kBF16, std::move(shape));
-  uint16_t* bits = host.ptr<uint16_t>();
-#pragma omp parallel for
-  for (int64_t i = 0; i < host.numel(); ++i) {
-    uint64_t z = (static_cast<uint64_t>(i) + seed * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
-    bits[i] = narwhal::float_to_bf16(static_cast<float>(z >> 40) / static_cast<float>(1 << 23) - 1.0f);
-  }
-  return host.to(Device::kCUDA);
-}
-
-// Dense BF16 GEMM throughput (TFLOPS) of cuBLASLt at 8192^3 on random data: the tensor-core roofline.
-double measure_bf16_peak_tflops() {
-  constexpr int64_t n = 8192;
-  Tensor a = random_device_bf16({n, n}, 1), b = random_device_bf16({n, n}, 2);
-  Tensor c = Tensor::empty(DType::kBF16, {n, n}, Device::kCUDA);
-  constexpr size_t kWorkspaceBytes = 64 << 20;
-  Tensor workspace = Tensor::empty(DType::kBF16, {kWorkspaceBytes / 2}, Device::kCUDA);
-  cublasLtHandle_t lt;
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t layout;
-  cublasLtMatmulPreference_t pref;
-  CUBLAS_CHECK(cublasLtCreate(&lt));
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, CUDA_R_16BF, n, n, n));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &kWorkspaceBytes, sizeof(kWorkspaceBytes)));
-  cublasLtMatmulHeuristicResult_t heuristic;
-  int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, layout, layout, layout, layout, pref, 1, &heuristic, &found));
-  NW_CHECK(found > 0, "cuBLASLt found no BF16 GEMM algorithm");
-  const float alpha = 1.0f, beta = 0.0f;
-  const double us = median_us(
-      [&](int) {
-        CUBLAS_CHECK(cublasLtMatmul(lt, desc, &alpha, a.data, layout, b.data, layout, &beta, c.data, layout, c.data,
-                                    layout, &heuristic.algo, workspace.data, kWorkspaceBytes, nullptr));
-      },
-      20);
-  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(layout));
-  CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
-  CUBLAS_CHECK(cublasLtDestroy(lt));
-  return 2.0 * n * n * n / us * 1e-6;
-}
-
-Tensor device_ints(const std::vector<int32_t>& values) {
-  Tensor t = Tensor::zeros(DType::kI32, {static_cast<int64_t>(values.size())});
-  std::copy(values.begin(), values.end(), t.ptr<int32_t>());
-  return t.to(Device::kCUDA);
-}
 
 struct Config {
   int64_t heads, batch, fresh, prefix;
@@ -109,7 +32,7 @@ struct Config {
 int main() {
   cudaDeviceProp prop;
   NW_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double peak = measure_bf16_peak_tflops();
+  const double peak = narwhal::bench::measure_bf16_peak_tflops();
   std::printf("device %s, measured bf16 dense peak (cuBLASLt 8192^3): %.0f TFLOPS\n", prop.name, peak);
 
   std::vector<Config> configs;
@@ -126,9 +49,9 @@ int main() {
     max_keys_heads = std::max(max_keys_heads, c.batch * (c.prefix + c.fresh) * c.heads);
     max_keys = std::max(max_keys, c.batch * (c.prefix + c.fresh));
   }
-  Tensor q = random_device_bf16({max_tokens_heads, kQk}, 3);
-  Tensor kv = random_device_bf16({max_keys_heads, kKv}, 4);
-  Tensor latents = random_device_bf16({max_keys, kLatentWidth}, 5);
+  Tensor q = narwhal::bench::random_device(DType::kBF16, {max_tokens_heads, kQk}, 3);
+  Tensor kv = narwhal::bench::random_device(DType::kBF16, {max_keys_heads, kKv}, 4);
+  Tensor latents = narwhal::bench::random_device(DType::kBF16, {max_keys, kLatentWidth}, 5);
   Tensor out = Tensor::empty(DType::kBF16, {max_tokens_heads, kV}, Device::kCUDA);
 
   std::printf("\n%5s %5s %6s %6s | %10s %8s %7s\n", "heads", "batch", "new", "prefix", "time (us)", "TFLOPS",
@@ -139,7 +62,8 @@ int main() {
       cu_q.push_back(static_cast<int32_t>(cu_q.back() + c.fresh));
       cu_k.push_back(static_cast<int32_t>(cu_k.back() + c.prefix + c.fresh));
     }
-    Tensor cu_q_dev = device_ints(cu_q), cu_k_dev = device_ints(cu_k);
+    Tensor cu_q_dev = narwhal::bench::device_i32(cu_q, {c.batch + 1});
+    Tensor cu_k_dev = narwhal::bench::device_i32(cu_k, {c.batch + 1});
     const int64_t tokens = cu_q.back(), keys = cu_k.back();
     const int64_t slices = std::max<int64_t>(1, std::min(max_tokens_heads / (tokens * c.heads),
                                                          max_keys_heads / (keys * c.heads)));

@@ -1,6 +1,7 @@
 // ArgParser: typed flag binding, help text, and clear errors for unknown or malformed flags.
 #include "cli/arg_parser.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -64,12 +65,51 @@ void ArgParser::add(const std::string& name, std::optional<std::string>* target,
   add_flag({name, help, target->value_or("none"), true, [target](const std::string& v) { *target = v; }});
 }
 
+void ArgParser::add(const std::string& name, std::vector<std::string>* target, const std::string& help) {
+  add_flag({name, help + "; repeat the flag for several", "none", true,
+            [target](const std::string& v) { target->push_back(v); }});
+}
+
 void ArgParser::add_switch(const std::string& name, bool* target, const std::string& help) {
   add_flag({name, help, "", false, [target](const std::string&) { *target = true; }});
 }
 
 void ArgParser::alias(const std::string& alias_name, const std::string& name) {
   aliases_.emplace_back(alias_name, name);
+}
+
+void ArgParser::add_unsupported(const std::string& name, const std::string& why) {
+  unsupported_.emplace_back(name, why);
+}
+
+namespace {
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+}  // namespace
+
+std::string ArgParser::suggest(const std::string& name) const {
+  std::vector<std::string> known;
+  for (const Flag& f : flags_) known.push_back(f.name);
+  for (const auto& [alias_name, target] : aliases_) known.push_back(alias_name);
+  std::string best;
+  size_t best_distance = std::max<size_t>(2, name.size() / 3) + 1;
+  for (const std::string& k : known) {
+    const size_t d = edit_distance(name, k);
+    if (d < best_distance) best_distance = d, best = k;
+  }
+  return best;
 }
 
 ArgParser::Flag* ArgParser::find(const std::string& name) {
@@ -97,7 +137,13 @@ bool ArgParser::parse(int argc, char** argv, int first) {
       has_inline_value = true;
     }
     Flag* flag = find(name);
-    NW_CHECK(flag != nullptr, command_, ": unknown flag --", name, " (see `narwhal ", command_, " --help`)");
+    if (flag == nullptr) {
+      for (const auto& [unsupported, why] : unsupported_)
+        NW_CHECK(unsupported != name, command_, ": --", name, " is an SGLang flag not supported by narwhal: ", why);
+      const std::string close = suggest(name);
+      throw Error(cat(command_, ": unknown flag --", name, close.empty() ? "" : " (did you mean --" + close + "?)",
+                      " (see `narwhal ", command_, " --help`)"));
+    }
     if (flag->takes_value && !has_inline_value) {
       NW_CHECK(i + 1 < argc, "--", name, " needs a value");
       value = argv[++i];

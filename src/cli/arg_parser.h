@@ -18,10 +18,14 @@ class ArgParser {
   void add(const std::string& name, int64_t* target, const std::string& help);
   void add(const std::string& name, double* target, const std::string& help);
   void add(const std::string& name, std::optional<std::string>* target, const std::string& help);
+  // A flag that may repeat: each occurrence appends its value.
+  void add(const std::string& name, std::vector<std::string>* target, const std::string& help);
   // `--name` alone sets true.
   void add_switch(const std::string& name, bool* target, const std::string& help);
   // A second spelling for an already registered flag (SGLang accepts e.g. both --tp and --tp-size).
   void alias(const std::string& alias_name, const std::string& name);
+  // An SGLang flag narwhal knows but does not implement: giving it fails with "not supported by narwhal: why".
+  void add_unsupported(const std::string& name, const std::string& why);
 
   // Parses argv[first..argc). Throws Error for unknown flags, missing or malformed values.
   // Returns false when --help was given (help has been printed to stdout).
@@ -37,12 +41,15 @@ class ArgParser {
     std::function<void(const std::string&)> set;
   };
   Flag* find(const std::string& name);
+  // The registered spelling closest to a mistyped `name`, or "" when none is close.
+  std::string suggest(const std::string& name) const;
   void add_flag(Flag flag);
 
   std::string command_;
   std::string summary_;
   std::vector<Flag> flags_;
   std::vector<std::pair<std::string, std::string>> aliases_;
+  std::vector<std::pair<std::string, std::string>> unsupported_;  // name, why
 };
 
 // Parses "5,17,42" into ids; throws Error naming `what` on anything that is not a non-negative integer.

@@ -1,13 +1,12 @@
 // `narwhal chat-template`: renders a conversation with a tokenizer directory's chat template.
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "cli/arg_parser.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "text/chat_template.h"
 #include "text/tokenizer_config.h"
 
@@ -28,13 +27,9 @@ int run_chat_template(int argc, char** argv) {
 
   const text::TokenizerConfig config = text::TokenizerConfig::load(tokenizer_path);
   NW_CHECK(!config.chat_template.empty(), tokenizer_path, ": tokenizer_config.json has no chat_template");
-  std::ifstream in(messages_file, std::ios::binary);
-  NW_CHECK(in, "cannot read ", messages_file);
-  std::ostringstream text;
-  text << in.rdbuf();
   nlohmann::ordered_json input;  // key order matters: templates print dicts (tojson, items())
   try {
-    input = nlohmann::ordered_json::parse(text.str());
+    input = nlohmann::ordered_json::parse(read_text_file(messages_file));
   } catch (const nlohmann::ordered_json::exception& e) {
     throw Error(cat(messages_file, ": not valid JSON: ", e.what()));
   }

@@ -1,6 +1,5 @@
 // `narwhal tokenize`: encodes text with a Hugging Face tokenizer directory and prints the ids as JSON.
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -9,18 +8,11 @@
 #include "cli/arg_parser.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "text/tokenizer.h"
 
 namespace narwhal {
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  NW_CHECK(in, "cannot read ", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 void print_ids(const std::vector<int>& ids) {
   std::string line = "{\"ids\": [";
@@ -51,10 +43,10 @@ int run_tokenize(int argc, char** argv) {
 
   const text::Tokenizer tokenizer(tokenizer_path);
   if (!jsonl) {
-    print_ids(tokenizer.encode(text ? *text : read_file(*text_file), add_special_tokens));
+    print_ids(tokenizer.encode(text ? *text : read_text_file(*text_file), add_special_tokens));
     return 0;
   }
-  std::istringstream lines(read_file(*jsonl));
+  std::istringstream lines(read_text_file(*jsonl));
   std::string line;
   for (int number = 1; std::getline(lines, line); ++number) {
     if (line.empty()) continue;

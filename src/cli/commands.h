@@ -7,5 +7,7 @@ int run_generate(int argc, char** argv);
 int run_make_model(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_chat_template(int argc, char** argv);
+int run_serve(int argc, char** argv);
+int run_bench_one_batch(int argc, char** argv);
 
 }  // namespace narwhal

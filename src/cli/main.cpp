@@ -21,6 +21,10 @@ const Command kCommands[] = {
      narwhal::run_make_model},
     {"tokenize", "encode text with a tokenizer directory and print the ids as JSON", narwhal::run_tokenize},
     {"chat-template", "render a conversation with the tokenizer's chat template", narwhal::run_chat_template},
+    {"serve", "serve the model over HTTP (OpenAI-compatible API, SGLang's native API, Prometheus metrics)",
+     narwhal::run_serve},
+    {"bench-one-batch", "time one static batch on the GPU (prefill, decode) against the HBM floor",
+     narwhal::run_bench_one_batch},
 };
 
 void print_usage() {

@@ -1,6 +1,8 @@
 // ServerArgs flag registration and validation.
 #include "cli/server_args.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/logging.h"
 
@@ -8,17 +10,123 @@ namespace narwhal {
 
 void ServerArgs::register_flags(ArgParser& p) {
   p.add("model-path", &model_path, "model directory: config.json + safetensors in the Hugging Face layout");
-  p.add("device", &device, "where the model runs: cpu (the CUDA backend is not built yet)");
+  p.add("device", &device, "where the model runs: cuda (the current GPU) or cpu (the reference forward)");
+  p.add("cuda-graph-max-bs", &cuda_graph_max_bs, "cuda: decode batches up to this size replay captured CUDA graphs");
+  p.add_switch("disable-cuda-graph", &disable_cuda_graph, "cuda: run every step eagerly, capture no graph");
   p.add("page-size", &page_size, "tokens per page of the paged MLA latent cache");
   p.add("random-seed", &random_seed, "seed for sampling when a request gives none");
   p.add("log-level", &log_level, "debug, info, warning or error");
+  p.add("mem-fraction-static", &mem_fraction_static,
+        "gpu: fraction of device memory for weights + KV cache; the cache gets what the weights leave of it");
+  p.add("cpu-cache-bytes", &cpu_cache_bytes, "cpu: host bytes for the KV cache");
+  p.add("max-total-tokens", &max_total_tokens, "KV cache size in tokens at most (0: what the memory budget holds)");
+  p.add("max-running-requests", &max_running_requests,
+        "requests decoding at once at most (0: half the cache's tokens, at most 4096)");
+  p.add("chunked-prefill-size", &chunked_prefill_size, "prompt tokens per prefill chunk and step; -1: no chunking");
+  p.add("max-prefill-tokens", &max_prefill_tokens, "prompt tokens per prefill step at most");
+  p.add("schedule-policy", &schedule_policy, "waiting queue order: fcfs or lpm (longest cached prefix first)");
+  p.add_switch("disable-radix-cache", &disable_radix_cache, "do not reuse cached prompt prefixes across requests");
+  p.add_switch("enable-mixed-chunk", &enable_mixed_chunk, "run decode tokens in the same step as prefill chunks");
+  p.add("schedule-conservativeness", &schedule_conservativeness,
+        "> 1 reserves more KV cache for running requests' future tokens (fewer retractions), < 1 admits more");
+}
+
+EngineConfig ServerArgs::engine_config() const {
+  EngineConfig config;
+  config.schedule_policy = parse_schedule_policy(schedule_policy);
+  config.max_running_requests = max_running_requests;
+  config.chunked_prefill_size = chunked_prefill_size;
+  config.max_prefill_tokens = max_prefill_tokens;
+  config.enable_mixed_chunk = enable_mixed_chunk;
+  config.disable_radix_cache = disable_radix_cache;
+  config.schedule_conservativeness = schedule_conservativeness;
+  config.random_seed = static_cast<uint64_t>(random_seed);
+  config.validate();
+  return config;
+}
+
+RunnerOptions ServerArgs::runner_options() const {
+  RunnerOptions o{model_path, device, page_size, max_total_tokens, cpu_cache_bytes, mem_fraction_static};
+  o.cuda_graph_max_bs = cuda_graph_max_bs;
+  o.disable_cuda_graph = disable_cuda_graph;
+  // A step carries at most one prefill budget plus decode tokens (mixed chunks), or one decode token per
+  // running request (at most 4096 when --max-running-requests is left to the engine).
+  const int64_t max_running = max_running_requests > 0 ? max_running_requests : 4096;
+  o.max_tokens_per_step = std::max({chunked_prefill_size, max_prefill_tokens, max_running}) + cuda_graph_max_bs;
+  return o;
+}
+
+void ServerArgs::register_server_flags(ArgParser& p) {
+  p.add("host", &host, "address the HTTP server listens on");
+  p.add("port", &port, "port the HTTP server listens on");
+  p.add("api-key", &api_key, "when set, requests must send \"Authorization: Bearer KEY\"");
+  p.add("served-model-name", &served_model_name, "model id the API reports and accepts (default: --model-path)");
+  p.add("tokenizer-path", &tokenizer_path, "directory with tokenizer.json (default: --model-path)");
+  p.add("chat-template", &chat_template, "Jinja chat template file overriding tokenizer_config.json's");
+  p.add("reasoning-parser", &reasoning_parser, "split reasoning into reasoning_content: deepseek-r1");
+  p.add("tool-call-parser", &tool_call_parser, "parse tool calls from the output: deepseekv3");
+  p.add("tp-size", &tp_size, "tensor parallel size (only 1 so far)");
+  p.alias("tp", "tp-size");
+  p.add("max-request-body", &max_request_body, "largest request body in bytes (larger: 413)");
+  p.add("http-threads", &http_threads, "threads doing HTTP I/O");
+  p.add("drain-timeout", &drain_timeout, "seconds SIGTERM/SIGINT waits for in-flight requests before aborting them");
+  p.add_switch("trust-remote-code", &trust_remote_code, "accepted for SGLang compatibility (narwhal runs no model code)");
+  const char* kNoTorch = "narwhal is native code; there is no PyTorch to compile";
+  p.add_unsupported("enable-torch-compile", kNoTorch);
+  p.add_unsupported("torch-compile-max-bs", kNoTorch);
+  const char* kOneNode = "multi-node serving is not implemented yet";
+  p.add_unsupported("dist-init-addr", kOneNode);
+  p.add_unsupported("nnodes", kOneNode);
+  p.add_unsupported("node-rank", kOneNode);
+  p.add_unsupported("enable-dp-attention", "data-parallel attention is not implemented yet");
+  p.add_unsupported("dp-size", "data parallelism is not implemented yet");
+  p.add_unsupported("dp", "data parallelism is not implemented yet");
+  p.add_unsupported("ep-size", "expert parallelism is not implemented yet");
+  p.add_unsupported("enable-ep-moe", "expert parallelism is not implemented yet");
+  p.add_unsupported("quantization", "the checkpoint's own dtype (BF16 or FP8 block-scaled) is used");
+  p.add_unsupported("kv-cache-dtype", "the latent cache dtype is fixed");
+  p.add_unsupported("disable-mla", "MLA is the only attention narwhal implements");
+  p.add_unsupported("enable-flashinfer-mla", "narwhal has its own MLA kernels");
+  p.add_unsupported("attention-backend", "narwhal has its own MLA kernels");
+  p.add_unsupported("speculative-algorithm", "speculative decoding is not implemented yet");
+  p.add_unsupported("speculative-draft-model-path", "speculative decoding is not implemented yet");
+  p.add_unsupported("speculative-num-steps", "speculative decoding is not implemented yet");
+  p.add_unsupported("speculative-eagle-topk", "speculative decoding is not implemented yet");
+  p.add_unsupported("speculative-num-draft-tokens", "speculative decoding is not implemented yet");
+  p.add_unsupported("load-format", "only safetensors checkpoints are read");
+  p.add_unsupported("dtype", "activations are BF16 (GPU) or F32 (CPU), weights keep the checkpoint's dtype");
+  p.add_unsupported("context-length", "the context length comes from config.json");
+  p.add_unsupported("skip-tokenizer-init", "narwhal always serves text");
+  p.add_unsupported("lora-paths", "LoRA adapters are not implemented");
+  p.add_unsupported("grammar-backend", "constrained decoding is not implemented yet");
+}
+
+void ServerArgs::validate_server() const {
+  validate();
+  NW_CHECK(tp_size == 1, "--tp-size ", tp_size, ": only 1 is supported so far (tensor parallelism is not built yet)");
+  NW_CHECK(port >= 0 && port <= 65535, "--port must be in [0, 65535], got ", port);
+  NW_CHECK(max_request_body >= 1024, "--max-request-body must be at least 1024 bytes, got ", max_request_body);
+  NW_CHECK(http_threads >= 1 && http_threads <= 256, "--http-threads must be in [1, 256], got ", http_threads);
+  NW_CHECK(drain_timeout >= 0, "--drain-timeout must be >= 0, got ", drain_timeout);
+  NW_CHECK(reasoning_parser.empty() || reasoning_parser == "deepseek-r1",
+           "--reasoning-parser ", reasoning_parser, ": narwhal knows deepseek-r1");
+  NW_CHECK(tool_call_parser.empty() || tool_call_parser == "deepseekv3",
+           "--tool-call-parser ", tool_call_parser, ": narwhal knows deepseekv3");
 }
 
 void ServerArgs::validate() const {
   set_log_level(parse_log_level(log_level));
   NW_CHECK(!model_path.empty(), "--model-path is required");
-  NW_CHECK(device == "cpu", "--device ", device, ": only the cpu backend is built so far");
+  NW_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cuda or cpu");
+  NW_CHECK(cuda_graph_max_bs >= 0 && cuda_graph_max_bs <= 4096, "--cuda-graph-max-bs must be in [0, 4096], got ",
+           cuda_graph_max_bs);
   NW_CHECK(page_size > 0 && page_size <= 4096, "--page-size must be in [1, 4096], got ", page_size);
+  NW_CHECK(mem_fraction_static > 0.0 && mem_fraction_static < 1.0, "--mem-fraction-static must be in (0, 1), got ",
+           mem_fraction_static);
+  NW_CHECK(cpu_cache_bytes > 0, "--cpu-cache-bytes must be positive, got ", cpu_cache_bytes);
+  NW_CHECK(max_total_tokens >= 0, "--max-total-tokens must be >= 0 (0 = from the memory budget), got ",
+           max_total_tokens);
+  engine_config();  // checks the scheduling flags
 }
 
 }  // namespace narwhal

@@ -5,6 +5,8 @@
 #include <string>
 
 #include "cli/arg_parser.h"
+#include "runtime/engine_config.h"
+#include "runtime/model_runner_factory.h"
 
 namespace narwhal {
 
@@ -15,10 +17,46 @@ struct ServerArgs {
   int64_t random_seed = 0;
   std::string log_level = "info";
 
+  // Engine: KV cache budget and scheduling (SGLang's names; 0 = automatic where SGLang says None).
+  double mem_fraction_static = 0.85;     // gpu: weights + KV cache share of device memory
+  int cuda_graph_max_bs = 160;           // gpu: largest decode batch replayed from a captured CUDA graph
+  bool disable_cuda_graph = false;
+  int64_t cpu_cache_bytes = 1LL << 30;   // cpu: host bytes for the KV cache
+  int64_t max_total_tokens = 0;          // 0: as many as the memory budget holds
+  int max_running_requests = 0;          // 0: half the cache's tokens, at most 4096
+  int64_t chunked_prefill_size = 8192;   // -1: no chunking
+  int64_t max_prefill_tokens = 16384;
+  std::string schedule_policy = "fcfs";  // fcfs or lpm
+  bool disable_radix_cache = false;
+  bool enable_mixed_chunk = false;
+  double schedule_conservativeness = 1.0;
+
+  // HTTP server (narwhal serve).
+  std::string host = "127.0.0.1";
+  int port = 30000;
+  std::string api_key;                // when set, every request needs "Authorization: Bearer <key>"
+  std::string served_model_name;      // the model id of the API; default: --model-path
+  std::string tokenizer_path;         // default: --model-path
+  std::string chat_template;          // a Jinja file overriding the tokenizer's template
+  std::string reasoning_parser;       // deepseek-r1
+  std::string tool_call_parser;       // deepseekv3
+  int tp_size = 1;
+  int64_t max_request_body = 32 << 20;  // bytes
+  int http_threads = 4;
+  double drain_timeout = 30.0;        // seconds SIGTERM waits for in-flight requests before aborting them
+  bool trust_remote_code = false;     // accepted for SGLang compatibility; narwhal runs no model code
+
   // Registers every field as a flag (--model-path, --device, --page-size, --random-seed, --log-level).
   void register_flags(ArgParser& parser);
+  // The HTTP server's flags (serve only), and SGLang flags narwhal does not implement (a clear error).
+  void register_server_flags(ArgParser& parser);
   // Checks values that flags alone cannot (e.g. --model-path given); applies --log-level.
   void validate() const;
+  // The engine's settings and the runner's load/cache options these flags describe (after validate()).
+  EngineConfig engine_config() const;
+  RunnerOptions runner_options() const;
+  void validate_server() const;
+  const std::string& model_name() const { return served_model_name.empty() ? model_path : served_model_name; }
 };
 
 }  // namespace narwhal

@@ -71,37 +71,59 @@ std::vector<TensorSpec> checkpoint_tensors(const ModelConfig& c) {
   return out;
 }
 
+std::vector<size_t> plan_shards(const std::vector<int64_t>& bytes, int num_shards) {
+  int64_t total = 0;
+  for (int64_t b : bytes) total += b;
+  std::vector<size_t> ends;
+  size_t end = 0;
+  int64_t written = 0;
+  for (int shard = 0; shard < num_shards; ++shard) {
+    const int64_t target = total * (shard + 1) / num_shards;
+    while (end < bytes.size() && (written < target || shard == num_shards - 1)) written += bytes[end++];
+    ends.push_back(end);
+  }
+  return ends;
+}
+
+CheckpointWriter::CheckpointWriter(std::string dir, const std::string& config_json, int num_shards)
+    : dir_(std::move(dir)), num_shards_(num_shards) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir_);
+  std::ofstream config(fs::path(dir_) / "config.json");
+  config << config_json << "\n";
+  NW_CHECK(config.good(), dir_, "/config.json: write failed");
+}
+
+void CheckpointWriter::write_shard(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  NW_CHECK(next_shard_ < num_shards_, dir_, ": more shards written than announced (", num_shards_, ")");
+  char file_name[64];
+  std::snprintf(file_name, sizeof file_name, "model-%05d-of-%05d.safetensors", ++next_shard_, num_shards_);
+  for (const auto& [name, tensor] : tensors) {
+    weight_map_[name] = file_name;
+    total_bytes_ += tensor.nbytes();
+  }
+  write_safetensors((std::filesystem::path(dir_) / file_name).string(), tensors);
+}
+
+void CheckpointWriter::finish() {
+  NW_CHECK(next_shard_ == num_shards_, dir_, ": ", next_shard_, " of ", num_shards_, " shards written");
+  json index = {{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map_}};
+  std::ofstream out(std::filesystem::path(dir_) / "model.safetensors.index.json");
+  out << index.dump(2) << "\n";
+  NW_CHECK(out.good(), dir_, "/model.safetensors.index.json: write failed");
+}
+
 void write_checkpoint(const std::string& dir, const std::string& config_json,
                       const std::vector<std::pair<std::string, Tensor>>& tensors, int num_shards) {
-  namespace fs = std::filesystem;
-  fs::create_directories(dir);
-  {
-    std::ofstream config(fs::path(dir) / "config.json");
-    config << config_json << "\n";
-    NW_CHECK(config.good(), dir, "/config.json: write failed");
+  std::vector<int64_t> bytes;
+  for (const auto& entry : tensors) bytes.push_back(static_cast<int64_t>(entry.second.nbytes()));
+  CheckpointWriter writer(dir, config_json, num_shards);
+  size_t begin = 0;
+  for (size_t end : plan_shards(bytes, num_shards)) {
+    writer.write_shard({tensors.begin() + begin, tensors.begin() + end});
+    begin = end;
   }
-  size_t total_bytes = 0;
-  for (const auto& entry : tensors) total_bytes += entry.second.nbytes();
-  // Split at tensor boundaries into shards of roughly equal byte size.
-  json weight_map = json::object();
-  size_t begin = 0, written = 0;
-  for (int shard = 0; shard < num_shards; ++shard) {
-    char file_name[64];
-    std::snprintf(file_name, sizeof file_name, "model-%05d-of-%05d.safetensors", shard + 1, num_shards);
-    const std::string file = file_name;
-    std::vector<std::pair<std::string, Tensor>> part;
-    const size_t target = total_bytes * (shard + 1) / num_shards;
-    while (begin < tensors.size() && (written < target || shard == num_shards - 1)) {
-      written += tensors[begin].second.nbytes();
-      weight_map[tensors[begin].first] = file;
-      part.push_back(tensors[begin++]);
-    }
-    write_safetensors((fs::path(dir) / file).string(), part);
-  }
-  json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-  std::ofstream out(fs::path(dir) / "model.safetensors.index.json");
-  out << index.dump(2) << "\n";
-  NW_CHECK(out.good(), dir, "/model.safetensors.index.json: write failed");
+  writer.finish();
 }
 
 }  // namespace narwhal

@@ -46,6 +46,8 @@ void add_into(Tensor& acc, const Tensor& x) {
   for (int64_t i = 0; i < n; ++i) a[i] += b[i];
 }
 
+}  // namespace
+
 ops::RouterParams router_params(const ModelConfig& c) {
   ops::RouterParams p;
   p.num_experts = c.n_routed_experts;
@@ -60,8 +62,6 @@ ops::RouterParams router_params(const ModelConfig& c) {
   p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   return p;
 }
-
-}  // namespace
 
 DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {

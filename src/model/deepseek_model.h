@@ -26,6 +26,9 @@ struct ForwardOutput {
   Tensor hidden;  // [num_tokens, hidden] when return_hidden
 };
 
+// The router settings of a config's MoE layers (scoring, selection, renormalisation, scaling).
+ops::RouterParams router_params(const ModelConfig& config);
+
 class DeepSeekModel {
  public:
   DeepSeekModel(ModelConfig config, ModelWeights weights);

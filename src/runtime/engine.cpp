@@ -94,6 +94,14 @@ void Engine::abort(uint64_t request_id) {
   wake_.notify_one();
 }
 
+void Engine::flush_cache() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    flush_requested_ = true;
+  }
+  wake_.notify_one();
+}
+
 void Engine::start() {
   NW_CHECK(!thread_.joinable(), "Engine::start: the loop is already running");
   stopping_ = false;
@@ -114,7 +122,7 @@ void Engine::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (!busy) wake_.wait(lock, [&] { return stopping_ || !submitted_.empty() || !aborted_.empty(); });
+      if (!busy) wake_.wait(lock, [&] { return stopping_ || !submitted_.empty() || !aborted_.empty() || flush_requested_; });
       if (stopping_) return;
     }
     try {
@@ -141,11 +149,14 @@ void Engine::run_until_idle() {
 void Engine::drain_submissions() {
   std::vector<std::unique_ptr<RequestState>> submitted;
   std::vector<uint64_t> aborted;
+  bool flush = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     submitted.swap(submitted_);
     aborted.swap(aborted_);
+    std::swap(flush, flush_requested_);
   }
+  if (flush) cache_.evict(cache_.cached_pages());
   for (auto& request : submitted) admit(std::move(request));
   for (uint64_t id : aborted) finish_aborted(id, "aborted by the client");
 }
@@ -154,7 +165,11 @@ void Engine::admit(std::unique_ptr<RequestState> request) {
   RequestState& r = *request;
   requests_[r.id] = std::move(request);
   if (r.input.params.max_new_tokens == 0) {  // nothing to generate: done without touching the model
-    for (auto& seq : r.seqs) emit(*seq, RequestOutput{.finish = FinishReason{FinishReason::Kind::kLength}});
+    for (auto& seq : r.seqs) {
+      RequestOutput out;
+      out.finish = FinishReason::length();
+      emit(*seq, std::move(out));
+    }
     return;
   }
   scheduler_.enqueue(r.seqs[0].get());
@@ -162,16 +177,16 @@ void Engine::admit(std::unique_ptr<RequestState> request) {
 
 void Engine::finish_aborted(uint64_t request_id, const std::string& message) {
   auto it = requests_.find(request_id);
-  if (it == requests_.end()) return;
+  if (it == requests_.end() || it->second->unfinished == 0) return;
+  ++stats_.aborted_requests;
   for (auto& seq : it->second->seqs) {
     if (seq->finished) continue;
     scheduler_.remove(seq.get());
     RequestOutput out;
     out.text = seq->text.take(true);
-    out.finish = FinishReason{FinishReason::Kind::kAbort, std::nullopt, std::nullopt, message};
+    out.finish = FinishReason::abort(message);
     emit(*seq, std::move(out));
   }
-  ++stats_.aborted_requests;
 }
 
 void Engine::abort_everything(const std::string& message) {
@@ -262,12 +277,11 @@ std::vector<Sequence*> Engine::fork(Sequence& parent) {
 }
 
 std::optional<FinishReason> Engine::finish_reason(const Sequence& seq, std::optional<std::string> stop_text) const {
-  using Kind = FinishReason::Kind;
   const int32_t token = seq.tokens.back();
   const std::vector<int32_t>& stop_ids = seq.request->stop_ids;
-  if (seq.output_len() >= seq.max_new_tokens) return FinishReason{Kind::kLength};
-  if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) return FinishReason{Kind::kStop, token};
-  if (stop_text) return FinishReason{Kind::kStop, std::nullopt, std::move(stop_text)};
+  if (seq.output_len() >= seq.max_new_tokens) return FinishReason::length();
+  if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) return FinishReason::stop_token(token);
+  if (stop_text) return FinishReason::stop_string(std::move(*stop_text));
   return std::nullopt;
 }
 
@@ -303,7 +317,7 @@ void Engine::emit(Sequence& seq, RequestOutput&& out) {
     seq.finished = true;
     if (--r.unfinished == 0) {
       done_.push_back(r.id);
-      ++stats_.finished_requests;
+      if (out.finish->kind != FinishReason::Kind::kAbort) ++stats_.finished_requests;
     }
   }
   if (r.input.on_output) r.input.on_output(std::move(out));

@@ -37,7 +37,7 @@ struct EngineStats {
   std::atomic<int64_t> cached_tokens{0};     // of those, found in the prefix cache
   std::atomic<int64_t> generated_tokens{0};
   std::atomic<int64_t> forward_tokens{0};    // fed to the model (re-prefills after retraction included)
-  std::atomic<int64_t> finished_requests{0};
+  std::atomic<int64_t> finished_requests{0};  // ended by a stop condition or length (not aborted)
   std::atomic<int64_t> aborted_requests{0};
   std::atomic<int64_t> retractions{0};
 };
@@ -57,6 +57,9 @@ class Engine {
   // Thread-safe. Ends the request at the next step, whatever its state: its pages are released and each
   // unfinished choice gets a last output with finish reason abort. Unknown or finished ids are ignored.
   void abort(uint64_t request_id);
+  // Thread-safe. Empties the prefix cache of every entry no running request uses (SGLang's /flush_cache), before
+  // the next step.
+  void flush_cache();
 
   // Runs the loop on its own thread until stop() (or destruction).
   void start();
@@ -102,6 +105,7 @@ class Engine {
   std::condition_variable wake_;
   std::vector<std::unique_ptr<RequestState>> submitted_;
   std::vector<uint64_t> aborted_;
+  bool flush_requested_ = false;
   bool stopping_ = false;
   std::thread thread_;
 

@@ -17,7 +17,7 @@ SchedulePolicy parse_schedule_policy(const std::string& name);
 struct EngineConfig {
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   int max_running_requests = 0;        // 0: half the cache's tokens, at most 4096 (SGLang's rule)
-  int64_t chunked_prefill_size = 512;  // prompt tokens per step and sequence chunk; -1: no chunking
+  int64_t chunked_prefill_size = 8192;  // prompt tokens per step and sequence chunk; -1: no chunking
   int64_t max_prefill_tokens = 16384;  // prompt tokens per step when not chunking
   bool enable_mixed_chunk = false;     // decode tokens ride along in prefill steps
   bool disable_radix_cache = false;

@@ -76,4 +76,13 @@ int64_t kv_pool_pages(int64_t budget_bytes, int64_t bytes_per_token, int64_t pag
   return std::min<int64_t>(pages, INT32_MAX);
 }
 
+int64_t kv_budget_from_mem_fraction(int64_t total_bytes, int64_t free_bytes, double fraction) {
+  NW_CHECK(fraction > 0.0 && fraction < 1.0, "--mem-fraction-static must be in (0, 1), got ", fraction);
+  const int64_t reserved = static_cast<int64_t>(static_cast<double>(total_bytes) * (1.0 - fraction));
+  const int64_t budget = free_bytes - reserved;
+  NW_CHECK(budget > 0, "--mem-fraction-static ", fraction, " leaves no memory for the KV cache: ", free_bytes,
+           " bytes free after the weights, ", reserved, " of ", total_bytes, " kept in reserve");
+  return budget;
+}
+
 }  // namespace narwhal

@@ -48,4 +48,9 @@ class KvPool {
 // (when > 0). Throws Error naming the flags when not even one page fits.
 int64_t kv_pool_pages(int64_t budget_bytes, int64_t bytes_per_token, int64_t page_size, int64_t max_total_tokens);
 
+// SGLang's --mem-fraction-static rule: weights and the KV cache together may use `fraction` of the
+// device's `total_bytes`, so the cache gets what is free after loading the weights (`free_bytes`) minus
+// the (1 - fraction) share kept for activations, graphs and the allocator. Throws Error when nothing is left.
+int64_t kv_budget_from_mem_fraction(int64_t total_bytes, int64_t free_bytes, double fraction);
+
 }  // namespace narwhal

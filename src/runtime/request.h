@@ -19,6 +19,11 @@ struct FinishReason {
   std::optional<std::string> matched_text;   // the stop string that ended it
   std::string message;                       // why it was aborted
 
+  static FinishReason length() { return {Kind::kLength, std::nullopt, std::nullopt, {}}; }
+  static FinishReason stop_token(int32_t token) { return {Kind::kStop, token, std::nullopt, {}}; }
+  static FinishReason stop_string(std::string text) { return {Kind::kStop, std::nullopt, std::move(text), {}}; }
+  static FinishReason abort(std::string why) { return {Kind::kAbort, std::nullopt, std::nullopt, std::move(why)}; }
+
   // SGLang's meta_info form: {"type": "stop", "matched": 1}, {"type": "length", "length": 16}, ...
   json to_json(int64_t completion_tokens) const;
 };

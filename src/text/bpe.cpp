@@ -2,6 +2,7 @@
 #include "text/bpe.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "core/error.h"
 #include "text/byte_level.h"
@@ -31,6 +32,8 @@ bool later(const Candidate& a, const Candidate& b) { return a.rank != b.rank ? a
 }  // namespace
 
 BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
+  static std::atomic<uint64_t> instances{0};
+  instance_ = ++instances;
   const auto field = [&](const char* name) -> const nlohmann::json& {
     NW_CHECK(model.contains(name), where, ": model has no \"", name, "\"");
     return model.at(name);
@@ -108,25 +111,27 @@ void BpeModel::encode_word(std::string_view word, std::vector<int>& out) const {
     return;
   }
   // Per-thread cache, so tokenizer threads never contend; it belongs to one model at a time.
+  struct Hash {
+    using is_transparent = void;  // look up by string_view without building a key string
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
   struct Cache {
-    const BpeModel* owner = nullptr;
-    std::unordered_map<std::string, std::vector<int>> ids_of_word;
+    uint64_t owner = 0;
+    std::unordered_map<std::string, std::vector<int>, Hash, std::equal_to<>> ids_of_word;
   };
   thread_local Cache cache;
-  if (cache.owner != this || cache.ids_of_word.size() >= kMaxCacheEntries) {
+  if (cache.owner != instance_ || cache.ids_of_word.size() >= kMaxCacheEntries) {
     cache.ids_of_word.clear();
-    cache.owner = this;
+    cache.owner = instance_;
   }
-  thread_local std::string key;
-  key.assign(word);
-  const auto it = cache.ids_of_word.find(key);
+  const auto it = cache.ids_of_word.find(word);
   if (it != cache.ids_of_word.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;
   }
   const size_t first = out.size();
   merge_symbols(word, out);
-  cache.ids_of_word.emplace(key, std::vector<int>(out.begin() + first, out.end()));
+  cache.ids_of_word.emplace(std::string(word), std::vector<int>(out.begin() + first, out.end()));
 }
 
 void BpeModel::merge_symbols(std::string_view word, std::vector<int>& out) const {

@@ -36,6 +36,7 @@ class BpeModel {
   std::vector<std::string> bytes_of_id_;
   std::unordered_map<uint64_t, Merge> merges_;
   int id_of_byte_[256];
+  uint64_t instance_;  // unique per model ever built: keys the per-thread word cache (addresses get reused)
   bool ignore_merges_ = false;
 };
 

@@ -131,7 +131,8 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   }
 
   void split(std::string_view piece, std::vector<std::string_view>& out, TextArena& arena) const override {
-    if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece = arena.emplace_back(" " + std::string(piece));
+    // Hugging Face's NormalizedString::prepend does nothing to an empty string.
+    if (add_prefix_space_ && !piece.empty() && piece[0] != ' ') piece = arena.emplace_back(" " + std::string(piece));
     if (gpt2_split_) gpt2_split_->split(piece, out, arena);
     else if (!piece.empty()) out.push_back(piece);
   }
@@ -198,7 +199,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, c
   bool has_byte_level = false;
   NW_CHECK(!config.is_null(), where, ": pre_tokenizer is null; only byte-level BPE tokenizers are supported");
   auto pre_tokenizer = make_step(config, where, "pre_tokenizer", &has_byte_level);
-  NW_CHECK(has_byte_level, where, ": pre_tokenizer has no ByteLevel step; only byte-level BPE tokenizers are supported");
+  NW_CHECK(has_byte_level, where,
+           ": pre_tokenizer has no ByteLevel step; only byte-level BPE tokenizers are supported");
   return pre_tokenizer;
 }
 

@@ -22,8 +22,6 @@ class Regex {
   // Finds the leftmost match in valid UTF-8 `text` that starts at or after byte `from`.
   bool find(std::string_view text, size_t from, size_t* match_begin, size_t* match_end) const;
 
-  const std::string& pattern() const { return pattern_; }
-
   struct CharClass {
     std::array<uint64_t, 2> ascii{};  // membership of code points below 128, negation already applied
     uint32_t categories = 0;          // GeneralCategory bits that match
@@ -45,10 +43,15 @@ class Regex {
 
  private:
   bool match_at(std::string_view text, size_t pos, int pc, size_t* end) const;
+  // Fills may_start_: which first bytes of a position can begin a match (regex_match.cpp).
+  void compute_start_bytes();
 
-  std::string pattern_;
+  std::string pattern_;  // for error messages while compiling
   std::vector<CharClass> classes_;
   std::vector<Instruction> program_;
+  // may_start_[b]: a match can begin at a position whose first byte is b. find() skips the other positions
+  // without running the program; exact for ASCII, conservatively true for every lead byte above it.
+  std::array<bool, 256> may_start_{};
 
   friend class RegexCompiler;
 };

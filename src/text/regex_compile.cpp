@@ -389,6 +389,9 @@ class RegexCompiler {
   bool case_insensitive_ = false;
 };
 
-Regex::Regex(std::string_view pattern) : pattern_(pattern) { RegexCompiler(*this).compile(); }
+Regex::Regex(std::string_view pattern) : pattern_(pattern) {
+  RegexCompiler(*this).compile();
+  compute_start_bytes();
+}
 
 }  // namespace narwhal::text

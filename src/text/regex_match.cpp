@@ -72,8 +72,44 @@ bool Regex::match_at(std::string_view text, size_t pos, int pc, size_t* end) con
   return false;
 }
 
+void Regex::compute_start_bytes() {
+  // Walk every path from the first instruction to the first character it consumes.
+  std::vector<bool> seen(program_.size());
+  std::vector<int> todo{0};
+  bool any = false;  // a match may begin with no character consumed: every position qualifies
+  while (!todo.empty()) {
+    const int at = todo.back();
+    todo.pop_back();
+    if (seen[at]) continue;
+    seen[at] = true;
+    const Instruction& in = program_[at];
+    switch (in.op) {
+      case Op::kClass:
+        for (char32_t c = 0; c < 128; ++c) may_start_[c] = may_start_[c] || classes_[in.x].contains(c);
+        for (int b = 0xC0; b < 256; ++b) may_start_[b] = true;  // some non-ASCII code point may match
+        break;
+      case Op::kSplit:
+        todo.push_back(in.x);
+        todo.push_back(in.y);
+        break;
+      case Op::kJump:
+        todo.push_back(in.x);
+        break;
+      case Op::kLookAhead:
+      case Op::kMatch:
+        any = true;
+        break;
+    }
+  }
+  if (any) may_start_.fill(true);
+}
+
 bool Regex::find(std::string_view text, size_t from, size_t* match_begin, size_t* match_end) const {
   for (size_t start = from; start <= text.size();) {
+    if (start < text.size() && !may_start_[static_cast<unsigned char>(text[start])]) {
+      ++start;  // an ASCII byte (lead bytes are all allowed), so one byte is one code point
+      continue;
+    }
     if (match_at(text, start, 0, match_end)) {
       *match_begin = start;
       return true;

@@ -2,27 +2,14 @@
 #include "text/tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "text/byte_level.h"
 #include "text/utf8.h"
 
 namespace narwhal::text {
 namespace {
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  NW_CHECK(in, "cannot read ", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(cat(path, ": not valid JSON: ", e.what()));
-  }
-}
 
 void check_normalizer(const nlohmann::json& normalizer, const std::string& where, const std::string& field) {
   if (normalizer.is_null()) return;
@@ -40,7 +27,7 @@ std::string tokenizer_json_path(const std::string& dir) {
 }  // namespace
 
 Tokenizer::Tokenizer(const std::string& dir)
-    : Tokenizer(dir, tokenizer_json_path(dir), read_json(tokenizer_json_path(dir))) {}
+    : Tokenizer(dir, tokenizer_json_path(dir), read_json_file(tokenizer_json_path(dir))) {}
 
 Tokenizer::Tokenizer(const std::string& dir, const std::string& where, const nlohmann::json& json)
     : config_(TokenizerConfig::load(dir)),

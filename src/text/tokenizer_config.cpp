@@ -2,24 +2,11 @@
 #include "text/tokenizer_config.h"
 
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace narwhal::text {
-namespace {
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  NW_CHECK(in, "cannot read ", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-}  // namespace
 
 const std::string* TokenizerConfig::special_token(std::string_view role) const {
   for (const auto& [name, token] : special_tokens) {
@@ -33,20 +20,18 @@ TokenizerConfig TokenizerConfig::load(const std::string& dir) {
   const std::filesystem::path path = std::filesystem::path(dir) / "tokenizer_config.json";
   const std::string where = path.string();
   if (std::filesystem::exists(path)) {
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(read_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(cat(where, ": not valid JSON: ", e.what()));
-    }
+    const nlohmann::json json = read_json_file(where);
     NW_CHECK(json.is_object(), where, ": expected a JSON object");
     for (const char* flag : {"add_bos_token", "add_eos_token"}) {
       if (!json.contains(flag) || json[flag].is_null()) continue;
       NW_CHECK(json[flag].is_boolean(), where, ": \"", flag, "\" must be true or false");
-      (std::string_view(flag) == "add_bos_token" ? config.add_bos_token : config.add_eos_token) = json[flag].get<bool>();
+      std::optional<bool>& setting = std::string_view(flag) == "add_bos_token" ? config.add_bos_token
+                                                                                : config.add_eos_token;
+      setting = json[flag].get<bool>();
     }
     // The order of transformers' SpecialTokensMixin.SPECIAL_TOKENS_ATTRIBUTES.
-    for (const char* role : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    for (const char* role :
+         {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
       if (!json.contains(role) || json[role].is_null()) continue;
       const nlohmann::json& token = json[role];
       if (token.is_string()) {
@@ -71,7 +56,7 @@ TokenizerConfig TokenizerConfig::load(const std::string& dir) {
     }
   }
   const std::filesystem::path jinja = std::filesystem::path(dir) / "chat_template.jinja";
-  if (config.chat_template.empty() && std::filesystem::exists(jinja)) config.chat_template = read_file(jinja);
+  if (config.chat_template.empty() && std::filesystem::exists(jinja)) config.chat_template = read_text_file(jinja.string());
   return config;
 }
 

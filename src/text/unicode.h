@@ -20,10 +20,6 @@ constexpr uint8_t kDigitBit = 0x80;  // \d
 
 uint8_t unicode_properties(char32_t cp);
 
-inline GeneralCategory general_category(char32_t cp) {
-  return static_cast<GeneralCategory>(unicode_properties(cp) & kCategoryMask);
-}
-
 // Bit set over GeneralCategory for a property name as written in \p{...}: "L", "Lu", "N", ...;
 // 0 when the name is unknown.
 uint32_t category_set(const char* name, size_t length);

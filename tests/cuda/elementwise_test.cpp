@@ -20,27 +20,15 @@ namespace narwhal {
 namespace {
 
 using testing::random_bf16;
+using testing::expect_close;
+using testing::poisoned;
 using testing::to_host_f32;
 
 constexpr double kBf16Tolerance = 8e-3;
 
-void expect_close(const Tensor& gpu_result, const Tensor& reference, double tolerance, const std::string& what) {
-  Tensor got = to_host_f32(gpu_result);
-  ASSERT_EQ(got.numel(), reference.numel()) << what;
-  testing::ErrorStats e = testing::compare(got.f32(), reference.f32(), reference.numel());
-  EXPECT_LE(e.rel, tolerance) << what << ": max-abs " << e.max_abs << ", rel " << e.rel;
-}
-
+// Device I32 vector of the values.
 Tensor device_ints(const std::vector<int32_t>& values) {
-  Tensor t = Tensor::zeros(DType::kI32, {static_cast<int64_t>(values.size())});
-  std::copy(values.begin(), values.end(), t.ptr<int32_t>());
-  return t.to(Device::kCUDA);
-}
-
-Tensor poisoned(DType dtype, std::vector<int64_t> shape) {
-  Tensor t = Tensor::empty(dtype, shape, Device::kCUDA);
-  NW_CUDA_CHECK(cudaMemset(t.data, 0xff, t.nbytes()));  // NaN in F32 and BF16
-  return t;
+  return testing::device_i32(values, {static_cast<int64_t>(values.size())});
 }
 
 TEST(CudaElementwise, EmbeddingThenAddRmsNorm) {

@@ -32,18 +32,6 @@ using testing::to_host_f32;
 constexpr double kTolerance = 1e-2;
 constexpr int64_t kNope = 128, kRope = 64, kV = 128, kLora = 512, kWidth = kLora + kRope;
 
-Tensor device_ints(const std::vector<int32_t>& values, std::vector<int64_t> shape) {
-  Tensor t = Tensor::zeros(DType::kI32, std::move(shape));
-  std::copy(values.begin(), values.end(), t.ptr<int32_t>());
-  return t.to(Device::kCUDA);
-}
-
-Tensor poisoned_bf16(std::vector<int64_t> shape) {
-  Tensor t = Tensor::empty(DType::kBF16, std::move(shape), Device::kCUDA);
-  NW_CUDA_CHECK(cudaMemset(t.data, 0xff, t.nbytes()));  // NaN in BF16
-  return t;
-}
-
 // Host F32 values rounded to BF16 and copied to the device.
 Tensor to_device_bf16(const std::vector<float>& values, std::vector<int64_t> shape) {
   Tensor bits = Tensor::zeros(DType::kBF16, std::move(shape));
@@ -62,23 +50,17 @@ void check_prefill(const PrefillCase& c) {
   const int64_t num_seqs = static_cast<int64_t>(c.seqs.size()), heads = c.heads;
   const ops::MlaShape shape{heads, kNope, kRope, kV, kLora, 1.0f / std::sqrt(static_cast<float>(kNope + kRope))};
 
-  // Page tables over a shuffled pool with spare pages, so every sequence's pages are scattered; padding is
-  // -1, which the gather must never touch.
-  int64_t max_pages = 0, pool_pages = 3;
-  for (auto [prefix, fresh] : c.seqs) {
-    const int64_t pages = (prefix + fresh + c.page_size - 1) / c.page_size;
-    max_pages = std::max(max_pages, pages);
-    pool_pages += pages;
-  }
-  std::vector<int32_t> pool(pool_pages);
-  std::iota(pool.begin(), pool.end(), 0);
-  std::shuffle(pool.begin(), pool.end(), std::mt19937(static_cast<uint32_t>(c.seed)));
-  std::vector<int32_t> page_table(num_seqs * max_pages, -1), cu_q{0}, cu_k{0};
+  // Scattered pages with -1 padding, which the gather must never touch.
+  std::vector<int64_t> lengths;
+  for (auto [prefix, fresh] : c.seqs) lengths.push_back(prefix + fresh);
+  const testing::ScatteredPages pages = testing::scattered_pages(lengths, c.page_size, c.seed);
+  const int64_t max_pages = pages.max_pages, pool_pages = pages.pool_pages;
+  const std::vector<int32_t>& page_table = pages.table;
+  std::vector<int32_t> cu_q{0}, cu_k{0};
   std::vector<ops::MlaSequence> seqs;
-  int64_t next_page = 0, max_q = 0, max_k = 0;
+  int64_t max_q = 0, max_k = 0;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const auto [prefix, fresh] = c.seqs[s];
-    for (int64_t p = 0; p * c.page_size < prefix + fresh; ++p) page_table[s * max_pages + p] = pool[next_page++];
     seqs.push_back({cu_q.back(), prefix, fresh, &page_table[s * max_pages]});
     cu_q.push_back(static_cast<int32_t>(cu_q.back() + fresh));
     cu_k.push_back(static_cast<int32_t>(cu_k.back() + prefix + fresh));
@@ -96,9 +78,9 @@ void check_prefill(const PrefillCase& c) {
   ops::mla_attention_decompressed(q.host, kv_b.host, ops::LatentCache{cache.host, c.page_size}, seqs.data(),
                                   num_seqs, shape, reference);
 
-  Tensor page_table_dev = device_ints(page_table, {num_seqs, max_pages});
-  Tensor cu_q_dev = device_ints(cu_q, {num_seqs + 1}), cu_k_dev = device_ints(cu_k, {num_seqs + 1});
-  Tensor latents = poisoned_bf16({keys, kWidth});
+  Tensor page_table_dev = testing::device_i32(page_table, {num_seqs, max_pages});
+  Tensor cu_q_dev = testing::device_i32(cu_q, {num_seqs + 1}), cu_k_dev = testing::device_i32(cu_k, {num_seqs + 1});
+  Tensor latents = testing::poisoned(DType::kBF16, {keys, kWidth});
   ops::cuda::mla_gather_latents(cache.device, page_table_dev, cu_k_dev, max_k, latents, nullptr);
   Tensor latents_host = to_host_f32(latents);
   for (int64_t s = 0; s < num_seqs; ++s)
@@ -114,7 +96,7 @@ void check_prefill(const PrefillCase& c) {
             0.0f, kv.data(), heads * (kNope + kV));
   Tensor kv_dev = to_device_bf16(kv, {keys, heads, kNope + kV});
 
-  Tensor out = poisoned_bf16({tokens, heads, kV});
+  Tensor out = testing::poisoned(DType::kBF16, {tokens, heads, kV});
   ops::cuda::mla_prefill_attention(q.device, kv_dev, latents, cu_q_dev, cu_k_dev, max_q, shape.softmax_scale, out,
                                    nullptr);
   NW_CUDA_CHECK(cudaDeviceSynchronize());

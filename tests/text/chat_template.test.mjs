@@ -47,6 +47,9 @@ fs.writeFileSync(casesFile, JSON.stringify(cases));
 const reference = JSON.parse(execFileSync(PYTHON, [path.join(SOURCE, 'tests/text/jinja_reference.py'), casesFile],
                                           { encoding: 'utf8', maxBuffer: 1 << 28 }));
 
+// jinja_reference.py reports "TemplateError: MESSAGE"; the message is what a user must see.
+const errorMessage = (error) => error.replace(/^TemplateError: /, '');
+
 function renderWithNarwhal(c) {
   const args = ['chat-template', '--tokenizer-path', c.tokenizer_path, '--messages-file', c.messages_file];
   if (c.add_generation_prompt) args.push('--add-generation-prompt');
@@ -62,7 +65,9 @@ for (const template of Object.keys(templateDirs)) {
     for (const [c, i] of mine) {
       const got = renderWithNarwhal(c);
       const want = reference[i];
-      const same = want.error !== undefined ? got.error !== undefined : got.text === want.text;
+      // Where jinja2 raises (raise_exception), narwhal must fail too, with the template's message.
+      const same = want.error !== undefined ? got.error !== undefined && got.error.includes(errorMessage(want.error))
+                                            : got.text === want.text;
       if (!same) mismatches.push({ case: `${c.name} add_generation_prompt=${c.add_generation_prompt}`, want, got });
     }
     assert.deepStrictEqual(mismatches.slice(0, 3), [], `${mismatches.length} of ${mine.length} renders differ`);
@@ -71,4 +76,15 @@ for (const template of Object.keys(templateDirs)) {
 
 test('at least 50 conversations through the DeepSeek-V3 template', () => {
   assert.ok(cases.filter((c) => c.template === 'deepseek_v3').length >= 100);
+  assert.ok(reference.filter((r) => r.text !== undefined).length >= cases.length - 12, 'jinja2 rendered too few');
+});
+
+test('raise_exception in a template is a clear error, as in jinja2', () => {
+  const strict = reference.map((r, i) => [r, cases[i]]).filter(([r, c]) => c.template === 'strict_roles' && r.error);
+  assert.ok(strict.length >= 3, 'the strict_roles template raised on too few conversations');
+  for (const [want, c] of strict) {
+    assert.match(want.error, /Roles must alternate user\/assistant/);
+    const got = renderWithNarwhal(c);
+    assert.ok(got.error && got.error.includes('Roles must alternate user/assistant'), `${c.name}: ${got.error}`);
+  }
 });

@@ -55,7 +55,8 @@ enum class Fp8GemmPath {
   kSmallM,    // always the own kernel (any M; slow for large M)
   kCublasLt,  // cuBLASLt (rows past the last multiple of 4 still go to the small-M kernel); fails if unsupported
 };
-inline constexpr int64_t kFp8SmallMMaxRows = 64;
+// Measured on H100 (docs/performance.md): the two paths tie up to 16 rows, cuBLASLt is ahead from 32 on.
+inline constexpr int64_t kFp8SmallMMaxRows = 16;
 
 struct GemmRunnerOptions {
   // Capacity of the FP8 activation scratch: the largest rows x K of any linear_fp8 / bmm_fp8 (rows = M, or

@@ -112,6 +112,11 @@ struct GemmRunner::State {
                                         x_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
       NW_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &w_mode, sizeof(w_mode)));
       NW_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &x_mode, sizeof(x_mode)));
+      // The heuristic finds no block-scaled algorithm while the scale pointers are null (seen with cuBLASLt
+      // 13.1 on H100); any device pointer will do here, each call sets the real ones.
+      const void* placeholder = fp8_scale.data;
+      for (auto attr : {CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER})
+        NW_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, attr, &placeholder, sizeof(placeholder)));
     }
     plan.w = key.w_transposed ? make_layout(in_type, key.k, key.n, key.ldw, key.batch, key.stride_w)
                               : make_layout(in_type, key.n, key.k, key.ldw, key.batch, key.stride_w);

@@ -395,12 +395,16 @@ __global__ void __launch_bounds__(kThreads) mla_combine_kernel(const DecodeArgs 
     const int64_t slot_row0 =
         (static_cast<int64_t>(seq) * a.m_blocks + m_block) * a.block_rows + row % a.block_rows;
     const int64_t slot_stride = static_cast<int64_t>(a.m_blocks) * a.block_rows;  // next part, same row
+    // Parts whose range is empty (fewer tiles than parts) sit between first and last but wrote nothing.
+    auto empty_part = [&](int c) { return c * total / a.parts == (c + 1) * total / a.parts; };
     float max_lse = -INFINITY;
-    for (int c = first; c <= last; ++c) max_lse = fmaxf(max_lse, a.partial_lse[slot_row0 + c * slot_stride]);
+    for (int c = first; c <= last; ++c)
+      if (!empty_part(c)) max_lse = fmaxf(max_lse, a.partial_lse[slot_row0 + c * slot_stride]);
     float4 acc[kLatent / 128] = {};
     float weight_sum = 0.0f;
     if (max_lse != -INFINITY) {
       for (int c = first; c <= last; ++c) {
+        if (empty_part(c)) continue;
         const float w = exp2f(a.partial_lse[slot_row0 + c * slot_stride] - max_lse);
         weight_sum += w;
         const float4* src = reinterpret_cast<const float4*>(a.partial_out + (slot_row0 + c * slot_stride) * kLatent);

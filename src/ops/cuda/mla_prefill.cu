@@ -5,8 +5,8 @@
 // O += P V with m16n8k16 BF16 tensor-core MMAs, and runs the online softmax in FP32 on the S accumulators.
 // K is assembled per tile from two sources without copies: k_nope (the first 128 of a head's 256-wide row of
 // the decompressed kv) and k_pe (the last 64 of the gathered latent row, shared by all heads).
-#include "ops/cuda/common.cuh"
 #include "ops/cuda/mla.h"
+#include "ops/cuda/mma.cuh"
 
 namespace narwhal::ops::cuda {
 
@@ -37,65 +37,6 @@ struct PrefillParams {
   int latent_width;
   float scale_log2;  // softmax scale * log2(e): softmax runs on exp2
 };
-
-// Element offset of 16-byte chunk `chunk` of row `row` in a tile of `row_chunks` chunks per row. XOR-ing the
-// low 3 chunk bits with the row spreads the 8 rows an ldmatrix phase reads over all 32 banks (rows here are
-// 256 or 384 bytes, multiples of 128, so unswizzled they would all hit the same banks).
-__device__ __forceinline__ int swizzle(int row, int chunk, int row_chunks) {
-  return (row * row_chunks + (chunk ^ (row & 7))) * 8;
-}
-
-// 16-byte global -> shared copy; `valid` false writes zeros (rows past the sequence end), so masked keys and
-// padded query rows hold finite values and never turn the softmax into NaN.
-__device__ __forceinline__ void cp_async_16(bf16* smem, const bf16* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* smem) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* smem) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// c[16x8] += a[16x16] * b[16x8], BF16 in, FP32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Max or sum over the 4 lanes of a quad, which together hold one accumulator row.
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
 // Issues the cp.async copies of key tile rows [n0, n0 + kBlockN) of one head: K = [k_nope | k_pe] and V.
 __device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int head, int k_begin, int k_len, int n0,
@@ -147,7 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_kernel(const PrefillP
   }
   load_kv_tile(p, head, k_begin, k_len, 0, k_smem, v_smem);
   cp_async_commit();
-  cp_async_wait_all();
+  cp_async_wait<0>();
   __syncthreads();
 
   // A fragments of this warp's 16 query rows over all 12 k-steps of 192.
@@ -165,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_kernel(const PrefillP
 
   for (int t = 0; t < num_tiles; ++t) {
     // Tile t landed, and every warp is done with tile t - 1, whose stage the prefetch below overwrites.
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncthreads();
     if (t + 1 < num_tiles)
       load_kv_tile(p, head, k_begin, k_len, (t + 1) * kBlockN, k_smem + ((t + 1) & 1) * kBlockN * kQk,

@@ -137,6 +137,20 @@ bool apply_filter(const std::string& name, const Value& operand, const CallArgs&
       throw Error(cat("items filter needs a mapping, got '", operand.type_name(), "'"));
     }
     *result = Value::list(std::move(pairs));
+  } else if (name == "dictsort") {
+    NW_CHECK(operand.is_dict(), "dictsort filter needs a mapping, got '", operand.type_name(), "'");
+    std::vector<Value> pairs;
+    for (const auto& [k, v] : operand.as_dict().items) pairs.push_back(Value::list({Value(k), v}, true));
+    const bool case_sensitive = args.get(0, "case_sensitive", kFalse).truthy();
+    const std::string by = args.get(1, "by", Value("key")).str();
+    NW_CHECK(by == "key" || by == "value", "dictsort: 'by' must be 'key' or 'value'");
+    const auto key = [&](const Value& pair) {
+      const Value k = pair.iterate()[by == "key" ? 0 : 1];
+      return k.is_string() && !case_sensitive ? Value(change_case(k.as_string(), false)) : k;
+    };
+    std::stable_sort(pairs.begin(), pairs.end(), [&](const Value& a, const Value& b) { return key(a).less(key(b)); });
+    if (args.get(2, "reverse", kFalse).truthy()) std::reverse(pairs.begin(), pairs.end());
+    *result = Value::list(std::move(pairs));
   } else if (name == "first" || name == "last") {
     const std::vector<Value> items = operand.iterate();
     *result = items.empty() ? Value::undefined(name) : (name == "first" ? items.front() : items.back());

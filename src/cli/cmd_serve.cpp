@@ -1,0 +1,73 @@
+// `narwhal serve`: the OpenAI-compatible HTTP server (SGLang's launch_server flags).
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/server_args.h"
+#include "cli/tokenizer_token_text.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/logging.h"
+#include "runtime/engine.h"
+#include "runtime/model_runner_factory.h"
+#include "server/serve.h"
+
+namespace narwhal {
+
+namespace {
+
+// Each streaming client holds a socket: lift the soft descriptor limit (often 1024) to the hard one.
+void raise_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+}  // namespace
+
+int run_serve(int argc, char** argv) {
+  ServerArgs args;
+  ArgParser parser("serve", "Serves the model over HTTP: OpenAI's /v1/chat/completions, /v1/completions, /v1/models,\n"
+                            "SGLang's /generate, /flush_cache, /get_model_info, /get_server_info, and /health, /metrics.");
+  args.register_flags(parser);
+  args.register_server_flags(parser);
+  if (!parser.parse(argc, argv, 2)) return 0;
+  args.validate_server();
+  server::block_shutdown_signals();
+  raise_file_limit();
+
+  const std::string tokenizer_dir = args.tokenizer_path.empty() ? args.model_path : args.tokenizer_path;
+  const text::Tokenizer tokenizer(tokenizer_dir);
+  const std::string template_source =
+      args.chat_template.empty() ? tokenizer.config().chat_template : read_text_file(args.chat_template);
+  std::unique_ptr<text::ChatTemplate> chat_template;
+  if (!template_source.empty()) chat_template = std::make_unique<text::ChatTemplate>(template_source);
+
+  TokenizerTokenText token_text(tokenizer);
+  auto engine = std::make_unique<Engine>(make_model_runner(args.runner_options()), args.engine_config(), &token_text);
+  server::ServerContext context(*engine, tokenizer, chat_template.get(),
+                                {.model_name = args.model_name(),
+                                 .model_path = args.model_path,
+                                 .api_key = args.api_key,
+                                 .reasoning_parser = args.reasoning_parser,
+                                 .tool_call_parser = args.tool_call_parser});
+  server::ServeOptions options;
+  options.http = {.host = args.host,
+                  .port = args.port,
+                  .threads = args.http_threads,
+                  .max_body_bytes = args.max_request_body};
+  options.drain_timeout_seconds = args.drain_timeout;
+  engine->start();
+  server::serve(context, options, [&](int port) {
+    NW_LOG(Info) << "serving " << args.model_name() << " on http://" << args.host << ":" << port;
+    std::printf("narwhal serve: listening on http://%s:%d\n", args.host.c_str(), port);
+    std::fflush(stdout);
+  });
+  return 0;
+}
+
+}  // namespace narwhal

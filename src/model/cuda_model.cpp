@@ -1,0 +1,185 @@
+// CudaModel: buffers, the layer loop, dense MLP, MoE and lm_head of the GPU forward (attention in cuda_attention.cpp).
+#include "model/cuda_model.h"
+
+#include <algorithm>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "model/deepseek_model.h"
+#include "ops/cuda/mla.h"
+#include "ops/cuda/moe.h"
+#include "ops/cuda/portable.h"
+
+namespace narwhal {
+
+namespace {
+
+ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_tokens) {
+  ops::cuda::GemmRunnerOptions o;
+  const int64_t widest = std::max({c.hidden_size, c.intermediate_size, c.num_attention_heads * c.v_head_dim,
+                                   c.q_lora_rank.value_or(0), c.num_attention_heads * c.kv_lora_rank});
+  // Decompressing the keys of a prefill runs kv_b over every key, not only the new tokens.
+  o.max_fp8_elements = std::max(max_tokens, int64_t{16384}) * widest;
+  return o;
+}
+
+bool fits_mla_kernels(const ModelConfig& c) {
+  return c.kv_lora_rank == 512 && c.qk_rope_head_dim == 64 && c.qk_nope_head_dim == 128 && c.v_head_dim == 128;
+}
+
+bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
+  for (const CudaLayerWeights& l : w.layers) {
+    if (!l.moe) continue;
+    const bool fp8 = l.moe->experts.gate_up.dtype == DType::kF8E4M3;
+    return c.hidden_size % 128 == 0 && c.moe_intermediate_size % (fp8 ? 128 : 64) == 0;
+  }
+  return true;
+}
+
+}  // namespace
+
+CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
+                     KernelChoice kernels)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      max_tokens_(max_tokens),
+      page_size_(page_size),
+      gemm_(gemm_options(config_, max_tokens)) {
+  NW_CHECK(max_tokens > 0, "CudaModel: max_tokens must be positive");
+  int device = 0;
+  NW_CUDA_CHECK(cudaGetDevice(&device));
+  NW_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
+  const bool portable = kernels == KernelChoice::kPortable;
+  fast_attention_ = !portable && fits_mla_kernels(config_) && page_size >= 16 && (page_size & (page_size - 1)) == 0;
+  fast_moe_ = !portable && fits_moe_kernels(config_, weights_);
+  router_ = router_params(config_);
+  rope_.inv_freq = Tensor::from_floats(config_.rope_inv_freq(), {config_.qk_rope_head_dim / 2}).to(Device::kCUDA);
+  rope_.scaling = config_.rope_attention_scaling();
+  rope_.interleave = config_.rope.interleave;
+  // Reserve every token-indexed buffer for max_tokens now: graphs captured later keep valid addresses.
+  const int64_t t = max_tokens, h = config_.hidden_size, heads = config_.num_attention_heads;
+  buffer(kResidual, DType::kF32, {t, h});
+  buffer(kNormed, DType::kBF16, {t, h});
+  buffer(kDelta, DType::kBF16, {t, h});
+  buffer(kQ, DType::kBF16, {t, heads * config_.qk_head_dim()});
+  if (config_.q_lora_rank) buffer(kQa, DType::kBF16, {t, *config_.q_lora_rank});
+  buffer(kLatent, DType::kBF16, {t, config_.kv_cache_dim()});
+  // Decode-only and per-sequence buffers: sized for the decode batches (graphs); larger steps grow them.
+  const int64_t seqs = std::min<int64_t>(t, 512);
+  buffer(kQAbsorbed, DType::kBF16, {seqs, heads * config_.kv_cache_dim()});
+  buffer(kAttnLatent, DType::kBF16, {seqs, heads * config_.kv_lora_rank});
+  buffer(kAttnOut, DType::kBF16, {t, heads * config_.v_head_dim});
+  buffer(kGateUp, DType::kBF16, {t, 2 * std::max(config_.intermediate_size, config_.moe_intermediate_size)});
+  buffer(kAct, DType::kBF16, {t, std::max(config_.intermediate_size, config_.moe_intermediate_size)});
+  if (config_.n_routed_experts > 0) {
+    buffer(kRouterLogits, DType::kF32, {t, config_.n_routed_experts});
+    buffer(kTopkIds, DType::kI32, {t, config_.num_experts_per_tok});
+    buffer(kTopkWeights, DType::kF32, {t, config_.num_experts_per_tok});
+    for (const CudaLayerWeights& l : weights_.layers)
+      if (l.moe && fast_moe_) {
+        const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, config_.num_experts_per_tok, l.moe->experts);
+        buffer(kMoeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
+        break;
+      }
+  }
+  if (fast_attention_) {
+    ops::cuda::MlaDecodeParams p;
+    p.heads = heads;
+    const size_t bytes = ops::cuda::mla_decode_workspace_bytes(seqs, p, num_sms_);
+    buffer(kDecodeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
+  }
+  buffer(kLastRows, DType::kBF16, {seqs, h});
+  buffer(kLogitsBf16, DType::kBF16, {seqs, config_.vocab_size});
+  buffer(kLogits, DType::kF32, {seqs, config_.vocab_size});
+}
+
+Tensor CudaModel::buffer(Buffer id, DType dtype, std::vector<int64_t> shape) {
+  Tensor view;
+  view.dtype = dtype;
+  view.device = Device::kCUDA;
+  view.shape = std::move(shape);
+  Tensor& storage = buffers_[id];
+  if (!storage.defined() || storage.nbytes() < view.nbytes()) {
+    // The old storage stays allocated: a captured graph may still use it.
+    if (storage.defined()) retired_.push_back(storage);
+    storage = Tensor::empty(DType::kI32, {static_cast<int64_t>((view.nbytes() + 3) / 4) + 1}, Device::kCUDA);
+  }
+  view.data = storage.data;
+  view.storage = storage.storage;
+  return view;
+}
+
+void CudaModel::linear(const Tensor& x, const CudaLinear& w, Tensor& y, cudaStream_t stream) {
+  if (w.is_fp8()) gemm_.linear_fp8(x, w.fp8, y, stream);
+  else gemm_.linear_bf16(x, w.bf16, y, stream);
+}
+
+void CudaModel::mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream) {
+  const int64_t t = x.size(0), inter = w.gate_up.out_features() / 2;
+  Tensor gate_up = buffer(kGateUp, DType::kBF16, {t, 2 * inter});
+  Tensor act = buffer(kAct, DType::kBF16, {t, inter});
+  linear(x, w.gate_up, gate_up, stream);
+  ops::cuda::silu_and_mul(gate_up, act, stream);
+  linear(act, w.down, out, stream);
+}
+
+void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream) {
+  const int64_t t = x.size(0), k = config_.num_experts_per_tok;
+  Tensor logits = buffer(kRouterLogits, DType::kF32, {t, config_.n_routed_experts});
+  Tensor ids = buffer(kTopkIds, DType::kI32, {t, k});
+  Tensor weights = buffer(kTopkWeights, DType::kF32, {t, k});
+  ops::cuda::router_logits_f32(x, w.router, logits, stream);
+  ops::cuda::moe_route(logits, w.correction_bias, router_, ids, weights, stream);
+  const ops::cuda::MoeExpertWeights& e = w.experts;
+  if (fast_moe_) {
+    const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, static_cast<int>(k), e);
+    Tensor ws = buffer(kMoeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
+    ops::cuda::moe_experts(x, ids, weights, e, out, ws.data, ws.nbytes(), stream);
+    return;
+  }
+  // Portable path: every expert over every token, then each token sums the ones it chose.
+  NW_CHECK(e.gate_up.dtype == DType::kBF16, "CudaModel: the portable MoE path runs BF16 experts only");
+  const int64_t experts = e.gate_up.size(0), inter = e.down.size(2), hidden = config_.hidden_size;
+  Tensor expert_out = buffer(kExpertOut, DType::kBF16, {experts, t, hidden});
+  Tensor gate_up = buffer(kGateUp, DType::kBF16, {t, 2 * inter});
+  Tensor act = buffer(kAct, DType::kBF16, {t, inter});
+  for (int64_t i = 0; i < experts; ++i) {
+    Tensor y = expert_out.rows(i, i + 1).reshape({t, hidden});
+    gemm_.linear_bf16(x, e.gate_up.rows(i, i + 1).reshape({2 * inter, hidden}), gate_up, stream);
+    ops::cuda::silu_and_mul(gate_up, act, stream);
+    gemm_.linear_bf16(act, e.down.rows(i, i + 1).reshape({hidden, inter}), y, stream);
+  }
+  ops::cuda::moe_combine_dense(expert_out, ids, weights, config_.n_routed_experts, e.num_shared, out, stream);
+}
+
+Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream) {
+  const int64_t t = step.num_tokens, b = step.num_seqs, h = config_.hidden_size;
+  NW_CHECK(t > 0 && t <= max_tokens_ && b > 0 && b <= t, "CudaModel::forward: ", t, " tokens in ", b,
+           " sequences (at most ", max_tokens_, " tokens per step)");
+  NW_CHECK(static_cast<int>(cache.size()) >= config_.num_hidden_layers, "CudaModel::forward: ", cache.size(),
+           " cache layers for ", config_.num_hidden_layers, " layers");
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  Tensor residual = buffer(kResidual, DType::kF32, {t, h});
+  Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
+  Tensor delta = buffer(kDelta, DType::kBF16, {t, h});
+  ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream);
+  Tensor none;
+  for (int layer = 0; layer < config_.num_hidden_layers; ++layer) {
+    const CudaLayerWeights& w = weights_.layers[layer];
+    ops::cuda::add_rms_norm(residual, layer == 0 ? none : delta, w.input_norm, eps, normed, stream);
+    attention(w, step, cache[layer], stream);  // normed -> delta
+    ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream);
+    if (w.moe) moe(*w.moe, normed, delta, stream);
+    else mlp(*w.mlp, normed, delta, stream);
+  }
+  ops::cuda::add_rms_norm(residual, delta, weights_.final_norm, eps, normed, stream);
+  Tensor rows = buffer(kLastRows, DType::kBF16, {b, h});
+  ops::cuda::gather_rows(normed, step.last_rows, rows, stream);
+  Tensor logits_bf16 = buffer(kLogitsBf16, DType::kBF16, {b, config_.vocab_size});
+  gemm_.linear_bf16(rows, weights_.lm_head, logits_bf16, stream);
+  Tensor logits = buffer(kLogits, DType::kF32, {b, config_.vocab_size});
+  ops::cuda::bf16_to_f32(logits_bf16, logits, stream);
+  return logits;
+}
+
+}  // namespace narwhal

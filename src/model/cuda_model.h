@@ -1,0 +1,89 @@
+// CudaModel: the DeepSeek-V2/V3 forward on one GPU (BF16 activations, FP32 residual stream and router), over
+// one step's batch already in device buffers; tuned kernels at DeepSeek's dims, portable ones elsewhere.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "model/cuda_weights.h"
+#include "model/model_config.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/gemm.h"
+#include "ops/moe.h"
+
+namespace narwhal {
+
+// One step on the device: views of persistent buffers (the runner's), sized to this step. Sequence b's new
+// tokens are rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1, its keys (cached prefix + new) number seq_lens[b].
+struct CudaStep {
+  Tensor token_ids;     // [T] I32
+  Tensor positions;     // [T] I32
+  Tensor slots;         // [T] I64: cache row of each new token (page * page_size + offset), -1 = padding
+  Tensor page_table;    // [B, max_pages] I32
+  Tensor seq_lens;      // [B] I32
+  Tensor cu_seqlens_q;  // [B + 1] I32
+  Tensor cu_seqlens_k;  // [B + 1] I32
+  Tensor last_rows;     // [B] I32: each sequence's last token row
+  int64_t num_tokens = 0, num_seqs = 0;
+  int64_t max_seqlen_q = 0, max_seqlen_k = 0, total_keys = 0;  // host-known bounds (prefill grids)
+  bool absorbed = false;  // absorbed MLA (decode form) instead of the decompressed (prefill) form
+};
+
+// Which kernels run: kAuto picks the tuned ones where the shapes allow; kPortable forces the shape-generic
+// ones (tests compare the two).
+enum class KernelChoice { kAuto, kPortable };
+
+class CudaModel {
+ public:
+  // max_tokens: the most tokens one step may carry (token-indexed buffers are reserved for it up front).
+  CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
+            KernelChoice kernels = KernelChoice::kAuto);
+
+  const ModelConfig& config() const { return config_; }
+  const CudaModelWeights& weights() const { return weights_; }
+  int64_t max_tokens() const { return max_tokens_; }
+  // Whether decode steps (one token per sequence) run without host-known key counts, i.e. may be captured.
+  bool decode_capturable() const { return fast_attention_ && fast_moe_; }
+
+  // Runs the step on `stream` (no host sync): writes the new tokens' latents into `cache` (per layer
+  // [pages, page_size, kv_lora + rope] BF16) and returns each sequence's last-token logits [B, vocab] F32,
+  // a view of an internal buffer valid until the next forward.
+  Tensor forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream);
+
+ private:
+  enum Buffer {
+    kResidual, kNormed, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
+    kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
+    kGathered, kLatentRows, kKv, kExpertOut, kBufferCount
+  };
+  // A typed view of buffer `id`, grown when too small (into new storage: graphs keep the old).
+  Tensor buffer(Buffer id, DType dtype, std::vector<int64_t> shape);
+
+  void linear(const Tensor& x, const CudaLinear& w, Tensor& y, cudaStream_t stream);
+  void attention(const CudaLayerWeights& w, const CudaStep& step, const Tensor& cache, cudaStream_t stream);
+  void attend_absorbed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache, const Tensor& q,
+                       Tensor& out, cudaStream_t stream);
+  void attend_decompressed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,
+                           const Tensor& q, Tensor& out, cudaStream_t stream);
+  Tensor gather_keys(const CudaStep& step, const Tensor& cache, cudaStream_t stream);
+  void mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
+  void moe(const CudaMoeWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
+
+  ModelConfig config_;
+  CudaModelWeights weights_;
+  int64_t max_tokens_;
+  int64_t page_size_;
+  bool fast_attention_ = false;
+  bool fast_moe_ = false;
+  int num_sms_ = 0;
+  ops::RouterParams router_;
+  ops::cuda::RopeTable rope_;
+  ops::cuda::GemmRunner gemm_;
+  std::array<Tensor, kBufferCount> buffers_;
+  std::vector<Tensor> retired_;  // outgrown buffers, kept for the graphs captured over them
+};
+
+}  // namespace narwhal

@@ -1,0 +1,279 @@
+// Load-time conversion of weights into the GPU kernels' layouts; checkpoint and dummy (random) sources.
+#include "model/cuda_weights.h"
+
+#include <cmath>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "core/logging.h"
+#include "model/safetensors.h"
+#include "ops/cuda/portable.h"
+
+namespace narwhal {
+
+namespace {
+
+constexpr int64_t kBlock = 128;
+
+Tensor device_bf16(const Tensor& host_f32) {
+  Tensor bf = Tensor::zeros(DType::kBF16, host_f32.shape);
+  for (int64_t i = 0; i < host_f32.numel(); ++i) bf.ptr<uint16_t>()[i] = float_to_bf16(host_f32.f32()[i]);
+  return bf.to(Device::kCUDA);
+}
+
+// Host F32 weights (FP8 already dequantized by the CPU loader) -> the device layout of load_weights(kCUDA).
+void upload_bf16(Tensor& t) {
+  if (t.defined()) t = device_bf16(t);
+}
+void upload_bf16(Linear& l) { upload_bf16(l.weight); }
+void upload_bf16(MlpWeights& m) {
+  upload_bf16(m.gate_up);
+  upload_bf16(m.down);
+}
+ModelWeights upload_dequantized(ModelWeights w) {
+  upload_bf16(w.embed);
+  upload_bf16(w.final_norm);
+  upload_bf16(w.lm_head);
+  for (DecoderLayerWeights& l : w.layers) {
+    upload_bf16(l.input_norm);
+    upload_bf16(l.post_attention_norm);
+    AttentionWeights& a = l.attn;
+    for (Linear* x : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj, &a.kv_b_proj, &a.o_proj}) upload_bf16(*x);
+    upload_bf16(a.q_a_norm);
+    upload_bf16(a.kv_a_norm);
+    if (l.mlp) upload_bf16(*l.mlp);
+    if (l.moe) {
+      upload_bf16(l.moe->router);
+      if (l.moe->correction_bias.defined()) l.moe->correction_bias = l.moe->correction_bias.to(Device::kCUDA);
+      upload_bf16(l.moe->experts_gate_up);
+      upload_bf16(l.moe->experts_down);
+      if (l.moe->shared) upload_bf16(*l.moe->shared);
+    }
+  }
+  w.mtp.clear();
+  return w;
+}
+
+CudaLinear convert_linear(const Linear& l) {
+  if (!l.fp8()) return {l.weight, {}};
+  return {{}, ops::cuda::make_fp8_block_weight(l.weight, l.scale_inv)};
+}
+
+// Copies `rows` rows of `row_bytes` from src (pitch src_pitch) to dst (pitch dst_pitch), device to device.
+void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t row_bytes, size_t rows) {
+  NW_CUDA_CHECK(cudaMemcpy2D(dst, dst_pitch, src, src_pitch, row_bytes, rows, cudaMemcpyDeviceToDevice));
+}
+
+// [E, 2I, H] / [E, H, I] routed experts plus the shared MLP cut into S experts of width I (gate rows s*I.., up
+// rows S*I + s*I.., down columns s*I..), for weights (block = 1) or their 128-block scales (block = 128).
+Tensor fold_gate_up(const Tensor& routed, const Tensor& shared, int shared_count, int64_t inter_rows) {
+  const int64_t e = routed.size(0), cols = routed.size(2);
+  Tensor out = Tensor::empty(routed.dtype, {e + shared_count, 2 * inter_rows, cols}, Device::kCUDA);
+  NW_CUDA_CHECK(cudaMemcpy(out.data, routed.data, routed.nbytes(), cudaMemcpyDeviceToDevice));
+  const size_t row_bytes = cols * dtype_size(routed.dtype), half = inter_rows * row_bytes;
+  char* dst = static_cast<char*>(out.data) + routed.nbytes();
+  const char* src = static_cast<const char*>(shared.data);
+  for (int s = 0; s < shared_count; ++s) {
+    NW_CUDA_CHECK(cudaMemcpy(dst + 2 * s * half, src + s * half, half, cudaMemcpyDeviceToDevice));
+    NW_CUDA_CHECK(cudaMemcpy(dst + (2 * s + 1) * half, src + (shared_count + s) * half, half,
+                             cudaMemcpyDeviceToDevice));
+  }
+  return out;
+}
+
+Tensor fold_down(const Tensor& routed, const Tensor& shared, int shared_count) {
+  const int64_t e = routed.size(0), rows = routed.size(1), inter_cols = routed.size(2);
+  Tensor out = Tensor::empty(routed.dtype, {e + shared_count, rows, inter_cols}, Device::kCUDA);
+  NW_CUDA_CHECK(cudaMemcpy(out.data, routed.data, routed.nbytes(), cudaMemcpyDeviceToDevice));
+  const size_t elem = dtype_size(routed.dtype), expert_bytes = rows * inter_cols * elem;
+  for (int s = 0; s < shared_count; ++s)
+    copy_rows(static_cast<char*>(out.data) + routed.nbytes() + s * expert_bytes, inter_cols * elem,
+              static_cast<const char*>(shared.data) + s * inter_cols * elem, shared_count * inter_cols * elem,
+              inter_cols * elem, rows);
+  return out;
+}
+
+ops::cuda::MoeExpertWeights fold_experts(const ModelConfig& c, const MoeWeights& w) {
+  ops::cuda::MoeExpertWeights out;
+  const int shared = w.shared ? c.n_shared_experts : 0;
+  const int64_t inter = c.moe_intermediate_size;
+  out.num_shared = shared;
+  if (!shared) {
+    out.gate_up = w.experts_gate_up.weight;
+    out.down = w.experts_down.weight;
+    out.gate_up_scale_inv = w.experts_gate_up.scale_inv;
+    out.down_scale_inv = w.experts_down.scale_inv;
+    return out;
+  }
+  out.gate_up = fold_gate_up(w.experts_gate_up.weight, w.shared->gate_up.weight, shared, inter);
+  out.down = fold_down(w.experts_down.weight, w.shared->down.weight, shared);
+  if (w.experts_gate_up.fp8()) {
+    NW_CHECK(inter % kBlock == 0, "FP8 experts need moe_intermediate_size % 128 == 0, got ", inter);
+    out.gate_up_scale_inv = fold_gate_up(w.experts_gate_up.scale_inv, w.shared->gate_up.scale_inv, shared,
+                                         inter / kBlock);
+    out.down_scale_inv = fold_down(w.experts_down.scale_inv, w.shared->down.scale_inv, shared);
+  }
+  return out;
+}
+
+int64_t bytes_of(const Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : 0; }
+int64_t bytes_of(const CudaLinear& l) { return bytes_of(l.bf16) + bytes_of(l.fp8.q) + bytes_of(l.fp8.scale); }
+
+int64_t count_bytes(const CudaModelWeights& w) {
+  int64_t b = bytes_of(w.embed) + bytes_of(w.final_norm) + (w.lm_head.data == w.embed.data ? 0 : bytes_of(w.lm_head));
+  for (const CudaLayerWeights& l : w.layers) {
+    const CudaAttentionWeights& a = l.attn;
+    for (const CudaLinear* x : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj, &a.kv_b_proj, &a.o_proj})
+      b += bytes_of(*x);
+    b += bytes_of(l.input_norm) + bytes_of(l.post_attention_norm) + bytes_of(a.q_a_norm) + bytes_of(a.kv_a_norm);
+    if (a.kv_b_fp8) b += bytes_of(a.kv_b_fp8->w_uk_t.q) + bytes_of(a.kv_b_fp8->w_uv.q);
+    if (l.mlp) b += bytes_of(l.mlp->gate_up) + bytes_of(l.mlp->down);
+    if (l.moe) {
+      const ops::cuda::MoeExpertWeights& e = l.moe->experts;
+      b += bytes_of(l.moe->router) + bytes_of(e.gate_up) + bytes_of(e.down) + bytes_of(e.gate_up_scale_inv) +
+           bytes_of(e.down_scale_inv);
+    }
+  }
+  return b;
+}
+
+}  // namespace
+
+bool fp8_kernels_fit(const ModelConfig& c) {
+  auto blocks = [](int64_t v) { return v % kBlock == 0; };
+  return blocks(c.hidden_size) && blocks(c.intermediate_size) && blocks(c.moe_intermediate_size) &&
+         blocks(c.kv_lora_rank) && (!c.q_lora_rank || blocks(*c.q_lora_rank)) && c.qk_nope_head_dim == kBlock &&
+         c.v_head_dim == kBlock;
+}
+
+CudaModelWeights convert_cuda_weights(const ModelConfig& c, ModelWeights w) {
+  CudaModelWeights out;
+  out.embed = w.embed;
+  out.final_norm = w.final_norm;
+  out.lm_head = w.lm_head;
+  for (DecoderLayerWeights& l : w.layers) {
+    CudaLayerWeights cl;
+    cl.input_norm = l.input_norm;
+    cl.post_attention_norm = l.post_attention_norm;
+    const AttentionWeights& a = l.attn;
+    CudaAttentionWeights& ca = cl.attn;
+    ca.q_proj = convert_linear(a.q_proj);
+    ca.q_a_proj = convert_linear(a.q_a_proj);
+    ca.q_b_proj = convert_linear(a.q_b_proj);
+    ca.kv_a_proj = convert_linear(a.kv_a_proj);
+    ca.kv_b_proj = convert_linear(a.kv_b_proj);
+    ca.o_proj = convert_linear(a.o_proj);
+    ca.q_a_norm = a.q_a_norm;
+    ca.kv_a_norm = a.kv_a_norm;
+    if (a.kv_b_proj.fp8())
+      ca.kv_b_fp8 = ops::cuda::split_kv_b_fp8(a.kv_b_proj.weight.to(Device::kCPU),
+                                              a.kv_b_proj.scale_inv.to(Device::kCPU), c.num_attention_heads);
+    else
+      ca.kv_b_bf16 = a.kv_b_proj.weight;
+    if (l.mlp) cl.mlp = CudaMlpWeights{convert_linear(l.mlp->gate_up), convert_linear(l.mlp->down)};
+    if (l.moe) {
+      cl.moe = CudaMoeWeights{l.moe->router, l.moe->correction_bias, fold_experts(c, *l.moe)};
+      l.moe.reset();  // frees the unfolded copies before the next layer folds
+    }
+    out.layers.push_back(std::move(cl));
+  }
+  out.bytes = count_bytes(out);
+  return out;
+}
+
+CudaModelWeights load_cuda_weights(const ModelConfig& c, const std::string& model_dir) {
+  Checkpoint checkpoint(model_dir);
+  if (c.fp8 && !fp8_kernels_fit(c)) {
+    NW_LOG(Warning) << model_dir << ": FP8 weights whose dims are not whole 128-blocks (or heads not 128 wide) "
+                    << "are dequantized to BF16 for the GPU";
+    return convert_cuda_weights(c, upload_dequantized(load_weights(c, checkpoint, Device::kCPU)));
+  }
+  ModelWeights w = load_weights(c, checkpoint, Device::kCUDA);
+  w.mtp.clear();
+  return convert_cuda_weights(c, std::move(w));
+}
+
+namespace {
+
+struct DummyMaker {
+  const ModelConfig& c;
+  bool fp8;
+  uint64_t seed;
+
+  Tensor random(std::vector<int64_t> shape, float std) {
+    Tensor t = Tensor::empty(DType::kBF16, std::move(shape), Device::kCUDA);
+    ops::cuda::fill_random(t, seed++, std, nullptr);
+    return t;
+  }
+  Tensor ones(int64_t n) {
+    Tensor t = Tensor::empty(DType::kBF16, {n}, Device::kCUDA);
+    ops::cuda::fill_constant(t, 1.0f, nullptr);
+    return t;
+  }
+  // FP8: uniform codes in [-240, 240] times a per-block scale giving std 1/sqrt(in).
+  Linear linear(std::vector<int64_t> shape) {
+    const int64_t in = shape.back();
+    const float std = 1.0f / std::sqrt(static_cast<float>(in));
+    if (!fp8) return {random(shape, std), {}};
+    Linear l;
+    l.weight = Tensor::empty(DType::kF8E4M3, shape, Device::kCUDA);
+    ops::cuda::fill_random_fp8(l.weight, seed++, 240.0f, nullptr);
+    std::vector<int64_t> scale_shape = shape;
+    scale_shape[scale_shape.size() - 2] = (shape[shape.size() - 2] + kBlock - 1) / kBlock;
+    scale_shape.back() = (in + kBlock - 1) / kBlock;
+    l.scale_inv = Tensor::empty(DType::kF32, scale_shape, Device::kCUDA);
+    ops::cuda::fill_constant(l.scale_inv, std * 1.7320508f / 240.0f, nullptr);
+    return l;
+  }
+  MlpWeights mlp(int64_t inter) {
+    return {linear({2 * inter, c.hidden_size}), linear({c.hidden_size, inter})};
+  }
+};
+
+}  // namespace
+
+CudaModelWeights dummy_cuda_weights(const ModelConfig& c, uint64_t seed) {
+  DummyMaker m{c, c.fp8.has_value() && fp8_kernels_fit(c), seed};
+  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
+  ModelWeights w;
+  w.embed = m.random({c.vocab_size, hidden}, 1.0f);
+  w.final_norm = m.ones(hidden);
+  w.lm_head = m.random({c.vocab_size, hidden}, 1.0f / std::sqrt(static_cast<float>(hidden)));
+  for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
+    DecoderLayerWeights l;
+    l.input_norm = m.ones(hidden);
+    l.post_attention_norm = m.ones(hidden);
+    AttentionWeights& a = l.attn;
+    if (c.q_lora_rank) {
+      a.q_a_proj = m.linear({*c.q_lora_rank, hidden});
+      a.q_a_norm = m.ones(*c.q_lora_rank);
+      a.q_b_proj = m.linear({heads * c.qk_head_dim(), *c.q_lora_rank});
+    } else {
+      a.q_proj = m.linear({heads * c.qk_head_dim(), hidden});
+    }
+    a.kv_a_proj = m.linear({c.kv_cache_dim(), hidden});
+    a.kv_a_norm = m.ones(c.kv_lora_rank);
+    a.kv_b_proj = m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank});
+    a.o_proj = m.linear({hidden, heads * c.v_head_dim});
+    if (c.is_moe_layer(layer)) {
+      MoeWeights moe;
+      const int64_t e = c.n_routed_experts, inter = c.moe_intermediate_size;
+      moe.router = m.random({e, hidden}, 1.0f / std::sqrt(static_cast<float>(hidden)));
+      if (c.topk_method == TopkMethod::kNoauxTc) {
+        moe.correction_bias = Tensor::empty(DType::kF32, {e}, Device::kCUDA);
+        ops::cuda::fill_random(moe.correction_bias, m.seed++, 0.01f, nullptr);
+      }
+      moe.experts_gate_up = m.linear({e, 2 * inter, hidden});
+      moe.experts_down = m.linear({e, hidden, inter});
+      if (c.n_shared_experts > 0) moe.shared = m.mlp(c.n_shared_experts * inter);
+      l.moe = std::move(moe);
+    } else {
+      l.mlp = m.mlp(c.intermediate_size);
+    }
+    w.layers.push_back(std::move(l));
+  }
+  NW_CUDA_CHECK(cudaDeviceSynchronize());
+  return convert_cuda_weights(c, std::move(w));
+}
+
+}  // namespace narwhal

@@ -1,0 +1,71 @@
+// The GPU forward's weights, converted once at load into the layouts its kernels want: BF16 or FP8
+// block-scaled linears, W_UK / W_UV for absorbed MLA, experts with the shared experts folded in.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/model_config.h"
+#include "model/weights.h"
+#include "ops/cuda/gemm.h"
+#include "ops/cuda/moe.h"
+
+namespace narwhal {
+
+// A linear in nn.Linear layout [out, in]: BF16, or FP8 with 128x128 block scales.
+struct CudaLinear {
+  Tensor bf16;
+  ops::cuda::Fp8BlockWeight fp8;
+  bool is_fp8() const { return fp8.q.defined(); }
+  int64_t out_features() const { return is_fp8() ? fp8.q.size(0) : bf16.size(0); }
+};
+
+struct CudaAttentionWeights {
+  CudaLinear q_proj, q_a_proj, q_b_proj, kv_a_proj, kv_b_proj, o_proj;
+  Tensor q_a_norm, kv_a_norm;
+  // Absorbed form: kv_b_proj's W_UK / W_UV as BF16 row groups of `kv_b_bf16` [H * (nope + v), kv_lora], or
+  // (FP8 checkpoints) split and re-blocked per head.
+  Tensor kv_b_bf16;
+  std::optional<ops::cuda::MlaFp8Weights> kv_b_fp8;
+};
+
+struct CudaMlpWeights {
+  CudaLinear gate_up, down;
+};
+
+struct CudaMoeWeights {
+  Tensor router;           // [E, hidden] BF16; its product runs in FP32
+  Tensor correction_bias;  // [E] F32, noaux_tc only
+  ops::cuda::MoeExpertWeights experts;
+};
+
+struct CudaLayerWeights {
+  Tensor input_norm, post_attention_norm;
+  CudaAttentionWeights attn;
+  std::optional<CudaMlpWeights> mlp;
+  std::optional<CudaMoeWeights> moe;
+};
+
+struct CudaModelWeights {
+  Tensor embed, final_norm, lm_head;
+  std::vector<CudaLayerWeights> layers;
+  int64_t bytes = 0;  // device bytes of everything above
+};
+
+// Whether FP8 linears can stay FP8 on the GPU: every fused or split dim a whole number of 128-blocks and
+// DeepSeek's head dims (nope = v = 128). Otherwise FP8 checkpoints are dequantized to BF16 at load.
+bool fp8_kernels_fit(const ModelConfig& config);
+
+// Reads a checkpoint directory straight into device weights (MTP layers are not kept).
+CudaModelWeights load_cuda_weights(const ModelConfig& config, const std::string& model_dir);
+
+// Random weights generated on the GPU from the config alone (SGLang's --load-format dummy): BF16, or FP8 with
+// block scales when the config is FP8 and fp8_kernels_fit. std 1/sqrt(fan_in), norms 1.
+CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed);
+
+// Converts device weights in the loader's layout (weights.h, Device::kCUDA) into the kernel layouts.
+CudaModelWeights convert_cuda_weights(const ModelConfig& config, ModelWeights weights);
+
+}  // namespace narwhal

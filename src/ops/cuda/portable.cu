@@ -1,0 +1,215 @@
+// Portable GPU ops: shape-generic MLA attention, the FP32 router product, dense MoE combine, random fills.
+#include <cuda_fp8.h>
+
+#include <algorithm>
+
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/portable.h"
+
+namespace narwhal::ops::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+
+struct PortableAttention {
+  const bf16* q;
+  int64_t q_row_stride, q_head_stride;
+  int a_len, b_len, v_len;
+  const bf16 *key_a, *key_b, *value;
+  int64_t a_row, a_head, b_row, b_head, v_row, v_head;
+  bf16* out;
+  const int32_t *cu_q, *cu_k;
+  float scale;
+};
+
+__global__ void portable_attention_kernel(PortableAttention p) {
+  extern __shared__ float smem[];
+  const int head = blockIdx.x, i = blockIdx.y, seq = blockIdx.z;
+  const int q_begin = p.cu_q[seq], len_q = p.cu_q[seq + 1] - q_begin;
+  if (i >= len_q) return;
+  const int k_begin = p.cu_k[seq], len_k = p.cu_k[seq + 1] - k_begin;
+  const int keys = len_k - len_q + i + 1;
+  const int qk = p.a_len + p.b_len;
+  float* q = smem;
+  float* scores = smem + qk;
+  const bf16* q_row = p.q + (q_begin + i) * p.q_row_stride + head * p.q_head_stride;
+  for (int d = threadIdx.x; d < qk; d += kThreads) q[d] = __bfloat162float(q_row[d]);
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int k = warp; k < keys; k += kWarps) {
+    const bf16* a = p.key_a + (k_begin + k) * p.a_row + head * p.a_head;
+    const bf16* b = p.key_b + (k_begin + k) * p.b_row + head * p.b_head;
+    float s = 0.0f;
+    for (int d = lane; d < p.a_len; d += 32) s += q[d] * __bfloat162float(a[d]);
+    for (int d = lane; d < p.b_len; d += 32) s += q[p.a_len + d] * __bfloat162float(b[d]);
+    s = warp_sum(s);
+    if (lane == 0) scores[k] = s * p.scale;
+  }
+  __syncthreads();
+  __shared__ float reduce[kWarps];
+  float m = -INFINITY;
+  for (int k = threadIdx.x; k < keys; k += kThreads) m = fmaxf(m, scores[k]);
+  m = warp_max(m);
+  if (lane == 0) reduce[warp] = m;
+  __syncthreads();
+  m = reduce[0];
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, reduce[w]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int k = threadIdx.x; k < keys; k += kThreads) {
+    const float e = __expf(scores[k] - m);
+    scores[k] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) reduce[warp] = sum;
+  __syncthreads();
+  sum = 0.0f;
+  for (int w = 0; w < kWarps; ++w) sum += reduce[w];
+  const float inv = 1.0f / sum;
+  bf16* out = p.out + (static_cast<int64_t>(q_begin + i) * gridDim.x + head) * p.v_len;
+  for (int d = threadIdx.x; d < p.v_len; d += kThreads) {
+    float acc = 0.0f;
+    for (int k = 0; k < keys; ++k)
+      acc += scores[k] * __bfloat162float(p.value[(k_begin + k) * p.v_row + head * p.v_head + d]);
+    out[d] = __float2bfloat16(acc * inv);
+  }
+}
+
+// One warp per (token, expert): 16-byte loads over the hidden dim (hidden % 8 == 0), FP32 sums. Blocks of 8
+// warps cover 8 experts of one token, so even one token spreads over E / 8 blocks.
+__global__ void router_kernel(const bf16* x, const bf16* w, float* logits, int hidden, int experts) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, e = blockIdx.y * 8 + warp;
+  if (e >= experts) return;
+  const bf16* row = x + static_cast<int64_t>(blockIdx.x) * hidden;
+  const bf16* wr = w + static_cast<int64_t>(e) * hidden;
+  float s = 0.0f;
+  for (int d = lane * 8; d < hidden; d += 256) {
+    const uint4 a = *reinterpret_cast<const uint4*>(row + d), b = *reinterpret_cast<const uint4*>(wr + d);
+    const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
+    const __nv_bfloat162* b2 = reinterpret_cast<const __nv_bfloat162*>(&b);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 fa = __bfloat1622float2(a2[i]), fb = __bfloat1622float2(b2[i]);
+      s += fa.x * fb.x + fa.y * fb.y;
+    }
+  }
+  s = warp_sum(s);
+  if (lane == 0) logits[static_cast<int64_t>(blockIdx.x) * experts + e] = s;
+}
+
+__global__ void combine_kernel(const bf16* expert_out, const int32_t* ids, const float* weights, int top_k,
+                               int num_routed, int num_shared, int64_t tokens, int64_t hidden, bf16* out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
+    float acc = 0.0f;
+    for (int j = 0; j < top_k; ++j)
+      acc += weights[t * top_k + j] * __bfloat162float(expert_out[(ids[t * top_k + j] * tokens + t) * hidden + h]);
+    for (int s = 0; s < num_shared; ++s)
+      acc += __bfloat162float(expert_out[((num_routed + s) * tokens + t) * hidden + h]);
+    out[t * hidden + h] = __float2bfloat16(acc);
+  }
+}
+
+__device__ __forceinline__ float hash_uniform(uint64_t seed, uint64_t i) {  // in [-1, 1)
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+template <typename T>
+__global__ void fill_kernel(T* data, int64_t n, uint64_t seed, float scale, bool random) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = random ? hash_uniform(seed, i) * scale : scale;
+    if constexpr (std::is_same_v<T, float>) data[i] = v;
+    else if constexpr (std::is_same_v<T, bf16>) data[i] = __float2bfloat16(v);
+    else data[i] = __nv_fp8_e4m3(v);
+  }
+}
+
+template <typename T>
+void launch_fill(Tensor& t, uint64_t seed, float scale, bool random, cudaStream_t stream) {
+  if (t.numel() == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(t.numel(), 256), 8192));
+  fill_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<T*>(t.data), t.numel(), seed, scale, random);
+  NW_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const HeadOperand& key_a,
+                            const HeadOperand& key_b, const HeadOperand& value, int64_t v_len,
+                            const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
+                            int64_t max_seqlen_k, float softmax_scale, Tensor& out, cudaStream_t stream) {
+  NW_CHECK(q.ndim() == 3 && q.dtype == DType::kBF16 && a_len + b_len <= q.size(2) && out.ndim() == 3 &&
+               out.dtype == DType::kBF16 && out.size(0) == q.size(0) && out.size(1) == q.size(1) &&
+               out.size(2) == v_len && cu_seqlens_q.dtype == DType::kI32 && cu_seqlens_k.shape == cu_seqlens_q.shape,
+           "mla_attention_portable: q", q.shape_string(), " out", out.shape_string(), " for key dims ", a_len, " + ",
+           b_len, " and value dim ", v_len);
+  const int64_t seqs = cu_seqlens_q.numel() - 1;
+  if (seqs <= 0 || max_seqlen_q == 0) return;
+  const size_t smem = static_cast<size_t>(a_len + b_len + max_seqlen_k) * sizeof(float);
+  NW_CHECK(smem <= 200 * 1024, "mla_attention_portable: ", max_seqlen_k, " keys exceed its shared memory");
+  NW_CUDA_CHECK(cudaFuncSetAttribute(portable_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem)));
+  PortableAttention p{device_ptr<bf16>(q), q.size(1) * q.size(2), q.size(2), static_cast<int>(a_len),
+                      static_cast<int>(b_len), static_cast<int>(v_len), static_cast<const bf16*>(key_a.data),
+                      static_cast<const bf16*>(key_b.data), static_cast<const bf16*>(value.data), key_a.row_stride,
+                      key_a.head_stride, key_b.row_stride, key_b.head_stride, value.row_stride, value.head_stride,
+                      device_ptr<bf16>(out), device_ptr<int32_t>(cu_seqlens_q), device_ptr<int32_t>(cu_seqlens_k),
+                      softmax_scale};
+  const dim3 grid(static_cast<unsigned>(q.size(1)), static_cast<unsigned>(max_seqlen_q), static_cast<unsigned>(seqs));
+  portable_attention_kernel<<<grid, kThreads, smem, stream>>>(p);
+  NW_CUDA_CHECK_LAUNCH();
+}
+
+void router_logits_f32(const Tensor& x, const Tensor& w, Tensor& logits, cudaStream_t stream) {
+  NW_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.size(1) == w.size(1) && x.dtype == DType::kBF16 &&
+               w.dtype == DType::kBF16 && logits.dtype == DType::kF32 && logits.numel() >= x.size(0) * w.size(0),
+           "router_logits_f32: x", x.shape_string(), " w", w.shape_string(), " logits", logits.shape_string());
+  NW_CHECK(x.size(1) % 8 == 0, "router_logits_f32: hidden ", x.size(1), " must be a multiple of 8");
+  if (x.size(0) == 0) return;
+  const dim3 grid(static_cast<unsigned>(x.size(0)), static_cast<unsigned>(ceil_div(w.size(0), 8)));
+  router_kernel<<<grid, 256, 0, stream>>>(
+      device_ptr<bf16>(x), device_ptr<bf16>(w), logits.f32(), static_cast<int>(x.size(1)),
+      static_cast<int>(w.size(0)));
+  NW_CUDA_CHECK_LAUNCH();
+}
+
+void moe_combine_dense(const Tensor& expert_out, const Tensor& topk_ids, const Tensor& topk_weights,
+                       int num_routed, int num_shared, Tensor& out, cudaStream_t stream) {
+  const int64_t tokens = out.size(0), hidden = out.size(1);
+  NW_CHECK(expert_out.ndim() == 3 && expert_out.size(0) == num_routed + num_shared && expert_out.size(1) == tokens &&
+               expert_out.size(2) == hidden && topk_ids.size(0) == tokens && topk_weights.shape == topk_ids.shape,
+           "moe_combine_dense: expert_out", expert_out.shape_string(), " out", out.shape_string());
+  if (tokens == 0) return;
+  combine_kernel<<<static_cast<unsigned>(tokens), 256, 0, stream>>>(
+      device_ptr<bf16>(expert_out), device_ptr<int32_t>(topk_ids), topk_weights.f32(),
+      static_cast<int>(topk_ids.size(1)), num_routed, num_shared, tokens, hidden, device_ptr<bf16>(out));
+  NW_CUDA_CHECK_LAUNCH();
+}
+
+void fill_random(Tensor& t, uint64_t seed, float std, cudaStream_t stream) {
+  const float scale = std * 1.7320508f;  // uniform on [-a, a] has std a / sqrt(3)
+  if (t.dtype == DType::kF32) launch_fill<float>(t, seed, scale, true, stream);
+  else if (t.dtype == DType::kBF16) launch_fill<bf16>(t, seed, scale, true, stream);
+  else NW_CHECK(false, "fill_random: F32 or BF16 expected, got ", dtype_name(t.dtype));
+}
+
+void fill_random_fp8(Tensor& t, uint64_t seed, float range, cudaStream_t stream) {
+  NW_CHECK(t.dtype == DType::kF8E4M3, "fill_random_fp8: F8_E4M3 expected, got ", dtype_name(t.dtype));
+  launch_fill<__nv_fp8_e4m3>(t, seed, range, true, stream);
+}
+
+void fill_constant(Tensor& t, float value, cudaStream_t stream) {
+  if (t.dtype == DType::kF32) launch_fill<float>(t, 0, value, false, stream);
+  else if (t.dtype == DType::kBF16) launch_fill<bf16>(t, 0, value, false, stream);
+  else NW_CHECK(false, "fill_constant: F32 or BF16 expected, got ", dtype_name(t.dtype));
+}
+
+}  // namespace narwhal::ops::cuda

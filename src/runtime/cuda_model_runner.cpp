@@ -1,0 +1,252 @@
+// CudaModelRunner: device buffers, cache sizing, batch upload, decode-graph capture and replay.
+#include "runtime/cuda_model_runner.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "core/logging.h"
+#include "runtime/kv_pool.h"
+
+namespace narwhal {
+
+std::vector<int> cuda_graph_batch_sizes(int max_bs) {
+  std::vector<int> sizes;
+  for (int bs : {1, 2, 4, 8, 12})
+    if (bs <= max_bs) sizes.push_back(bs);
+  for (int bs = 16; bs <= max_bs; bs += bs < 256 ? 8 : bs < 512 ? 16 : 32) sizes.push_back(bs);
+  if (max_bs > 0 && (sizes.empty() || sizes.back() != max_bs)) sizes.push_back(max_bs);
+  return sizes;
+}
+
+// Pinned host mirrors of the step buffers: the copies run asynchronously, and nothing is rewritten before the
+// previous step's copies finished (every step ends with a stream sync).
+struct CudaModelRunner::HostStaging {
+  std::shared_ptr<void> block;
+  int32_t *ids, *positions, *lens, *cu_q, *cu_k, *last, *table;
+  int64_t* slots;
+
+  HostStaging(int64_t tokens, int64_t seqs, int64_t max_pages) {
+    const size_t words = static_cast<size_t>(tokens * 4 + seqs * 4 + 2 + seqs * max_pages);
+    void* p = nullptr;
+    NW_CUDA_CHECK(cudaMallocHost(&p, words * 4));
+    block = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+    slots = static_cast<int64_t*>(p);  // 8-byte aligned first
+    ids = reinterpret_cast<int32_t*>(slots + tokens);
+    positions = ids + tokens;
+    lens = positions + tokens;
+    cu_q = lens + seqs;
+    cu_k = cu_q + seqs + 1;
+    last = cu_k + seqs + 1;
+    table = last + seqs;
+  }
+};
+
+CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options)
+    : page_size_(options.page_size) {
+  NW_CHECK(options.page_size >= 1, "--page-size must be positive");
+  NW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
+  model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
+                                       options.kernels);
+  const ModelConfig& c = model_->config();
+  max_seqs_ = std::min<int64_t>(max_tokens, 4096);
+
+  // The cache gets what the weights and buffers leave of mem_fraction_static x device memory.
+  size_t free_bytes = 0, total_bytes = 0;
+  NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const int64_t width = c.kv_cache_dim(), bytes_per_token = c.num_hidden_layers * width * 2;
+  const int64_t budget = kv_budget_from_mem_fraction(static_cast<int64_t>(total_bytes),
+                                                     static_cast<int64_t>(free_bytes), options.mem_fraction_static);
+  num_pages_ = kv_pool_pages(budget, bytes_per_token, page_size_, options.max_total_tokens);
+  const int64_t context = c.max_position_embeddings > 0 ? c.max_position_embeddings : num_pages_ * page_size_;
+  max_pages_per_seq_ = (std::min(context, num_pages_ * page_size_) + page_size_ - 1) / page_size_;
+  const int64_t layer_elems = num_pages_ * page_size_ * width;
+  cache_storage_ = Tensor::empty(DType::kBF16, {c.num_hidden_layers, layer_elems}, Device::kCUDA);
+  NW_CUDA_CHECK(cudaMemset(cache_storage_.data, 0, cache_storage_.nbytes()));
+  for (int layer = 0; layer < c.num_hidden_layers; ++layer)
+    cache_.push_back(cache_storage_.rows(layer, layer + 1).reshape({num_pages_, page_size_, width}));
+  NW_LOG(Info) << "cuda: weights " << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_
+               << " pages x " << page_size_ << " tokens (" << cache_storage_.nbytes() / (1 << 20)
+               << " MiB, --mem-fraction-static " << options.mem_fraction_static << ")";
+
+  token_ids_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
+  positions_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
+  slots_ = Tensor::empty(DType::kI64, {max_tokens}, Device::kCUDA);
+  page_table_ = Tensor::empty(DType::kI32, {max_seqs_, max_pages_per_seq_}, Device::kCUDA);
+  seq_lens_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
+  cu_seqlens_q_ = Tensor::empty(DType::kI32, {max_seqs_ + 1}, Device::kCUDA);
+  cu_seqlens_k_ = Tensor::empty(DType::kI32, {max_seqs_ + 1}, Device::kCUDA);
+  last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
+  host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_);
+  if (!options.disable_cuda_graph && model_->decode_capturable())
+    capture_graphs(static_cast<int>(std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_)));
+}
+
+CudaModelRunner::~CudaModelRunner() {
+  for (auto& [bs, exec] : graphs_) cudaGraphExecDestroy(exec);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_dir,
+                                                       const CudaRunnerOptions& options) {
+  const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
+  NW_CHECK(std::filesystem::exists(config_path), model_dir, ": no config.json (is --model-path a model directory?)");
+  ModelConfig config = ModelConfig::from_file(config_path);
+  CudaModelWeights weights = load_cuda_weights(config, model_dir);
+  return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
+}
+
+CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs) {
+  const ModelConfig& c = model_->config();
+  const int64_t real_seqs = static_cast<int64_t>(batch.seqs.size());
+  const int64_t b = std::max(real_seqs, padded_seqs), t = batch.num_tokens() + (b - real_seqs);
+  NW_CHECK(batch.positions.size() == batch.token_ids.size(), "run: positions and token_ids differ in length");
+  NW_CHECK(t <= model_->max_tokens() && b <= max_seqs_, "run: ", t, " tokens in ", b,
+           " sequences exceed the step buffers (", model_->max_tokens(), " tokens, ", max_seqs_, " sequences)");
+  HostStaging& h = *host_;
+  CudaStep step;
+  int64_t row = 0, table_width = 1;
+  h.cu_q[0] = h.cu_k[0] = 0;
+  for (int64_t s = 0; s < b; ++s) {
+    const SequenceInfo* seq = s < real_seqs ? &batch.seqs[s] : nullptr;
+    const int64_t new_len = seq ? seq->new_len : 1, keys = seq ? seq->prefix_len + seq->new_len : 0;
+    int32_t* table = h.table + s * max_pages_per_seq_;
+    if (seq) {
+      const int64_t pages = (keys + page_size_ - 1) / page_size_;
+      NW_CHECK(new_len > 0 && seq->prefix_len >= 0, "run: a sequence needs at least one new token");
+      NW_CHECK(pages <= max_pages_per_seq_ && static_cast<int64_t>(seq->page_table.size()) >= pages, "run: ",
+               keys, " tokens need ", pages, " pages; the page table has ", seq->page_table.size(),
+               ", the context at most ", max_pages_per_seq_);
+      for (int64_t p = 0; p < pages; ++p) {
+        table[p] = seq->page_table[p];
+        NW_CHECK(table[p] >= 0 && table[p] < num_pages_, "run: page ", table[p], " is outside the cache of ",
+                 num_pages_);
+      }
+      table_width = std::max(table_width, pages);
+      for (int64_t i = 0; i < new_len; ++i) {
+        const int64_t pos = seq->prefix_len + i;
+        const int32_t id = batch.token_ids[row + i];
+        NW_CHECK(id >= 0 && id < c.vocab_size, "token id ", id, " is outside the vocabulary (size ", c.vocab_size, ")");
+        h.ids[row + i] = id;
+        h.positions[row + i] = batch.positions[row + i];
+        h.slots[row + i] = static_cast<int64_t>(table[pos / page_size_]) * page_size_ + pos % page_size_;
+      }
+    } else {  // padding: token 0 at position 0, stored nowhere, no keys
+      h.ids[row] = 0;
+      h.positions[row] = 0;
+      h.slots[row] = -1;
+    }
+    h.lens[s] = static_cast<int32_t>(keys);
+    h.cu_q[s + 1] = static_cast<int32_t>(h.cu_q[s] + new_len);
+    h.cu_k[s + 1] = static_cast<int32_t>(h.cu_k[s] + keys);
+    row += new_len;
+    h.last[s] = static_cast<int32_t>(row - 1);
+    step.max_seqlen_q = std::max(step.max_seqlen_q, new_len);
+    step.max_seqlen_k = std::max(step.max_seqlen_k, keys);
+  }
+  NW_CHECK(row == t, "run: sequences cover ", row, " tokens, the batch has ", t);
+  auto put = [&](const Tensor& dst, const void* src, size_t bytes) {
+    NW_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, bytes, cudaMemcpyHostToDevice, stream_));
+  };
+  put(token_ids_, h.ids, t * 4);
+  put(positions_, h.positions, t * 4);
+  put(slots_, h.slots, t * 8);
+  put(seq_lens_, h.lens, b * 4);
+  put(cu_seqlens_q_, h.cu_q, (b + 1) * 4);
+  put(cu_seqlens_k_, h.cu_k, (b + 1) * 4);
+  put(last_rows_, h.last, b * 4);
+  // Only the pages in use: kernels never read a table entry past a sequence's last page.
+  const size_t pitch = static_cast<size_t>(max_pages_per_seq_) * 4;
+  NW_CUDA_CHECK(cudaMemcpy2DAsync(page_table_.data, pitch, h.table, pitch, table_width * 4, b,
+                                  cudaMemcpyHostToDevice, stream_));
+  step.token_ids = token_ids_.rows(0, t);
+  step.positions = positions_.rows(0, t);
+  step.slots = slots_.rows(0, t);
+  step.page_table = page_table_.rows(0, b);
+  step.seq_lens = seq_lens_.rows(0, b);
+  step.cu_seqlens_q = cu_seqlens_q_.rows(0, b + 1);
+  step.cu_seqlens_k = cu_seqlens_k_.rows(0, b + 1);
+  step.last_rows = last_rows_.rows(0, b);
+  step.num_tokens = t;
+  step.num_seqs = b;
+  step.total_keys = h.cu_k[b];
+  step.absorbed = absorbed;
+  return step;
+}
+
+void CudaModelRunner::capture_graphs(int max_bs) {
+  for (int bs : cuda_graph_batch_sizes(max_bs)) {
+    ForwardBatch none;  // every sequence is padding: length 0, writes nothing to the cache
+    const CudaStep step = upload(none, true, bs);
+    model_->forward(step, cache_, stream_);  // warm-up: GEMM plans, kernel attributes
+    NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cudaGraph_t graph = nullptr;
+    NW_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    graph_logits_ = model_->forward(step, cache_, stream_);
+    NW_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    NW_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    NW_CUDA_CHECK(cudaGraphDestroy(graph));
+    graphs_[bs] = exec;
+  }
+  NW_LOG(Info) << "cuda: captured decode graphs for " << graphs_.size() << " batch sizes up to " << max_bs;
+}
+
+std::vector<int> CudaModelRunner::graph_batch_sizes() const {
+  std::vector<int> sizes;
+  for (const auto& [bs, exec] : graphs_) sizes.push_back(bs);
+  return sizes;
+}
+
+Tensor CudaModelRunner::run(const ForwardBatch& batch) { return run(batch, AttentionForm::kAuto); }
+
+Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
+  NW_CHECK(!batch.seqs.empty(), "run: the batch has no sequence");
+  const bool decode = std::all_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInfo& s) {
+    return s.new_len == 1;
+  });
+  const bool absorbed = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && decode);
+  auto graph = decode && absorbed ? graphs_.lower_bound(static_cast<int>(batch.seqs.size())) : graphs_.end();
+  if (graph == graphs_.end()) return model_->forward(upload(batch, absorbed, 0), cache_, stream_);
+  upload(batch, true, graph->first);
+  NW_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+  return graph_logits_;
+}
+
+std::vector<int32_t> CudaModelRunner::run_greedy(const ForwardBatch& batch) {
+  const int64_t b = static_cast<int64_t>(batch.seqs.size());
+  Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
+  if (!greedy_ids_.defined()) greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
+  Tensor ids = greedy_ids_.rows(0, b);
+  ops::cuda::argmax(logits, ids, stream_);
+  std::vector<int32_t> out(b);
+  NW_CUDA_CHECK(cudaMemcpyAsync(out.data(), ids.data, b * 4, cudaMemcpyDeviceToHost, stream_));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+Tensor CudaModelRunner::run(const ForwardBatch& batch, AttentionForm form) {
+  const int64_t b = static_cast<int64_t>(batch.seqs.size()), vocab = model_->config().vocab_size;
+  const Tensor logits = forward(batch, form);
+  Tensor host = Tensor::zeros(DType::kF32, {b, vocab});
+  NW_CUDA_CHECK(cudaMemcpyAsync(host.data, logits.data, host.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return host;
+}
+
+void CudaModelRunner::copy_page(int32_t src, int32_t dst) {
+  NW_CHECK(src >= 0 && src < num_pages_ && dst >= 0 && dst < num_pages_, "copy_page: page ", src, " -> ", dst,
+           " outside the cache of ", num_pages_);
+  for (const Tensor& layer : cache_) {
+    const size_t page_bytes = layer.nbytes() / static_cast<size_t>(num_pages_);
+    char* base = static_cast<char*>(layer.data);
+    NW_CUDA_CHECK(cudaMemcpyAsync(base + dst * page_bytes, base + src * page_bytes, page_bytes,
+                                  cudaMemcpyDeviceToDevice, stream_));
+  }
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+}  // namespace narwhal

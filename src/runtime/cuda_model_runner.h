@@ -1,0 +1,76 @@
+// CudaModelRunner: the GPU forward behind the ModelRunner interface: weights uploaded once, the paged latent
+// cache sized from --mem-fraction-static, persistent step buffers, CUDA graphs for decode batch sizes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/cuda_model.h"
+#include "model/deepseek_model.h"
+#include "runtime/model_runner.h"
+
+namespace narwhal {
+
+struct CudaRunnerOptions {
+  int64_t page_size = 64;
+  int64_t max_total_tokens = 0;       // > 0: the cache holds at most this many tokens
+  double mem_fraction_static = 0.85;  // weights + cache share of device memory (SGLang's rule)
+  int cuda_graph_max_bs = 160;        // decode batches up to this size replay captured graphs
+  bool disable_cuda_graph = false;
+  int64_t max_tokens_per_step = 16384;
+  KernelChoice kernels = KernelChoice::kAuto;
+};
+
+// SGLang's capture sizes: 1, 2, 4, 8, 12, every 8 from 16 to 256, every 16 to 512, then every 32; those <= max_bs,
+// and max_bs itself.
+std::vector<int> cuda_graph_batch_sizes(int max_bs);
+
+class CudaModelRunner : public ModelRunner {
+ public:
+  CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options);
+  ~CudaModelRunner() override;
+  // Loads a checkpoint directory's config.json and weights onto the current GPU.
+  static std::unique_ptr<CudaModelRunner> load(const std::string& model_dir, const CudaRunnerOptions& options);
+
+  const ModelConfig& config() const override { return model_->config(); }
+  int64_t num_pages() const override { return num_pages_; }
+  int64_t page_size() const override { return page_size_; }
+  Tensor run(const ForwardBatch& batch) override;
+  void copy_page(int32_t src, int32_t dst) override;
+
+  // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does.
+  Tensor run(const ForwardBatch& batch, AttentionForm form);
+  // Greedy next token of each sequence, chosen on the GPU (only the ids come back): for benchmarks.
+  std::vector<int32_t> run_greedy(const ForwardBatch& batch);
+  // Decode batch sizes with a captured graph (empty when graphs are off or the model's shapes rule them out).
+  std::vector<int> graph_batch_sizes() const;
+  const CudaModel& model() const { return *model_; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  // Copies the batch into the persistent device buffers, padded to `padded_seqs` one-token sequences
+  // (decode graphs); returns the step's views.
+  CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs);
+  void capture_graphs(int max_bs);
+  // Runs the step (graph or eager) and returns the device logits [>= B, vocab], not yet synchronized.
+  Tensor forward(const ForwardBatch& batch, AttentionForm form);
+
+  std::unique_ptr<CudaModel> model_;
+  cudaStream_t stream_ = nullptr;
+  int64_t page_size_ = 0, num_pages_ = 0, max_pages_per_seq_ = 0, max_seqs_ = 0;
+  Tensor cache_storage_;
+  std::vector<Tensor> cache_;  // per layer [num_pages, page_size, kv_lora + rope] BF16 views of cache_storage_
+  // Persistent step buffers: fixed addresses for captured graphs.
+  Tensor token_ids_, positions_, slots_, page_table_, seq_lens_, cu_seqlens_q_, cu_seqlens_k_, last_rows_;
+  std::map<int, cudaGraphExec_t> graphs_;  // batch size -> decode graph
+  Tensor graph_logits_;                    // where every graph writes its logits
+  Tensor greedy_ids_;                      // [max_seqs] I32
+  struct HostStaging;
+  std::unique_ptr<HostStaging> host_;
+};
+
+}  // namespace narwhal

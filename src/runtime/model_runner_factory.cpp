@@ -1,0 +1,41 @@
+// make_model_runner: one place that picks the ModelRunner implementation by device.
+#include "runtime/model_runner_factory.h"
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "runtime/cpu_model_runner.h"
+#include "runtime/cuda_model_runner.h"
+#include "runtime/kv_pool.h"
+
+namespace narwhal {
+
+namespace {
+
+std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
+  auto model = std::make_shared<const DeepSeekModel>(DeepSeekModel::load(options.model_path));
+  const int64_t bytes_per_token = CpuModelRunner::cache_bytes_per_token(model->config());
+  const int64_t pages =
+      kv_pool_pages(options.cpu_cache_bytes, bytes_per_token, options.page_size, options.max_total_tokens);
+  NW_LOG(Info) << "cpu KV cache: " << pages << " pages x " << options.page_size << " tokens x " << bytes_per_token
+               << " bytes (--cpu-cache-bytes " << options.cpu_cache_bytes << ")";
+  return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
+}
+
+}  // namespace
+
+std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
+  if (options.device == "cpu") return make_cpu_runner(options);
+  if (options.device == "cuda") {
+    CudaRunnerOptions cuda;
+    cuda.page_size = options.page_size;
+    cuda.max_total_tokens = options.max_total_tokens;
+    cuda.mem_fraction_static = options.mem_fraction_static;
+    cuda.cuda_graph_max_bs = options.cuda_graph_max_bs;
+    cuda.disable_cuda_graph = options.disable_cuda_graph;
+    cuda.max_tokens_per_step = options.max_tokens_per_step;
+    return CudaModelRunner::load(options.model_path, cuda);
+  }
+  throw Error(cat("--device ", options.device, ": no model runner for it (available: cpu, cuda)"));
+}
+
+}  // namespace narwhal

@@ -1,0 +1,75 @@
+// GenerationJob: one API request's engine requests (one per prompt, n choices each), streamed or gathered.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "server/http_server.h"
+#include "server/openai_protocol.h"
+#include "server/server_context.h"
+
+namespace narwhal::server {
+
+// Everything one choice produced so far.
+struct ChoiceState {
+  std::string text;                      // all text so far
+  std::vector<int32_t> token_ids;
+  std::vector<SampledToken> logprobs;
+  std::optional<FinishReason> finish;
+  int64_t completion_tokens = 0;
+};
+
+// The engine side is shared; subclasses say how outputs become OpenAI chunks and the final body.
+// Outputs arrive on the engine's loop thread and are handled under the job's mutex.
+class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
+ public:
+  GenerationJob(ServerContext& context, std::shared_ptr<Responder> responder, GenerationOptions options,
+                std::vector<std::vector<int32_t>> prompts, const char* id_prefix);
+  virtual ~GenerationJob() = default;
+
+  // Checks the prompts against the context (400 on failure, nothing submitted), then submits every prompt.
+  // Throws ApiError; after it returns the job answers the client by itself.
+  void start();
+
+ protected:
+  // A choice's new tokens and text (`delta` already appended to choice.text). Streaming subclasses write chunks.
+  virtual void on_delta(int choice, const std::string& delta, const RequestOutput& output) = 0;
+  // Streaming only: the chunks sent before any output (chat's role chunks).
+  virtual void on_stream_start() {}
+  // The non-streamed response body, once every choice finished.
+  virtual json final_response() = 0;
+  // The "object" of streamed chunks ("chat.completion.chunk", "text_completion").
+  virtual const char* chunk_object() const = 0;
+
+  void send_chunk(const json& chunk);
+  json usage() const;
+  json base(const char* object) const;  // id, object, created, model
+  static const char* finish_reason_name(const FinishReason& finish);
+
+  ServerContext& context_;
+  std::shared_ptr<Responder> responder_;
+  const GenerationOptions options_;
+  const std::vector<std::vector<int32_t>> prompts_;
+  const std::string id_;
+  const int64_t created_;
+  std::vector<ChoiceState> choices_;  // prompt * n + index
+
+ private:
+  void on_output(size_t prompt, RequestOutput&& output);
+  void finish();
+  void abort_submitted();
+
+  std::mutex mutex_;
+  std::vector<uint64_t> request_ids_;  // per prompt
+  std::vector<bool> prompt_started_;
+  std::vector<int64_t> prompt_tokens_, cached_tokens_;
+  std::chrono::steady_clock::time_point submitted_at_;
+  std::vector<std::chrono::steady_clock::time_point> last_output_at_;  // per prompt
+  int unfinished_ = 0;
+};
+
+}  // namespace narwhal::server

@@ -1,0 +1,85 @@
+// HttpServer: the listening socket, the accept loop and the I/O threads.
+#include "server/http_server.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "server/http_session.h"
+
+namespace narwhal::server {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+struct HttpServer::Impl {
+  Impl(const HttpServerConfig& c, RequestHandler h)
+      : config(c), handler(std::move(h)), ioc(c.threads), acceptor(ioc), retry_timer(ioc) {}
+
+  void accept(std::shared_ptr<std::atomic<int64_t>> open_connections) {
+    acceptor.async_accept(asio::make_strand(ioc), [this, open_connections](boost::system::error_code ec,
+                                                                          tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+      if (ec) {
+        // Out of file descriptors and the like: wait a little instead of spinning, then accept again.
+        NW_LOG(Warning) << "accept failed: " << ec.message();
+        retry_timer.expires_after(std::chrono::milliseconds(100));
+        retry_timer.async_wait([this, open_connections](boost::system::error_code) { accept(open_connections); });
+        return;
+      }
+      boost::system::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);  // SSE chunks are small and latency matters
+      std::make_shared<HttpSession>(std::move(socket), config, handler, open_connections)->run();
+      accept(open_connections);
+    });
+  }
+
+  HttpServerConfig config;
+  RequestHandler handler;
+  asio::io_context ioc;
+  tcp::acceptor acceptor;
+  asio::steady_timer retry_timer;
+};
+
+HttpServer::HttpServer(const HttpServerConfig& config, RequestHandler handler)
+    : impl_(std::make_unique<Impl>(config, std::move(handler))),
+      open_connections_(std::make_shared<std::atomic<int64_t>>(0)) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(config.host, ec);
+  NW_CHECK(!ec, "--host ", config.host, ": not an IP address (", ec.message(), ")");
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(config.port));
+  tcp::acceptor& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  NW_CHECK(!ec, "cannot open a socket for ", config.host, ":", config.port, ": ", ec.message());
+  acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  acceptor.bind(endpoint, ec);
+  NW_CHECK(!ec, "cannot listen on ", config.host, ":", config.port, ": ", ec.message());
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  NW_CHECK(!ec, "cannot listen on ", config.host, ":", config.port, ": ", ec.message());
+  port_ = acceptor.local_endpoint().port();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::start() {
+  impl_->accept(open_connections_);
+  for (int i = 0; i < impl_->config.threads; ++i) threads_.emplace_back([this] { impl_->ioc.run(); });
+}
+
+void HttpServer::stop_accepting() {
+  asio::post(impl_->ioc, [impl = impl_.get()] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+    impl->retry_timer.cancel();
+  });
+}
+
+void HttpServer::stop() {
+  impl_->ioc.stop();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+}  // namespace narwhal::server

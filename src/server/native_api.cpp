@@ -1,0 +1,120 @@
+// /generate (SGLang's native API: text or input_ids, sampling_params, stream) and the info endpoints.
+#include "server/native_api.h"
+
+#include "core/error.h"
+#include "server/generation_job.h"
+
+namespace narwhal::server {
+
+namespace {
+
+// SGLang's output: {"text", "output_ids", "meta_info"}; streamed, every event carries the text so far.
+class NativeJob : public GenerationJob {
+ public:
+  using GenerationJob::GenerationJob;
+
+ protected:
+  const char* chunk_object() const override { return "generate"; }
+
+  void on_delta(int choice, const std::string&, const RequestOutput& output) override {
+    if (!options_.stream) return;
+    json event = result(static_cast<size_t>(choice));
+    event["index"] = choice;
+    responder_->write("data: " + dump_json(event) + "\n\n");
+  }
+
+  json final_response() override {
+    if (choices_.size() == 1) return result(0);
+    json all = json::array();
+    for (size_t i = 0; i < choices_.size(); ++i) all.push_back(result(i));
+    return all;
+  }
+
+ private:
+  json result(size_t i) const {
+    const ChoiceState& c = choices_[i];
+    json meta = {{"id", id_},
+                 {"prompt_tokens", prompts_[0].size()},
+                 {"completion_tokens", c.completion_tokens},
+                 {"cached_tokens", usage()["prompt_tokens_details"]["cached_tokens"]},
+                 {"finish_reason", c.finish ? c.finish->to_json(c.completion_tokens) : json(nullptr)}};
+    if (options_.logprobs) {
+      json lp = json::array();
+      for (const SampledToken& t : c.logprobs) lp.push_back({t.logprob, t.token, nullptr});
+      meta["output_token_logprobs"] = std::move(lp);
+    }
+    return {{"text", c.text}, {"output_ids", c.token_ids}, {"meta_info", std::move(meta)}};
+  }
+};
+
+}  // namespace
+
+void handle_generate(ServerContext& context, const HttpRequest& request, std::shared_ptr<Responder> responder) {
+  const Body body = parse_body(request.body);
+  GenerationOptions options;
+  options.stream = read_bool(body, "stream").value_or(false);
+  options.logprobs = read_bool(body, "return_logprob").value_or(false);
+  options.top_logprobs = static_cast<int>(read_int(body, "top_logprobs_num", 0, 20).value_or(0));
+  options.max_tokens_given = true;  // SGLang's default max_new_tokens (128) is a limit like any other
+  try {
+    options.params = SamplingParams::from_json(json::parse(body.value("sampling_params", Body::object()).dump()));
+  } catch (const Error& e) {
+    throw invalid_request(e.what(), "sampling_params");
+  }
+  std::vector<int32_t> ids;
+  if (auto text = read_string(body, "text")) {
+    try {
+      for (int id : context.tokenizer.encode(*text, true)) ids.push_back(id);
+    } catch (const std::exception& e) {
+      throw invalid_request(std::string("Invalid 'text': ") + e.what(), "text");
+    }
+  } else if (auto it = body.find("input_ids"); it != body.end() && it->is_array()) {
+    for (const Body& id : *it) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+        throw invalid_request("Invalid 'input_ids': expected a list of token ids.", "input_ids", "invalid_value");
+      ids.push_back(id.get<int32_t>());
+    }
+  } else {
+    throw invalid_request("Either 'text' (a string) or 'input_ids' (a list of token ids) is required.", "text",
+                          "missing_required_parameter");
+  }
+  if (ids.empty()) throw invalid_request("The prompt is empty.", "input_ids", "empty_array");
+  auto job = std::make_shared<NativeJob>(context, std::move(responder), std::move(options),
+                                         std::vector<std::vector<int32_t>>{std::move(ids)}, "");
+  job->start();
+}
+
+json models_response(const ServerContext& context) {
+  return {{"object", "list"},
+          {"data", json::array({{{"id", context.options.model_name},
+                                 {"object", "model"},
+                                 {"created", context.started_at},
+                                 {"owned_by", "narwhal"},
+                                 {"root", context.options.model_path},
+                                 {"max_model_len", context.context_length}}})}};
+}
+
+json model_info(const ServerContext& context) {
+  return {{"model_path", context.options.model_path},
+          {"tokenizer_path", context.options.model_path},
+          {"is_generation", true},
+          {"served_model_name", context.options.model_name},
+          {"context_length", context.context_length}};
+}
+
+json server_info(const ServerContext& context) {
+  const EngineStats& s = context.engine.stats();
+  return {{"model_path", context.options.model_path},
+          {"served_model_name", context.options.model_name},
+          {"context_length", context.context_length},
+          {"max_running_requests", context.engine.max_running_requests()},
+          {"reasoning_parser", context.options.reasoning_parser},
+          {"tool_call_parser", context.options.tool_call_parser},
+          {"num_running_reqs", context.metrics.running()},
+          {"num_queue_reqs", context.metrics.queued()},
+          {"prompt_tokens_total", s.prompt_tokens.load()},
+          {"generation_tokens_total", s.generated_tokens.load()},
+          {"version", "narwhal"}};
+}
+
+}  // namespace narwhal::server

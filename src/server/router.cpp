@@ -1,0 +1,91 @@
+// Router: the route table of the OpenAI and native APIs.
+#include "server/router.h"
+
+#include <array>
+
+#include "core/logging.h"
+#include "server/api_error.h"
+#include "server/chat_completions.h"
+#include "server/completions.h"
+#include "server/native_api.h"
+
+namespace narwhal::server {
+
+namespace {
+
+struct Route {
+  const char* path;
+  const char* method;
+};
+
+constexpr std::array kRoutes = {
+    Route{"/v1/chat/completions", "POST"}, Route{"/v1/completions", "POST"}, Route{"/generate", "POST"},
+    Route{"/v1/models", "GET"},          Route{"/health", "GET"},          Route{"/metrics", "GET"},
+    Route{"/get_model_info", "GET"},     Route{"/get_server_info", "GET"}, Route{"/flush_cache", "POST"},
+};
+
+bool is_public(const std::string& path) { return path == "/health" || path == "/metrics"; }
+
+void respond_json(Responder& responder, int status, const json& body) {
+  responder.respond(status, "application/json", dump_json(body));
+}
+
+}  // namespace
+
+void Router::check_api_key(const HttpRequest& request) const {
+  const std::string& key = context_.options.api_key;
+  if (key.empty() || is_public(request.path)) return;
+  const std::string prefix = "Bearer ";
+  if (request.authorization.empty())
+    throw unauthorized("You didn't provide an API key. You need to provide your API key in an Authorization header "
+                       "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).");
+  if (request.authorization.rfind(prefix, 0) != 0 || request.authorization.substr(prefix.size()) != key)
+    throw unauthorized("Incorrect API key provided.");
+}
+
+void Router::handle(HttpRequest&& request, std::shared_ptr<Responder> responder) {
+  const Route* route = nullptr;
+  for (const Route& r : kRoutes)
+    if (request.path == r.path) route = &r;
+  const std::string label = route ? route->path : "unmatched";
+  try {
+    if (!route) throw not_found("Unknown route: " + request.method + " " + request.path, "", "unknown_url");
+    if (request.method != route->method)
+      throw method_not_allowed("Method " + request.method + " is not allowed on " + request.path + "; use " +
+                               route->method + ".");
+    check_api_key(request);
+    dispatch(request, responder);
+    context_.metrics.count_response(label, 200);
+  } catch (const ApiError& e) {
+    context_.metrics.count_response(label, e.status());
+    respond_json(*responder, e.status(), e.body());
+  } catch (const std::exception& e) {
+    NW_LOG(Error) << request.method << " " << request.path << " failed: " << e.what();
+    context_.metrics.count_response(label, 500);
+    respond_json(*responder, 500, server_error(e.what()).body());
+  }
+}
+
+void Router::dispatch(const HttpRequest& request, const std::shared_ptr<Responder>& responder) {
+  const std::string& path = request.path;
+  const bool generates = path == "/v1/chat/completions" || path == "/v1/completions" || path == "/generate";
+  if (generates && draining_) throw unavailable("The server is shutting down.");
+  if (path == "/v1/chat/completions") return handle_chat_completions(context_, request, responder);
+  if (path == "/v1/completions") return handle_completions(context_, request, responder);
+  if (path == "/generate") return handle_generate(context_, request, responder);
+  if (path == "/health") return responder->respond(200, "text/plain", "");
+  if (path == "/metrics")
+    return responder->respond(200, "text/plain; version=0.0.4; charset=utf-8",
+                              context_.metrics.render(context_.engine.stats(), open_connections ? open_connections() : 0));
+  if (path == "/v1/models") return respond_json(*responder, 200, models_response(context_));
+  if (path == "/get_model_info") return respond_json(*responder, 200, model_info(context_));
+  if (path == "/get_server_info") return respond_json(*responder, 200, server_info(context_));
+  if (path == "/flush_cache") {
+    if (context_.in_flight() > 0)
+      throw invalid_request("Cache not flushed: requests are running. Retry when the server is idle.");
+    context_.engine.flush_cache();
+    return responder->respond(200, "text/plain", "Cache flushed.\n");
+  }
+}
+
+}  // namespace narwhal::server

@@ -1,0 +1,30 @@
+// Router: method + path -> handler, API key check, 404/405, and every ApiError turned into OpenAI's error body.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+
+#include "server/http_server.h"
+#include "server/server_context.h"
+
+namespace narwhal::server {
+
+class Router {
+ public:
+  explicit Router(ServerContext& context) : context_(context) {}
+  void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
+  // While draining, new generation requests get 503.
+  void start_draining() { draining_ = true; }
+  // Reports the transport's open connections in /metrics (set once the HTTP server exists).
+  std::function<int64_t()> open_connections;
+
+ private:
+  void dispatch(const HttpRequest& request, const std::shared_ptr<Responder>& responder);
+  void check_api_key(const HttpRequest& request) const;
+
+  ServerContext& context_;
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace narwhal::server

@@ -1,0 +1,54 @@
+// ServerContext: what every handler shares: the engine, the tokenizer and template, metrics, in-flight bookkeeping.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+#include "runtime/engine.h"
+#include "server/metrics.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace narwhal::server {
+
+struct ServerOptions {
+  std::string model_name;        // the id /v1/models lists and requests must name
+  std::string model_path;
+  std::string api_key;           // empty: no authentication
+  std::string reasoning_parser;  // "" or deepseek-r1
+  std::string tool_call_parser;  // "" or deepseekv3
+};
+
+class ServerContext {
+ public:
+  ServerContext(Engine& engine, const text::Tokenizer& tokenizer, const text::ChatTemplate* chat_template,
+                ServerOptions options);
+
+  Engine& engine;
+  const text::Tokenizer& tokenizer;
+  const text::ChatTemplate* chat_template;  // null: the tokenizer has none (chat completions answer 400)
+  const ServerOptions options;
+  const int64_t context_length;
+  const int64_t started_at;                 // unix seconds
+  Metrics metrics;
+
+  // Engine requests still producing output, so that a drain can wait for them or abort them.
+  void track(uint64_t request_id);
+  void untrack(uint64_t request_id);
+  int64_t in_flight() const;
+  void abort_all();
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_set<uint64_t> in_flight_;
+};
+
+int64_t unix_seconds();
+// `prefix` + 24 random alphanumerics: response and tool call ids as OpenAI writes them.
+std::string random_id(const char* prefix);
+
+}  // namespace narwhal::server

@@ -1,0 +1,184 @@
+// GPU MoE against the CPU reference ops: the router (all three gating methods, with exact ties) and the fused
+// experts (BF16 and FP8 weights, shared experts folded in) at DeepSeek hidden / intermediate sizes.
+//
+// Tolerances:
+// - Router ids must match exactly: logits are multiples of 1/2 (bias multiples of 1/4), so equal scores are
+//   exact ties on both sides (the lower index wins) and distinct ones are far apart. Weights are FP32 on both
+//   sides (exp / sums in another order): relative 1e-5.
+// - Experts (max |diff| / max |ref|): the reference computes in FP32 from the same BF16 x and the same weights
+//   (FP8: dequantized in F32). The GPU rounds the dequantized FP8 weight (2^-9 relative), the SiLU-and-mul
+//   activations and each expert's weighted output (2^-9 each, independent, averaging over the sums) and the
+//   final output (2^-8 of max|ref| at most) to BF16: 1e-2.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "cuda/gpu_test_util.h"
+#include "ops/cuda/moe.h"
+#include "ops/moe.h"
+
+namespace narwhal {
+namespace {
+
+using ops::MoeScoring;
+using ops::MoeSelection;
+using testing::random_bf16;
+
+constexpr double kRouterWeightTolerance = 1e-5;
+constexpr double kExpertsTolerance = 1e-2;
+
+// Values on a grid of `step` (many exact ties) with N(0, scale^2) spread.
+Tensor tied_values(std::vector<int64_t> shape, uint64_t seed, float scale, float step) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  Tensor t = Tensor::zeros(DType::kF32, std::move(shape));
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = std::round(normal(rng) / step) * step;
+  return t;
+}
+
+void check_route(const ops::RouterParams& p, int64_t tokens, uint64_t seed, const std::string& what) {
+  const Tensor logits = tied_values({tokens, p.num_experts}, seed, 2.0f, 0.5f);
+  const Tensor bias = tied_values({p.num_experts}, seed + 1, 0.5f, 0.25f);
+  const Tensor used_bias = p.selection == MoeSelection::kNoauxTc ? bias : Tensor();
+  Tensor ref_ids = Tensor::zeros(DType::kI32, {tokens, p.top_k}), ref_w = Tensor::zeros(DType::kF32, {tokens, p.top_k});
+  ops::moe_route(logits, used_bias, p, ref_ids, ref_w);
+
+  Tensor ids = testing::poisoned(DType::kI32, {tokens, p.top_k}), weights = testing::poisoned(DType::kF32, {tokens, p.top_k});
+  ops::cuda::moe_route(logits.to(Device::kCUDA), used_bias.defined() ? bias.to(Device::kCUDA) : Tensor(), p, ids,
+                       weights, nullptr);
+  const Tensor got_ids = ids.to(Device::kCPU);
+  int64_t id_mismatches = 0;
+  for (int64_t i = 0; i < tokens * p.top_k; ++i) id_mismatches += got_ids.ptr<int32_t>()[i] != ref_ids.ptr<int32_t>()[i];
+  EXPECT_EQ(id_mismatches, 0) << what;
+  testing::expect_close(weights, ref_w, kRouterWeightTolerance, "moe_route weights " + what);
+}
+
+TEST(CudaMoeRoute, GreedySoftmaxV2Lite) {
+  NW_REQUIRE_GPU();
+  ops::RouterParams p{64, 6, 1, 1, MoeScoring::kSoftmax, MoeSelection::kGreedy, false, 1.0f};
+  check_route(p, 37, 1, "greedy softmax 64 experts top 6");
+  check_route(p, 1, 2, "greedy softmax, one token");
+}
+
+TEST(CudaMoeRoute, GroupLimitedGreedyV2) {
+  NW_REQUIRE_GPU();
+  ops::RouterParams p{160, 6, 8, 3, MoeScoring::kSoftmax, MoeSelection::kGroupLimitedGreedy, false, 16.0f};
+  check_route(p, 37, 3, "group_limited_greedy 160 experts 8 groups top 3 groups, top 6");
+}
+
+TEST(CudaMoeRoute, NoauxTcV3) {
+  NW_REQUIRE_GPU();
+  ops::RouterParams p{256, 8, 8, 4, MoeScoring::kSigmoid, MoeSelection::kNoauxTc, true, 2.5f};
+  check_route(p, 257, 4, "noaux_tc 256 experts 8 groups top 4 groups, top 8");
+}
+
+// Random routing for `tokens` tokens: top_k distinct experts of `routed` with positive weights.
+struct Routing {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+};
+Routing random_routing(int64_t tokens, int top_k, int routed, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> weight(0.05f, 1.0f);
+  Routing r;
+  std::vector<int32_t> experts(routed);
+  std::iota(experts.begin(), experts.end(), 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::shuffle(experts.begin(), experts.end(), rng);
+    for (int j = 0; j < top_k; ++j) {
+      r.ids.push_back(experts[j]);
+      r.weights.push_back(weight(rng));
+    }
+  }
+  return r;
+}
+
+struct ExpertsCase {
+  int64_t hidden, inter;
+  int routed, shared, top_k;
+  bool fp8;
+};
+
+// Stacked weights for the reference and the kernel: BF16 (exact on both sides) or FP8 with block scales.
+struct StackedWeights {
+  Tensor gate_up, down, gate_up_scale, down_scale;  // host, as the CPU reference takes them
+  ops::cuda::MoeExpertWeights device;
+};
+StackedWeights make_weights(const ExpertsCase& c, uint64_t seed) {
+  const int64_t experts = c.routed + c.shared;
+  StackedWeights w;
+  w.device.num_shared = c.shared;
+  if (c.fp8) {
+    auto gate_up = testing::random_fp8_blocks({experts, 2 * c.inter, c.hidden}, seed);
+    auto down = testing::random_fp8_blocks({experts, c.hidden, c.inter}, seed + 1);
+    w.gate_up = gate_up.q, w.gate_up_scale = gate_up.scale_inv, w.down = down.q, w.down_scale = down.scale_inv;
+    w.device.gate_up = gate_up.q_device, w.device.gate_up_scale_inv = gate_up.scale_inv_device;
+    w.device.down = down.q_device, w.device.down_scale_inv = down.scale_inv_device;
+  } else {
+    auto gate_up = random_bf16({experts, 2 * c.inter, c.hidden}, seed, 1.0f / std::sqrt(static_cast<float>(c.hidden)));
+    auto down = random_bf16({experts, c.hidden, c.inter}, seed + 1, 1.0f / std::sqrt(static_cast<float>(c.inter)));
+    w.gate_up = gate_up.host, w.down = down.host;
+    w.device.gate_up = gate_up.device, w.device.down = down.device;
+  }
+  return w;
+}
+
+void check_experts(const ExpertsCase& c, const StackedWeights& w, int64_t tokens, uint64_t seed) {
+  const Routing routing = random_routing(tokens, c.top_k, c.routed, seed);
+  auto x = random_bf16({tokens, c.hidden}, seed + 1);
+
+  // Reference: the shared experts as extra slots of weight 1 per token.
+  const int width = c.top_k + c.shared;
+  Tensor ids = Tensor::zeros(DType::kI32, {tokens, width}), weights = Tensor::zeros(DType::kF32, {tokens, width});
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int j = 0; j < width; ++j) {
+      ids.ptr<int32_t>()[t * width + j] = j < c.top_k ? routing.ids[t * c.top_k + j] : c.routed + j - c.top_k;
+      weights.f32()[t * width + j] = j < c.top_k ? routing.weights[t * c.top_k + j] : 1.0f;
+    }
+  Tensor reference = Tensor::zeros(DType::kF32, {tokens, c.hidden});
+  ops::moe_experts(x.host, ids, weights, w.gate_up, w.gate_up_scale, w.down, w.down_scale, reference);
+
+  const Tensor ids_dev = testing::device_i32(routing.ids, {tokens, c.top_k});
+  const Tensor weights_dev = Tensor::from_floats(routing.weights, {tokens, c.top_k}).to(Device::kCUDA);
+  const size_t bytes = ops::cuda::moe_experts_workspace_bytes(tokens, c.top_k, w.device);
+  Tensor workspace = testing::poisoned(DType::kF32, {static_cast<int64_t>(bytes / 4) + 1});
+  Tensor out = testing::poisoned(DType::kBF16, {tokens, c.hidden});
+  ops::cuda::moe_experts(x.device, ids_dev, weights_dev, w.device, out, workspace.data, bytes, nullptr);
+  const std::string what = std::string("moe_experts ") + (c.fp8 ? "fp8" : "bf16") + " hidden " +
+                           std::to_string(c.hidden) + " inter " + std::to_string(c.inter) + " " +
+                           std::to_string(c.routed) + "+" + std::to_string(c.shared) + " experts top " +
+                           std::to_string(c.top_k) + " tokens " + std::to_string(tokens);
+  testing::expect_close(out, reference, kExpertsTolerance, what);
+
+  // Deterministic: a second run gives the same bits.
+  Tensor again = testing::poisoned(DType::kBF16, {tokens, c.hidden});
+  ops::cuda::moe_experts(x.device, ids_dev, weights_dev, w.device, again, workspace.data, bytes, nullptr);
+  const Tensor a = out.to(Device::kCPU), b = again.to(Device::kCPU);
+  EXPECT_TRUE(std::equal(a.ptr<uint16_t>(), a.ptr<uint16_t>() + a.numel(), b.ptr<uint16_t>())) << what;
+}
+
+// V2-Lite's expert MLP (hidden 2048, intermediate 1408, top 6, 2 shared) over fewer routed experts, so the
+// weights stay small; token counts pick the decode, medium and prefill tiles.
+TEST(CudaMoeExperts, Bf16V2LiteShapesWithSharedExperts) {
+  NW_REQUIRE_GPU();
+  const ExpertsCase c{2048, 1408, 10, 2, 6, false};
+  const StackedWeights w = make_weights(c, 200);
+  for (int64_t tokens : {1, 37, 301}) check_experts(c, w, tokens, 210 + tokens);
+}
+
+// V3's expert MLP (hidden 7168, intermediate 2048, 1 shared) with FP8 block-scaled weights.
+TEST(CudaMoeExperts, Fp8V3ShapesWithSharedExpert) {
+  NW_REQUIRE_GPU();
+  const ExpertsCase c{7168, 2048, 8, 1, 4, true};
+  const StackedWeights w = make_weights(c, 300);
+  for (int64_t tokens : {1, 19, 200}) check_experts(c, w, tokens, 310 + tokens);
+}
+
+}  // namespace
+}  // namespace narwhal

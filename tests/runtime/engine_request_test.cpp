@@ -1,0 +1,230 @@
+// Engine per-request behaviour: n > 1 sharing the prompt's pages, stop conditions, context length, bad
+// requests, and abort from another thread while the loop runs.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "core/error.h"
+#include "runtime/engine.h"
+#include "runtime_test_util.h"
+
+namespace narwhal {
+namespace {
+
+using testing::ContextHashRunner;
+
+constexpr int64_t kVocab = 40, kPageSize = 4;
+
+// Each token's text is one letter, so stop strings can be placed on known outputs.
+class LetterText : public TokenText {
+ public:
+  std::string_view bytes(int32_t token) const override { return std::string_view(kLetters).substr(token % 26, 1); }
+  static std::string of(const std::vector<int32_t>& ids) {
+    std::string s;
+    for (int32_t t : ids) s += kLetters[t % 26];
+    return s;
+  }
+
+ private:
+  static constexpr const char* kLetters = "abcdefghijklmnopqrstuvwxyz";
+};
+
+struct Choice {
+  std::vector<int32_t> ids;
+  std::string text;
+  std::optional<FinishReason> finish;
+};
+
+struct Collected {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::map<int, Choice> choices;
+  OutputCallback callback() {
+    return [this](RequestOutput&& out) {
+      std::lock_guard<std::mutex> lock(mutex);
+      Choice& c = choices[out.index];
+      c.ids.insert(c.ids.end(), out.token_ids.begin(), out.token_ids.end());
+      c.text += out.text;
+      if (out.finish) c.finish = out.finish;
+      changed.notify_all();
+    };
+  }
+};
+
+const std::vector<int32_t> kPrompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};  // 10 tokens: 2 full pages and a partial one
+
+SamplingParams greedy(int64_t max_new_tokens) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.max_new_tokens = max_new_tokens;
+  return p;
+}
+
+TEST(EngineRequest, NChoicesShareThePromptPagesAndCopyOnlyThePartialOne) {
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize), EngineConfig{});
+  Collected got;
+  SamplingParams p = greedy(6);
+  p.n = 4;
+  engine.submit({kPrompt, p, false, 0, false, got.callback()});
+  engine.step();  // the prompt's prefill, then the fork
+  // Choice 0 holds 3 pages (10 tokens); the others share its 2 full pages and each copies the partial one.
+  EXPECT_EQ(engine.kv_pool().num_pages() - engine.kv_pool().num_free(), 3 + 3);
+  engine.run_until_idle();
+  const std::vector<int32_t> expected = ContextHashRunner::oracle_greedy(kPrompt, kVocab, 6);
+  ASSERT_EQ(got.choices.size(), 4u);
+  for (auto& [index, c] : got.choices) EXPECT_EQ(c.ids, expected) << "choice " << index << " (its copied page)";
+  EXPECT_EQ(engine.stats().forward_tokens, 10 + 4 * 5) << "the prompt is computed once";
+}
+
+TEST(EngineRequest, SampledChoiceZeroEqualsTheSingleRequestAndOthersDiffer) {
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.max_new_tokens = 12;
+  p.seed = 1234;
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize), EngineConfig{});
+  Collected single, multi;
+  engine.submit({kPrompt, p, false, 0, false, single.callback()});
+  p.n = 3;
+  engine.submit({kPrompt, p, false, 0, false, multi.callback()});
+  engine.run_until_idle();
+  EXPECT_EQ(multi.choices[0].ids, single.choices[0].ids);
+  EXPECT_NE(multi.choices[1].ids, multi.choices[0].ids);
+  EXPECT_NE(multi.choices[2].ids, multi.choices[1].ids);
+}
+
+TEST(EngineRequest, StopStringCutsTheTextAndEndsTheChoice) {
+  const std::vector<int32_t> expected = ContextHashRunner::oracle_greedy(kPrompt, kVocab, 20);
+  const std::string full = LetterText::of(expected);
+  const std::string stop = full.substr(5, 2);
+  const size_t at = full.find(stop);  // the first occurrence wins
+  LetterText letters;
+  for (const bool keep : {false, true}) {
+    Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize), EngineConfig{}, &letters);
+    Collected got;
+    SamplingParams p = greedy(20);
+    p.stop = {"zzzzz", stop};
+    p.no_stop_trim = keep;
+    engine.submit({kPrompt, p, false, 0, false, got.callback()});
+    engine.run_until_idle();
+    const Choice& c = got.choices[0];
+    ASSERT_TRUE(c.finish && c.finish->kind == FinishReason::Kind::kStop);
+    EXPECT_EQ(c.finish->matched_text, stop);
+    EXPECT_EQ(c.ids, std::vector<int32_t>(expected.begin(), expected.begin() + static_cast<int64_t>(at + 2)));
+    EXPECT_EQ(c.text, full.substr(0, keep ? at + 2 : at));
+  }
+}
+
+TEST(EngineRequest, StopTokensEosAndMinNewTokens) {
+  const std::vector<int32_t> expected = ContextHashRunner::oracle_greedy(kPrompt, kVocab, 30);
+  const int32_t stop_token = expected[4];
+  const int64_t first = std::find(expected.begin(), expected.end(), stop_token) - expected.begin();
+  {  // stop_token_ids
+    Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize), EngineConfig{});
+    Collected got;
+    SamplingParams p = greedy(30);
+    p.stop_token_ids = {stop_token};
+    engine.submit({kPrompt, p, false, 0, false, got.callback()});
+    engine.run_until_idle();
+    EXPECT_EQ(got.choices[0].ids, std::vector<int32_t>(expected.begin(), expected.begin() + first + 1));
+    EXPECT_EQ(got.choices[0].finish->matched_token, stop_token);
+  }
+  for (const bool ignore_eos : {false, true}) {  // the model's eos, unless ignore_eos
+    Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize, 1 << 20, std::vector<int>{stop_token}),
+                  EngineConfig{});
+    Collected got;
+    SamplingParams p = greedy(30);
+    p.ignore_eos = ignore_eos;
+    engine.submit({kPrompt, p, false, 0, false, got.callback()});
+    engine.run_until_idle();
+    EXPECT_EQ(got.choices[0].ids.size(), ignore_eos ? 30u : static_cast<size_t>(first + 1));
+    EXPECT_EQ(got.choices[0].finish->kind, ignore_eos ? FinishReason::Kind::kLength : FinishReason::Kind::kStop);
+  }
+  {  // min_new_tokens masks the stop token until enough was generated
+    Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize), EngineConfig{});
+    Collected got;
+    SamplingParams p = greedy(30);
+    p.stop_token_ids = {stop_token};
+    p.min_new_tokens = first + 3;
+    engine.submit({kPrompt, p, false, 0, false, got.callback()});
+    engine.run_until_idle();
+    const std::vector<int32_t>& ids = got.choices[0].ids;
+    ASSERT_GE(static_cast<int64_t>(ids.size()), first + 3);
+    for (int64_t i = 0; i < first + 3; ++i) EXPECT_NE(ids[i], stop_token) << "position " << i;
+  }
+}
+
+TEST(EngineRequest, ContextLengthClipsTheOutput) {
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize, 16), EngineConfig{});
+  Collected got;
+  engine.submit({kPrompt, greedy(100), false, 0, false, got.callback()});
+  engine.run_until_idle();
+  EXPECT_EQ(got.choices[0].ids.size(), 6u);
+  EXPECT_EQ(got.choices[0].finish->kind, FinishReason::Kind::kLength);
+  EXPECT_THROW(engine.submit({std::vector<int32_t>(16, 1), greedy(1), false, 0, false, nullptr}), Error);
+}
+
+TEST(EngineRequest, BadRequestsAreErrors) {
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 8, kPageSize), EngineConfig{});
+  EXPECT_THROW(engine.submit({{}, greedy(1), false, 0, false, nullptr}), Error);
+  EXPECT_THROW(engine.submit({{1, kVocab}, greedy(1), false, 0, false, nullptr}), Error);
+  EXPECT_THROW(engine.submit({std::vector<int32_t>(40, 1), greedy(1), false, 0, false, nullptr}), Error)
+      << "longer than the whole cache";
+  SamplingParams stops = greedy(1);
+  stops.stop = {"x"};
+  EXPECT_THROW(engine.submit({{1}, stops, false, 0, false, nullptr}), Error) << "stop strings without a tokenizer";
+  SamplingParams bad = greedy(1);
+  bad.top_p = 0.0;
+  EXPECT_THROW(engine.submit({{1}, bad, false, 0, false, nullptr}), Error);
+}
+
+TEST(EngineRequest, AbortFromAnotherThreadWhileTheLoopRuns) {
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 512, kPageSize), EngineConfig{});
+  engine.start();
+  Collected got;
+  const uint64_t id = engine.submit({kPrompt, greedy(1500), false, 0, false, got.callback()});
+  {
+    std::unique_lock<std::mutex> lock(got.mutex);
+    got.changed.wait(lock, [&] { return got.choices[0].ids.size() >= 5; });
+  }
+  engine.abort(id);
+  {
+    std::unique_lock<std::mutex> lock(got.mutex);
+    got.changed.wait(lock, [&] { return got.choices[0].finish.has_value(); });
+    EXPECT_EQ(got.choices[0].finish->kind, FinishReason::Kind::kAbort);
+    EXPECT_LT(got.choices[0].ids.size(), 1500u);
+  }
+  // The loop goes on serving.
+  Collected after;
+  engine.submit({kPrompt, greedy(3), false, 0, false, after.callback()});
+  {
+    std::unique_lock<std::mutex> lock(after.mutex);
+    after.changed.wait(lock, [&] { return after.choices[0].finish.has_value(); });
+  }
+  engine.stop();
+  EXPECT_EQ(after.choices[0].ids, ContextHashRunner::oracle_greedy(kPrompt, kVocab, 3));
+  EXPECT_EQ(engine.stats().aborted_requests, 1);
+  EXPECT_EQ(engine.kv_pool().num_free() + engine.kv_pool().num_evictable(), engine.kv_pool().num_pages());
+}
+
+TEST(OutputText, HoldsBackWhatMayStartAStopStringAndCutCharacters) {
+  OutputText text({"END"});
+  EXPECT_FALSE(text.append("abcE", false));
+  EXPECT_EQ(text.take(false), "ab") << "'cE' may be the start of END";
+  EXPECT_FALSE(text.append("\xC3\xA9xyz", false));
+  EXPECT_EQ(text.take(false), "cE\xC3\xA9x");
+  EXPECT_EQ(text.append("EN", false), std::nullopt);
+  EXPECT_EQ(text.append("Dtail", false), "END");
+  EXPECT_EQ(text.take(true), "yz");
+}
+
+TEST(OutputText, NeverSplitsAUtf8Character) {
+  OutputText text;
+  EXPECT_FALSE(text.append("a\xC3", false));  // the first byte of a two-byte character
+  EXPECT_EQ(text.take(false), "a");
+  EXPECT_FALSE(text.append("\xA9", false));
+  EXPECT_EQ(text.take(false), "\xC3\xA9");
+}
+
+}  // namespace
+}  // namespace narwhal
