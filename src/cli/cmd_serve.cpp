@@ -32,7 +32,7 @@ void raise_file_limit() {
 int run_serve(int argc, char** argv) {
   ServerArgs args;
   ArgParser parser("serve", "Serves the model over HTTP: OpenAI's /v1/chat/completions, /v1/completions, /v1/models,\n"
-                            "SGLang's /generate, /flush_cache, /get_model_info, /get_server_info, and /health, /metrics.");
+                            "SGLang's /generate, /flush_cache, /get_model_info, /get_server_info, /health, /health_generate, /metrics.");
   args.register_flags(parser);
   args.register_server_flags(parser);
   if (!parser.parse(argc, argv, 2)) return 0;
@@ -59,7 +59,8 @@ int run_serve(int argc, char** argv) {
   options.http = {.host = args.host,
                   .port = args.port,
                   .threads = args.http_threads,
-                  .max_body_bytes = args.max_request_body};
+                  .max_body_bytes = args.max_request_body,
+                  .max_queued_bytes = args.max_queued_response_bytes};
   options.drain_timeout_seconds = args.drain_timeout;
   engine->start();
   server::serve(context, options, [&](int port) {

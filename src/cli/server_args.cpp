@@ -68,6 +68,9 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add("tp-size", &tp_size, "tensor parallel size (only 1 so far)");
   p.alias("tp", "tp-size");
   p.add("max-request-body", &max_request_body, "largest request body in bytes (larger: 413)");
+  p.add("max-queued-response-bytes", &max_queued_response_bytes,
+        "unsent response bytes a connection may pile up; past it the client is too slow: request aborted, "
+        "connection closed");
   p.add("http-threads", &http_threads, "threads doing HTTP I/O");
   p.add("drain-timeout", &drain_timeout, "seconds SIGTERM/SIGINT waits for in-flight requests before aborting them");
   p.add_switch("trust-remote-code", &trust_remote_code, "accepted for SGLang compatibility (narwhal runs no model code)");
@@ -106,6 +109,8 @@ void ServerArgs::validate_server() const {
   NW_CHECK(tp_size == 1, "--tp-size ", tp_size, ": only 1 is supported so far (tensor parallelism is not built yet)");
   NW_CHECK(port >= 0 && port <= 65535, "--port must be in [0, 65535], got ", port);
   NW_CHECK(max_request_body >= 1024, "--max-request-body must be at least 1024 bytes, got ", max_request_body);
+  NW_CHECK(max_queued_response_bytes >= 1024, "--max-queued-response-bytes must be at least 1024 bytes, got ",
+           max_queued_response_bytes);
   NW_CHECK(http_threads >= 1 && http_threads <= 256, "--http-threads must be in [1, 256], got ", http_threads);
   NW_CHECK(drain_timeout >= 0, "--drain-timeout must be >= 0, got ", drain_timeout);
   NW_CHECK(reasoning_parser.empty() || reasoning_parser == "deepseek-r1",

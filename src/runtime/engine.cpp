@@ -2,6 +2,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -105,6 +106,8 @@ void Engine::flush_cache() {
 void Engine::start() {
   NW_CHECK(!thread_.joinable(), "Engine::start: the loop is already running");
   stopping_ = false;
+  publish_state();  // alive from the moment start() returns
+  stats_.loop_running = true;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -118,11 +121,20 @@ void Engine::stop() {
 }
 
 void Engine::loop() {
+  struct Stopped {  // however the loop ends, health checks see it
+    EngineStats& stats;
+    ~Stopped() { stats.loop_running = false; }
+  } stopped{stats_};
   bool busy = false;
   for (;;) {
+    publish_state();
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (!busy) wake_.wait(lock, [&] { return stopping_ || !submitted_.empty() || !aborted_.empty() || flush_requested_; });
+      const auto has_work = [&] { return stopping_ || !submitted_.empty() || !aborted_.empty() || flush_requested_; };
+      // Idle, it still wakes every second to refresh the heartbeat, so a stale one means a stuck step.
+      while (!busy && !has_work()) {
+        if (!wake_.wait_for(lock, std::chrono::seconds(1), has_work)) publish_state();
+      }
       if (stopping_) return;
     }
     try {
@@ -194,6 +206,16 @@ void Engine::abort_everything(const std::string& message) {
   for (const auto& [id, request] : requests_) ids.push_back(id);
   for (uint64_t id : ids) finish_aborted(id, message);
   drop_done();
+}
+
+void Engine::publish_state() {
+  stats_.heartbeat_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch()).count();
+  stats_.running_requests = scheduler_.num_running();
+  stats_.waiting_requests = scheduler_.num_waiting();
+  stats_.kv_total_pages = pool_.num_pages();
+  stats_.kv_used_pages = pool_.num_pages() - pool_.num_free();
+  stats_.kv_evictable_pages = pool_.num_evictable();
 }
 
 void Engine::drop_done() {

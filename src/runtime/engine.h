@@ -40,6 +40,14 @@ struct EngineStats {
   std::atomic<int64_t> finished_requests{0};  // ended by a stop condition or length (not aborted)
   std::atomic<int64_t> aborted_requests{0};
   std::atomic<int64_t> retractions{0};
+  // Liveness and occupancy, refreshed by the loop thread: at every step and at least once a second when idle.
+  std::atomic<bool> loop_running{false};
+  std::atomic<int64_t> heartbeat_ns{0};      // steady_clock time of the loop's last sign of life
+  std::atomic<int64_t> running_requests{0};  // sequences in the running batch
+  std::atomic<int64_t> waiting_requests{0};  // sequences waiting for admission
+  std::atomic<int64_t> kv_total_pages{0};
+  std::atomic<int64_t> kv_used_pages{0};     // pages with any holder (requests or the radix cache)
+  std::atomic<int64_t> kv_evictable_pages{0};  // of those, pages only the radix cache holds
 };
 
 class Engine {
@@ -88,6 +96,7 @@ class Engine {
   void emit(Sequence& seq, RequestOutput&& out);
   void abort_everything(const std::string& message);
   void drop_done();
+  void publish_state();  // the liveness and occupancy fields of stats_
 
   std::unique_ptr<ModelRunner> runner_;
   EngineConfig config_;

@@ -52,6 +52,7 @@ class Scheduler {
 
   bool idle() const { return waiting_.empty() && running_.empty(); }
   int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
   int64_t num_retractions() const { return retractions_; }
 
  private:

@@ -18,21 +18,21 @@ struct HttpServer::Impl {
   Impl(const HttpServerConfig& c, RequestHandler h)
       : config(c), handler(std::move(h)), ioc(c.threads), acceptor(ioc), retry_timer(ioc) {}
 
-  void accept(std::shared_ptr<std::atomic<int64_t>> open_connections) {
-    acceptor.async_accept(asio::make_strand(ioc), [this, open_connections](boost::system::error_code ec,
+  void accept(std::shared_ptr<TransportCounters> counters) {
+    acceptor.async_accept(asio::make_strand(ioc), [this, counters](boost::system::error_code ec,
                                                                           tcp::socket socket) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
       if (ec) {
         // Out of file descriptors and the like: wait a little instead of spinning, then accept again.
         NW_LOG(Warning) << "accept failed: " << ec.message();
         retry_timer.expires_after(std::chrono::milliseconds(100));
-        retry_timer.async_wait([this, open_connections](boost::system::error_code) { accept(open_connections); });
+        retry_timer.async_wait([this, counters](boost::system::error_code) { accept(counters); });
         return;
       }
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);  // SSE chunks are small and latency matters
-      std::make_shared<HttpSession>(std::move(socket), config, handler, open_connections)->run();
-      accept(open_connections);
+      std::make_shared<HttpSession>(std::move(socket), config, handler, counters)->run();
+      accept(counters);
     });
   }
 
@@ -45,7 +45,7 @@ struct HttpServer::Impl {
 
 HttpServer::HttpServer(const HttpServerConfig& config, RequestHandler handler)
     : impl_(std::make_unique<Impl>(config, std::move(handler))),
-      open_connections_(std::make_shared<std::atomic<int64_t>>(0)) {
+      counters_(std::make_shared<TransportCounters>()) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(config.host, ec);
   NW_CHECK(!ec, "--host ", config.host, ": not an IP address (", ec.message(), ")");
@@ -64,8 +64,16 @@ HttpServer::HttpServer(const HttpServerConfig& config, RequestHandler handler)
 HttpServer::~HttpServer() { stop(); }
 
 void HttpServer::start() {
-  impl_->accept(open_connections_);
+  impl_->accept(counters_);
   for (int i = 0; i < impl_->config.threads; ++i) threads_.emplace_back([this] { impl_->ioc.run(); });
+}
+
+void HttpServer::after(double seconds, std::function<void()> callback) {
+  auto timer = std::make_shared<asio::steady_timer>(impl_->ioc, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                                    std::chrono::duration<double>(seconds)));
+  timer->async_wait([timer, callback = std::move(callback)](boost::system::error_code ec) {
+    if (!ec) callback();
+  });
 }
 
 void HttpServer::stop_accepting() {

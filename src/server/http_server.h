@@ -36,12 +36,21 @@ class Responder {
 
 using RequestHandler = std::function<void(HttpRequest&& request, std::shared_ptr<Responder> responder)>;
 
+// Connection counts the transport keeps, shared with every session.
+struct TransportCounters {
+  std::atomic<int64_t> open_connections{0};
+  std::atomic<int64_t> slow_client_closes{0};  // closed because their unsent bytes passed max_queued_bytes
+};
+
 struct HttpServerConfig {
   std::string host = "127.0.0.1";
   int port = 30000;  // 0: any free port (see HttpServer::port)
   int threads = 4;
   int64_t max_body_bytes = 32 << 20;  // larger bodies get 413
   int keep_alive_seconds = 300;       // idle connections are closed after this
+  // A connection whose unsent response bytes pass this (a client reading slower than it is written to) is
+  // closed, which aborts its request: one stalled reader cannot make the server buffer without bound.
+  int64_t max_queued_bytes = 4 << 20;
 };
 
 class HttpServer {
@@ -58,13 +67,15 @@ class HttpServer {
   void stop_accepting();
   // Closes every connection and joins the I/O threads.
   void stop();
-  int64_t open_connections() const { return open_connections_->load(); }
+  const TransportCounters& counters() const { return *counters_; }
+  // Runs `callback` on an I/O thread after `seconds` (dropped if the server stops first).
+  void after(double seconds, std::function<void()> callback);
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int port_ = 0;
-  std::shared_ptr<std::atomic<int64_t>> open_connections_;
+  std::shared_ptr<TransportCounters> counters_;
   std::vector<std::thread> threads_;
 };
 

@@ -1,6 +1,8 @@
 // HttpSession: request reading with a body limit, an ordered write queue, chunked streams and disconnect watch.
 #include "server/http_session.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <boost/asio/dispatch.hpp>
@@ -75,12 +77,12 @@ class Exchange : public Responder {
 }  // namespace
 
 HttpSession::HttpSession(asio::ip::tcp::socket&& socket, const HttpServerConfig& config,
-                         const RequestHandler& handler, std::shared_ptr<std::atomic<int64_t>> open_connections)
-    : stream_(std::move(socket)), config_(config), handler_(handler), open_connections_(std::move(open_connections)) {
-  ++*open_connections_;
+                         const RequestHandler& handler, std::shared_ptr<TransportCounters> counters)
+    : stream_(std::move(socket)), config_(config), handler_(handler), counters_(std::move(counters)) {
+  ++counters_->open_connections;
 }
 
-HttpSession::~HttpSession() { --*open_connections_; }
+HttpSession::~HttpSession() { --counters_->open_connections; }
 
 void HttpSession::run() {
   asio::dispatch(strand(), [self = shared_from_this()] { self->read_request(); });
@@ -168,12 +170,28 @@ void HttpSession::set_disconnect_callback(uint64_t exchange, std::function<void(
 
 void HttpSession::send(uint64_t exchange, std::string bytes, bool ends_response) {
   if (closed_ || exchange != exchange_ || response_ended_) return;
+  // What the client has not taken: our queue and the kernel's (which alone can grow to megabytes). A single
+  // piece may be larger than the cap (a big non-streamed body); bytes piling up behind unsent ones may not.
+  const int64_t unsent = queued_bytes_ + kernel_unsent_bytes();
+  queued_bytes_ += static_cast<int64_t>(bytes.size());
+  if (unsent > 0 && unsent + static_cast<int64_t>(bytes.size()) > config_.max_queued_bytes) {
+    NW_LOG(Warning) << "closing a connection whose client stopped reading: " << unsent + bytes.size()
+                    << " bytes unsent (--max-queued-response-bytes " << config_.max_queued_bytes << ")";
+    ++counters_->slow_client_closes;
+    return shut();
+  }
   pending_.push_back(std::move(bytes));
   if (ends_response) {
     response_ended_ = true;
     on_disconnect_ = nullptr;
   }
   if (!write_in_flight_) flush();
+}
+
+int64_t HttpSession::kernel_unsent_bytes() {
+  int bytes = 0;
+  if (::ioctl(stream_.socket().native_handle(), SIOCOUTQ, &bytes) != 0) return 0;
+  return bytes;
 }
 
 void HttpSession::flush() {
@@ -187,6 +205,7 @@ void HttpSession::flush() {
 
 void HttpSession::on_written(beast::error_code ec) {
   write_in_flight_ = false;
+  queued_bytes_ -= static_cast<int64_t>(writing_.size());
   if (closed_) return;
   if (ec) return shut();
   if (!pending_.empty()) return flush();

@@ -15,7 +15,7 @@ namespace narwhal::server {
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(boost::asio::ip::tcp::socket&& socket, const HttpServerConfig& config, const RequestHandler& handler,
-              std::shared_ptr<std::atomic<int64_t>> open_connections);
+              std::shared_ptr<TransportCounters> counters);
   ~HttpSession();
   void run();
 
@@ -31,6 +31,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void on_read(boost::beast::error_code ec);
   void reply_and_close(int status, const std::string& message);
   void watch_for_disconnect(uint64_t exchange);
+  int64_t kernel_unsent_bytes();  // in the socket's send queue (sent but unacknowledged included)
   void flush();
   void on_written(boost::beast::error_code ec);
   void linger_close();
@@ -41,13 +42,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   const HttpServerConfig& config_;
   const RequestHandler& handler_;
-  std::shared_ptr<std::atomic<int64_t>> open_connections_;
+  std::shared_ptr<TransportCounters> counters_;
 
   uint64_t exchange_ = 0;       // the request being answered (0: none)
   bool response_ended_ = false;  // its last bytes are queued
   bool keep_alive_ = true;
   std::function<void()> on_disconnect_;
   std::deque<std::string> pending_;
+  int64_t queued_bytes_ = 0;     // of pending_ and writing_ (the kernel may hold part of writing_ already)
   std::string writing_;          // bytes of the write in flight
   bool write_in_flight_ = false;
   bool closed_ = false;

@@ -83,7 +83,7 @@ void Metrics::request_finished(bool started, double e2e_seconds) {
   e2e_.observe(e2e_seconds);
 }
 
-std::string Metrics::render(const EngineStats& engine, int64_t open_connections) const {
+std::string Metrics::render(const EngineStats& engine, const TransportCounters& transport) const {
   std::string out;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -113,7 +113,25 @@ std::string Metrics::render(const EngineStats& engine, int64_t open_connections)
   write_metric(out, "narwhal:cache_hit_rate", "gauge", "fraction of prompt tokens served from the prefix cache",
                labels_, prompt > 0 ? cached / prompt : 0.0);
   write_metric(out, "narwhal:open_connections", "gauge", "open HTTP connections", labels_,
-               static_cast<double>(open_connections));
+               static_cast<double>(transport.open_connections.load()));
+  write_metric(out, "narwhal:slow_client_closes_total", "counter",
+               "connections closed because the client stopped reading (--max-queued-response-bytes)", labels_,
+               static_cast<double>(transport.slow_client_closes.load()));
+  const auto gauge = [&](const char* name, const char* help, const std::atomic<int64_t>& value) {
+    write_metric(out, name, "gauge", help, labels_, static_cast<double>(value.load()));
+  };
+  gauge("narwhal:engine_running_seqs", "sequences in the engine's running batch", engine.running_requests);
+  gauge("narwhal:engine_waiting_seqs", "sequences waiting for admission to the engine", engine.waiting_requests);
+  gauge("narwhal:kv_total_pages", "pages of the KV (MLA latent) cache", engine.kv_total_pages);
+  gauge("narwhal:kv_used_pages", "KV cache pages held by requests or the radix cache", engine.kv_used_pages);
+  gauge("narwhal:kv_evictable_pages", "KV cache pages only the radix cache holds", engine.kv_evictable_pages);
+  const double total_pages = static_cast<double>(engine.kv_total_pages.load());
+  write_metric(out, "narwhal:token_usage", "gauge", "fraction of the KV cache held by requests (SGLang's token_usage)",
+               labels_,
+               total_pages > 0 ? static_cast<double>(engine.kv_used_pages - engine.kv_evictable_pages) / total_pages
+                               : 0.0);
+  write_metric(out, "narwhal:engine_alive", "gauge", "1 while the engine loop runs", labels_,
+               engine.loop_running ? 1.0 : 0.0);
   ttft_.write(out, "narwhal:time_to_first_token_seconds", "time to first token", labels_);
   inter_token_.write(out, "narwhal:inter_token_latency_seconds", "time per output token after the first", labels_);
   e2e_.write(out, "narwhal:e2e_request_latency_seconds", "request latency from submit to the last token", labels_);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/engine.h"
+#include "server/http_server.h"
 
 namespace narwhal::server {
 
@@ -42,7 +43,7 @@ class Metrics {
   int64_t queued() const { return queued_; }
   int64_t running() const { return running_; }
   // The Prometheus text exposition (format 0.0.4) of everything, engine counters included.
-  std::string render(const EngineStats& engine, int64_t open_connections) const;
+  std::string render(const EngineStats& engine, const TransportCounters& transport) const;
 
  private:
   std::string labels_;

@@ -7,6 +7,7 @@
 #include "server/api_error.h"
 #include "server/chat_completions.h"
 #include "server/completions.h"
+#include "server/health.h"
 #include "server/native_api.h"
 
 namespace narwhal::server {
@@ -20,11 +21,14 @@ struct Route {
 
 constexpr std::array kRoutes = {
     Route{"/v1/chat/completions", "POST"}, Route{"/v1/completions", "POST"}, Route{"/generate", "POST"},
-    Route{"/v1/models", "GET"},          Route{"/health", "GET"},          Route{"/metrics", "GET"},
+    Route{"/v1/models", "GET"},          Route{"/health", "GET"},          Route{"/health_generate", "GET"},
+    Route{"/metrics", "GET"},
     Route{"/get_model_info", "GET"},     Route{"/get_server_info", "GET"}, Route{"/flush_cache", "POST"},
 };
 
-bool is_public(const std::string& path) { return path == "/health" || path == "/metrics"; }
+bool is_public(const std::string& path) {
+  return path == "/health" || path == "/health_generate" || path == "/metrics";
+}
 
 void respond_json(Responder& responder, int status, const json& body) {
   responder.respond(status, "application/json", dump_json(body));
@@ -73,10 +77,16 @@ void Router::dispatch(const HttpRequest& request, const std::shared_ptr<Responde
   if (path == "/v1/chat/completions") return handle_chat_completions(context_, request, responder);
   if (path == "/v1/completions") return handle_completions(context_, request, responder);
   if (path == "/generate") return handle_generate(context_, request, responder);
-  if (path == "/health") return responder->respond(200, "text/plain", "");
-  if (path == "/metrics")
+  if (path == "/health") {
+    handle_health(context_, draining_);
+    return responder->respond(200, "text/plain", "");
+  }
+  if (path == "/health_generate") return handle_health_generate(context_, draining_, after, responder);
+  if (path == "/metrics") {
+    static const TransportCounters kNoTransport;
     return responder->respond(200, "text/plain; version=0.0.4; charset=utf-8",
-                              context_.metrics.render(context_.engine.stats(), open_connections ? open_connections() : 0));
+                              context_.metrics.render(context_.engine.stats(), transport ? *transport : kNoTransport));
+  }
   if (path == "/v1/models") return respond_json(*responder, 200, models_response(context_));
   if (path == "/get_model_info") return respond_json(*responder, 200, model_info(context_));
   if (path == "/get_server_info") return respond_json(*responder, 200, server_info(context_));

@@ -16,8 +16,9 @@ class Router {
   void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
   // While draining, new generation requests get 503.
   void start_draining() { draining_ = true; }
-  // Reports the transport's open connections in /metrics (set once the HTTP server exists).
-  std::function<int64_t()> open_connections;
+  // Set once the HTTP server exists: its counters for /metrics, and its timer for /health_generate.
+  const TransportCounters* transport = nullptr;
+  std::function<void(double seconds, std::function<void()> callback)> after;
 
  private:
   void dispatch(const HttpRequest& request, const std::shared_ptr<Responder>& responder);

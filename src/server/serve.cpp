@@ -44,7 +44,8 @@ void serve(ServerContext& context, const ServeOptions& options, const std::funct
   HttpServer http(options.http, [&router](HttpRequest&& request, std::shared_ptr<Responder> responder) {
     router.handle(std::move(request), std::move(responder));
   });
-  router.open_connections = [&http] { return http.open_connections(); };
+  router.transport = &http.counters();
+  router.after = [&http](double seconds, std::function<void()> callback) { http.after(seconds, std::move(callback)); };
   http.start();
   on_listening(http.port());
 

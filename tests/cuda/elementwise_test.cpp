@@ -119,13 +119,23 @@ TEST(CudaElementwise, SiluAndMulAndArgmax) {
   ops::silu_and_mul(gate_up.host, ref);
   expect_close(out, ref, kBf16Tolerance, "silu_and_mul");
 
-  const int64_t batch = 5, vocab = 129280;
-  auto logits = random_bf16({batch, vocab}, 9, 4.0f);
-  Tensor ids = poisoned(DType::kI32, {batch});
-  ops::cuda::argmax(logits.host.to(Device::kCUDA), ids, nullptr);
-  Tensor got = ids.to(Device::kCPU);
-  for (int64_t b = 0; b < batch; ++b)
-    EXPECT_EQ(got.ptr<int32_t>()[b], ops::argmax(logits.host.f32() + b * vocab, vocab)) << "row " << b;
+  // V3's vocab (16-byte loads) and an odd one (scalar loads); row 1 ties its maximum at both ends of the row,
+  // row 2 has it in the last column, row 3 at column 0 with -0 and +0 around it.
+  for (int64_t vocab : {129280, 102401}) {
+    const int64_t batch = 5;
+    auto logits = random_bf16({batch, vocab}, 9, 4.0f);
+    float* host = logits.host.f32();
+    host[vocab + 7] = host[2 * vocab - 1] = 100.0f;
+    host[3 * vocab - 1] = 100.0f;
+    for (int64_t i = 3 * vocab; i < 4 * vocab; ++i) host[i] = -1.0f - static_cast<float>(i % 3);
+    host[3 * vocab] = -0.0f;
+    host[3 * vocab + 1] = 0.0f;
+    Tensor ids = poisoned(DType::kI32, {batch});
+    ops::cuda::argmax(logits.host.to(Device::kCUDA), ids, nullptr);
+    Tensor got = ids.to(Device::kCPU);
+    for (int64_t b = 0; b < batch; ++b)
+      EXPECT_EQ(got.ptr<int32_t>()[b], ops::argmax(host + b * vocab, vocab)) << "row " << b << " vocab " << vocab;
+  }
 }
 
 }  // namespace

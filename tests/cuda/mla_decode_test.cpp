@@ -102,6 +102,14 @@ TEST(CudaMlaDecode, V3HeadsQLen2Page16) {
   check_decode({128, 2, 16, {2, 513, 0, 31}, 105});
 }
 
+// Batch 1 as the decode benchmark runs it: fewer tiles (17) than the grid has parts, so one part per tile
+// works; and a sequence longer than the parts (313 tiles), so parts hold several tiles each.
+TEST(CudaMlaDecode, SingleSequenceFewerTilesThanParts) {
+  NW_REQUIRE_GPU();
+  check_decode({16, 1, 64, {1040}, 107});
+  check_decode({16, 1, 64, {20000}, 108});
+}
+
 TEST(CudaMlaDecode, SingleSequenceOfOneToken) {
   NW_REQUIRE_GPU();
   check_decode({16, 1, 64, {1}, 106});

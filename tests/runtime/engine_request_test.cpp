@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <thread>
 
 #include "core/error.h"
 #include "runtime/engine.h"
@@ -205,6 +207,34 @@ TEST(EngineRequest, AbortFromAnotherThreadWhileTheLoopRuns) {
   EXPECT_EQ(after.choices[0].ids, ContextHashRunner::oracle_greedy(kPrompt, kVocab, 3));
   EXPECT_EQ(engine.stats().aborted_requests, 1);
   EXPECT_EQ(engine.kv_pool().num_free() + engine.kv_pool().num_evictable(), engine.kv_pool().num_pages());
+}
+
+TEST(EngineRequest, LoopPublishesLivenessAndOccupancy) {
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 512, kPageSize), EngineConfig{});
+  const EngineStats& stats = engine.stats();
+  EXPECT_FALSE(stats.loop_running);
+  engine.start();
+  EXPECT_TRUE(stats.loop_running);
+  Collected got;
+  const uint64_t id = engine.submit({kPrompt, greedy(1500), false, 0, false, got.callback()});
+  {
+    std::unique_lock<std::mutex> lock(got.mutex);
+    got.changed.wait(lock, [&] { return got.choices[0].ids.size() >= 5; });
+  }
+  const auto eventually = [](const std::function<bool()>& condition) {
+    for (int i = 0; i < 300 && !condition(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return condition();
+  };
+  EXPECT_TRUE(eventually([&] { return stats.running_requests == 1 && stats.kv_used_pages > 0; }));
+  EXPECT_EQ(stats.kv_total_pages, engine.kv_pool().num_pages());
+  engine.abort(id);
+  EXPECT_TRUE(eventually([&] { return stats.running_requests == 0 && stats.waiting_requests == 0; }));
+  // Idle, the heartbeat still moves (about once a second).
+  const int64_t beat = stats.heartbeat_ns;
+  EXPECT_TRUE(eventually([&] { return stats.heartbeat_ns > beat; }));
+  EXPECT_EQ(stats.kv_used_pages, stats.kv_evictable_pages) << "only the radix cache holds pages once idle";
+  engine.stop();
+  EXPECT_FALSE(stats.loop_running);
 }
 
 TEST(OutputText, HoldsBackWhatMayStartAStopStringAndCutCharacters) {

@@ -1,56 +1,18 @@
 // End to end: the official `openai` client (and raw fetch for malformed input) against a real `narwhal serve`.
-import { spawn, execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import net from "node:net";
+import { KEY, startServer, expectError, metric as readMetric, eventually, expectNoLeaks } from "./narwhal_server.mjs";
 
-const bin = process.env.NARWHAL_BIN ?? "build/narwhal";
-const root = process.env.NARWHAL_SOURCE_DIR ?? process.cwd();
-const KEY = "test-key";
-let server, base, client, model;
-
-function modelDir() {
-  const bundled = path.join(root, "models/tiny");
-  if (existsSync(path.join(bundled, "config.json"))) return bundled;
-  const dir = mkdtempSync(path.join(tmpdir(), "narwhal-tiny-"));
-  execFileSync(bin, ["make-model", "--preset", "tiny", "--output-dir", dir], { stdio: "inherit" });
-  return dir;
-}
+let server, base, client, post;
 
 before(async () => {
-  model = modelDir();
-  server = spawn(bin, ["serve", "--model-path", model, "--port", "0", "--api-key", KEY, "--served-model-name", "tiny",
-                       "--max-request-body", String(1 << 20), "--cpu-cache-bytes", String(256 << 20)],
-                 { stdio: ["ignore", "pipe", "inherit"] });
-  base = await new Promise((resolve, reject) => {
-    let out = "";
-    server.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/[^\s]+)/);
-      if (m) resolve(m[1]);
-    });
-    server.on("exit", (code) => reject(new Error(`narwhal serve exited with ${code} before listening`)));
-  });
-  client = new OpenAI({ baseURL: `${base}/v1`, apiKey: KEY, maxRetries: 0 });
+  ({ process: server, base, client, post } =
+    await startServer(["--max-request-body", String(1 << 20)]));
 });
 
 after(() => { if (server.exitCode === null) server.kill("SIGKILL"); });
-
-const post = (route, body, headers = {}) =>
-  fetch(`${base}${route}`, { method: "POST", body, headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", ...headers } });
-
-async function expectError(promise, status, code) {
-  const res = await promise;
-  assert.equal(res.status, status, `expected ${status}`);
-  const body = await res.json();
-  assert.equal(typeof body.error.message, "string");
-  assert.ok("type" in body.error && "param" in body.error && "code" in body.error);
-  if (code !== undefined) assert.equal(body.error.code, code);
-  return body.error;
-}
 
 // Longer than a cache page (64 tokens), so a repeat finds it in the radix cache.
 const chatMessages = [{ role: "system", content: "You are a helpful assistant who answers briefly. ".repeat(15) },
@@ -184,24 +146,8 @@ test("bad requests get OpenAI errors", async () => {
   await assert.rejects(new OpenAI({ baseURL: `${base}/v1`, apiKey: "bad", maxRetries: 0 }).models.list(), (e) => e.status === 401);
 });
 
-test("hundreds of parallel streams", async () => {
-  const streams = Array.from({ length: 300 }, async (_, i) => {
-    const s = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: `n${i}` }],
-                                                     max_tokens: 3, stream: true });
-    let finish;
-    for await (const chunk of s) finish = chunk.choices[0]?.finish_reason ?? finish;
-    return finish;
-  });
-  const finishes = await Promise.all(streams);
-  assert.ok(finishes.every((f) => f === "stop" || f === "length"));
-});
-
 test("disconnects mid-stream abort and leave the server healthy", async () => {
-  const metric = async (name) => {
-    const text = await (await fetch(`${base}/metrics`)).text();
-    const line = text.split("\n").find((l) => l.startsWith(name + "{"));
-    return Number(line.split(" ").pop());
-  };
+  const metric = (name) => readMetric(base, name);
   const abortedBefore = await metric("narwhal:num_aborted_requests_total");
   for (let i = 0; i < 5; i++) {
     const controller = new AbortController();
@@ -228,7 +174,8 @@ test("metrics in Prometheus text format", async () => {
   for (const name of ["narwhal:prompt_tokens_total", "narwhal:generation_tokens_total", "narwhal:num_queue_reqs",
                       "narwhal:num_running_reqs", "narwhal:cache_hit_rate", "narwhal:time_to_first_token_seconds",
                       "narwhal:inter_token_latency_seconds", "narwhal:e2e_request_latency_seconds",
-                      "narwhal:http_requests_total"])
+                      "narwhal:http_requests_total", "narwhal:kv_used_pages", "narwhal:kv_evictable_pages",
+                      "narwhal:token_usage", "narwhal:engine_alive", "narwhal:slow_client_closes_total"])
     assert.ok(text.includes(`# TYPE ${name} `), name);
   for (const line of text.split("\n").filter((l) => l && !l.startsWith("#")))
     assert.match(line, /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf-]+$/, line);
@@ -236,14 +183,45 @@ test("metrics in Prometheus text format", async () => {
   assert.match(text, /narwhal:time_to_first_token_seconds_bucket\{[^}]*le="\+Inf"\} [1-9]/);
 });
 
-test("flush_cache, then SIGTERM drains and exits 0", async () => {
+test("after everything above nothing leaks: no request left, KV pages back to the radix cache's", async () => {
+  await expectNoLeaks(base);
+});
+
+// GET /health on a connection of its own, opened before the listening socket closes.
+async function healthProbeConnection() {
+  const { hostname, port } = new URL(base);
+  const socket = net.connect({ host: hostname, port: Number(port) });
+  socket.setEncoding("utf8");
+  let buffered = "", closed = false, wake = () => {};
+  socket.on("data", (d) => { buffered += d; wake(); });
+  socket.on("close", () => { closed = true; wake(); });
+  socket.on("error", () => {});
+  const status = async () => {
+    buffered = "";
+    socket.write(`GET /health HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
+    while (!/\r\n\r\n/.test(buffered)) {
+      if (closed) throw new Error("the server closed the /health connection");
+      await new Promise((r) => (wake = r));
+    }
+    return Number(buffered.split(" ")[1]);
+  };
+  await new Promise((r) => socket.once("connect", r));
+  return { status, close: () => socket.destroy() };
+}
+
+test("flush_cache, then SIGTERM drains (health 503) and exits 0", async () => {
   assert.equal((await post("/flush_cache", "")).status, 200);
-  assert.equal((await fetch(`${base}/health`)).status, 200);
-  const inFlight = client.completions.create({ model: "tiny", prompt: "last", max_tokens: 8 });
+  assert.equal((await fetch(`${base}/health_generate`)).status, 200);
+  const probe = await healthProbeConnection();
+  assert.equal(await probe.status(), 200);
+  const inFlight = client.completions.create({ model: "tiny", prompt: "last", max_tokens: 300, ignore_eos: true });
   await new Promise((r) => setTimeout(r, 20));
   const exited = new Promise((resolve) => server.on("exit", (code, signal) => resolve({ code, signal })));
   server.kill("SIGTERM");
+  assert.equal(await eventually(async () => (await probe.status()) === 503), true, "draining: /health says 503");
+  probe.close();
   const last = await inFlight;
   assert.equal(last.choices.length, 1);
+  assert.equal(last.usage.completion_tokens, 300, "the in-flight request ran to its end");
   assert.deepEqual(await exited, { code: 0, signal: null });
 });

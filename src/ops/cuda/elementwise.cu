@@ -1,12 +1,17 @@
-// Memory-bound GPU ops: one CTA per row, 16-byte loads where the layout allows, FP32 math.
+// Memory-bound GPU ops: one CTA per row (a cluster of CTAs for argmax), FP32 math.
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/elementwise.h"
 
+#include <cooperative_groups.h>
+
 #include <algorithm>
+#include <climits>
 
 namespace narwhal::ops::cuda {
 
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
 
@@ -120,27 +125,69 @@ __global__ void bf16_to_f32_kernel(const bf16* x, float* out, int64_t n) {
     out[i] = __bfloat162float(x[i]);
 }
 
-__global__ void argmax_kernel(const float* logits, int64_t vocab, int32_t* ids) {
-  const float* row = logits + blockIdx.x * vocab;
-  float best = -INFINITY;
-  int64_t best_id = vocab;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-    if (row[i] > best) best = row[i], best_id = i;  // strided scan keeps the lowest index per thread
-  __shared__ float values[kThreads];
-  __shared__ int64_t indices[kThreads];
-  values[threadIdx.x] = best;
-  indices[threadIdx.x] = best_id;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) {
-      const float v = values[threadIdx.x + stride];
-      const int64_t j = indices[threadIdx.x + stride];
-      if (v > values[threadIdx.x] || (v == values[threadIdx.x] && j < indices[threadIdx.x]))
-        values[threadIdx.x] = v, indices[threadIdx.x] = j;
+// Greedy choice, one cluster of kArgmaxBlocks CTAs per row (each on its own SM, so the row streams in at several
+// SMs' bandwidth), the CTAs' winners merged through distributed shared memory. A candidate is one 64-bit key:
+// the value's bits made to order as unsigned integers, then the complement of the index, so that the larger
+// key is the larger value and, on ties, the lower index. NaN orders below every number.
+constexpr int kArgmaxBlocks = 8;
+constexpr int kArgmaxThreads = 512;
+constexpr int kArgmaxUnroll = 4;
+
+__device__ __forceinline__ uint64_t argmax_key(float v, int64_t i) {
+  const uint32_t bits = __float_as_uint(v + 0.0f);  // -0 becomes +0: equal values, so the lower index wins
+  const uint32_t ordered = v != v ? 0u : (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+  return (static_cast<uint64_t>(ordered) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
+}
+
+__device__ __forceinline__ uint64_t warp_max_u64(uint64_t v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+__global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kArgmaxThreads)
+    argmax_kernel(const float* logits, int64_t vocab, bool vectorized, int32_t* ids) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const float* row = logits + blockIdx.y * vocab;
+  // This CTA's slice, a multiple of 4 long so that float4 loads stay aligned.
+  const int64_t slice = ceil_div(ceil_div(vocab, kArgmaxBlocks), 4) * 4;
+  const int64_t begin = rank * slice, end = min(vocab, begin + slice);
+  uint64_t best = 0;
+  if (vectorized) {
+    // kArgmaxUnroll loads in flight per thread: a V2-Lite slice (12,800 floats) is two round trips to memory.
+    constexpr int64_t kStride = 4 * kArgmaxThreads;
+    for (int64_t i0 = begin + 4 * threadIdx.x; i0 < end; i0 += kStride * kArgmaxUnroll) {
+      float4 v[kArgmaxUnroll];
+#pragma unroll
+      for (int u = 0; u < kArgmaxUnroll; ++u)
+        if (i0 + u * kStride < end) v[u] = *reinterpret_cast<const float4*>(row + i0 + u * kStride);
+#pragma unroll
+      for (int u = 0; u < kArgmaxUnroll; ++u) {
+        const int64_t i = i0 + u * kStride;
+        if (i < end)
+          best = max(best, max(max(argmax_key(v[u].x, i), argmax_key(v[u].y, i + 1)),
+                               max(argmax_key(v[u].z, i + 2), argmax_key(v[u].w, i + 3))));
+      }
     }
-    __syncthreads();
+  } else {
+    for (int64_t i = begin + threadIdx.x; i < end; i += kArgmaxThreads) best = max(best, argmax_key(row[i], i));
   }
-  if (threadIdx.x == 0) ids[blockIdx.x] = static_cast<int32_t>(indices[0]);
+  __shared__ uint64_t warp_best[kArgmaxThreads / 32];
+  __shared__ uint64_t block_best;
+  best = warp_max_u64(best);
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    best = warp_max_u64(threadIdx.x < kArgmaxThreads / 32 ? warp_best[threadIdx.x] : 0);
+    if (threadIdx.x == 0) block_best = best;
+  }
+  cluster.sync();  // every CTA's block_best is written
+  if (rank == 0 && threadIdx.x < 32) {
+    best = warp_max_u64(threadIdx.x < kArgmaxBlocks ? *cluster.map_shared_rank(&block_best, threadIdx.x) : 0);
+    if (threadIdx.x == 0) ids[blockIdx.y] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(best));
+  }
+  cluster.sync();  // rank 0 is done reading the others' shared memory before they exit
 }
 
 void check_cuda(const Tensor& t, DType dtype, const char* what) {
@@ -233,7 +280,11 @@ void argmax(const Tensor& logits, Tensor& ids, cudaStream_t stream) {
   check_cuda(logits, DType::kF32, "argmax logits");
   check_cuda(ids, DType::kI32, "argmax ids");
   if (logits.size(0) == 0) return;
-  argmax_kernel<<<logits.size(0), kThreads, 0, stream>>>(logits.f32(), logits.size(1), ids.ptr<int32_t>());
+  NW_CHECK(logits.size(1) > 0 && logits.size(1) <= INT32_MAX && logits.size(0) <= 65535, "argmax: logits",
+           logits.shape_string(), " out of range (rows <= 65535, 0 < vocab <= INT32_MAX)");
+  const bool vectorized = logits.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data) % 16 == 0;
+  argmax_kernel<<<dim3(kArgmaxBlocks, logits.size(0)), kArgmaxThreads, 0, stream>>>(logits.f32(), logits.size(1),
+                                                                                     vectorized, ids.ptr<int32_t>());
   NW_CUDA_CHECK_LAUNCH();
 }
 

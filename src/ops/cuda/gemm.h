@@ -79,7 +79,8 @@ class GemmRunner {
   void linear_bf16(const Tensor& x, const Tensor& w, Tensor& y, cudaStream_t stream, bool accumulate = false);
 
   // y[b] = x[b] op(w[b]) (+ y[b] when accumulate), BF16: op(w) = w^T when w_transposed (w[b] is [N, K]), else
-  // w ([K, N]). Strides must be multiples of 8 elements and data 16-byte aligned.
+  // w ([K, N]). Strides must be multiples of 8 elements and data 16-byte aligned. Up to kBf16SmallMMaxRows
+  // rows with w transposed run the own weight-streaming kernel (gemm_kernels.h), cuBLASLt the rest.
   void bmm_bf16(const MatrixBatch& x, const MatrixBatch& w, bool w_transposed, const MatrixBatch& y,
                 cudaStream_t stream, bool accumulate = false);
 

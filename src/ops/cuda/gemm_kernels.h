@@ -1,4 +1,5 @@
-// Launchers of the GEMM family's own kernels (FP8 activation quantization, small-M FP8 GEMM), for gemm_runner.cpp.
+// Launchers of the GEMM family's own kernels (FP8 activation quantization, small-M FP8 and BF16 GEMMs), for
+// gemm_runner.cpp.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,6 +37,24 @@ struct Fp8SmallMArgs {
   int64_t y_row = 0, y_batch = 0;
   int64_t batch = 1, m = 0, n = 0, k = 0;
 };
+
+// y[b] (BF16) = x[b] w[b]^T (+ y[b] when accumulate) for at most kBf16SmallMMaxRows rows, BF16 in, FP32
+// accumulation; element strides. Decode's products: a GEMV streaming the weight, faster than cuBLASLt there.
+inline constexpr int64_t kBf16SmallMMaxRows = 4;
+struct Bf16SmallMArgs {
+  const void* x = nullptr;  // x[b][m][c] at b * x_batch + m * x_row + c
+  int64_t x_row = 0, x_batch = 0;
+  const void* w = nullptr;  // w[b][n][c] at b * w_batch + n * w_row + c
+  int64_t w_row = 0, w_batch = 0;
+  void* y = nullptr;  // y[b][m][n] at b * y_batch + m * y_row + n
+  int64_t y_row = 0, y_batch = 0;
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  bool accumulate = false;
+};
+// Whether the kernel takes these sizes: m <= kBf16SmallMMaxRows, k and the x / w strides multiples of 8, x and w
+// 16-byte aligned.
+bool bf16_small_m_fits(const Bf16SmallMArgs& args);
+void launch_bf16_small_m(const Bf16SmallMArgs& args, cudaStream_t stream);
 
 // Split-K scratch of the small-M kernel: FP32 partial tiles and one arrival counter per output tile. The counters
 // start at zero (cudaMemset once) and each reducing CTA puts its counter back to zero, so no per-call reset.

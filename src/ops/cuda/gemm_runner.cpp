@@ -207,6 +207,12 @@ void GemmRunner::bmm_bf16(const MatrixBatch& x, const MatrixBatch& w, bool w_tra
            "bmm_bf16: x [", x.batch, ", ", x.rows, ", ", x.cols, "] w [", w.batch, ", ", w.rows, ", ", w.cols,
            "] y [", y.batch, ", ", y.rows, ", ", y.cols, "] (BF16) do not agree");
   if (x.rows == 0 || n == 0) return;
+  const Bf16SmallMArgs small{x.data, x.row_stride, x.batch_stride, w.data, w.row_stride, w.batch_stride, y.data,
+                             y.row_stride, y.batch_stride, x.batch, x.rows, n, k, accumulate};
+  if (w_transposed && bf16_small_m_fits(small)) {
+    launch_bf16_small_m(small, stream);
+    return;
+  }
   const PlanKey key{false, w_transposed, x.batch, x.rows, n, k, x.row_stride, w.row_stride, y.row_stride,
                     x.batch_stride, w.batch_stride, y.batch_stride};
   const Plan& plan = state_->plan_for(key);

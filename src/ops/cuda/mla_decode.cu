@@ -3,11 +3,13 @@
 //
 // Work split (after FlashMLA): a sequence's q_len * heads query rows are contiguous in q and form row blocks
 // of 16, 32 or 64 (grid.x). The batch's keys, in tiles of 64, are laid end to end sequence after sequence and
-// cut into grid.y equal ranges ("parts"), so every CTA gets the same number of tiles whatever the lengths. The
-// cut is made inside the kernel from seq_lens; the grid depends only on batch, heads and the SM count, so the
-// launch can be captured in a CUDA graph and replayed with other lengths. A part holding a whole sequence
-// writes `out` directly; otherwise it writes FP32 partial rows with their log-sum-exp and mla_combine_kernel
-// merges them.
+// cut into equal ranges ("parts"), so every CTA gets the same number of tiles whatever the lengths. The cut is
+// made inside the kernel from seq_lens; the grid depends only on batch, heads and the SM count, so the launch
+// can be captured in a CUDA graph and replayed with other lengths. grid.y is the most parts there can be; when
+// the batch has fewer tiles than that, one part per tile works and the rest exit, so that a short batch
+// (decode at batch 1) leaves the combine no parts that hold nothing. A part holding a whole sequence writes
+// `out` directly; otherwise it writes FP32 partial rows with their log-sum-exp and mla_combine_kernel merges
+// them: one warp per (row, 128 output columns), the partial rows of several parts in flight per lane.
 //
 // Inside a CTA (8 warps), each 64-key tile is copied once (cp.async, two stages) and shared by all its rows.
 // S = Q K^T: warps split the rows in 16-row slices and the keys in kGroups groups. Softmax: online, FP32, the
@@ -65,6 +67,23 @@ Plan make_plan(const MlaDecodeParams& p, int num_sms) {
 
 __device__ __forceinline__ int tiles_of(int seq_len) { return seq_len > 0 ? (seq_len + kBlockN - 1) / kBlockN : 0; }
 
+// Parts that get tiles: at most one per tile, so that none is empty.
+__device__ __forceinline__ int working_parts(int parts, int64_t total_tiles) {
+  return static_cast<int>(min(static_cast<int64_t>(parts), total_tiles));
+}
+
+// Tiles of the whole batch and of the sequences ahead of `seq`, summed by one warp (every lane gets both).
+__device__ void warp_tile_counts(const int32_t* seq_lens, int batch, int seq, int64_t& total, int64_t& before) {
+  const int lane = threadIdx.x % 32;
+  total = before = 0;
+  for (int base = 0; base < batch; base += 32) {
+    const int b = base + lane;
+    const int tiles = b < batch ? tiles_of(seq_lens[b]) : 0;
+    total += __reduce_add_sync(0xffffffffu, tiles);
+    before += __reduce_add_sync(0xffffffffu, b < seq ? tiles : 0);
+  }
+}
+
 // Walks the sequences in batch order, tracking the one that holds a given tile of the concatenated key tiles.
 struct SeqCursor {
   int seq;
@@ -85,13 +104,13 @@ struct SeqCursor {
 // unset when the range is empty).
 __device__ void schedule_part(const DecodeArgs& a, int part, int64_t& begin, int64_t& end, SeqCursor& cursor) {
   const int lane = threadIdx.x % 32;
-  int64_t total = 0;
-  for (int base = 0; base < a.batch; base += 32) {
-    const int b = base + lane;
-    total += __reduce_add_sync(0xffffffffu, b < a.batch ? tiles_of(a.seq_lens[b]) : 0);
-  }
-  begin = part * total / a.parts;
-  end = (part + 1) * total / a.parts;
+  int64_t total, unused;
+  warp_tile_counts(a.seq_lens, a.batch, 0, total, unused);
+  const int parts = working_parts(a.parts, total);
+  begin = end = 0;
+  if (part >= parts) return;
+  begin = part * total / parts;
+  end = (part + 1) * total / parts;
   int64_t before = 0;  // tiles of the sequences ahead of this group of 32
   for (int base = 0; base < a.batch; base += 32) {
     const int b = base + lane;
@@ -357,76 +376,64 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
   }
 }
 
-// Sum over the CTA of a per-thread value; every thread gets it.
-__device__ int64_t block_sum(int64_t v) {
-  __shared__ int64_t warp_sums[kWarps];
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  __syncthreads();  // a previous call's readers are done with warp_sums
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
-  __syncthreads();
-  int64_t total = 0;
-  for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
-  return total;
-}
+constexpr int kCombineWarps = kLatent / 128;  // one warp per 128 output columns of a row: a float4 per lane
+constexpr int kCombineBatch = 8;               // parts whose partial rows one lane has in flight at once
 
-// One CTA per sequence: merges the partial rows of the parts that shared its tiles, weighted by their
-// log-sum-exp. A sequence one part held whole was written by that part; one with no key gets zeros.
-__global__ void __launch_bounds__(kThreads) mla_combine_kernel(const DecodeArgs a) {
-  const int seq = blockIdx.x;
-  int64_t total = 0, before = 0;  // tiles of the batch, and of the sequences ahead of this one
-  for (int b = threadIdx.x; b < a.batch; b += kThreads) {
-    const int tiles = tiles_of(a.seq_lens[b]);
-    total += tiles;
-    before += b < seq ? tiles : 0;
-  }
-  total = block_sum(total);
-  before = block_sum(before);
+// Block (row, sequence): merges the partial rows of the parts that shared the sequence's tiles, weighted by their
+// log-sum-exp. A sequence one part held whole was written by that part; one with no key, or a row that saw no
+// visible key, gets zeros.
+__global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(const DecodeArgs a) {
+  const int row = blockIdx.x, seq = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int64_t total, before;
+  warp_tile_counts(a.seq_lens, a.batch, seq, total, before);
   const int tiles = tiles_of(a.seq_lens[seq]);
+  const int parts = working_parts(a.parts, total);
   // Parts c whose range [c * total / parts, (c + 1) * total / parts) meets [before, before + tiles).
   int first = 0, last = -1;
   if (tiles > 0) {
-    first = static_cast<int>(ceil_div((before + 1) * a.parts, total)) - 1;
-    last = static_cast<int>(ceil_div((before + tiles) * a.parts, total)) - 1;
+    first = static_cast<int>(ceil_div((before + 1) * parts, total)) - 1;
+    last = static_cast<int>(ceil_div((before + tiles) * parts, total)) - 1;
     if (first == last) return;
   }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int row = warp; row < a.rows; row += kWarps) {
-    const int m_block = row / a.block_rows;
-    const int64_t slot_row0 =
-        (static_cast<int64_t>(seq) * a.m_blocks + m_block) * a.block_rows + row % a.block_rows;
-    const int64_t slot_stride = static_cast<int64_t>(a.m_blocks) * a.block_rows;  // next part, same row
-    // Parts whose range is empty (fewer tiles than parts) sit between first and last but wrote nothing.
-    auto empty_part = [&](int c) { return c * total / a.parts == (c + 1) * total / a.parts; };
-    float max_lse = -INFINITY;
-    for (int c = first; c <= last; ++c)
-      if (!empty_part(c)) max_lse = fmaxf(max_lse, a.partial_lse[slot_row0 + c * slot_stride]);
-    float4 acc[kLatent / 128] = {};
-    float weight_sum = 0.0f;
-    if (max_lse != -INFINITY) {
-      for (int c = first; c <= last; ++c) {
-        if (empty_part(c)) continue;
-        const float w = exp2f(a.partial_lse[slot_row0 + c * slot_stride] - max_lse);
-        weight_sum += w;
-        const float4* src = reinterpret_cast<const float4*>(a.partial_out + (slot_row0 + c * slot_stride) * kLatent);
+  const int m_block = row / a.block_rows;
+  const int64_t slot_row0 = (static_cast<int64_t>(seq) * a.m_blocks + m_block) * a.block_rows + row % a.block_rows;
+  const int64_t slot_stride = static_cast<int64_t>(a.m_blocks) * a.block_rows;  // next part, same row
+  const float* lse = a.partial_lse + slot_row0;
+  float max_lse = -INFINITY;
+  for (int c = first + lane; c <= last; c += 32) max_lse = fmaxf(max_lse, lse[c * slot_stride]);
+  max_lse = warp_max(max_lse);
+
+  const int col = warp * 128 + 4 * lane;
+  const float* src = a.partial_out + slot_row0 * kLatent + col;
+  float4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
+  float weight_sum = 0.0f;
+  if (max_lse != -INFINITY) {
+    for (int c0 = first; c0 <= last; c0 += 32) {
+      const int n = min(32, last - c0 + 1);
+      const float w_lane = lane < n ? exp2f(lse[(c0 + lane) * slot_stride] - max_lse) : 0.0f;
+      weight_sum += warp_sum(w_lane);
+      for (int j = 0; j < n; j += kCombineBatch) {
+        float4 x[kCombineBatch];
 #pragma unroll
-        for (int v = 0; v < kLatent / 128; ++v) {
-          const float4 x = src[lane + 32 * v];
-          acc[v].x += w * x.x, acc[v].y += w * x.y, acc[v].z += w * x.z, acc[v].w += w * x.w;
+        for (int u = 0; u < kCombineBatch; ++u)
+          x[u] = j + u < n ? *reinterpret_cast<const float4*>(src + (c0 + j + u) * slot_stride * kLatent)
+                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int u = 0; u < kCombineBatch; ++u) {
+          const float w = __shfl_sync(0xffffffffu, w_lane, j + u);
+          acc.x += w * x[u].x, acc.y += w * x[u].y, acc.z += w * x[u].z, acc.w += w * x[u].w;
         }
       }
     }
-    const float inv = weight_sum > 0.0f ? 1.0f / weight_sum : 0.0f;
-    bf16* dst = a.out + (static_cast<int64_t>(seq) * a.rows + row) * kLatent;
-#pragma unroll
-    for (int v = 0; v < kLatent / 128; ++v) {
-      const __nv_bfloat162 lo = __floats2bfloat162_rn(acc[v].x * inv, acc[v].y * inv);
-      const __nv_bfloat162 hi = __floats2bfloat162_rn(acc[v].z * inv, acc[v].w * inv);
-      uint2 packed;
-      packed.x = *reinterpret_cast<const uint32_t*>(&lo);
-      packed.y = *reinterpret_cast<const uint32_t*>(&hi);
-      *reinterpret_cast<uint2*>(dst + 4 * (lane + 32 * v)) = packed;
-    }
   }
+  const float inv = weight_sum > 0.0f ? 1.0f / weight_sum : 0.0f;
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+  const __nv_bfloat162 hi = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+  uint2 packed;
+  packed.x = *reinterpret_cast<const uint32_t*>(&lo);
+  packed.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(a.out + (static_cast<int64_t>(seq) * a.rows + row) * kLatent + col) = packed;
 }
 
 template <int kMTiles>
@@ -471,6 +478,7 @@ void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, 
            page_table.shape_string(), " seq_lens", seq_lens.shape_string(), " out", out.shape_string(),
            " do not agree with heads ", p.heads, ", q_len ", p.q_len, ", page_size ", p.page_size,
            " (BF16 q/cache/out, I32 page_table/seq_lens)");
+  NW_CHECK(batch <= 65535, "mla_decode: batch ", batch, " over 65535 (the combine's grid.y)");
   const int sms = current_device_sms();
   const size_t needed = mla_decode_workspace_bytes(batch, p, sms);
   NW_CHECK(workspace_bytes >= needed, "mla_decode: workspace of ", workspace_bytes, " bytes, needs ", needed);
@@ -503,7 +511,8 @@ void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, 
     case 32: launch_decode<2>(a, stream); break;
     default: launch_decode<4>(a, stream); break;
   }
-  mla_combine_kernel<<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(a);
+  mla_combine_kernel<<<dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(batch)), kCombineWarps * 32, 0,
+                       stream>>>(a);
   NW_CUDA_CHECK_LAUNCH();
 }
 
