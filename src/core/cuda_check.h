@@ -12,6 +12,3 @@
       throw ::narwhal::Error(::narwhal::cat(#expr, " failed: ", cudaGetErrorString(nw_status_), " (", __FILE__, \
                                             ":", __LINE__, ")"));                                             \
   } while (0)
-
-// After a kernel launch: reports launch-configuration errors at the launch site.
-#define NW_CUDA_CHECK_LAUNCH() NW_CUDA_CHECK(cudaGetLastError())

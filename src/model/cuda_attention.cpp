@@ -39,17 +39,19 @@ void CudaModel::attention(const CudaLayerWeights& lw, const CudaStep& step, cons
   } else {
     linear(x, w.q_proj, q, stream);
   }
-  // kv_a's output is [compressed kv | k_pe]: normalise the first part; the rope kernel rotates k_pe and q_pe
-  // and stores each token's latent in its cache slot.
+  // kv_a's output is [compressed kv | k_pe]: one kernel normalises the first part, rotates k_pe and q_pe, and
+  // stores each token's latent in its cache slot. The absorbed form takes q_pe straight into the tail of its
+  // kv_lora + rope wide query; the decompressed form rotates q in place.
   Tensor latent = buffer(kLatent, DType::kBF16, {t, width});
   linear(x, w.kv_a_proj, latent, stream);
-  ops::cuda::rms_norm_rows(latent.data, t, kv_lora, width, w.kv_a_norm, eps, stream);
   Tensor q3 = q.reshape({t, heads, qk});
+  Tensor q_abs = step.absorbed ? buffer(kQAbsorbed, DType::kBF16, {t, heads, width}) : Tensor();
   Tensor cache_pages = cache;
-  ops::cuda::rope_and_store_latents(q3, config_.qk_nope_head_dim, latent, step.positions, step.slots, rope_,
-                                    cache_pages, stream);
+  const int64_t nope = config_.qk_nope_head_dim;
+  ops::cuda::mla_rope_and_store(q3, nope, latent, w.kv_a_norm, eps, step.positions, step.slots, rope_, cache_pages,
+                                step.absorbed ? q_abs : q3, step.absorbed ? kv_lora : nope, stream);
   Tensor out = buffer(kAttnOut, DType::kBF16, {t, heads, config_.v_head_dim});
-  if (step.absorbed) attend_absorbed(w, step, cache, q3, out, stream);
+  if (step.absorbed) attend_absorbed(w, step, cache, q3, q_abs, out, stream);
   else attend_decompressed(w, step, cache, q3, out, stream);
   Tensor delta = buffer(kDelta, DType::kBF16, {t, config_.hidden_size});
   linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj, delta, stream);
@@ -61,20 +63,19 @@ Tensor CudaModel::gather_keys(const CudaStep& step, const Tensor& cache, cudaStr
   return gathered;
 }
 
-// q_latent = q_nope W_UK per head, attention over the 576-wide latents (MQA), then W_UV maps the 512-wide result.
+// q_abs[:, :, :kv_lora] = q_nope W_UK per head (its rope tail is already there), attention over the 576-wide
+// latents (MQA), then W_UV maps the 512-wide result.
 void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,
-                                const Tensor& q, Tensor& out, cudaStream_t stream) {
+                                const Tensor& q, Tensor& q_abs, Tensor& out, cudaStream_t stream) {
   const int64_t t = step.num_tokens, heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
   const int64_t rope = config_.qk_rope_head_dim, kv_lora = config_.kv_lora_rank, width = kv_lora + rope;
   const int64_t v = config_.v_head_dim;
-  Tensor q_abs = buffer(kQAbsorbed, DType::kBF16, {t, heads, width});
   const ops::cuda::MatrixBatch q_nope = ops::cuda::head_slices(q, 0, nope);
   if (w.kv_b_fp8)
     gemm_.bmm_fp8(q_nope, w.kv_b_fp8->w_uk_t, ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
   else
     gemm_.bmm_bf16(q_nope, ops::cuda::row_groups(w.kv_b_bf16, heads, 0, nope), false,
                    ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
-  copy_columns(at(q_abs, kv_lora), width, at(q, nope), q.size(2), rope, t * heads, stream);
 
   Tensor latent_out = buffer(kAttnLatent, DType::kBF16, {t, heads, kv_lora});
   const float scale = static_cast<float>(config_.softmax_scale());

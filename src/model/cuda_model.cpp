@@ -129,14 +129,15 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, Tensor& out, cudaS
   Tensor ids = buffer(kTopkIds, DType::kI32, {t, k});
   Tensor weights = buffer(kTopkWeights, DType::kF32, {t, k});
   ops::cuda::router_logits_f32(x, w.router, logits, stream);
-  ops::cuda::moe_route(logits, w.correction_bias, router_, ids, weights, stream);
   const ops::cuda::MoeExpertWeights& e = w.experts;
   if (fast_moe_) {
     const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, static_cast<int>(k), e);
     Tensor ws = buffer(kMoeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
-    ops::cuda::moe_experts(x, ids, weights, e, out, ws.data, ws.nbytes(), stream);
+    ops::cuda::moe_route_experts(x, logits, w.correction_bias, router_, ids, weights, e, out, ws.data, ws.nbytes(),
+                                 stream);
     return;
   }
+  ops::cuda::moe_route(logits, w.correction_bias, router_, ids, weights, stream);
   // Portable path: every expert over every token, then each token sums the ones it chose.
   NW_CHECK(e.gate_up.dtype == DType::kBF16, "CudaModel: the portable MoE path runs BF16 experts only");
   const int64_t experts = e.gate_up.size(0), inter = e.down.size(2), hidden = config_.hidden_size;

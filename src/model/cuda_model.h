@@ -65,7 +65,7 @@ class CudaModel {
   void linear(const Tensor& x, const CudaLinear& w, Tensor& y, cudaStream_t stream);
   void attention(const CudaLayerWeights& w, const CudaStep& step, const Tensor& cache, cudaStream_t stream);
   void attend_absorbed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache, const Tensor& q,
-                       Tensor& out, cudaStream_t stream);
+                       Tensor& q_abs, Tensor& out, cudaStream_t stream);
   void attend_decompressed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,
                            const Tensor& q, Tensor& out, cudaStream_t stream);
   Tensor gather_keys(const CudaStep& step, const Tensor& cache, cudaStream_t stream);

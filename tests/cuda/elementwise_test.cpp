@@ -63,6 +63,11 @@ TEST(CudaElementwise, EmbeddingThenAddRmsNorm) {
     ops::rms_norm(ref_residual, weight.host, 1e-6f, ref_out);
     expect_close(residual, ref_residual, 1e-6, "residual += delta");
     expect_close(out, ref_out, kBf16Tolerance, "add_rms_norm hidden " + std::to_string(hidden));
+    // Without a delta (the first layer): the residual stays, the norm is of it alone.
+    Tensor out2 = poisoned(DType::kBF16, {tokens, hidden});
+    ops::cuda::add_rms_norm(residual, Tensor(), weight.device, 1e-6f, out2, nullptr);
+    expect_close(residual, ref_residual, 1e-6, "residual without delta");
+    expect_close(out2, ref_out, kBf16Tolerance, "rms_norm without delta, hidden " + std::to_string(hidden));
   }
 }
 
@@ -76,35 +81,54 @@ TEST(CudaElementwise, RmsNormOnStridedRows) {
   expect_close(x.device, x.host, kBf16Tolerance, "strided rms_norm (the rope tail must stay untouched)");
 }
 
-TEST(CudaElementwise, RopeAndLatentStoreMatchReference) {
+// The fused MLA step op: kv_a norm + RoPE + cache store, q_pe rotated in place or into the absorbed query's tail.
+TEST(CudaElementwise, MlaRopeAndLatentStoreMatchReference) {
   NW_REQUIRE_GPU();
   for (bool interleave : {true, false}) {
-    const int64_t tokens = 21, heads = 3, nope = 128, rope = 64, kv_lora = 512, page = 16, pages = 8;
-    auto q = random_bf16({tokens, heads, nope + rope}, 6);
-    auto kv = random_bf16({tokens, kv_lora + rope}, 7);
-    std::vector<int32_t> positions(tokens);
-    std::vector<float> inv(rope / 2);
-    for (int64_t i = 0; i < rope / 2; ++i) inv[i] = std::pow(10000.0f, -2.0f * i / rope);
-    ops::RopeParams params{inv, 1.3f, interleave};
-    ops::cuda::RopeTable table{Tensor::from_floats(inv, {rope / 2}).to(Device::kCUDA), 1.3f, interleave};
-    Tensor slots = Tensor::zeros(DType::kI64, {tokens});
-    for (int64_t t = 0; t < tokens; ++t) {
-      positions[t] = static_cast<int32_t>(3000 + 7 * t);               // large angles, as late in a long context
-      slots.ptr<int64_t>()[t] = t == 5 ? -1 : (pages * page - 1 - 3 * t);  // scattered; token 5 not stored
-    }
-    Tensor cache = poisoned(DType::kBF16, {pages, page, kv_lora + rope});
-    Tensor device_slots = slots.to(Device::kCUDA);
-    ops::cuda::rope_and_store_latents(q.device, nope, kv.device, device_ints(positions), device_slots, table, cache,
-                                      nullptr);
-    ops::apply_rope(q.host.f32() + nope, tokens, heads, heads * (nope + rope), nope + rope, positions.data(), params);
-    ops::apply_rope(kv.host.f32() + kv_lora, tokens, 1, kv_lora + rope, 0, positions.data(), params);
-    expect_close(q.device, q.host, kBf16Tolerance, "rope on q");
-    Tensor stored = to_host_f32(cache);
-    for (int64_t t = 0; t < tokens; ++t) {
-      if (t == 5) continue;
-      testing::ErrorStats e = testing::compare(stored.f32() + slots.ptr<int64_t>()[t] * (kv_lora + rope),
-                                               kv.host.f32() + t * (kv_lora + rope), kv_lora + rope);
-      EXPECT_LE(e.rel, kBf16Tolerance) << "latent of token " << t << " interleave " << interleave;
+    for (bool into_absorbed : {false, true}) {
+      const int64_t tokens = 21, heads = 3, nope = 128, rope = 64, kv_lora = 512, page = 16, pages = 8;
+      auto q = random_bf16({tokens, heads, nope + rope}, 6);
+      auto kv = random_bf16({tokens, kv_lora + rope}, 7, 3.0f);
+      auto norm = random_bf16({kv_lora}, 8);
+      std::vector<int32_t> positions(tokens);
+      std::vector<float> inv(rope / 2);
+      for (int64_t i = 0; i < rope / 2; ++i) inv[i] = std::pow(10000.0f, -2.0f * i / rope);
+      ops::RopeParams params{inv, 1.3f, interleave};
+      ops::cuda::RopeTable table{Tensor::from_floats(inv, {rope / 2}).to(Device::kCUDA), 1.3f, interleave};
+      Tensor slots = Tensor::zeros(DType::kI64, {tokens});
+      for (int64_t t = 0; t < tokens; ++t) {
+        positions[t] = static_cast<int32_t>(3000 + 7 * t);                   // large angles, late in a context
+        slots.ptr<int64_t>()[t] = t == 5 ? -1 : (pages * page - 1 - 3 * t);  // scattered; token 5 not stored
+      }
+      Tensor cache = poisoned(DType::kBF16, {pages, page, kv_lora + rope});
+      // The absorbed query: [T, H, kv_lora + rope], q_pe lands in its last `rope` columns.
+      Tensor q_abs = poisoned(DType::kBF16, {tokens, heads, kv_lora + rope});
+      Tensor& q_pe_out = into_absorbed ? q_abs : q.device;
+      ops::cuda::mla_rope_and_store(q.device, nope, kv.device, norm.device, 1e-6f, device_ints(positions),
+                                    slots.to(Device::kCUDA), table, cache, q_pe_out, into_absorbed ? kv_lora : nope,
+                                    nullptr);
+      ops::apply_rope(q.host.f32() + nope, tokens, heads, heads * (nope + rope), nope + rope, positions.data(),
+                      params);
+      ops::rms_norm_strided(kv.host.f32(), tokens, kv_lora, kv_lora + rope, norm.host.f32(), 1e-6f);
+      ops::apply_rope(kv.host.f32() + kv_lora, tokens, 1, kv_lora + rope, 0, positions.data(), params);
+      const std::string what = std::string(interleave ? "interleaved" : "neox") + (into_absorbed ? ", absorbed" : "");
+      if (into_absorbed) {
+        Tensor got = to_host_f32(q_abs);
+        for (int64_t r = 0; r < tokens * heads; ++r) {
+          testing::ErrorStats e = testing::compare(got.f32() + r * (kv_lora + rope) + kv_lora,
+                                                   q.host.f32() + r * (nope + rope) + nope, rope);
+          EXPECT_LE(e.rel, kBf16Tolerance) << "q_pe of row " << r << " " << what;
+        }
+      } else {
+        expect_close(q.device, q.host, kBf16Tolerance, "rope on q " + what);
+      }
+      Tensor stored = to_host_f32(cache);
+      for (int64_t t = 0; t < tokens; ++t) {
+        if (t == 5) continue;
+        testing::ErrorStats e = testing::compare(stored.f32() + slots.ptr<int64_t>()[t] * (kv_lora + rope),
+                                                 kv.host.f32() + t * (kv_lora + rope), kv_lora + rope);
+        EXPECT_LE(e.rel, kBf16Tolerance) << "latent of token " << t << " " << what;
+      }
     }
   }
 }

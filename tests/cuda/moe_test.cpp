@@ -180,5 +180,45 @@ TEST(CudaMoeExperts, Fp8V3ShapesWithSharedExpert) {
   for (int64_t tokens : {1, 19, 200}) check_experts(c, w, tokens, 310 + tokens);
 }
 
+// moe_route_experts routes inside the align kernel up to 32 tokens: its ids, weights and output must be the
+// bits of moe_route followed by moe_experts, for every gating method (33 tokens takes the two-kernel path).
+TEST(CudaMoeExperts, FusedRoutingEqualsRouteThenExperts) {
+  NW_REQUIRE_GPU();
+  const std::vector<ops::RouterParams> routers = {
+      {64, 6, 1, 1, MoeScoring::kSoftmax, MoeSelection::kGreedy, false, 1.0f},
+      {160, 6, 8, 3, MoeScoring::kSoftmax, MoeSelection::kGroupLimitedGreedy, false, 16.0f},
+      {256, 8, 8, 4, MoeScoring::kSigmoid, MoeSelection::kNoauxTc, true, 2.5f}};
+  for (const ops::RouterParams& p : routers) {
+    const ExpertsCase c{128, 64, p.num_experts, 1, p.top_k, false};
+    const StackedWeights w = make_weights(c, 400 + p.num_experts);
+    const Tensor bias = tied_values({p.num_experts}, 7, 0.5f, 0.25f).to(Device::kCUDA);
+    const Tensor used_bias = p.selection == MoeSelection::kNoauxTc ? bias : Tensor();
+    for (int64_t tokens : {1, 7, 32, 33}) {
+      const std::string what = std::to_string(p.num_experts) + " experts, " + std::to_string(tokens) + " tokens";
+      const Tensor logits = tied_values({tokens, p.num_experts}, 500 + tokens, 2.0f, 0.5f).to(Device::kCUDA);
+      auto x = random_bf16({tokens, c.hidden}, 600 + tokens);
+      const size_t bytes = ops::cuda::moe_experts_workspace_bytes(tokens, c.top_k, w.device);
+      Tensor workspace = testing::poisoned(DType::kF32, {static_cast<int64_t>(bytes / 4) + 1});
+      Tensor ids[2], weights[2], out[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        ids[fused] = testing::poisoned(DType::kI32, {tokens, p.top_k});
+        weights[fused] = testing::poisoned(DType::kF32, {tokens, p.top_k});
+        out[fused] = testing::poisoned(DType::kBF16, {tokens, c.hidden});
+        if (fused) {
+          ops::cuda::moe_route_experts(x.device, logits, used_bias, p, ids[1], weights[1], w.device, out[1],
+                                       workspace.data, bytes, nullptr);
+        } else {
+          ops::cuda::moe_route(logits, used_bias, p, ids[0], weights[0], nullptr);
+          ops::cuda::moe_experts(x.device, ids[0], weights[0], w.device, out[0], workspace.data, bytes, nullptr);
+        }
+      }
+      for (Tensor* pair : {ids, weights, out}) {
+        const Tensor a = pair[0].to(Device::kCPU), b = pair[1].to(Device::kCPU);
+        EXPECT_TRUE(std::equal(a.ptr<uint8_t>(), a.ptr<uint8_t>() + a.nbytes(), b.ptr<uint8_t>())) << what;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace narwhal

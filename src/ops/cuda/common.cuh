@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <utility>
 
 #include "core/cuda_check.h"
 #include "core/tensor.h"
@@ -25,6 +27,40 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
+}
+
+// Programmatic dependent launch (sm_90). Every kernel here is launched with launch(), which lets its CTAs start
+// while the kernel before it on the stream drains (in CUDA graphs too), so launch latency and the first weight
+// loads overlap the previous kernel's tail. The price: a kernel must call grid_dependency_wait() before it reads
+// anything an earlier kernel wrote or writes anything at all; only reads of weights may come before it.
+__device__ __forceinline__ void grid_dependency_wait() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  // Past the wait the previous kernel is complete, so the next one may start launching: at most two overlap.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
+// NARWHAL_DISABLE_PDL=1 launches every kernel plainly (for A/B measurements of the overlap).
+inline bool pdl_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NARWHAL_DISABLE_PDL");
+    return !(v && v[0] == '1');
+  }();
+  return enabled;
+}
+
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  NW_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
 template <typename T>

@@ -1,4 +1,4 @@
-// Memory-bound GPU ops: one CTA per row (a cluster of CTAs for argmax), FP32 math.
+// Memory-bound GPU ops: one CTA per row (several for SiLU-and-mul, a cluster for argmax), FP32 math.
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/elementwise.h"
 
@@ -32,27 +32,79 @@ __device__ float block_sum(float v) {
 }
 
 __global__ void embedding_kernel(const int32_t* ids, const bf16* table, float* out, int64_t hidden) {
+  grid_dependency_wait();
   const bf16* row = table + static_cast<int64_t>(ids[blockIdx.x]) * hidden;
   float* dst = out + blockIdx.x * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = __bfloat162float(row[i]);
 }
 
-__global__ void add_rms_norm_kernel(float* residual, const bf16* delta, const bf16* weight, float eps, bf16* out,
-                                    int64_t hidden) {
-  float* r = residual + blockIdx.x * hidden;
-  const bf16* d = delta ? delta + blockIdx.x * hidden : nullptr;
+// add_rms_norm over 8-element chunks, at most kNormChunks per thread, held in registers between the two passes.
+constexpr int kNormChunks = 4;
+constexpr int kNormMaxThreads = 1024;
+
+__device__ __forceinline__ void bf16x8_to_float(const uint4& raw, float (&v)[8]) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(p[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+__global__ void __launch_bounds__(kNormMaxThreads) add_rms_norm_kernel(float* residual, const bf16* delta,
+                                                                         const bf16* weight, float eps, bf16* out,
+                                                                         int hidden) {
+  const int chunks = hidden / 8;
+  uint4 w[kNormChunks];
+  // The norm weight is read before the wait: the previous kernel does not write it.
+#pragma unroll
+  for (int j = 0; j < kNormChunks; ++j) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c < chunks) w[j] = *reinterpret_cast<const uint4*>(weight + 8 * c);
+  }
+  grid_dependency_wait();
+  float4* r = reinterpret_cast<float4*>(residual + static_cast<int64_t>(blockIdx.x) * hidden);
+  const uint4* d_row = delta ? reinterpret_cast<const uint4*>(delta + static_cast<int64_t>(blockIdx.x) * hidden)
+                             : nullptr;
+  float x[kNormChunks][8];
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {
-    float v = r[i] + (d ? __bfloat162float(d[i]) : 0.0f);
-    r[i] = v;
-    sum += v * v;
+#pragma unroll
+  for (int j = 0; j < kNormChunks; ++j) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c >= chunks) break;
+    const float4 lo = r[2 * c], hi = r[2 * c + 1];
+    float d[8] = {};
+    if (d_row) bf16x8_to_float(d_row[c], d);
+    const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      x[j][i] = v[i] + d[i];
+      sum += x[j][i] * x[j][i];
+    }
+    if (d_row) {
+      r[2 * c] = make_float4(x[j][0], x[j][1], x[j][2], x[j][3]);
+      r[2 * c + 1] = make_float4(x[j][4], x[j][5], x[j][6], x[j][7]);
+    }
   }
   const float inv = rsqrtf(block_sum(sum) / static_cast<float>(hidden) + eps);
-  bf16* o = out + blockIdx.x * hidden;
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = __float2bfloat16(__bfloat162float(weight[i]) * (r[i] * inv));
+#pragma unroll
+  for (int j = 0; j < kNormChunks; ++j) {
+    const int c = threadIdx.x + j * blockDim.x;
+    if (c >= chunks) break;
+    float g[8];
+    bf16x8_to_float(w[j], g);
+    uint4 packed;
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      o[i] = __floats2bfloat162_rn(g[2 * i] * (x[j][2 * i] * inv), g[2 * i + 1] * (x[j][2 * i + 1] * inv));
+    *reinterpret_cast<uint4*>(out + static_cast<int64_t>(blockIdx.x) * hidden + 8 * c) = packed;
+  }
 }
 
 __global__ void rms_norm_rows_kernel(bf16* x, int64_t n, int64_t row_stride, const bf16* weight, float eps) {
+  grid_dependency_wait();
   bf16* row = x + blockIdx.x * row_stride;
   float sum = 0.0f;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -64,62 +116,91 @@ __global__ void rms_norm_rows_kernel(bf16* x, int64_t n, int64_t row_stride, con
     row[i] = __float2bfloat16(__bfloat162float(weight[i]) * (__bfloat162float(row[i]) * inv));
 }
 
-// Rotates pair i of a rope vector in place: interleaved (x[2i], x[2i+1]) or NeoX halves (x[i], x[i+half]).
-__device__ __forceinline__ void rotate_pair(bf16* v, int i, int half, bool interleave, float c, float s) {
-  bf16* a = interleave ? v + 2 * i : v + i;
-  bf16* b = interleave ? v + 2 * i + 1 : v + i + half;
-  const float x0 = __bfloat162float(*a), x1 = __bfloat162float(*b);
-  *a = __float2bfloat16(x0 * c - x1 * s);
-  *b = __float2bfloat16(x1 * c + x0 * s);
+// Rotates pair i of a rope vector from `in` to `out` (may be the same): interleaved (x[2i], x[2i+1]) or NeoX
+// halves (x[i], x[i+half]).
+__device__ __forceinline__ void rotate_pair(const bf16* in, bf16* out, int i, int half, bool interleave, float c,
+                                            float s) {
+  const int a = interleave ? 2 * i : i, b = interleave ? 2 * i + 1 : i + half;
+  const float x0 = __bfloat162float(in[a]), x1 = __bfloat162float(in[b]);
+  out[a] = __float2bfloat16(x0 * c - x1 * s);
+  out[b] = __float2bfloat16(x1 * c + x0 * s);
 }
 
-__global__ void rope_store_kernel(bf16* q, int heads, int q_width, int nope, const bf16* kv, int kv_width,
-                                  int kv_lora, const int32_t* positions, const int64_t* slots,
-                                  const float* inv_freq, float scaling, bool interleave, bf16* cache) {
+struct MlaRopeStoreArgs {
+  const bf16* q;  // [T, heads, q_width], rope slice from column nope
+  bf16* q_out;    // rotated q_pe goes to q_out[(t * heads + h) * out_width + out_col ...]
+  int heads, q_width, nope, out_width, out_col, rope_dim;
+  const bf16* kv;  // [T, kv_width]: compressed kv (kv_lora wide), then k_pe
+  const bf16* norm_weight;
+  float eps;
+  int kv_width, kv_lora;
+  const int32_t* positions;
+  const int64_t* slots;
+  const float* inv_freq;
+  float scaling;
+  bool interleave;
+  bf16* cache;
+};
+
+constexpr int kRopeThreads = 256;
+constexpr int kMaxRopeHalf = 128;
+
+__global__ void __launch_bounds__(kRopeThreads) mla_rope_store_kernel(const MlaRopeStoreArgs a) {
+  __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
+  grid_dependency_wait();
   const int64_t t = blockIdx.x;
-  const int half = (q_width - nope) / 2;
-  const float pos = static_cast<float>(positions[t]);
-  // q: every head's rope slice.
-  for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
-    const int h = idx / half, i = idx % half;
-    float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);
-    rotate_pair(q + (t * heads + h) * q_width + nope, i, half, interleave, c * scaling, s * scaling);
-  }
-  const int64_t slot = slots[t];
-  if (slot < 0) return;
-  bf16* dst = cache + slot * kv_width;
-  const bf16* src = kv + t * kv_width;
-  for (int i = threadIdx.x; i < kv_lora; i += blockDim.x) dst[i] = src[i];
-  __syncthreads();
+  const int half = a.rope_dim / 2;
+  const float pos = static_cast<float>(a.positions[t]);
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    // Copy the pair, then rotate it in the cache.
-    const int a = interleave ? 2 * i : i, b = interleave ? 2 * i + 1 : i + half;
-    dst[kv_lora + a] = src[kv_lora + a];
-    dst[kv_lora + b] = src[kv_lora + b];
     float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);
-    rotate_pair(dst + kv_lora, i, half, interleave, c * scaling, s * scaling);
+    sincosf(pos * a.inv_freq[i], &s, &c);
+    cos_s[i] = c * a.scaling;
+    sin_s[i] = s * a.scaling;
   }
+  const bf16* src = a.kv + t * a.kv_width;
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < a.kv_lora; i += blockDim.x) {
+    const float v = __bfloat162float(src[i]);
+    sum += v * v;
+  }
+  const float inv = rsqrtf(block_sum(sum) / static_cast<float>(a.kv_lora) + a.eps);  // syncs: cos_s/sin_s ready
+  for (int idx = threadIdx.x; idx < a.heads * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;
+    rotate_pair(a.q + (t * a.heads + h) * a.q_width + a.nope, a.q_out + (t * a.heads + h) * a.out_width + a.out_col,
+                i, half, a.interleave, cos_s[i], sin_s[i]);
+  }
+  const int64_t slot = a.slots[t];
+  if (slot < 0) return;
+  bf16* dst = a.cache + slot * a.kv_width;
+  for (int i = threadIdx.x; i < a.kv_lora; i += blockDim.x)
+    dst[i] = __float2bfloat16(__bfloat162float(a.norm_weight[i]) * (__bfloat162float(src[i]) * inv));
+  for (int i = threadIdx.x; i < half; i += blockDim.x)
+    rotate_pair(src + a.kv_lora, dst + a.kv_lora, i, half, a.interleave, cos_s[i], sin_s[i]);
 }
+
+constexpr int kSiluCols = 1024;  // columns per CTA: a decode row spreads over several SMs
 
 __global__ void silu_and_mul_kernel(const bf16* gate_up, bf16* out, int64_t inter) {
+  grid_dependency_wait();
   const bf16* g = gate_up + blockIdx.x * 2 * inter;
   const bf16* u = g + inter;
   bf16* o = out + blockIdx.x * inter;
-  for (int64_t i = threadIdx.x; i < inter; i += blockDim.x) {
+  const int64_t end = min(inter, (blockIdx.y + 1) * int64_t{kSiluCols});
+  for (int64_t i = blockIdx.y * int64_t{kSiluCols} + threadIdx.x; i < end; i += blockDim.x) {
     const float x = __bfloat162float(g[i]);
     o[i] = __float2bfloat16(x / (1.0f + __expf(-x)) * __bfloat162float(u[i]));
   }
 }
 
 __global__ void gather_rows_kernel(const bf16* x, const int32_t* rows, bf16* out, int64_t width) {
+  grid_dependency_wait();
   const bf16* src = x + static_cast<int64_t>(rows[blockIdx.x]) * width;
   bf16* dst = out + blockIdx.x * width;
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* x, float* out, int64_t n) {
+  grid_dependency_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __bfloat162float(x[i]);
@@ -147,6 +228,7 @@ __device__ __forceinline__ uint64_t warp_max_u64(uint64_t v) {
 
 __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kArgmaxThreads)
     argmax_kernel(const float* logits, int64_t vocab, bool vectorized, int32_t* ids) {
+  grid_dependency_wait();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const float* row = logits + blockIdx.y * vocab;
@@ -202,9 +284,8 @@ void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t
   check_cuda(table, DType::kBF16, "embedding table");
   check_cuda(out, DType::kF32, "embedding out");
   if (ids.numel() == 0) return;
-  embedding_kernel<<<ids.numel(), kThreads, 0, stream>>>(ids.ptr<int32_t>(), device_ptr<bf16>(table), out.f32(),
-                                                         table.size(1));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(embedding_kernel, ids.numel(), kThreads, 0, stream, ids.ptr<int32_t>(), device_ptr<bf16>(table), out.f32(),
+         table.size(1));
 }
 
 void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps, Tensor& out,
@@ -212,48 +293,72 @@ void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, f
   check_cuda(residual, DType::kF32, "add_rms_norm residual");
   check_cuda(out, DType::kBF16, "add_rms_norm out");
   if (delta.defined()) check_cuda(delta, DType::kBF16, "add_rms_norm delta");
+  const int64_t hidden = residual.size(1), chunks = hidden / 8;
+  const int threads = static_cast<int>(std::min<int64_t>(kNormMaxThreads, ceil_div(chunks, 32) * 32));
+  NW_CHECK(hidden % 8 == 0 && chunks <= int64_t{kNormChunks} * kNormMaxThreads, "add_rms_norm: hidden size ",
+           hidden, " must be a multiple of 8 and at most ", 8 * kNormChunks * kNormMaxThreads);
   if (residual.size(0) == 0) return;
-  add_rms_norm_kernel<<<residual.size(0), kThreads, 0, stream>>>(
-      residual.f32(), delta.defined() ? device_ptr<bf16>(delta) : nullptr, device_ptr<bf16>(weight), eps,
-      device_ptr<bf16>(out), residual.size(1));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(add_rms_norm_kernel, residual.size(0), threads, 0, stream, residual.f32(),
+         delta.defined() ? device_ptr<bf16>(delta) : nullptr, device_ptr<bf16>(weight), eps, device_ptr<bf16>(out),
+         static_cast<int>(hidden));
 }
 
 void rms_norm_rows(void* x, int64_t rows, int64_t n, int64_t row_stride, const Tensor& weight, float eps,
                    cudaStream_t stream) {
   check_cuda(weight, DType::kBF16, "rms_norm weight");
   if (rows == 0) return;
-  rms_norm_rows_kernel<<<rows, kThreads, 0, stream>>>(static_cast<bf16*>(x), n, row_stride, device_ptr<bf16>(weight),
-                                                     eps);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(rms_norm_rows_kernel, rows, kThreads, 0, stream, static_cast<bf16*>(x), n, row_stride,
+         device_ptr<bf16>(weight), eps);
 }
 
-void rope_and_store_latents(Tensor& q, int64_t nope_dim, const Tensor& kv, const Tensor& positions,
-                            const Tensor& slots, const RopeTable& rope, Tensor& cache, cudaStream_t stream) {
+void mla_rope_and_store(const Tensor& q, int64_t nope_dim, const Tensor& kv, const Tensor& kv_norm, float eps,
+                        const Tensor& positions, const Tensor& slots, const RopeTable& rope, Tensor& cache,
+                        Tensor& q_pe_out, int64_t q_pe_col, cudaStream_t stream) {
   check_cuda(q, DType::kBF16, "rope q");
+  check_cuda(q_pe_out, DType::kBF16, "rope q_pe_out");
   check_cuda(kv, DType::kBF16, "rope kv");
+  check_cuda(kv_norm, DType::kBF16, "kv_a norm weight");
   check_cuda(cache, DType::kBF16, "latent cache");
   check_cuda(positions, DType::kI32, "rope positions");
   check_cuda(slots, DType::kI64, "cache slots");
-  const int64_t kv_width = kv.size(1), rope_dim = q.size(2) - nope_dim;
-  NW_CHECK(cache.size(2) == kv_width && rope.inv_freq.numel() * 2 == rope_dim,
-           "rope_and_store_latents: cache width ", cache.size(2), " / rope table do not match kv width ", kv_width);
+  const int64_t kv_width = kv.size(1), rope_dim = q.size(2) - nope_dim, kv_lora = kv_width - rope_dim;
+  NW_CHECK(cache.size(2) == kv_width && rope.inv_freq.numel() * 2 == rope_dim && rope_dim / 2 <= kMaxRopeHalf &&
+               kv_norm.numel() == kv_lora && q_pe_out.ndim() == 3 && q_pe_out.size(0) == q.size(0) &&
+               q_pe_out.size(1) == q.size(1) && q_pe_col + rope_dim <= q_pe_out.size(2),
+           "mla_rope_and_store: q", q.shape_string(), " kv", kv.shape_string(), " cache", cache.shape_string(),
+           " q_pe_out", q_pe_out.shape_string(), " at column ", q_pe_col, " and ", rope.inv_freq.numel(),
+           " rope frequencies do not agree");
   if (q.size(0) == 0) return;
-  rope_store_kernel<<<q.size(0), 128, 0, stream>>>(
-      device_ptr<bf16>(q), static_cast<int>(q.size(1)), static_cast<int>(q.size(2)), static_cast<int>(nope_dim),
-      device_ptr<bf16>(kv), static_cast<int>(kv_width), static_cast<int>(kv_width - rope_dim),
-      positions.ptr<int32_t>(), slots.ptr<int64_t>(), rope.inv_freq.f32(), rope.scaling, rope.interleave,
-      device_ptr<bf16>(cache));
-  NW_CUDA_CHECK_LAUNCH();
+  MlaRopeStoreArgs a{};
+  a.q = device_ptr<bf16>(q);
+  a.q_out = device_ptr<bf16>(q_pe_out);
+  a.heads = static_cast<int>(q.size(1));
+  a.q_width = static_cast<int>(q.size(2));
+  a.nope = static_cast<int>(nope_dim);
+  a.out_width = static_cast<int>(q_pe_out.size(2));
+  a.out_col = static_cast<int>(q_pe_col);
+  a.rope_dim = static_cast<int>(rope_dim);
+  a.kv = device_ptr<bf16>(kv);
+  a.norm_weight = device_ptr<bf16>(kv_norm);
+  a.eps = eps;
+  a.kv_width = static_cast<int>(kv_width);
+  a.kv_lora = static_cast<int>(kv_lora);
+  a.positions = positions.ptr<int32_t>();
+  a.slots = slots.ptr<int64_t>();
+  a.inv_freq = rope.inv_freq.f32();
+  a.scaling = rope.scaling;
+  a.interleave = rope.interleave;
+  a.cache = device_ptr<bf16>(cache);
+  launch(mla_rope_store_kernel, q.size(0), kRopeThreads, 0, stream, a);
 }
 
 void silu_and_mul(const Tensor& gate_up, Tensor& out, cudaStream_t stream) {
   check_cuda(gate_up, DType::kBF16, "silu_and_mul input");
   check_cuda(out, DType::kBF16, "silu_and_mul out");
   if (gate_up.size(0) == 0) return;
-  silu_and_mul_kernel<<<gate_up.size(0), kThreads, 0, stream>>>(device_ptr<bf16>(gate_up), device_ptr<bf16>(out),
-                                                                gate_up.size(1) / 2);
-  NW_CUDA_CHECK_LAUNCH();
+  const int64_t inter = gate_up.size(1) / 2;
+  const dim3 grid(static_cast<unsigned>(gate_up.size(0)), static_cast<unsigned>(ceil_div(inter, kSiluCols)));
+  launch(silu_and_mul_kernel, grid, kThreads, 0, stream, device_ptr<bf16>(gate_up), device_ptr<bf16>(out), inter);
 }
 
 void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t stream) {
@@ -261,9 +366,8 @@ void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t 
   check_cuda(rows, DType::kI32, "gather_rows rows");
   check_cuda(out, DType::kBF16, "gather_rows out");
   if (rows.numel() == 0) return;
-  gather_rows_kernel<<<rows.numel(), kThreads, 0, stream>>>(device_ptr<bf16>(x), rows.ptr<int32_t>(),
-                                                            device_ptr<bf16>(out), x.size(1));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(gather_rows_kernel, rows.numel(), kThreads, 0, stream, device_ptr<bf16>(x), rows.ptr<int32_t>(),
+         device_ptr<bf16>(out), x.size(1));
 }
 
 void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream) {
@@ -272,8 +376,7 @@ void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream) {
   NW_CHECK(out.numel() >= x.numel(), "bf16_to_f32: output smaller than input");
   if (x.numel() == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(x.numel(), kThreads), 4096));
-  bf16_to_f32_kernel<<<blocks, kThreads, 0, stream>>>(device_ptr<bf16>(x), out.f32(), x.numel());
-  NW_CUDA_CHECK_LAUNCH();
+  launch(bf16_to_f32_kernel, blocks, kThreads, 0, stream, device_ptr<bf16>(x), out.f32(), x.numel());
 }
 
 void argmax(const Tensor& logits, Tensor& ids, cudaStream_t stream) {
@@ -283,9 +386,8 @@ void argmax(const Tensor& logits, Tensor& ids, cudaStream_t stream) {
   NW_CHECK(logits.size(1) > 0 && logits.size(1) <= INT32_MAX && logits.size(0) <= 65535, "argmax: logits",
            logits.shape_string(), " out of range (rows <= 65535, 0 < vocab <= INT32_MAX)");
   const bool vectorized = logits.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data) % 16 == 0;
-  argmax_kernel<<<dim3(kArgmaxBlocks, logits.size(0)), kArgmaxThreads, 0, stream>>>(logits.f32(), logits.size(1),
-                                                                                     vectorized, ids.ptr<int32_t>());
-  NW_CUDA_CHECK_LAUNCH();
+  launch(argmax_kernel, dim3(kArgmaxBlocks, logits.size(0)), kArgmaxThreads, 0, stream, logits.f32(),
+         logits.size(1), vectorized, ids.ptr<int32_t>());
 }
 
 }  // namespace narwhal::ops::cuda

@@ -12,7 +12,8 @@ namespace narwhal::ops::cuda {
 void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t stream);
 
 // residual += delta (when delta is defined); out = rms_norm(residual) * weight.
-// residual [T, H] F32 (updated in place), delta [T, H] BF16 or undefined, weight [H] BF16, out [T, H] BF16.
+// residual [T, H] F32 (updated in place), delta [T, H] BF16 or undefined, weight [H] BF16, out [T, H] BF16;
+// H a multiple of 8 up to 32768 (every DeepSeek hidden size).
 void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps, Tensor& out,
                   cudaStream_t stream);
 
@@ -27,11 +28,14 @@ struct RopeTable {
   bool interleave = true;
 };
 
-// Rotates q's rope slice in place (q [T, H, nope + rope] BF16, rope slice last) and writes each token's
-// latent (kv [T, kv_lora + rope] BF16: normalised compressed kv, then k_pe, rotated here) into the paged
-// cache [pages, page_size, kv_lora + rope] at row slots[t] (= page * page_size + offset; -1 skips).
-void rope_and_store_latents(Tensor& q, int64_t nope_dim, const Tensor& kv, const Tensor& positions,
-                            const Tensor& slots, const RopeTable& rope, Tensor& cache, cudaStream_t stream);
+// One MLA step's RoPE and latent-cache write, fused. kv is kv_a's output [T, kv_lora + rope] BF16 (compressed
+// kv, then k_pe): each token's latent, the first part RMS-normalised with kv_norm and k_pe rotated, goes to the
+// paged cache [pages, page_size, kv_lora + rope] at row slots[t] (= page * page_size + offset; -1 skips). q's
+// rope slice (q [T, H, nope + rope] BF16, rope last) is rotated into q_pe_out[t, h, q_pe_col:]: q itself
+// (q_pe_col = nope) or the absorbed query's tail. kv itself is not changed.
+void mla_rope_and_store(const Tensor& q, int64_t nope_dim, const Tensor& kv, const Tensor& kv_norm, float eps,
+                        const Tensor& positions, const Tensor& slots, const RopeTable& rope, Tensor& cache,
+                        Tensor& q_pe_out, int64_t q_pe_col, cudaStream_t stream);
 
 // out[M, I] = silu(gate_up[:, :I]) * gate_up[:, I:], BF16.
 void silu_and_mul(const Tensor& gate_up, Tensor& out, cudaStream_t stream);

@@ -25,22 +25,33 @@ __device__ __forceinline__ float dot8(const uint4& w, const uint4& x, float acc)
   return acc;
 }
 
+// One iteration's weight loads: kUnroll 16-byte chunks of the warp's row, zero past k.
+__device__ __forceinline__ void load_weights(const bf16* w, int64_t k0, int64_t k, uint4 (&wv)[kUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t i = k0 + u * 32 * kChunk;
+    wv[u] = i < k ? __ldcs(reinterpret_cast<const uint4*>(w + i)) : make_uint4(0, 0, 0, 0);  // read once
+  }
+}
+
 template <int kM>
 __global__ void __launch_bounds__(kWarps * 32) gemm_bf16_small_m_kernel(const Bf16SmallMArgs a) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t n = blockIdx.x * int64_t{kWarps} + warp, b = blockIdx.y;
-  if (n >= a.n) return;
+  const bool active = n < a.n;
   const bf16* w = static_cast<const bf16*>(a.w) + b * a.w_batch + n * a.w_row;
   const bf16* x = static_cast<const bf16*>(a.x) + b * a.x_batch;
-  float acc[kM] = {};
   constexpr int kStep = 32 * kChunk * kUnroll;  // elements of one weight row a warp reads per iteration
+  // The first weight loads go out before the wait: the previous kernel does not write weights, so they overlap
+  // its tail.
+  uint4 wv[kUnroll];
+  if (active) load_weights(w, lane * kChunk, a.k, wv);
+  grid_dependency_wait();
+  if (!active) return;
+  float acc[kM] = {};
   for (int64_t k0 = lane * kChunk; k0 < a.k; k0 += kStep) {
-    uint4 wv[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t k = k0 + u * 32 * kChunk;
-      wv[u] = k < a.k ? __ldcs(reinterpret_cast<const uint4*>(w + k)) : make_uint4(0, 0, 0, 0);  // read once
-    }
+    uint4 next[kUnroll];
+    if (k0 + kStep < a.k) load_weights(w, k0 + kStep, a.k, next);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t k = k0 + u * 32 * kChunk;
@@ -48,6 +59,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_bf16_small_m_kernel(const Bf
 #pragma unroll
       for (int m = 0; m < kM; ++m) acc[m] = dot8(wv[u], __ldg(reinterpret_cast<const uint4*>(x + m * a.x_row + k)), acc[m]);
     }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = next[u];
   }
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
@@ -71,12 +84,11 @@ bool bf16_small_m_fits(const Bf16SmallMArgs& a) {
 void launch_bf16_small_m(const Bf16SmallMArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ceil_div(a.n, kWarps)), static_cast<unsigned>(a.batch));
   switch (a.m) {
-    case 1: gemm_bf16_small_m_kernel<1><<<grid, kWarps * 32, 0, stream>>>(a); break;
-    case 2: gemm_bf16_small_m_kernel<2><<<grid, kWarps * 32, 0, stream>>>(a); break;
-    case 3: gemm_bf16_small_m_kernel<3><<<grid, kWarps * 32, 0, stream>>>(a); break;
-    default: gemm_bf16_small_m_kernel<4><<<grid, kWarps * 32, 0, stream>>>(a); break;
+    case 1: launch(gemm_bf16_small_m_kernel<1>, grid, kWarps * 32, 0, stream, a); break;
+    case 2: launch(gemm_bf16_small_m_kernel<2>, grid, kWarps * 32, 0, stream, a); break;
+    case 3: launch(gemm_bf16_small_m_kernel<3>, grid, kWarps * 32, 0, stream, a); break;
+    default: launch(gemm_bf16_small_m_kernel<4>, grid, kWarps * 32, 0, stream, a); break;
   }
-  NW_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace narwhal::ops::cuda

@@ -65,6 +65,7 @@ __device__ __forceinline__ int swizzled_chunk(int token, int chunk) { return chu
 template <int kTokens>
 __global__ void __launch_bounds__(kThreads) fp8_gemm_small_m_kernel(Fp8SmallMArgs p, SplitKWorkspace ws,
                                                                     int token_tiles, int kb_per_split) {
+  grid_dependency_wait();
   constexpr int kTokenTiles8 = kTokens / 8;
   constexpr int kAccPerThread = kTokenTiles8 * 4;
   __shared__ __align__(16) uint8_t act[kActStages][kTokens][kBlockK];
@@ -217,9 +218,8 @@ void launch_with_tokens(const Fp8SmallMArgs& args, const SplitKWorkspace& ws, cu
            " exceeds the grid");
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(splits),
                   static_cast<unsigned>(args.batch * token_tiles));
-  fp8_gemm_small_m_kernel<kTokens><<<grid, kThreads, 0, stream>>>(args, ws, static_cast<int>(token_tiles),
-                                                                   static_cast<int>(kb_per_split));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(fp8_gemm_small_m_kernel<kTokens>, grid, kThreads, 0, stream, args, ws, static_cast<int>(token_tiles),
+         static_cast<int>(kb_per_split));
 }
 
 }  // namespace

@@ -142,6 +142,7 @@ constexpr size_t smem_bytes() {
 
 template <int kMTiles>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArgs a) {
+  grid_dependency_wait();
   constexpr int kBlockM = 16 * kMTiles;          // query rows per CTA
   constexpr int kGroups = kWarps / kMTiles;      // key groups of S: warps sharing one 16-row slice
   constexpr int kWarpKeys = kBlockN / kGroups;   // keys of S per warp (8 per MMA n-tile, kMTiles n-tiles)
@@ -383,6 +384,7 @@ constexpr int kCombineBatch = 8;               // parts whose partial rows one l
 // log-sum-exp. A sequence one part held whole was written by that part; one with no key, or a row that saw no
 // visible key, gets zeros.
 __global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(const DecodeArgs a) {
+  grid_dependency_wait();
   const int row = blockIdx.x, seq = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int64_t total, before;
@@ -441,8 +443,7 @@ void launch_decode(const DecodeArgs& a, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<kMTiles>();
   NW_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_kernel<kMTiles>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
-  mla_decode_kernel<kMTiles><<<dim3(a.m_blocks, a.parts), kThreads, smem, stream>>>(a);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(mla_decode_kernel<kMTiles>, dim3(a.m_blocks, a.parts), kThreads, smem, stream, a);
 }
 
 int current_device_sms() {
@@ -511,9 +512,8 @@ void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, 
     case 32: launch_decode<2>(a, stream); break;
     default: launch_decode<4>(a, stream); break;
   }
-  mla_combine_kernel<<<dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(batch)), kCombineWarps * 32, 0,
-                       stream>>>(a);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(mla_combine_kernel, dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(batch)), kCombineWarps * 32,
+         0, stream, a);
 }
 
 }  // namespace narwhal::ops::cuda

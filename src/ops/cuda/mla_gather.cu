@@ -15,6 +15,7 @@ __global__ void __launch_bounds__(kGatherThreads) gather_latents_kernel(const ui
                                                                         int row_chunks, const int32_t* page_table,
                                                                         int64_t page_table_ld,
                                                                         const int32_t* cu_seqlens_k, uint4* out) {
+  grid_dependency_wait();
   const int seq = blockIdx.y;
   const int k_begin = cu_seqlens_k[seq], k_len = cu_seqlens_k[seq + 1] - k_begin;
   const int pos_begin = blockIdx.x * kGatherRows;
@@ -42,11 +43,10 @@ void mla_gather_latents(const Tensor& cache, const Tensor& page_table, const Ten
   const int64_t num_seqs = page_table.size(0);
   if (num_seqs == 0 || max_seqlen_k == 0) return;
   const dim3 grid(static_cast<unsigned>(ceil_div(max_seqlen_k, kGatherRows)), static_cast<unsigned>(num_seqs));
-  gather_latents_kernel<<<grid, kGatherThreads, 0, stream>>>(
-      device_ptr<const uint4>(cache), static_cast<int>(cache.size(1)), static_cast<int>(width / 8),
-      device_ptr<const int32_t>(page_table), page_table.size(1), device_ptr<const int32_t>(cu_seqlens_k),
-      device_ptr<uint4>(out));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(gather_latents_kernel, grid, kGatherThreads, 0, stream,
+         device_ptr<const uint4>(cache), static_cast<int>(cache.size(1)), static_cast<int>(width / 8),
+         device_ptr<const int32_t>(page_table), page_table.size(1), device_ptr<const int32_t>(cu_seqlens_k),
+         device_ptr<uint4>(out));
 }
 
 }  // namespace narwhal::ops::cuda

@@ -63,6 +63,7 @@ __device__ __forceinline__ void load_kv_tile(const PrefillParams& p, int head, i
 // Grid: (heads, query blocks of the longest sequence, sequences). Query blocks run last-first: the latest
 // blocks of a causal sequence see the most keys, and starting them first shortens the tail of the launch.
 __global__ void __launch_bounds__(kThreads, 1) mla_prefill_kernel(const PrefillParams p) {
+  grid_dependency_wait();
   const int head = blockIdx.x, seq = blockIdx.z;
   const int q_begin = p.cu_seqlens_q[seq], q_len = p.cu_seqlens_q[seq + 1] - q_begin;
   const int m0 = (gridDim.y - 1 - blockIdx.y) * kBlockM;
@@ -240,8 +241,7 @@ void mla_prefill_attention(const Tensor& q, const Tensor& kv, const Tensor& late
                                      static_cast<int>(kSmemBytes)));
   const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(ceil_div(max_seqlen_q, kBlockM)),
                   static_cast<unsigned>(num_seqs));
-  mla_prefill_kernel<<<grid, kThreads, kSmemBytes, stream>>>(params);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(mla_prefill_kernel, grid, kThreads, kSmemBytes, stream, params);
 }
 
 }  // namespace narwhal::ops::cuda

@@ -43,4 +43,11 @@ void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
                  const MoeExpertWeights& weights, Tensor& out, void* workspace, size_t workspace_bytes,
                  cudaStream_t stream);
 
+// moe_route then moe_experts, with the same results (topk_ids / topk_weights are written too). Up to 32 tokens
+// the routing runs inside the experts' align kernel: one launch fewer per MoE layer at decode.
+void moe_route_experts(const Tensor& x, const Tensor& router_logits, const Tensor& correction_bias,
+                       const RouterParams& params, Tensor& topk_ids, Tensor& topk_weights,
+                       const MoeExpertWeights& weights, Tensor& out, void* workspace, size_t workspace_bytes,
+                       cudaStream_t stream);
+
 }  // namespace narwhal::ops::cuda

@@ -1,5 +1,6 @@
 // The fused MoE's driver: sort/align of (token, slot) pairs by expert, the two grouped GEMMs (moe_gemm.cuh), and
-// the per-token sum of the weighted expert outputs in a fixed order.
+// the per-token sum of the weighted expert outputs in a fixed order. At decode sizes the router's top-k runs in
+// the align kernel too (moe_route_experts).
 //
 // A pair p = token * pair_width + slot (pair_width = top_k + S) selects routed expert topk_ids[token, slot] for
 // slot < top_k and shared expert E + (slot - top_k) after. The align kernel lays every expert's pairs out in
@@ -11,6 +12,7 @@
 #include "core/error.h"
 #include "ops/cuda/moe.h"
 #include "ops/cuda/moe_gemm.cuh"
+#include "ops/cuda/moe_route.cuh"
 
 namespace narwhal::ops::cuda {
 
@@ -19,6 +21,7 @@ namespace {
 using moe::Tile;
 
 constexpr int kAlignThreads = 1024;
+constexpr int kAlignWarps = kAlignThreads / 32;  // also the most tokens the align kernel routes itself
 constexpr int kSumThreads = 128;
 constexpr int kSumCols = 8;  // one 16-byte load of BF16 per thread and slot
 
@@ -67,61 +70,98 @@ __device__ __forceinline__ int pair_expert(const int32_t* topk_ids, int pair, in
   return e >= 0 && e < num_routed ? e : -1;  // an invalid id routes nowhere rather than out of bounds
 }
 
-// One block: counts per expert, tile offsets (prefix sum), padding, then every pair into its expert's rows.
-__global__ void __launch_bounds__(kAlignThreads) align_kernel(const int32_t* topk_ids, int pairs, int top_k,
-                                                              int pair_width, int num_routed, int experts,
-                                                              int tile_m, int max_rows, int32_t* sorted,
-                                                              int32_t* tile_expert, int32_t* num_tiles) {
+struct AlignArgs {
+  const int32_t* topk_ids;
+  int pairs, top_k, pair_width, num_routed, experts, tile_m, max_rows;
+  int32_t* sorted;
+  int32_t* tile_expert;
+  int32_t* num_tiles;
+};
+
+// One block: with `route_first`, the top-k routing of every token (a warp each; decode sizes) writes topk_ids;
+// then counts per expert, tile offsets (a warp's prefix sum), padding, and every pair into its expert's rows.
+__global__ void __launch_bounds__(kAlignThreads) align_kernel(const AlignArgs a, const route::RouteArgs r,
+                                                              bool route_first) {
+  grid_dependency_wait();
   extern __shared__ int shared[];
-  int* counts = shared;                 // [experts]
-  int* tile_start = counts + experts;   // [experts + 1]
-  int* cursor = tile_start + experts + 1;  // [experts]
-  for (int e = threadIdx.x; e < experts; e += blockDim.x) counts[e] = 0;
-  __syncthreads();
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    const int e = pair_expert(topk_ids, p, top_k, pair_width, num_routed);
+  int* counts = shared;                    // [experts]
+  int* tile_start = counts + a.experts;    // [experts + 1]
+  int* cursor = tile_start + a.experts + 1;  // [experts]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (route_first) {
+    float* choice = reinterpret_cast<float*>(cursor + a.experts) + warp * route::kMaxExperts;
+    for (int t = warp; t < r.tokens; t += kAlignWarps) route::route_token(r, t, lane, choice);
+  }
+  for (int e = threadIdx.x; e < a.experts; e += blockDim.x) counts[e] = 0;
+  __syncthreads();  // the routed ids (global) and the zeroed counts are visible block-wide
+  for (int p = threadIdx.x; p < a.pairs; p += blockDim.x) {
+    const int e = pair_expert(a.topk_ids, p, a.top_k, a.pair_width, a.num_routed);
     if (e >= 0) atomicAdd(&counts[e], 1);
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    tile_start[0] = 0;
-    for (int e = 0; e < experts; ++e) {
-      tile_start[e + 1] = tile_start[e] + (counts[e] + tile_m - 1) / tile_m;
-      cursor[e] = tile_start[e] * tile_m;
+  if (warp == 0) {
+    // Lane l owns experts [l * per_lane, (l + 1) * per_lane): its tile count, then an exclusive scan over lanes.
+    const int per_lane = (a.experts + 31) / 32;
+    int mine = 0;
+    for (int i = 0; i < per_lane; ++i) {
+      const int e = lane * per_lane + i;
+      if (e < a.experts) mine += (counts[e] + a.tile_m - 1) / a.tile_m;
     }
-    *num_tiles = tile_start[experts];
+    int inclusive = mine;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, inclusive, offset);
+      if (lane >= offset) inclusive += v;
+    }
+    int start = inclusive - mine;
+    for (int i = 0; i < per_lane; ++i) {
+      const int e = lane * per_lane + i;
+      if (e >= a.experts) break;
+      tile_start[e] = start;
+      cursor[e] = start * a.tile_m;
+      start += (counts[e] + a.tile_m - 1) / a.tile_m;
+    }
+    if (lane == 31) {
+      tile_start[a.experts] = inclusive;
+      *a.num_tiles = inclusive;
+    }
   }
   __syncthreads();
-  for (int r = threadIdx.x; r < max_rows; r += blockDim.x) sorted[r] = pairs;
-  for (int e = threadIdx.x; e < experts; e += blockDim.x)
-    for (int i = tile_start[e]; i < tile_start[e + 1]; ++i) tile_expert[i] = e;
+  for (int row = threadIdx.x; row < a.max_rows; row += blockDim.x) a.sorted[row] = a.pairs;
+  for (int e = threadIdx.x; e < a.experts; e += blockDim.x)
+    for (int i = tile_start[e]; i < tile_start[e + 1]; ++i) a.tile_expert[i] = e;
   __syncthreads();  // padding stores land before the pairs overwrite their rows
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-    const int e = pair_expert(topk_ids, p, top_k, pair_width, num_routed);
-    if (e >= 0) sorted[atomicAdd(&cursor[e], 1)] = p;
+  for (int p = threadIdx.x; p < a.pairs; p += blockDim.x) {
+    const int e = pair_expert(a.topk_ids, p, a.top_k, a.pair_width, a.num_routed);
+    if (e >= 0) a.sorted[atomicAdd(&cursor[e], 1)] = p;
   }
 }
 
 // out[t] = sum over the token's valid slots, in slot order, of its weighted expert rows y[t * pair_width + slot].
+// Grid (token, column block): a decode token spreads over several SMs; every slot's load is independent.
 __global__ void __launch_bounds__(kSumThreads) sum_kernel(const bf16* y, const int32_t* topk_ids, int top_k,
                                                           int pair_width, int num_routed, int hidden, bf16* out) {
-  const int token = blockIdx.x;
-  for (int c = threadIdx.x * kSumCols; c < hidden; c += kSumThreads * kSumCols) {
-    float acc[kSumCols] = {};
-    for (int slot = 0; slot < pair_width; ++slot) {
-      const int pair = token * pair_width + slot;
-      if (pair_expert(topk_ids, pair, top_k, pair_width, num_routed) < 0) continue;
-      const uint4 raw = *reinterpret_cast<const uint4*>(y + static_cast<int64_t>(pair) * hidden + c);
-      const bf16* v = reinterpret_cast<const bf16*>(&raw);
+  grid_dependency_wait();
+  const int token = blockIdx.x, c = (blockIdx.y * kSumThreads + threadIdx.x) * kSumCols;
+  if (c >= hidden) return;
+  uint32_t valid = 0;  // pair_width <= 32
+  for (int slot = 0; slot < pair_width; ++slot)
+    if (pair_expert(topk_ids, token * pair_width + slot, top_k, pair_width, num_routed) >= 0) valid |= 1u << slot;
+  const bf16* rows = y + static_cast<int64_t>(token) * pair_width * hidden + c;
+  float acc[kSumCols] = {};
+#pragma unroll 4
+  for (int slot = 0; slot < pair_width; ++slot) {
+    if (!((valid >> slot) & 1u)) continue;
+    const uint4 raw = *reinterpret_cast<const uint4*>(rows + static_cast<int64_t>(slot) * hidden);
+    const bf16* v = reinterpret_cast<const bf16*>(&raw);
 #pragma unroll
-      for (int i = 0; i < kSumCols; ++i) acc[i] += __bfloat162float(v[i]);
-    }
-    uint4 packed;
-    bf16* dst = reinterpret_cast<bf16*>(&packed);
-#pragma unroll
-    for (int i = 0; i < kSumCols; ++i) dst[i] = __float2bfloat16(acc[i]);
-    *reinterpret_cast<uint4*>(out + static_cast<int64_t>(token) * hidden + c) = packed;
+    for (int i = 0; i < kSumCols; ++i) acc[i] += __bfloat162float(v[i]);
   }
+  uint4 packed;
+  bf16* dst = reinterpret_cast<bf16*>(&packed);
+#pragma unroll
+  for (int i = 0; i < kSumCols; ++i) dst[i] = __float2bfloat16(acc[i]);
+  *reinterpret_cast<uint4*>(out + static_cast<int64_t>(token) * hidden + c) = packed;
 }
 
 }  // namespace
@@ -131,8 +171,12 @@ size_t moe_experts_workspace_bytes(int64_t tokens, int top_k, const MoeExpertWei
   return make_layout(tokens * (top_k + w.num_shared), experts, hidden, inter).bytes;
 }
 
-void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExpertWeights& w,
-                 Tensor& out, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+namespace {
+
+// moe_experts, with the routing (when given) done by the align kernel first.
+void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExpertWeights& w,
+                 Tensor& out, void* workspace, size_t workspace_bytes, const route::RouteArgs* routing,
+                 cudaStream_t stream) {
   const bool fp8 = w.gate_up.dtype == DType::kF8E4M3;
   NW_CHECK(w.gate_up.ndim() == 3 && w.down.ndim() == 3 && w.gate_up.dtype == w.down.dtype &&
                (fp8 || w.gate_up.dtype == DType::kBF16) && w.num_shared >= 0 && w.num_shared < w.gate_up.size(0),
@@ -162,6 +206,7 @@ void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   NW_CHECK(workspace_bytes >= l.bytes, "cuda::moe_experts: workspace of ", workspace_bytes, " bytes, needs ",
            l.bytes);
   NW_CHECK(l.max_rows < (int64_t{1} << 31), "cuda::moe_experts: ", tokens, " tokens are too many for one call");
+  NW_CHECK(pair_width <= 32, "cuda::moe_experts: top ", top_k, " + ", w.num_shared, " shared experts exceed 32");
   if (tokens == 0) return;
 
   const Tile tile = pick_tile(pairs, experts);
@@ -174,13 +219,21 @@ void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   auto* act = reinterpret_cast<bf16*>(base + l.act);
   auto* y = reinterpret_cast<bf16*>(base + l.y);
 
-  const int num_routed = static_cast<int>(experts - w.num_shared);
-  const size_t align_smem = (3 * experts + 1) * sizeof(int);
-  align_kernel<<<1, kAlignThreads, align_smem, stream>>>(
-      device_ptr<const int32_t>(topk_ids), static_cast<int>(pairs), static_cast<int>(top_k),
-      static_cast<int>(pair_width), num_routed, static_cast<int>(experts), tile_m,
-      static_cast<int>(max_tiles * tile_m), sorted, tile_expert, num_tiles);
-  NW_CUDA_CHECK_LAUNCH();
+  const AlignArgs align{device_ptr<const int32_t>(topk_ids),
+                        static_cast<int>(pairs),
+                        static_cast<int>(top_k),
+                        static_cast<int>(pair_width),
+                        static_cast<int>(experts - w.num_shared),
+                        static_cast<int>(experts),
+                        tile_m,
+                        static_cast<int>(max_tiles * tile_m),
+                        sorted,
+                        tile_expert,
+                        num_tiles};
+  const size_t align_smem =
+      (3 * experts + 1) * sizeof(int) + (routing ? kAlignWarps * route::kMaxExperts * sizeof(float) : 0);
+  launch(align_kernel, 1, kAlignThreads, align_smem, stream, align, routing ? *routing : route::RouteArgs{},
+         routing != nullptr);
 
   moe::GemmArgs g{};
   g.sorted_pairs = sorted;
@@ -213,10 +266,30 @@ void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   down.b_rows = static_cast<int>(hidden);
   grouped_gemm(down, tile, /*gate_up=*/false, stream);
 
-  sum_kernel<<<static_cast<unsigned>(tokens), kSumThreads, 0, stream>>>(
-      y, device_ptr<const int32_t>(topk_ids), static_cast<int>(top_k), static_cast<int>(pair_width), num_routed,
-      static_cast<int>(hidden), device_ptr<bf16>(out));
-  NW_CUDA_CHECK_LAUNCH();
+  const dim3 sum_grid(static_cast<unsigned>(tokens),
+                      static_cast<unsigned>(ceil_div(hidden, kSumThreads * kSumCols)));
+  launch(sum_kernel, sum_grid, kSumThreads, 0, stream, y, device_ptr<const int32_t>(topk_ids),
+         static_cast<int>(top_k), static_cast<int>(pair_width), align.num_routed, static_cast<int>(hidden),
+         device_ptr<bf16>(out));
+}
+
+}  // namespace
+
+void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const MoeExpertWeights& w,
+                 Tensor& out, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  run_experts(x, topk_ids, topk_weights, w, out, workspace, workspace_bytes, nullptr, stream);
+}
+
+void moe_route_experts(const Tensor& x, const Tensor& router_logits, const Tensor& correction_bias,
+                       const RouterParams& params, Tensor& topk_ids, Tensor& topk_weights, const MoeExpertWeights& w,
+                       Tensor& out, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (router_logits.size(0) > kAlignWarps) {
+    moe_route(router_logits, correction_bias, params, topk_ids, topk_weights, stream);
+    moe_experts(x, topk_ids, topk_weights, w, out, workspace, workspace_bytes, stream);
+    return;
+  }
+  const route::RouteArgs routing = route::route_args(router_logits, correction_bias, params, topk_ids, topk_weights);
+  run_experts(x, topk_ids, topk_weights, w, out, workspace, workspace_bytes, &routing, stream);
 }
 
 }  // namespace narwhal::ops::cuda

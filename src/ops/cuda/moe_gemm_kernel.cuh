@@ -83,6 +83,7 @@ template <Tile kTile, bool kFp8, bool kGateUp>
 __global__ void __launch_bounds__(TileShape<kTile>::kWarpsM* TileShape<kTile>::kWarpsN * 32,
                                   TileShape<kTile>::kMinBlocks)
     grouped_gemm_kernel(const GemmArgs args) {
+  grid_dependency_wait();
   using S = TileShape<kTile>;
   using L = SmemLayout<kTile, kFp8>;
   constexpr int kThreads = S::kWarpsM * S::kWarpsN * 32;
@@ -260,8 +261,7 @@ void launch_grouped_gemm(const GemmArgs& args, cudaStream_t stream) {
   auto* kernel = grouped_gemm_kernel<kTile, kFp8, kGateUp>;
   NW_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   const int n_tiles = kGateUp ? args.n / (S::kN / 2) : args.n / S::kN;
-  kernel<<<args.max_tiles * n_tiles, S::kWarpsM * S::kWarpsN * 32, kSmem, stream>>>(args);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(kernel, args.max_tiles * n_tiles, S::kWarpsM * S::kWarpsN * 32, kSmem, stream, args);
 }
 
 template <bool kFp8>

@@ -25,6 +25,7 @@ struct PortableAttention {
 };
 
 __global__ void portable_attention_kernel(PortableAttention p) {
+  grid_dependency_wait();
   extern __shared__ float smem[];
   const int head = blockIdx.x, i = blockIdx.y, seq = blockIdx.z;
   const int q_begin = p.cu_q[seq], len_q = p.cu_q[seq + 1] - q_begin;
@@ -81,6 +82,7 @@ __global__ void portable_attention_kernel(PortableAttention p) {
 // One warp per (token, expert): 16-byte loads over the hidden dim (hidden % 8 == 0), FP32 sums. Blocks of 8
 // warps cover 8 experts of one token, so even one token spreads over E / 8 blocks.
 __global__ void router_kernel(const bf16* x, const bf16* w, float* logits, int hidden, int experts) {
+  grid_dependency_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, e = blockIdx.y * 8 + warp;
   if (e >= experts) return;
   const bf16* row = x + static_cast<int64_t>(blockIdx.x) * hidden;
@@ -102,6 +104,7 @@ __global__ void router_kernel(const bf16* x, const bf16* w, float* logits, int h
 
 __global__ void combine_kernel(const bf16* expert_out, const int32_t* ids, const float* weights, int top_k,
                                int num_routed, int num_shared, int64_t tokens, int64_t hidden, bf16* out) {
+  grid_dependency_wait();
   const int64_t t = blockIdx.x;
   for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) {
     float acc = 0.0f;
@@ -123,6 +126,7 @@ __device__ __forceinline__ float hash_uniform(uint64_t seed, uint64_t i) {  // i
 
 template <typename T>
 __global__ void fill_kernel(T* data, int64_t n, uint64_t seed, float scale, bool random) {
+  grid_dependency_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float v = random ? hash_uniform(seed, i) * scale : scale;
@@ -136,8 +140,7 @@ template <typename T>
 void launch_fill(Tensor& t, uint64_t seed, float scale, bool random, cudaStream_t stream) {
   if (t.numel() == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(t.numel(), 256), 8192));
-  fill_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<T*>(t.data), t.numel(), seed, scale, random);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(fill_kernel<T>, blocks, 256, 0, stream, static_cast<T*>(t.data), t.numel(), seed, scale, random);
 }
 
 }  // namespace
@@ -164,8 +167,7 @@ void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const
                       device_ptr<bf16>(out), device_ptr<int32_t>(cu_seqlens_q), device_ptr<int32_t>(cu_seqlens_k),
                       softmax_scale};
   const dim3 grid(static_cast<unsigned>(q.size(1)), static_cast<unsigned>(max_seqlen_q), static_cast<unsigned>(seqs));
-  portable_attention_kernel<<<grid, kThreads, smem, stream>>>(p);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(portable_attention_kernel, grid, kThreads, smem, stream, p);
 }
 
 void router_logits_f32(const Tensor& x, const Tensor& w, Tensor& logits, cudaStream_t stream) {
@@ -175,10 +177,9 @@ void router_logits_f32(const Tensor& x, const Tensor& w, Tensor& logits, cudaStr
   NW_CHECK(x.size(1) % 8 == 0, "router_logits_f32: hidden ", x.size(1), " must be a multiple of 8");
   if (x.size(0) == 0) return;
   const dim3 grid(static_cast<unsigned>(x.size(0)), static_cast<unsigned>(ceil_div(w.size(0), 8)));
-  router_kernel<<<grid, 256, 0, stream>>>(
-      device_ptr<bf16>(x), device_ptr<bf16>(w), logits.f32(), static_cast<int>(x.size(1)),
-      static_cast<int>(w.size(0)));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(router_kernel, grid, 256, 0, stream,
+         device_ptr<bf16>(x), device_ptr<bf16>(w), logits.f32(), static_cast<int>(x.size(1)),
+         static_cast<int>(w.size(0)));
 }
 
 void moe_combine_dense(const Tensor& expert_out, const Tensor& topk_ids, const Tensor& topk_weights,
@@ -188,10 +189,9 @@ void moe_combine_dense(const Tensor& expert_out, const Tensor& topk_ids, const T
                expert_out.size(2) == hidden && topk_ids.size(0) == tokens && topk_weights.shape == topk_ids.shape,
            "moe_combine_dense: expert_out", expert_out.shape_string(), " out", out.shape_string());
   if (tokens == 0) return;
-  combine_kernel<<<static_cast<unsigned>(tokens), 256, 0, stream>>>(
-      device_ptr<bf16>(expert_out), device_ptr<int32_t>(topk_ids), topk_weights.f32(),
-      static_cast<int>(topk_ids.size(1)), num_routed, num_shared, tokens, hidden, device_ptr<bf16>(out));
-  NW_CUDA_CHECK_LAUNCH();
+  launch(combine_kernel, static_cast<unsigned>(tokens), 256, 0, stream,
+         device_ptr<bf16>(expert_out), device_ptr<int32_t>(topk_ids), topk_weights.f32(),
+         static_cast<int>(topk_ids.size(1)), num_routed, num_shared, tokens, hidden, device_ptr<bf16>(out));
 }
 
 void fill_random(Tensor& t, uint64_t seed, float std, cudaStream_t stream) {

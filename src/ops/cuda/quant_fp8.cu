@@ -18,6 +18,7 @@ constexpr int kColsPerLane = kGroup / kLanesPerGroup;
 constexpr float kMinAmax = 1e-10f;
 
 __global__ void quantize_fp8_kernel(QuantFp8Args a, int64_t kblocks, int64_t groups) {
+  grid_dependency_wait();
   const int64_t group = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / kLanesPerGroup;
   const int lane = threadIdx.x % kLanesPerGroup;
   const bool active = group < groups;  // inactive lanes still take part in the shuffles
@@ -61,8 +62,7 @@ void launch_quantize_fp8(const QuantFp8Args& a, cudaStream_t stream) {
   const int64_t groups = a.batch * a.rows * kblocks;
   if (groups == 0) return;
   const int64_t blocks = ceil_div(groups * kLanesPerGroup, kThreads);
-  quantize_fp8_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, kblocks, groups);
-  NW_CUDA_CHECK_LAUNCH();
+  launch(quantize_fp8_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, a, kblocks, groups);
 }
 
 void quantize_fp8_token_groups(const Tensor& x, Tensor& q, Tensor& scale, cudaStream_t stream) {
