@@ -1,5 +1,5 @@
-// Tensor-core tile helpers of the attention kernels: swizzled shared-memory tiles, cp.async, ldmatrix, and
-// the m16n8k16 BF16 MMA with the softmax quad reductions over its accumulator rows.
+// Tensor-core tile helpers of the attention kernels and the MoE grouped GEMM: swizzled shared-memory tiles,
+// cp.async, ldmatrix, and the m16n8k16 BF16 MMA with the softmax quad reductions over its accumulator rows.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -19,10 +19,12 @@ __device__ __forceinline__ int swizzle(int row, int chunk, int row_chunks) {
 }
 
 // 16-byte global -> shared copy; `valid` false writes zeros instead (and reads nothing), so rows past the end
-// of a sequence hold finite values.
-__device__ __forceinline__ void cp_async_16(bf16* smem, const bf16* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+// of a sequence hold finite values. `dst` is a shared-space address (kernels that precompute their offsets).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* gmem, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_16(bf16* smem, const bf16* gmem, bool valid) {
+  cp_async_16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, valid);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most `kPending` of this thread's most recent commit groups are still in flight.
@@ -31,11 +33,13 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* smem) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* smem) {
+  ldmatrix_x4(r, static_cast<uint32_t>(__cvta_generic_to_shared(smem)));
 }
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* smem) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
