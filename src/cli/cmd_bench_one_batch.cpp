@@ -113,6 +113,7 @@ int run_bench_one_batch(int argc, char** argv) {
   if (!parser.parse(argc, argv, 2)) return 0;
   args.device = "cuda";
   args.validate();
+  require_cuda_device("bench-one-batch");
   NW_CHECK(f.load_format == "auto" || f.load_format == "dummy", "--load-format ", f.load_format,
            ": expected auto or dummy");
   NW_CHECK(f.output_len >= 1, "--output-len must be >= 1, got ", f.output_len);

@@ -1,6 +1,7 @@
 // make_model_runner: one place that picks the ModelRunner implementation by device.
 #include "runtime/model_runner_factory.h"
 
+#include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
 #include "runtime/cpu_model_runner.h"
@@ -26,6 +27,7 @@ std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
 std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
   if (options.device == "cpu") return make_cpu_runner(options);
   if (options.device == "cuda") {
+    require_cuda_device("--device cuda", "; --device cpu runs the reference forward on the CPU");
     CudaRunnerOptions cuda;
     cuda.page_size = options.page_size;
     cuda.max_total_tokens = options.max_total_tokens;

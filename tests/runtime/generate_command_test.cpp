@@ -2,6 +2,8 @@
 // per prompt and choice, each equal to that prompt run alone; the single-prompt output keeps its old form.
 #include <gtest/gtest.h>
 
+#include <cuda_runtime.h>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -12,10 +14,8 @@
 namespace narwhal {
 namespace {
 
-// Runs `narwhal generate` on the v3 fixture with `flags`; returns stdout, expecting exit status `status`.
-std::string generate(const std::string& flags, int status = 0) {
-  const std::string command = testing::narwhal_bin() + " generate --model-path " + testing::fixture_dir("v3") +
-                              " --log-level error --temperature 0 --ignore-eos " + flags + " 2>/dev/null";
+// Runs a shell command; returns its stdout, expecting exit status `status`.
+std::string run(const std::string& command, int status) {
   FILE* pipe = popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr);
   std::string out;
@@ -23,6 +23,13 @@ std::string generate(const std::string& flags, int status = 0) {
   for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
   EXPECT_EQ(WEXITSTATUS(pclose(pipe)), status) << command;
   return out;
+}
+
+// Runs `narwhal generate` on the v3 fixture with `flags`; returns stdout, expecting exit status `status`.
+std::string generate(const std::string& flags, int status = 0) {
+  return run(testing::narwhal_bin() + " generate --model-path " + testing::fixture_dir("v3") +
+                 " --log-level error --temperature 0 --ignore-eos " + flags + " 2>/dev/null",
+             status);
 }
 
 std::vector<json> lines_of(const std::string& text) {
@@ -58,6 +65,18 @@ TEST(GenerateCommand, BadInputIsAnErrorMessage) {
   generate("--input-ids 5,x", 1);
   generate("--input-ids 5 --stop end", 1);  // the fixture has no tokenizer
   generate("--input-ids 999", 1);  // outside the vocabulary
+}
+
+// Without a usable GPU, the CUDA paths say so and exit 1 (not a raw cudaMalloc / driver-version error).
+TEST(GenerateCommand, NoGpuIsAClearError) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) GTEST_SKIP() << "a GPU is here";
+  for (const std::string& command :
+       {testing::narwhal_bin() + " generate --device cuda --model-path " + testing::fixture_dir("v3") + " --input-ids 5",
+        testing::narwhal_bin() + " bench-one-batch --model-path " + testing::fixture_dir("v3")}) {
+    const std::string out = run(command + " 2>&1", 1);
+    EXPECT_NE(out.find("needs a CUDA GPU, and none is usable here"), std::string::npos) << out;
+  }
 }
 
 }  // namespace
