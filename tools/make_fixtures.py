@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # make_fixtures.py: writes tiny DeepSeek-V2/V3 checkpoints (official HF layout) + transformers float32 reference logits.
-"""Generate the test fixtures under tests/fixtures/ (v2_lite, v2, v3, v3_fp8).
+"""Generate the test fixtures under tests/fixtures/ (v2_lite, v2, v3, v3_fp8, v3_odd, v2_odd).
 
 Each fixture directory holds config.json, two safetensors shards with their
 model.safetensors.index.json (per-expert tensor names, as the real DeepSeek
@@ -66,8 +66,19 @@ V3 = dict(OFFICIAL, architectures=["DeepseekV3ForCausalLM"], model_type="deepsee
                         "original_max_position_embeddings": 32, "type": "yarn"})
 V3_FP8 = dict(V3, quantization_config={"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                                        "weight_block_size": [BLOCK, BLOCK]})
-# name, config, seed (v3_fp8 shares v3's seed: it is v3's weights, block-quantized)
-FIXTURES = [("v2_lite", V2_LITE, 1), ("v2", V2, 2), ("v3", V3, 3), ("v3_fp8", V3_FP8, 3)]
+# Shapes no released checkpoint has but the architecture allows (issue 12): v_head_dim != qk_nope_head_dim,
+# n_group not a power of two, kv_lora_rank not a multiple of 64, a longer prompt crossing 16-token pages.
+V3_ODD = dict(V3, hidden_size=192, num_attention_heads=6, num_key_value_heads=6, q_lora_rank=96, kv_lora_rank=96,
+              qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=48, n_routed_experts=24, n_group=6, topk_group=3,
+              num_experts_per_tok=4, n_shared_experts=1, num_nextn_predict_layers=0,
+              rope_scaling={"beta_fast": 32, "beta_slow": 1, "factor": 8, "mscale": 1.0, "mscale_all_dim": 1.0,
+                            "original_max_position_embeddings": 64, "type": "yarn"})
+V2_ODD = dict(V2, hidden_size=160, num_attention_heads=5, num_key_value_heads=5, q_lora_rank=None, kv_lora_rank=80,
+              qk_nope_head_dim=48, qk_rope_head_dim=32, v_head_dim=40, n_routed_experts=12, n_group=3, topk_group=2,
+              num_experts_per_tok=3, n_shared_experts=2, rope_scaling=None)
+# name, config, seed, prompt length (v3_fp8 shares v3's seed: it is v3's weights, block-quantized)
+FIXTURES = [("v2_lite", V2_LITE, 1, PROMPT_LEN), ("v2", V2, 2, PROMPT_LEN), ("v3", V3, 3, PROMPT_LEN),
+            ("v3_fp8", V3_FP8, 3, PROMPT_LEN), ("v3_odd", V3_ODD, 4, 37), ("v2_odd", V2_ODD, 5, 37)]
 
 
 # ----------------------------------------------------------------------------- weights
@@ -396,7 +407,7 @@ def probe_save_pretrained(model):
         print(f"    {k} {shapes.get(k, '')}")
 
 
-def build_fixture(root, name, spec, seed, mtp_hidden):
+def build_fixture(root, name, spec, seed, prompt_len, mtp_hidden):
     print(f"== {name}")
     d = os.path.join(root, name)
     shutil.rmtree(d, ignore_errors=True)
@@ -415,7 +426,7 @@ def build_fixture(root, name, spec, seed, mtp_hidden):
     print(f"  {cls.__name__}: attn={model.config._attn_implementation}, "
           f"experts={model.config._experts_implementation}, rope={model.config.rope_parameters}")
 
-    prompt = torch.randint(2, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(100 + seed))
+    prompt = torch.randint(2, cfg.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(100 + seed))
     prompt = prompt.tolist()
     out_ids, rows = greedy_reference(model, prompt)
     ref = {"prompt_ids": prompt, "output_ids": out_ids, "logits": rows.tolist()}
@@ -431,7 +442,7 @@ def build_fixture(root, name, spec, seed, mtp_hidden):
                          "weights stored bf16; reference float32 on the bf16 values")
     ref["transformers_version"] = transformers.__version__
     full = torch.tensor([prompt + out_ids[:-1]])
-    full_logits = model(full).logits[0, PROMPT_LEN - 1:]
+    full_logits = model(full).logits[0, prompt_len - 1:]
     assert (full_logits - rows).abs().max() < 1e-4  # one pass over prompt+outputs agrees with the rows
     reload_check(cls, d, full, model(full).logits[0], w, fp8)
     if name == "v2_lite":
@@ -457,11 +468,11 @@ def main():
     torch.set_grad_enabled(False)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     rows, failed = [], []
-    for name, spec, seed in FIXTURES:
+    for name, spec, seed, prompt_len in FIXTURES:
         if args.only and name not in args.only:
             continue
         try:  # keep going, so one run reports on every fixture
-            rows.append(build_fixture(args.out, name, spec, seed, args.mtp_hidden))
+            rows.append(build_fixture(args.out, name, spec, seed, prompt_len, args.mtp_hidden))
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             failed.append(name)

@@ -47,9 +47,9 @@ TEST_P(Fixture, LogitsAndGreedyIdsMatchTransformers) {
   DeepSeekModel model = DeepSeekModel::load(testing::fixture_dir(name));
   const int64_t vocab = model.config().vocab_size;
   ASSERT_EQ(static_cast<int64_t>(ref.logits[0].size()), vocab);
-  std::vector<int32_t> pages(4);
+  std::vector<int32_t> pages(8);  // 64 tokens: the longest fixture's prompt (37) and outputs
   std::iota(pages.begin(), pages.end(), 0);
-  KvCache cache(model.config(), model.num_cache_layers(), 4, 8);  // page boundaries inside the prompt
+  KvCache cache(model.config(), model.num_cache_layers(), 8, 8);  // page boundaries inside the prompt
 
   std::vector<int32_t> step = ref.prompt;
   int64_t prefix = 0;
@@ -108,7 +108,8 @@ TEST_P(Fixture, GenerateCommandPrintsReferenceLogits) {
   for (size_t i = 0; i < rows.size(); ++i) expect_row(rows[i].data(), ref.logits[i], name + " cli row " + std::to_string(i));
 }
 
-INSTANTIATE_TEST_SUITE_P(Transformers, Fixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8"));
+INSTANTIATE_TEST_SUITE_P(Transformers, Fixture,
+                         ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
 INSTANTIATE_TEST_SUITE_P(Transformers, MtpFixture, ::testing::Values("v3", "v3_fp8"));
 
 }  // namespace
