@@ -56,13 +56,14 @@ TEST(CudaElementwise, EmbeddingThenAddRmsNorm) {
     ops::embedding(ids, table.host, ref_residual);
     expect_close(residual, ref_residual, 0.0, "embedding");
 
-    Tensor out = poisoned(DType::kBF16, {tokens, hidden});
-    ops::cuda::add_rms_norm(residual, delta.device, weight.device, 1e-6f, out, nullptr);
+    Tensor out = poisoned(DType::kBF16, {tokens, hidden}), out_f32 = poisoned(DType::kF32, {tokens, hidden});
+    ops::cuda::add_rms_norm(residual, delta.device, weight.device, 1e-6f, out, nullptr, &out_f32);
     for (int64_t i = 0; i < ref_residual.numel(); ++i) ref_residual.f32()[i] += delta.host.f32()[i];
     Tensor ref_out = Tensor::zeros(DType::kF32, {tokens, hidden});
     ops::rms_norm(ref_residual, weight.host, 1e-6f, ref_out);
     expect_close(residual, ref_residual, 1e-6, "residual += delta");
     expect_close(out, ref_out, kBf16Tolerance, "add_rms_norm hidden " + std::to_string(hidden));
+    expect_close(out_f32, ref_out, 1e-5, "add_rms_norm F32 output, hidden " + std::to_string(hidden));
     // Without a delta (the first layer): the residual stays, the norm is of it alone.
     Tensor out2 = poisoned(DType::kBF16, {tokens, hidden});
     ops::cuda::add_rms_norm(residual, Tensor(), weight.device, 1e-6f, out2, nullptr);

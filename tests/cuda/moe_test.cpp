@@ -20,7 +20,9 @@
 
 #include "core/cuda_check.h"
 #include "cuda/gpu_test_util.h"
+#include "core/error.h"
 #include "ops/cuda/moe.h"
+#include "ops/cuda/portable.h"
 #include "ops/moe.h"
 
 namespace narwhal {
@@ -76,6 +78,44 @@ TEST(CudaMoeRoute, NoauxTcV3) {
   NW_REQUIRE_GPU();
   ops::RouterParams p{256, 8, 8, 4, MoeScoring::kSigmoid, MoeSelection::kNoauxTc, true, 2.5f};
   check_route(p, 257, 4, "noaux_tc 256 experts 8 groups top 4 groups, top 8");
+}
+
+// Group counts that are not powers of two (3 and 6), top-k groups from one to all of them.
+TEST(CudaMoeRoute, GroupsNotPowersOfTwo) {
+  NW_REQUIRE_GPU();
+  for (int groups : {3, 6}) {
+    for (int top_groups : {1, groups / 2, groups}) {
+      const std::string what = cat(groups, " groups, top ", top_groups);
+      ops::RouterParams noaux{24, 4, groups, top_groups, MoeScoring::kSigmoid, MoeSelection::kNoauxTc, true, 2.5f};
+      if (top_groups * 24 / groups >= 4) check_route(noaux, 33, 10 + groups + top_groups, "noaux_tc 24 experts " + what);
+      ops::RouterParams limited{18, 2, groups, top_groups, MoeScoring::kSoftmax, MoeSelection::kGroupLimitedGreedy,
+                                false, 1.0f};
+      check_route(limited, 33, 20 + groups + top_groups, "group_limited_greedy 18 experts " + what);
+    }
+  }
+}
+
+// The router product: FP32 logits from an F32 input (the model's: rms_norm's unrounded output) or a BF16 one,
+// against the CPU's float32 product of the same values. Relative 1e-5: FP32 sums in another order.
+TEST(CudaMoeRoute, RouterLogitsFromF32AndBf16Inputs) {
+  NW_REQUIRE_GPU();
+  for (int64_t hidden : {64, 136, 2048, 7168}) {
+    const int64_t tokens = 7, experts = 72;
+    auto x = random_bf16({tokens, hidden}, 30 + hidden);
+    auto w = random_bf16({experts, hidden}, 31 + hidden, 0.05f);
+    Tensor ref = Tensor::zeros(DType::kF32, {tokens, experts});
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t e = 0; e < experts; ++e) {
+        double acc = 0.0;
+        for (int64_t d = 0; d < hidden; ++d) acc += double{x.host.f32()[t * hidden + d]} * w.host.f32()[e * hidden + d];
+        ref.f32()[t * experts + e] = static_cast<float>(acc);
+      }
+    for (bool f32 : {true, false}) {
+      Tensor logits = testing::poisoned(DType::kF32, {tokens, experts});
+      ops::cuda::router_logits_f32(f32 ? x.host.to(Device::kCUDA) : x.device, w.device, logits, nullptr);
+      testing::expect_close(logits, ref, 1e-5, cat("router logits, hidden ", hidden, f32 ? " (F32 x)" : " (BF16 x)"));
+    }
+  }
 }
 
 // Random routing for `tokens` tokens: top_k distinct experts of `routed` with positive weights.

@@ -54,7 +54,7 @@ __device__ __forceinline__ void bf16x8_to_float(const uint4& raw, float (&v)[8])
 
 __global__ void __launch_bounds__(kNormMaxThreads) add_rms_norm_kernel(float* residual, const bf16* delta,
                                                                          const bf16* weight, float eps, bf16* out,
-                                                                         int hidden) {
+                                                                         float* out_f32, int hidden) {
   const int chunks = hidden / 8;
   uint4 w[kNormChunks];
   // The norm weight is read before the wait: the previous kernel does not write it.
@@ -94,12 +94,19 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rms_norm_kernel(float* re
     if (c >= chunks) break;
     float g[8];
     bf16x8_to_float(w[j], g);
+    float y[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) y[i] = g[i] * (x[j][i] * inv);
     uint4 packed;
     __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      o[i] = __floats2bfloat162_rn(g[2 * i] * (x[j][2 * i] * inv), g[2 * i + 1] * (x[j][2 * i + 1] * inv));
+    for (int i = 0; i < 4; ++i) o[i] = __floats2bfloat162_rn(y[2 * i], y[2 * i + 1]);
     *reinterpret_cast<uint4*>(out + static_cast<int64_t>(blockIdx.x) * hidden + 8 * c) = packed;
+    if (out_f32) {
+      float4* f = reinterpret_cast<float4*>(out_f32 + static_cast<int64_t>(blockIdx.x) * hidden + 8 * c);
+      f[0] = make_float4(y[0], y[1], y[2], y[3]);
+      f[1] = make_float4(y[4], y[5], y[6], y[7]);
+    }
   }
 }
 
@@ -289,9 +296,10 @@ void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t
 }
 
 void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps, Tensor& out,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, Tensor* out_f32) {
   check_cuda(residual, DType::kF32, "add_rms_norm residual");
   check_cuda(out, DType::kBF16, "add_rms_norm out");
+  if (out_f32) check_cuda(*out_f32, DType::kF32, "add_rms_norm out_f32");
   if (delta.defined()) check_cuda(delta, DType::kBF16, "add_rms_norm delta");
   const int64_t hidden = residual.size(1), chunks = hidden / 8;
   const int threads = static_cast<int>(std::min<int64_t>(kNormMaxThreads, ceil_div(chunks, 32) * 32));
@@ -300,7 +308,7 @@ void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, f
   if (residual.size(0) == 0) return;
   launch(add_rms_norm_kernel, residual.size(0), threads, 0, stream, residual.f32(),
          delta.defined() ? device_ptr<bf16>(delta) : nullptr, device_ptr<bf16>(weight), eps, device_ptr<bf16>(out),
-         static_cast<int>(hidden));
+         out_f32 ? out_f32->f32() : nullptr, static_cast<int>(hidden));
 }
 
 void rms_norm_rows(void* x, int64_t rows, int64_t n, int64_t row_stride, const Tensor& weight, float eps,

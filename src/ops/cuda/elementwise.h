@@ -13,9 +13,10 @@ void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t
 
 // residual += delta (when delta is defined); out = rms_norm(residual) * weight.
 // residual [T, H] F32 (updated in place), delta [T, H] BF16 or undefined, weight [H] BF16, out [T, H] BF16;
-// H a multiple of 8 up to 32768 (every DeepSeek hidden size).
+// H a multiple of 8 up to 32768 (every DeepSeek hidden size). `out_f32` [T, H] F32, when given, gets the same
+// values unrounded: the MoE router's input, whose scores stay FP32 (a BF16 input moves near-tied scores).
 void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps, Tensor& out,
-                  cudaStream_t stream);
+                  cudaStream_t stream, Tensor* out_f32 = nullptr);
 
 // In place on BF16 rows of width `n` that lie `row_stride` elements apart (q_a, or the latent part of kv_a's
 // output): x = rms_norm(x) * weight, statistics in FP32.

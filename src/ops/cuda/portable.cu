@@ -79,24 +79,38 @@ __global__ void portable_attention_kernel(PortableAttention p) {
   }
 }
 
-// One warp per (token, expert): 16-byte loads over the hidden dim (hidden % 8 == 0), FP32 sums. Blocks of 8
-// warps cover 8 experts of one token, so even one token spreads over E / 8 blocks.
-__global__ void router_kernel(const bf16* x, const bf16* w, float* logits, int hidden, int experts) {
+// 8 consecutive input values as floats (BF16 or F32 rows, 16-byte aligned).
+__device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+// One warp per (token, expert): 16-byte weight loads over the hidden dim (hidden % 8 == 0), FP32 sums. Blocks
+// of 8 warps cover 8 experts of one token, so even one token spreads over E / 8 blocks.
+template <typename In>
+__global__ void router_kernel(const In* x, const bf16* w, float* logits, int hidden, int experts) {
   grid_dependency_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, e = blockIdx.y * 8 + warp;
   if (e >= experts) return;
-  const bf16* row = x + static_cast<int64_t>(blockIdx.x) * hidden;
+  const In* row = x + static_cast<int64_t>(blockIdx.x) * hidden;
   const bf16* wr = w + static_cast<int64_t>(e) * hidden;
   float s = 0.0f;
   for (int d = lane * 8; d < hidden; d += 256) {
-    const uint4 a = *reinterpret_cast<const uint4*>(row + d), b = *reinterpret_cast<const uint4*>(wr + d);
-    const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
-    const __nv_bfloat162* b2 = reinterpret_cast<const __nv_bfloat162*>(&b);
+    float a[8], b[8];
+    load8(row + d, a);
+    load8(wr + d, b);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 fa = __bfloat1622float2(a2[i]), fb = __bfloat1622float2(b2[i]);
-      s += fa.x * fb.x + fa.y * fb.y;
-    }
+    for (int i = 0; i < 8; ++i) s += a[i] * b[i];
   }
   s = warp_sum(s);
   if (lane == 0) logits[static_cast<int64_t>(blockIdx.x) * experts + e] = s;
@@ -171,15 +185,20 @@ void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const
 }
 
 void router_logits_f32(const Tensor& x, const Tensor& w, Tensor& logits, cudaStream_t stream) {
-  NW_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.size(1) == w.size(1) && x.dtype == DType::kBF16 &&
-               w.dtype == DType::kBF16 && logits.dtype == DType::kF32 && logits.numel() >= x.size(0) * w.size(0),
-           "router_logits_f32: x", x.shape_string(), " w", w.shape_string(), " logits", logits.shape_string());
+  NW_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.size(1) == w.size(1) &&
+               (x.dtype == DType::kBF16 || x.dtype == DType::kF32) && w.dtype == DType::kBF16 &&
+               logits.dtype == DType::kF32 && logits.numel() >= x.size(0) * w.size(0),
+           "router_logits_f32: x", x.shape_string(), " ", dtype_name(x.dtype), " w", w.shape_string(), " logits",
+           logits.shape_string());
   NW_CHECK(x.size(1) % 8 == 0, "router_logits_f32: hidden ", x.size(1), " must be a multiple of 8");
   if (x.size(0) == 0) return;
   const dim3 grid(static_cast<unsigned>(x.size(0)), static_cast<unsigned>(ceil_div(w.size(0), 8)));
-  launch(router_kernel, grid, 256, 0, stream,
-         device_ptr<bf16>(x), device_ptr<bf16>(w), logits.f32(), static_cast<int>(x.size(1)),
-         static_cast<int>(w.size(0)));
+  const int hidden = static_cast<int>(x.size(1)), experts = static_cast<int>(w.size(0));
+  if (x.dtype == DType::kF32)
+    launch(router_kernel<float>, grid, 256, 0, stream, x.f32(), device_ptr<bf16>(w), logits.f32(), hidden, experts);
+  else
+    launch(router_kernel<bf16>, grid, 256, 0, stream, device_ptr<bf16>(x), device_ptr<bf16>(w), logits.f32(), hidden,
+           experts);
 }
 
 void moe_combine_dense(const Tensor& expert_out, const Tensor& topk_ids, const Tensor& topk_weights,

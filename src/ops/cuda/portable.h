@@ -30,7 +30,8 @@ void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const
                             const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
                             int64_t max_seqlen_k, float softmax_scale, Tensor& out, cudaStream_t stream);
 
-// logits[T, E] (F32) = x[T, H] (BF16) w[E, H]^T (BF16), FP32 accumulation: the router's scores stay FP32.
+// logits[T, E] (F32) = x[T, H] (F32, or BF16) w[E, H]^T (BF16), FP32 accumulation: the router's scores stay
+// FP32. H % 8 == 0.
 void router_logits_f32(const Tensor& x, const Tensor& w, Tensor& logits, cudaStream_t stream);
 
 // out[t] = sum_j topk_weights[t, j] * expert_out[topk_ids[t, j], t] + sum_s expert_out[num_routed + s, t]:
