@@ -46,6 +46,17 @@ ErrorStats compare(const float* actual, const float* expected, int64_t n) {
   return s;
 }
 
+double l2_rel_error(const float* actual, const float* expected, int64_t n) {
+  double diff = 0.0, norm = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(actual[i])) return INFINITY;
+    const double d = static_cast<double>(actual[i]) - expected[i];
+    diff += d * d;
+    norm += static_cast<double>(expected[i]) * expected[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
 json small_v3_config() {
   return json::parse(R"({
     "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",

@@ -35,6 +35,9 @@ struct ErrorStats {
   double rel = 0.0;  // max |a - b| / max |b|
 };
 ErrorStats compare(const float* actual, const float* expected, int64_t n);
+// ||actual - expected||_2 / ||expected||_2 (infinite if `actual` holds a NaN or an infinity): the per-row logits
+// error the GPU forward is held to.
+double l2_rel_error(const float* actual, const float* expected, int64_t n);
 
 // A small DeepSeek-V3-style config (official layout) for tests that build their own checkpoints:
 // q_lora, YaRN, noaux_tc, one MTP layer; dims that leave partial FP8 blocks.

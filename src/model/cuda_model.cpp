@@ -72,6 +72,7 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   buffer(kGateUp, DType::kBF16, {t, 2 * std::max(config_.intermediate_size, config_.moe_intermediate_size)});
   buffer(kAct, DType::kBF16, {t, std::max(config_.intermediate_size, config_.moe_intermediate_size)});
   if (config_.n_routed_experts > 0) {
+    buffer(kNormedF32, DType::kF32, {t, h});
     buffer(kRouterLogits, DType::kF32, {t, config_.n_routed_experts});
     buffer(kTopkIds, DType::kI32, {t, config_.num_experts_per_tok});
     buffer(kTopkWeights, DType::kF32, {t, config_.num_experts_per_tok});
@@ -123,21 +124,29 @@ void CudaModel::mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaS
   linear(act, w.down, out, stream);
 }
 
-void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream) {
+void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out,
+                    cudaStream_t stream) {
   const int64_t t = x.size(0), k = config_.num_experts_per_tok;
   Tensor logits = buffer(kRouterLogits, DType::kF32, {t, config_.n_routed_experts});
   Tensor ids = buffer(kTopkIds, DType::kI32, {t, k});
   Tensor weights = buffer(kTopkWeights, DType::kF32, {t, k});
-  ops::cuda::router_logits_f32(x, w.router, logits, stream);
+  ops::cuda::router_logits_f32(x_f32, w.router, logits, stream);
   const ops::cuda::MoeExpertWeights& e = w.experts;
-  if (fast_moe_) {
-    const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, static_cast<int>(k), e);
-    Tensor ws = buffer(kMoeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
+  const size_t bytes = fast_moe_ ? ops::cuda::moe_experts_workspace_bytes(t, static_cast<int>(k), e) : 0;
+  Tensor ws = fast_moe_ ? buffer(kMoeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)}) : Tensor();
+  if (fast_moe_ && !routing_override_) {
     ops::cuda::moe_route_experts(x, logits, w.correction_bias, router_, ids, weights, e, out, ws.data, ws.nbytes(),
                                  stream);
+    if (routing_trace_) trace_routing(logits, ids, weights, stream);
     return;
   }
   ops::cuda::moe_route(logits, w.correction_bias, router_, ids, weights, stream);
+  if (routing_trace_) trace_routing(logits, ids, weights, stream);
+  if (routing_override_) override_routing(ids, weights, stream);
+  if (fast_moe_) {
+    ops::cuda::moe_experts(x, ids, weights, e, out, ws.data, ws.nbytes(), stream);
+    return;
+  }
   // Portable path: every expert over every token, then each token sums the ones it chose.
   NW_CHECK(e.gate_up.dtype == DType::kBF16, "CudaModel: the portable MoE path runs BF16 experts only");
   const int64_t experts = e.gate_up.size(0), inter = e.down.size(2), hidden = config_.hidden_size;
@@ -153,6 +162,28 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, Tensor& out, cudaS
   ops::cuda::moe_combine_dense(expert_out, ids, weights, config_.n_routed_experts, e.num_shared, out, stream);
 }
 
+void CudaModel::trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream) {
+  RoutingTrace::Layer layer{ids.size(0), logits.size(1), ids.size(1), std::vector<float>(logits.numel()),
+                            std::vector<int32_t>(ids.numel()), std::vector<float>(weights.numel())};
+  NW_CUDA_CHECK(cudaMemcpyAsync(layer.logits.data(), logits.data, logits.nbytes(), cudaMemcpyDeviceToHost, stream));
+  NW_CUDA_CHECK(cudaMemcpyAsync(layer.ids.data(), ids.data, ids.nbytes(), cudaMemcpyDeviceToHost, stream));
+  NW_CUDA_CHECK(cudaMemcpyAsync(layer.weights.data(), weights.data, weights.nbytes(), cudaMemcpyDeviceToHost, stream));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream));
+  routing_trace_->layers.push_back(std::move(layer));
+}
+
+void CudaModel::override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream) {
+  NW_CHECK(override_layer_ < routing_override_->layers.size(), "routing override: ",
+           routing_override_->layers.size(), " MoE layers given, the forward has more");
+  const RoutingTrace::Layer& l = routing_override_->layers[override_layer_++];
+  NW_CHECK(l.tokens == ids.size(0) && l.top_k == ids.size(1) && l.ids.size() == static_cast<size_t>(ids.numel()) &&
+               l.weights.size() == l.ids.size(),
+           "routing override: a layer of ", l.tokens, " tokens x top ", l.top_k, " for ", ids.shape_string());
+  NW_CUDA_CHECK(cudaMemcpyAsync(ids.data, l.ids.data(), ids.nbytes(), cudaMemcpyHostToDevice, stream));
+  NW_CUDA_CHECK(cudaMemcpyAsync(weights.data, l.weights.data(), weights.nbytes(), cudaMemcpyHostToDevice, stream));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
 Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream) {
   const int64_t t = step.num_tokens, b = step.num_seqs, h = config_.hidden_size;
   NW_CHECK(t > 0 && t <= max_tokens_ && b > 0 && b <= t, "CudaModel::forward: ", t, " tokens in ", b,
@@ -164,14 +195,20 @@ Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache
   Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
   Tensor delta = buffer(kDelta, DType::kBF16, {t, h});
   ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream);
+  override_layer_ = 0;
   Tensor none;
   for (int layer = 0; layer < config_.num_hidden_layers; ++layer) {
     const CudaLayerWeights& w = weights_.layers[layer];
     ops::cuda::add_rms_norm(residual, layer == 0 ? none : delta, w.input_norm, eps, normed, stream);
     attention(w, step, cache[layer], stream);  // normed -> delta
-    ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream);
-    if (w.moe) moe(*w.moe, normed, delta, stream);
-    else mlp(*w.mlp, normed, delta, stream);
+    if (w.moe) {
+      Tensor normed_f32 = buffer(kNormedF32, DType::kF32, {t, h});
+      ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream, &normed_f32);
+      moe(*w.moe, normed, normed_f32, delta, stream);
+    } else {
+      ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream);
+      mlp(*w.mlp, normed, delta, stream);
+    }
   }
   ops::cuda::add_rms_norm(residual, delta, weights_.final_norm, eps, normed, stream);
   Tensor rows = buffer(kLastRows, DType::kBF16, {b, h});

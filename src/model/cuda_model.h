@@ -10,6 +10,7 @@
 
 #include "model/cuda_weights.h"
 #include "model/model_config.h"
+#include "model/routing_trace.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/gemm.h"
 #include "ops/moe.h"
@@ -52,10 +53,16 @@ class CudaModel {
   // [pages, page_size, kv_lora + rope] BF16) and returns each sequence's last-token logits [B, vocab] F32,
   // a view of an internal buffer valid until the next forward.
   Tensor forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream);
+  // Tests, eager steps only (both copy synchronously; never while a graph is captured). While a trace is set, every
+  // MoE layer's router logits and the GPU's own choices are copied to it. While an override is set, the experts
+  // run with the override's choices and weights instead (its layers in forward order, one forward's worth):
+  // the differential test makes the GPU route exactly as the CPU reference did.
+  void set_routing_trace(RoutingTrace* trace) { routing_trace_ = trace; }
+  void set_routing_override(const RoutingTrace* routing) { routing_override_ = routing; }
 
  private:
   enum Buffer {
-    kResidual, kNormed, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
+    kResidual, kNormed, kNormedF32, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
     kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
     kGathered, kLatentRows, kKv, kExpertOut, kBufferCount
   };
@@ -70,7 +77,10 @@ class CudaModel {
                            const Tensor& q, Tensor& out, cudaStream_t stream);
   Tensor gather_keys(const CudaStep& step, const Tensor& cache, cudaStream_t stream);
   void mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
-  void moe(const CudaMoeWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
+  // x: the normed input in BF16 for the experts, x_f32 the same unrounded for the router.
+  void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
+  void trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream);
+  void override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream);
 
   ModelConfig config_;
   CudaModelWeights weights_;
@@ -84,6 +94,9 @@ class CudaModel {
   ops::cuda::GemmRunner gemm_;
   std::array<Tensor, kBufferCount> buffers_;
   std::vector<Tensor> retired_;  // outgrown buffers, kept for the graphs captured over them
+  RoutingTrace* routing_trace_ = nullptr;
+  const RoutingTrace* routing_override_ = nullptr;
+  size_t override_layer_ = 0;  // the override's next layer in this forward
 };
 
 }  // namespace narwhal

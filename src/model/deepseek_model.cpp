@@ -143,23 +143,28 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   return linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj.weight);
 }
 
-Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x) const {
+Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, RoutingTrace* trace) const {
   const int64_t t = x.size(0);
   Tensor router_logits = linear(x, w.router);
   Tensor ids = Tensor::zeros(DType::kI32, {t, int64_t{router_.top_k}});
   Tensor weights = empty(t, router_.top_k);
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
+  if (trace)
+    trace->layers.push_back({t, router_.num_experts, router_.top_k,
+                             {router_logits.f32(), router_logits.f32() + router_logits.numel()},
+                             {ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel()},
+                             {weights.f32(), weights.f32() + weights.numel()}});
   Tensor out = w.shared ? mlp(*w.shared, x) : empty(t, x.size(1));
   ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out);
   return out;
 }
 
 void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer, const ForwardBatch& batch,
-                                  const KvCache& cache, AttentionForm form, Tensor& h) const {
+                                  const KvCache& cache, const ForwardOptions& options, Tensor& h) const {
   const double eps = config_.rms_norm_eps;
-  add_into(h, attention(w.attn, cache_layer, batch, cache, form, rms_norm(h, w.input_norm, eps)));
+  add_into(h, attention(w.attn, cache_layer, batch, cache, options.attention, rms_norm(h, w.input_norm, eps)));
   Tensor x = rms_norm(h, w.post_attention_norm, eps);
-  add_into(h, w.moe ? moe(*w.moe, x) : mlp(*w.mlp, x));
+  add_into(h, w.moe ? moe(*w.moe, x, options.routing_trace) : mlp(*w.mlp, x));
 }
 
 ForwardOutput DeepSeekModel::head(const Tensor& h, const Tensor& norm, const Tensor& lm_head,
@@ -187,7 +192,7 @@ ForwardOutput DeepSeekModel::forward(const ForwardBatch& batch, const KvCache& c
   Tensor h = empty(batch.num_tokens(), config_.hidden_size);
   ops::embedding(batch.token_ids, weights_.embed, h);
   for (int layer = 0; layer < config_.num_hidden_layers; ++layer)
-    decoder_layer(weights_.layers[layer], layer, batch, cache, options.attention, h);
+    decoder_layer(weights_.layers[layer], layer, batch, cache, options, h);
   return head(h, weights_.final_norm, weights_.lm_head, batch, options);
 }
 
@@ -209,7 +214,7 @@ ForwardOutput DeepSeekModel::forward_mtp(int k, const ForwardBatch& batch, const
     std::memcpy(joined.f32() + i * 2 * hs + hs, hn.f32() + i * hs, hs * sizeof(float));
   }
   Tensor h = linear(joined, w.eh_proj.weight);
-  decoder_layer(w.layer, config_.num_hidden_layers + k, batch, cache, options.attention, h);
+  decoder_layer(w.layer, config_.num_hidden_layers + k, batch, cache, options, h);
   return head(h, w.head_norm, w.head, batch, options);
 }
 

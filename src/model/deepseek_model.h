@@ -5,6 +5,7 @@
 
 #include "model/forward_batch.h"
 #include "model/model_config.h"
+#include "model/routing_trace.h"
 #include "model/weights.h"
 #include "ops/moe.h"
 #include "ops/rope.h"
@@ -19,6 +20,7 @@ struct ForwardOptions {
   AttentionForm attention = AttentionForm::kAuto;
   bool all_logits = false;     // logits for every token instead of each sequence's last one
   bool return_hidden = false;  // keep the final-normed hidden states of every token, for MTP
+  RoutingTrace* routing_trace = nullptr;  // tests: every MoE layer's router logits and choices are appended
 };
 
 struct ForwardOutput {
@@ -36,6 +38,7 @@ class DeepSeekModel {
   static DeepSeekModel load(const std::string& model_dir);
 
   const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
   int num_mtp_layers() const { return static_cast<int>(weights_.mtp.size()); }
   // Layers that need a latent cache: the main ones, then the MTP ones.
   int num_cache_layers() const { return config_.num_hidden_layers + num_mtp_layers(); }
@@ -52,10 +55,10 @@ class DeepSeekModel {
  private:
   void check_batch(const ForwardBatch& batch, const KvCache& cache) const;
   void decoder_layer(const DecoderLayerWeights& w, int cache_layer, const ForwardBatch& batch, const KvCache& cache,
-                     AttentionForm form, Tensor& h) const;
+                     const ForwardOptions& options, Tensor& h) const;
   Tensor attention(const AttentionWeights& w, int cache_layer, const ForwardBatch& batch, const KvCache& cache,
                    AttentionForm form, const Tensor& x) const;
-  Tensor moe(const MoeWeights& w, const Tensor& x) const;
+  Tensor moe(const MoeWeights& w, const Tensor& x, RoutingTrace* trace) const;
   ForwardOutput head(const Tensor& h, const Tensor& norm, const Tensor& lm_head, const ForwardBatch& batch,
                      const ForwardOptions& options) const;
 

@@ -49,6 +49,10 @@ class CudaModelRunner : public ModelRunner {
   // Decode batch sizes with a captured graph (empty when graphs are off or the model's shapes rule them out).
   std::vector<int> graph_batch_sizes() const;
   const CudaModel& model() const { return *model_; }
+  // Tests: every eager step's MoE routing goes to `trace`, or follows `routing` (CudaModel::set_routing_trace and
+  // set_routing_override); null stops it.
+  void set_routing_trace(RoutingTrace* trace) { model_->set_routing_trace(trace); }
+  void set_routing_override(const RoutingTrace* routing) { model_->set_routing_override(routing); }
   cudaStream_t stream() const { return stream_; }
 
  private:
