@@ -29,6 +29,16 @@ char* at(void* base, size_t offset) { return static_cast<char*>(base) + offset; 
 
 }  // namespace
 
+std::string WorldContext::why_closed(int world_rank) const {
+  std::string failure;
+  try {
+    if (failure_of) failure = failure_of(world_rank);
+  } catch (const Error&) {
+    // The store is gone too: node 0 died, which its own message says.
+  }
+  return failure.empty() ? "its process exited or crashed" : "it failed first: " + failure;
+}
+
 ExchangeCommunicator::Group ExchangeCommunicator::world_group(const WorldContext& world, int rank,
                                                               std::shared_ptr<LocalGroup> local) {
   Group g;
@@ -79,7 +89,9 @@ void ExchangeCommunicator::exchange(const CallSignature& signature, const std::v
     }
     if (has_remote_) {
       std::vector<RemoteTransfer> transfers = remote_transfers(signature, seq, blocks);
-      exchange_remote(transfers, deadline, *world_->status, where, [&](int r) { return world_->describe({r}); });
+      exchange_remote(
+          transfers, deadline, *world_->status, where, [&](int r) { return world_->describe({r}); },
+          [&](int r) { return world_->why_closed(r); });
     }
     if (group_.local->local_size() > 1) exchange_local(signature, seq, blocks, deadline, where, stream, host_memory);
   } catch (const Error& e) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,11 +24,15 @@ struct WorldContext {
   int ranks_per_node = 1;
   int node = 0;  // this process's
   double timeout_s = 300;
+  // What the node of a world rank announced when its world failed ("" if nothing); null in a one-process world.
+  std::function<std::string(int world_rank)> failure_of;
 
   bool is_local(int world_rank) const { return world_rank / ranks_per_node == node; }
   std::string describe(std::vector<int> world_ranks) const {
     return describe_ranks(std::move(world_ranks), ranks_per_node, nnodes);
   }
+  // Why the connection to a world rank closed: its node's announced failure, else its process's end.
+  std::string why_closed(int world_rank) const;
 };
 
 // The exchange backends' communicator. A member's group rank indexes `members` (world ranks); the members that

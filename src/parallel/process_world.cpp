@@ -73,7 +73,12 @@ ProcessWorld::ProcessWorld(const ParallelFlags& flags, Backend backend, const Fi
     context->ranks_per_node = first.ranks_per_node();
     context->node = flags.node_rank;
     context->timeout_s = timeout;
-    if (store_) context->mesh = std::make_shared<TcpMesh>(*store_, first);
+    if (store_) {
+      context->mesh = std::make_shared<TcpMesh>(*store_, first);
+      context->failure_of = [store = store_.get(), per_node = first.ranks_per_node()](int rank) {
+        return announced_failure(*store, rank / per_node);
+      };
+    }
     int device = -1;
     if (backend == Backend::kDeviceLocal) NW_CUDA_CHECK(cudaGetDevice(&device));
     auto local = ExchangeCommunicator::world_local_group(*context, world_size);
@@ -123,7 +128,15 @@ void ProcessWorld::run(const RankFn& fn) {
     });
   }
   for (std::thread& t : threads) t.join();
-  NW_CHECK(!any_failed, status_->message());
+  if (!any_failed) return;
+  if (store_) {
+    try {
+      announce_failure(*store_, configs_.front().node_rank(), status_->message());
+    } catch (const Error&) {
+      // The store is gone (node 0 died): the others learn of this node's end from its closed connections.
+    }
+  }
+  throw Error(status_->message());
 }
 
 void run_ranks(const ParallelFlags& flags, const RankFn& fn, Backend backend) {

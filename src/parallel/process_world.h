@@ -43,7 +43,8 @@ class ProcessWorld {
 
   // Runs fn(config, world communicator) for every local rank, each on its own thread (with its GPU current on
   // device backends). A rank that throws fails the world, so the other ranks' waits end instead of hanging; then
-  // run throws an Error with the first failure.
+  // run announces the first failure at the store (multi-node: the other nodes' watchdogs and closed connections
+  // name it) and throws it as an Error.
   void run(const RankFn& fn);
 
  private:

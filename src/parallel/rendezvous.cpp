@@ -13,6 +13,8 @@ namespace narwhal {
 namespace {
 
 std::string join_key(int node) { return cat("join/node/", node); }
+std::string failure_key(int node) { return cat("failed/node/", node); }
+constexpr const char* kFailures = "failed/count";
 
 // "--page-size: 64 on ranks 0-7 (node 0), 32 on ranks 8-15 (node 1)", or "" when every node agrees.
 std::string differences(const std::vector<std::optional<Fingerprint>>& prints, const ParallelConfig& config) {
@@ -68,14 +70,22 @@ void join_nodes(TcpStore& store, const ParallelConfig& config, const Fingerprint
     }
     prints[n] = json::parse(store.get(join_key(n))).get<Fingerprint>();
   }
-  // Differences first: a node started with other flags may also be why another never came (a different --nnodes).
+  // A doubled --node-rank or other flags come first: either may be why a node never came (a mistyped
+  // --node-rank, a different --nnodes).
+  const std::string claims = store.get(claims_key);
+  NW_CHECK(claims == "1", "--node-rank ", node, " was given to ", claims, " processes joining ", store.address());
   const std::string differ = differences(prints, config);
   NW_CHECK(differ.empty(), "flags differ between nodes: ", differ);
   NW_CHECK(absent.empty(), config.describe_ranks(absent), " did not join ", store.address(), " within ",
            config.timeout_s(), " s");
-  const std::string claims = store.get(claims_key);
-  NW_CHECK(claims == "1", "--node-rank ", node, " was given to ", claims, " processes joining ", store.address());
 }
+
+void announce_failure(TcpStore& store, int node, const std::string& message) {
+  store.set(failure_key(node), message);
+  store.add(kFailures, 1);
+}
+
+std::string announced_failure(TcpStore& store, int node) { return store.try_get(failure_key(node)).value_or(""); }
 
 NodeWatchdog::NodeWatchdog(TcpStore& store, const ParallelConfig& config,
                            std::function<void(const std::string&)> on_loss, double interval_s)
@@ -108,6 +118,10 @@ void NodeWatchdog::watch(TcpStore& store, const ParallelConfig& config,
       if (!ranks.empty())
         loss = cat(config.describe_ranks(ranks), " left the world without a goodbye: the process exited or crashed, ",
                    "or the network to it failed");
+      for (int node = 0; loss.empty() && store.add(kFailures, 0) > 0 && node < config.nnodes(); ++node) {
+        const std::string failure = node == config.node_rank() ? "" : announced_failure(store, node);
+        if (!failure.empty()) loss = cat("node ", node, " stopped: ", failure);
+      }
     } catch (const Error& e) {
       loss = e.what();
     }

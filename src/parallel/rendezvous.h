@@ -22,9 +22,15 @@ using Fingerprint = std::map<std::string, std::string>;
 // not join in time, or a --node-rank given to two processes.
 void join_nodes(TcpStore& store, const ParallelConfig& config, const Fingerprint& fingerprint);
 
-// A thread that asks the store, every `interval_s`, whether a node's connection closed without a goodbye (its
-// process exited or crashed) and notices when the store itself is gone (node 0 died). On the first loss it calls
-// on_loss(message naming the lost ranks) once, from its own thread, and stops watching.
+// Records at the store that this node's world failed and why, before its connections close, so that the other
+// nodes name the cause rather than a closed connection.
+void announce_failure(TcpStore& store, int node, const std::string& message);
+// What node `node` announced, or "" when it has not failed.
+std::string announced_failure(TcpStore& store, int node);
+
+// A thread that asks the store, every `interval_s`, whether another node announced a failure or its connection
+// closed without a goodbye (its process exited or crashed), and notices when the store itself is gone (node 0
+// died). On the first loss it calls on_loss(message naming the node's ranks) once, from its own thread, and stops.
 class NodeWatchdog {
  public:
   NodeWatchdog(TcpStore& store, const ParallelConfig& config, std::function<void(const std::string&)> on_loss,

@@ -114,13 +114,14 @@ bool same_call(const MessageHeader& a, const MessageHeader& b) {
 }  // namespace
 
 void exchange_remote(std::vector<RemoteTransfer>& transfers, const Deadline& deadline, const WorldStatus& status,
-                     const std::string& where, const std::function<std::string(int)>& describe) {
+                     const std::string& where, const std::function<std::string(int)>& describe,
+                     const std::function<std::string(int)>& why_closed) {
   constexpr size_t kHeader = sizeof(MessageHeader);
   std::vector<Progress> progress(transfers.size());
   auto send_done = [&](size_t i) { return progress[i].sent == kHeader + transfers[i].header.bytes; };
   auto recv_done = [&](size_t i) { return progress[i].header_checked && progress[i].body_got == transfers[i].recv_bytes; };
   auto closed = [&](size_t i) {
-    return Error(cat(where, ": the connection to ", describe(transfers[i].peer), " closed: its process exited or crashed"));
+    return Error(cat(where, ": the connection to ", describe(transfers[i].peer), " closed: ", why_closed(transfers[i].peer)));
   };
   std::vector<pollfd> fds;
   std::vector<size_t> index;

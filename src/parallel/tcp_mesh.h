@@ -58,8 +58,9 @@ struct RemoteTransfer {
 // Sends and receives every transfer at once (one poll() loop, so no pair waits on another). Each received header
 // must match ours but for its byte count, which must equal recv_bytes. Throws an Error prefixed with `where` when a
 // peer closes its connection (its process died), sends a different call, or is silent past the deadline, and
-// when `status` fails meanwhile; `describe` names world ranks.
+// when `status` fails meanwhile; `describe` names world ranks and `why_closed` says why a rank's connection closed.
 void exchange_remote(std::vector<RemoteTransfer>& transfers, const Deadline& deadline, const WorldStatus& status,
-                     const std::string& where, const std::function<std::string(int)>& describe);
+                     const std::string& where, const std::function<std::string(int)>& describe,
+                     const std::function<std::string(int)>& why_closed);
 
 }  // namespace narwhal

@@ -1,6 +1,7 @@
 // Multi-node worlds as local processes over TCP on 127.0.0.1: each node is a child running this binary's
 // ParallelChild.Run. Every collective and group, two and four processes, two processes of two threads; a node
-// that never joins, a rank that dies mid-run, a node whose death only the watchdog sees, flags that differ.
+// that never joins, a rank that dies mid-run, a node whose death or failure only the watchdog sees, flags that
+// differ.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -26,14 +27,14 @@ constexpr int kChildError = 3;  // a child whose world failed (any other non-zer
 
 // What one child node does, passed in kChildVar as space-separated fields.
 struct ChildSpec {
-  std::string scenario;  // collectives | die | die_quiet
+  std::string scenario;  // collectives | die | die_quiet | fail_quiet
   int nnodes = 2;
   int node = 0;
   int ranks_per_node = 1;
   double timeout_s = 30;
   std::string addr;
   std::string page_size = "64";  // a fingerprinted flag
-  int die_node = -1;             // die, die_quiet: the node that exits mid-run
+  int die_node = -1;             // die, die_quiet, fail_quiet: the node that exits (or fails) mid-run
 
   static ChildSpec of(const std::string& scenario, int nnodes, int ranks_per_node, double timeout_s) {
     ChildSpec s;
@@ -77,7 +78,7 @@ void run_child(const ChildSpec& s) {
     flags.enable_dp_attention = true;
     flags.ep_size = 2;
   }
-  if (s.scenario == "die_quiet") {  // one TP group per node: nothing crosses nodes after the start
+  if (s.scenario == "die_quiet" || s.scenario == "fail_quiet") {  // a TP group per node: nothing crosses nodes
     flags.tp_size = s.ranks_per_node;
     flags.dp_size = s.nnodes;
   }
@@ -97,10 +98,11 @@ void run_child(const ChildSpec& s) {
       for (int i = 0; i < 5; ++i) comm.all_reduce(t, t);
       if (config.node_rank() == s.die_node) std::_Exit(42);
       keep_going([&] { comm.all_reduce(t, t); });
-    } else if (s.scenario == "die_quiet") {
+    } else {
       ParallelGroups groups = split_groups(comm, config);
       comm.barrier();
-      if (config.node_rank() == s.die_node) std::_Exit(42);
+      if (config.node_rank() == s.die_node && s.scenario == "die_quiet") std::_Exit(42);
+      if (config.node_rank() == s.die_node && config.local_rank() == 0) throw Error("boom");
       Tensor t = Tensor::zeros(DType::kF32, {1024});
       keep_going([&] { groups.tp->all_reduce(t, t); });
     }
@@ -167,9 +169,10 @@ TEST(MultiProcess, WithoutNodeZeroNobodyReachesTheRendezvous) {
   EXPECT_LT(children[0].seconds, 6.0);
 }
 
-// The dead node exited with 42; every other node failed (kChildError) naming `lost`, well before the 60 s timeout.
-void expect_death_noticed(const std::vector<Child>& children, int dead, const std::string& lost) {
-  EXPECT_EQ(children[dead].exit_code, 42);
+// The dead node exited with `dead_exit`; every other node failed (kChildError) naming `lost`, well before the 60 s
+// timeout.
+void expect_death_noticed(const std::vector<Child>& children, int dead, const std::string& lost, int dead_exit = 42) {
+  EXPECT_EQ(children[dead].exit_code, dead_exit) << children[dead].output();
   for (int node = 0; node < static_cast<int>(children.size()); ++node) {
     if (node == dead) continue;
     const Child& c = children[node];
@@ -198,6 +201,14 @@ TEST(MultiProcess, TheWatchdogNamesADeadNodeToRanksThatOnlyTalkLocally) {
   ChildSpec spec = ChildSpec::of("die_quiet", 2, 2, 60);
   spec.die_node = 1;
   expect_death_noticed(run_nodes(spec, {0, 1}, dir, 40), 1, "ranks 2, 3 (node 1) left the world without a goodbye");
+}
+
+TEST(MultiProcess, ANodeWhoseRankFailsTellsTheOthersWhy) {
+  testing::TempDir dir;
+  ChildSpec spec = ChildSpec::of("fail_quiet", 2, 2, 60);
+  spec.die_node = 1;
+  expect_death_noticed(run_nodes(spec, {0, 1}, dir, 40), 1, "node 1 stopped: rank 2 (node 1) failed: boom",
+                       kChildError);
 }
 
 TEST(MultiProcess, FlagsThatDifferBetweenNodesAreNamedByEveryNode) {
