@@ -129,8 +129,13 @@ std::string NcclCommunicator::wait_ready(ncclComm* comm) const {
   }
 }
 
-void NcclCommunicator::finish(int result, Collective op) {
+void NcclCommunicator::start(Collective op) {
   NW_CHECK(comm_, where(op), ": this communicator was aborted after an earlier failure");
+  status_->check(where(op));  // queueing work that a failed rank will never match would hang the GPU
+  NW_CUDA_CHECK(cudaSetDevice(device_));
+}
+
+void NcclCommunicator::finish(int result, Collective op) {
   const ncclResult_t r = static_cast<ncclResult_t>(result);
   if (r != ncclSuccess && r != ncclInProgress)
     fail(cat(where(op), ": NCCL error: ", NcclLibrary::get().GetErrorString(r), " (",
@@ -140,20 +145,24 @@ void NcclCommunicator::finish(int result, Collective op) {
   if (!problem.empty()) fail(cat(where(op), ": ", problem));
 }
 
+// Empty tensors (the same on every rank, or the call would not match) need no NCCL call at all.
 void NcclCommunicator::do_all_reduce(const Tensor& in, const Tensor& out, cudaStream_t stream) {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
+  if (in.nbytes() == 0) return;
+  start(Collective::kAllReduce);
   finish(NcclLibrary::get().AllReduce(in.data, out.data, in.numel(), summed_type(in.dtype), ncclSum, comm_, stream),
          Collective::kAllReduce);
 }
 
 void NcclCommunicator::do_all_gather(const Tensor& in, const Tensor& out, cudaStream_t stream) {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
+  if (in.nbytes() == 0) return;
+  start(Collective::kAllGather);
   finish(NcclLibrary::get().AllGather(in.data, out.data, in.nbytes(), ncclUint8, comm_, stream),
          Collective::kAllGather);
 }
 
 void NcclCommunicator::do_reduce_scatter(const Tensor& in, const Tensor& out, cudaStream_t stream) {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
+  if (out.nbytes() == 0) return;
+  start(Collective::kReduceScatter);
   finish(NcclLibrary::get().ReduceScatter(in.data, out.data, out.numel(), summed_type(in.dtype), ncclSum, comm_,
                                           stream),
          Collective::kReduceScatter);
@@ -161,8 +170,7 @@ void NcclCommunicator::do_reduce_scatter(const Tensor& in, const Tensor& out, cu
 
 void NcclCommunicator::do_all_to_all(const Tensor& in, const std::vector<int64_t>& send_rows, const Tensor& out,
                                      const std::vector<int64_t>& recv_rows, cudaStream_t stream) {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
-  NW_CHECK(comm_, where(Collective::kAllToAll), ": this communicator was aborted after an earlier failure");
+  start(Collective::kAllToAll);
   const NcclLibrary& nccl = NcclLibrary::get();
   const size_t row = in.size(0) ? in.nbytes() / in.size(0) : 0;
   // One group of point-to-point calls; the rank's own rows are a plain device copy.
@@ -190,13 +198,14 @@ void NcclCommunicator::do_all_to_all(const Tensor& in, const std::vector<int64_t
 }
 
 void NcclCommunicator::do_broadcast(const Tensor& tensor, int root, cudaStream_t stream) {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
+  if (tensor.nbytes() == 0) return;
+  start(Collective::kBroadcast);
   finish(NcclLibrary::get().Broadcast(tensor.data, tensor.data, tensor.nbytes(), ncclUint8, root, comm_, stream),
          Collective::kBroadcast);
 }
 
 void NcclCommunicator::do_barrier() {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
+  start(Collective::kBarrier);
   finish(NcclLibrary::get().AllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, barrier_stream_),
          Collective::kBarrier);
   // The all_reduce completes once every rank has queued it; wait for that on the host, bounded.
@@ -217,8 +226,7 @@ void NcclCommunicator::do_barrier() {
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, const std::string& name) {
-  NW_CUDA_CHECK(cudaSetDevice(device_));
-  NW_CHECK(comm_, where(Collective::kSplit), ": this communicator was aborted after an earlier failure");
+  start(Collective::kSplit);
   const NcclLibrary& nccl = NcclLibrary::get();
   ncclConfig_t config = nonblocking_config();
   ncclComm_t child = nullptr;

@@ -41,6 +41,8 @@ class NcclCommunicator final : public Communicator {
   void do_barrier() override;
   std::unique_ptr<Communicator> do_split(int color, int key, const std::string& name) override;
 
+  // Before an NCCL call: the communicator still works, the world has not failed, its GPU is current.
+  void start(Collective op);
   // Checks an NCCL call's result and waits until the communicator has finished it (set-up, or a call's enqueue);
   // fails on an error.
   void finish(int result, Collective op);

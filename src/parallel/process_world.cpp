@@ -4,7 +4,9 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "core/cuda_check.h"
@@ -115,6 +117,7 @@ ProcessWorld::~ProcessWorld() {
 void ProcessWorld::run(const RankFn& fn) {
   std::vector<std::thread> threads;
   std::atomic<bool> any_failed{false};
+  std::atomic<int> running{num_local_ranks()};
   for (int i = 0; i < num_local_ranks(); ++i) {
     threads.emplace_back([&, i] {
       try {
@@ -125,8 +128,10 @@ void ProcessWorld::run(const RankFn& fn) {
         status_->fail(cat(configs_[i].describe_ranks({configs_[i].rank()}), " failed: ", e.what()));
         any_failed = true;
       }
+      --running;
     });
   }
+  if (backend_ == Backend::kNccl) exit_if_stuck(running);
   for (std::thread& t : threads) t.join();
   if (!any_failed) return;
   if (store_) {
@@ -137,6 +142,21 @@ void ProcessWorld::run(const RankFn& fn) {
     }
   }
   throw Error(status_->message());
+}
+
+void ProcessWorld::exit_if_stuck(const std::atomic<int>& running) const {
+  // Host-side waits end once the world fails, but NCCL kernels waiting for a rank that failed never finish, nor
+  // does a rank blocked on them (a stream synchronize): those get a grace period, then the process exits.
+  constexpr auto kGrace = std::chrono::seconds(5);
+  std::optional<std::chrono::steady_clock::time_point> failed_at;
+  while (running > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!status_->failed()) continue;
+    if (!failed_at) failed_at = std::chrono::steady_clock::now();
+    if (std::chrono::steady_clock::now() - *failed_at < kGrace) continue;
+    NW_LOG(Error) << status_->message() << "; " << running << " rank(s) still blocked in NCCL work, exiting";
+    std::_Exit(1);
+  }
 }
 
 void run_ranks(const ParallelFlags& flags, const RankFn& fn, Backend backend) {

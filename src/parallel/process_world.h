@@ -2,6 +2,7 @@
 // of a multi-node world), run_ranks for tests, and the TP / DP-attention / EP groups a model splits off it.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -44,10 +45,13 @@ class ProcessWorld {
   // Runs fn(config, world communicator) for every local rank, each on its own thread (with its GPU current on
   // device backends). A rank that throws fails the world, so the other ranks' waits end instead of hanging; then
   // run announces the first failure at the store (multi-node: the other nodes' watchdogs and closed connections
-  // name it) and throws it as an Error.
+  // name it) and throws it as an Error. On NCCL, ranks still blocked 5 s after a failure (on GPU work that the
+  // failed rank will never match) end the process with exit status 1.
   void run(const RankFn& fn);
 
  private:
+  void exit_if_stuck(const std::atomic<int>& running) const;
+
   Backend backend_;
   std::vector<ParallelConfig> configs_;
   std::vector<int> devices_;  // the GPU of each local rank; -1 on the host backend

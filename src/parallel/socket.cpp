@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -30,7 +31,8 @@ HostPort parse_host_port(const std::string& text, const std::string& what) {
   if (colon != std::string::npos && colon > 0) {
     out.host = text.substr(0, colon);
     const std::string port = text.substr(colon + 1);
-    if (!port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit)) out.port = std::stoi(port);
+    const bool digits = std::all_of(port.begin(), port.end(), [](unsigned char c) { return std::isdigit(c); });
+    if (!port.empty() && port.size() <= 5 && digits) out.port = std::stoi(port);
   }
   NW_CHECK(out.port >= 1 && out.port <= 65535, what, " '", text, "' is not HOST:PORT (e.g. 10.0.0.1:5000)");
   return out;
