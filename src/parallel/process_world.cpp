@@ -43,54 +43,16 @@ ProcessWorld::ProcessWorld(const ParallelFlags& flags, Backend backend, const Fi
   for (int r = 0; r < world_size; ++r)
     if (r / (world_size / flags.nnodes) == flags.node_rank) configs_.emplace_back(flags, r);
   const ParallelConfig& first = configs_.front();
-  const double timeout = flags.dist_timeout_s;
   if (flags.nnodes > 1) {
-    store_ = std::make_unique<TcpStore>(flags.dist_init_addr, flags.node_rank, flags.node_rank == 0, timeout,
-                                        first.describe_ranks(first.node_ranks(0)));
+    store_ = std::make_unique<TcpStore>(flags.dist_init_addr, flags.node_rank, flags.node_rank == 0,
+                                        flags.dist_timeout_s, first.describe_ranks(first.node_ranks(0)));
     Fingerprint with_backend = fingerprint;
     with_backend["backend"] = backend_name(backend);
     join_nodes(*store_, first, with_backend);
   }
 
-  if (backend == Backend::kNccl) {
-    std::string unique_id;
-    if (flags.nnodes == 1) {
-      unique_id = NcclCommunicator::new_unique_id();
-    } else if (flags.node_rank == 0) {
-      unique_id = NcclCommunicator::new_unique_id();
-      store_->set("nccl/unique_id", unique_id);
-    } else {
-      unique_id = store_->get("nccl/unique_id");
-    }
-    std::vector<int> ranks;
-    for (const ParallelConfig& c : configs_) {
-      ranks.push_back(c.rank());
-      devices_.push_back(c.local_rank());
-    }
-    comms_ = NcclCommunicator::create(unique_id, world_size, ranks, devices_, timeout, status_);
-  } else {
-    auto context = std::make_shared<WorldContext>();
-    context->status = status_;
-    context->nnodes = flags.nnodes;
-    context->ranks_per_node = first.ranks_per_node();
-    context->node = flags.node_rank;
-    context->timeout_s = timeout;
-    if (store_) {
-      context->mesh = std::make_shared<TcpMesh>(*store_, first);
-      context->failure_of = [store = store_.get(), per_node = first.ranks_per_node()](int rank) {
-        return announced_failure(*store, rank / per_node);
-      };
-    }
-    int device = -1;
-    if (backend == Backend::kDeviceLocal) NW_CUDA_CHECK(cudaGetDevice(&device));
-    auto local = ExchangeCommunicator::world_local_group(*context, world_size);
-    for (const ParallelConfig& c : configs_) {
-      ExchangeCommunicator::Group group = ExchangeCommunicator::world_group(*context, c.rank(), local);
-      devices_.push_back(device);
-      if (backend == Backend::kHost) comms_.push_back(std::make_unique<HostCommunicator>(context, std::move(group)));
-      else comms_.push_back(std::make_unique<DeviceLocalCommunicator>(context, std::move(group), device));
-    }
-  }
+  if (backend == Backend::kNccl) make_nccl_comms();
+  else make_exchange_comms();
 
   if (store_) {
     // A lost node ends the host-side waits of every backend through the world status. NCCL kernels waiting for
@@ -102,6 +64,49 @@ ProcessWorld::ProcessWorld(const ParallelFlags& flags, Backend backend, const Fi
       NW_LOG(Error) << loss << "; exiting";
       std::_Exit(1);
     });
+  }
+}
+
+void ProcessWorld::make_nccl_comms() {
+  const ParallelFlags& flags = configs_.front().flags();
+  std::string unique_id;
+  if (flags.node_rank == 0) {
+    unique_id = NcclCommunicator::new_unique_id();
+    if (store_) store_->set("nccl/unique_id", unique_id);
+  } else {
+    unique_id = store_->get("nccl/unique_id");
+  }
+  std::vector<int> ranks;
+  for (const ParallelConfig& c : configs_) {
+    ranks.push_back(c.rank());
+    devices_.push_back(c.local_rank());
+  }
+  comms_ = NcclCommunicator::create(unique_id, configs_.front().world_size(), ranks, devices_, flags.dist_timeout_s,
+                                    status_);
+}
+
+void ProcessWorld::make_exchange_comms() {
+  const ParallelConfig& first = configs_.front();
+  auto context = std::make_shared<WorldContext>();
+  context->status = status_;
+  context->nnodes = first.nnodes();
+  context->ranks_per_node = first.ranks_per_node();
+  context->node = first.node_rank();
+  context->timeout_s = first.timeout_s();
+  if (store_) {
+    context->mesh = std::make_shared<TcpMesh>(*store_, first);
+    context->failure_of = [store = store_.get(), per_node = first.ranks_per_node()](int rank) {
+      return announced_failure(*store, rank / per_node);
+    };
+  }
+  int device = -1;
+  if (backend_ == Backend::kDeviceLocal) NW_CUDA_CHECK(cudaGetDevice(&device));
+  auto local = ExchangeCommunicator::world_local_group(*context, first.world_size());
+  for (const ParallelConfig& c : configs_) {
+    ExchangeCommunicator::Group group = ExchangeCommunicator::world_group(*context, c.rank(), local);
+    devices_.push_back(device);
+    if (backend_ == Backend::kHost) comms_.push_back(std::make_unique<HostCommunicator>(context, std::move(group)));
+    else comms_.push_back(std::make_unique<DeviceLocalCommunicator>(context, std::move(group), device));
   }
 }
 

@@ -50,6 +50,8 @@ class ProcessWorld {
   void run(const RankFn& fn);
 
  private:
+  void make_nccl_comms();      // the ncclUniqueId from node 0 (through the store), then one NCCL group
+  void make_exchange_comms();  // host or device-local: the TCP mesh between nodes, a LocalGroup inside this one
   void exit_if_stuck(const std::atomic<int>& running) const;
 
   Backend backend_;
