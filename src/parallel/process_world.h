@@ -37,7 +37,6 @@ class ProcessWorld {
   ProcessWorld(const ProcessWorld&) = delete;
   ProcessWorld& operator=(const ProcessWorld&) = delete;
 
-  Backend backend() const { return backend_; }
   int num_local_ranks() const { return static_cast<int>(configs_.size()); }
   const ParallelConfig& config(int local_rank) const { return configs_.at(local_rank); }
   Communicator& comm(int local_rank) { return *comms_.at(local_rank); }

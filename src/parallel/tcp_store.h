@@ -40,7 +40,6 @@ class TcpStore {
   const std::string& address() const { return address_; }
   // This process's IPv4 address on the interface that reaches the store: where other nodes can reach it too.
   std::string local_ip() const { return narwhal::local_ip(conn_); }
-  double timeout_s() const { return timeout_s_; }
 
  private:
   class Server;
