@@ -27,6 +27,8 @@ const Command kCommands[] = {
      narwhal::run_bench_one_batch},
     {"bench-serving", "benchmark a running server with SGLang's bench_serving (TTFT, ITL, throughput)",
      narwhal::run_bench_serving},
+    {"bench-one-batch-server", "time one batch sent at once to a server (launched here or at --base-url)",
+     narwhal::run_bench_one_batch_server},
 };
 
 void print_usage() {

@@ -1,5 +1,5 @@
-// `narwhal bench-serving` against a real `narwhal serve`: every backend and dataset, the JSONL result's fields and
-// their consistency, Poisson and unlimited rates, concurrency limits, failures.
+// `narwhal bench-serving` and `bench-one-batch-server` against a real `narwhal serve`: every backend and dataset,
+// the JSONL result's fields and their consistency, Poisson and unlimited rates, concurrency limits, failures.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -185,4 +185,40 @@ test("bench-serving reports failures and a server that is down", async () => {
   assert.equal(down.code, 1);
   assert.match(down.stderr, /cannot reach the server at http:\/\/127\.0\.0\.1:9: cannot connect: Connection refused/);
   await expectNoLeaks(server.base);
+});
+
+test("bench-one-batch-server against a running server", async () => {
+  const output = path.join(dir, "one_batch.jsonl");
+  const r = await narwhal(["bench-one-batch-server", "--base-url", server.base, "--batch-size", "1,3",
+                           "--input-len", "12", "--output-len", "4", "--skip-warmup", "--show-report",
+                           "--result-filename", output], { OPENAI_API_KEY: KEY });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /batch size: 3\ninput_len: 12\noutput_len: 4\nlatency: [\d.]+ s\ninput throughput: /);
+  assert.match(r.stdout, /\| batch size \| input len \| latency \(s\) \|/);
+  const lines = readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.batch_size), [1, 3]);
+  for (const l of lines) {
+    assert.equal(l.run_name, "default");
+    assert.equal(l.input_len, 12);
+    assert.equal(l.output_len, 4);
+    assert.ok(l.last_ttft > 0 && l.last_ttft < l.latency);
+    assert.ok(Math.abs(l.overall_throughput - l.batch_size * 16 / l.latency) < 0.05 * l.overall_throughput);
+    assert.ok(l.input_throughput > 0 && l.output_throughput > 0);
+  }
+});
+
+test("bench-one-batch-server launches narwhal serve with the other flags and stops it", async () => {
+  const output = path.join(dir, "launched.jsonl");
+  const r = await narwhal(["bench-one-batch-server", "--model-path", modelDir(), "--cpu-cache-bytes",
+                           String(128 << 20), "--api-key", "launch-key", "--batch-size", "2", "--input-len", "8",
+                           "--output-len", "3", "--skip-warmup", "--result-filename", output]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /received SIGTERM/, "the launched server is stopped at the end");
+  const [line] = readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(line.batch_size, 2);
+  assert.ok(line.latency > 0);
+
+  const typo = await narwhal(["bench-one-batch-server", "--model-path", modelDir(), "--batch-sizes", "2"]);
+  assert.equal(typo.code, 1);
+  assert.match(typo.stderr, /unknown flag --batch-sizes \(did you mean --batch-size\?\)/);
 });
