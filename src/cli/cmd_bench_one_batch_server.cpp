@@ -44,7 +44,7 @@ struct OneBatchFlags {
     p.add("backend", &backend, "sglang / narwhal (/generate) or any backend name bench-serving takes");
     p.add("base-url", &base_url, "a running server; without it one is launched with the other flags");
     p.add("local-tokenizer-path", &local_tokenizer_path,
-          "directory with tokenizer.json (default: the server's, from /get_model_info)");
+          "directory with tokenizer.json; empty: the server's, from /get_model_info");
     p.add_switch("skip-warmup", &skip_warmup, "no warmup batch (input 1024, output 16) per batch size");
     p.add_switch("show-report", &show_report, "print a table of all cases at the end");
     p.add("seed", &seed, "seed of the random prompts");

@@ -43,12 +43,12 @@ struct BenchServingFlags {
     p.add("backend", &backend, "narwhal, sglang, sglang-native (/generate); openai, sglang-oai, vllm, lmdeploy "
                                "(/v1/completions); openai-chat, sglang-oai-chat, vllm-chat, lmdeploy-chat "
                                "(/v1/chat/completions)");
-    p.add("base-url", &base_url, "the server, http://HOST:PORT (default: from --host and --port)");
+    p.add("base-url", &base_url, "the server, http://HOST:PORT; empty: from --host and --port");
     p.add("host", &host, "server host when --base-url is not given");
     p.add("port", &port, "server port when --base-url is not given (0: 8000 for vllm, 23333 for lmdeploy, else 30000)");
-    p.add("model", &model, "model id sent to OpenAI backends (default: the first of GET /v1/models)");
-    p.add("tokenizer", &tokenizer, "directory with tokenizer.json (default: the server's, from /get_model_info)");
-    p.add("api-key", &api_key, "sent as \"Authorization: Bearer KEY\" (default: $OPENAI_API_KEY)");
+    p.add("model", &model, "model id sent to OpenAI backends; empty: the first of GET /v1/models");
+    p.add("tokenizer", &tokenizer, "directory with tokenizer.json; empty: the server's, from /get_model_info");
+    p.add("api-key", &api_key, "sent as \"Authorization: Bearer KEY\"; empty: $OPENAI_API_KEY");
     p.add("dataset-name", &dataset.name, "sharegpt, random or random-ids");
     p.add("dataset-path", &dataset.path, "ShareGPT JSON file (needed by sharegpt; random draws its tokens from it)");
     p.add("num-prompts", &dataset.num_prompts, "requests to send");
@@ -61,8 +61,8 @@ struct BenchServingFlags {
           "random lengths are drawn uniformly from [len * ratio, len]");
     p.add("request-rate", &request_rate, "requests per second, Poisson arrivals; inf sends all at once");
     p.add("max-concurrency", &max_concurrency, "requests in flight at most (0: not set)");
-    p.add("output-file", &output_file, "JSONL file the result line is appended to (default: "
-                                       "BACKEND_MMDD_NUMPROMPTS_IN_OUT.jsonl or ..._DATASET.jsonl)");
+    p.add("output-file", &output_file, "JSONL file the result line is appended to; empty: "
+                                       "BACKEND_MMDD_NUMPROMPTS_IN_OUT.jsonl or ..._DATASET.jsonl");
     p.add_switch("output-details", &output_details, "add per-request lengths, TTFTs, ITLs, texts and errors");
     p.add_switch("disable-tqdm", &disable_tqdm, "no progress bar");
     p.add("seed", &seed, "seed of the dataset and arrival draws");
