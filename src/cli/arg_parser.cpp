@@ -121,7 +121,7 @@ ArgParser::Flag* ArgParser::find(const std::string& name) {
   return nullptr;
 }
 
-bool ArgParser::parse(int argc, char** argv, int first) {
+bool ArgParser::parse(int argc, char** argv, int first, std::vector<std::string>* unknown) {
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -137,6 +137,12 @@ bool ArgParser::parse(int argc, char** argv, int first) {
       has_inline_value = true;
     }
     Flag* flag = find(name);
+    if (flag == nullptr && unknown != nullptr) {
+      unknown->push_back(arg);
+      if (!has_inline_value && i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0)
+        unknown->push_back(argv[++i]);
+      continue;
+    }
     if (flag == nullptr) {
       for (const auto& [unsupported, why] : unsupported_)
         NW_CHECK(unsupported != name, command_, ": --", name, " is an SGLang flag not supported by narwhal: ", why);

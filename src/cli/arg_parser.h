@@ -27,9 +27,11 @@ class ArgParser {
   // An SGLang flag narwhal knows but does not implement: giving it fails with "not supported by narwhal: why".
   void add_unsupported(const std::string& name, const std::string& why);
 
-  // Parses argv[first..argc). Throws Error for unknown flags, missing or malformed values.
+  // Parses argv[first..argc). Throws Error for unknown flags, missing or malformed values; with `unknown`,
+  // unknown flags are appended there instead (each with the value after it, unless that starts with --), for
+  // another command to parse: bench-one-batch-server hands them to `narwhal serve`.
   // Returns false when --help was given (help has been printed to stdout).
-  bool parse(int argc, char** argv, int first = 1);
+  bool parse(int argc, char** argv, int first = 1, std::vector<std::string>* unknown = nullptr);
   std::string help() const;
 
  private:

@@ -1,10 +1,9 @@
 // `narwhal serve`: the OpenAI-compatible HTTP server (SGLang's launch_server flags).
-#include <sys/resource.h>
-
 #include <cstdio>
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/file_limit.h"
 #include "cli/server_args.h"
 #include "cli/tokenizer_token_text.h"
 #include "core/error.h"
@@ -15,19 +14,6 @@
 #include "server/serve.h"
 
 namespace narwhal {
-
-namespace {
-
-// Each streaming client holds a socket: lift the soft descriptor limit (often 1024) to the hard one.
-void raise_file_limit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &limit);
-  }
-}
-
-}  // namespace
 
 int run_serve(int argc, char** argv) {
   ServerArgs args;

@@ -9,5 +9,7 @@ int run_tokenize(int argc, char** argv);
 int run_chat_template(int argc, char** argv);
 int run_serve(int argc, char** argv);
 int run_bench_one_batch(int argc, char** argv);
+int run_bench_serving(int argc, char** argv);
+int run_bench_one_batch_server(int argc, char** argv);
 
 }  // namespace narwhal

@@ -25,11 +25,15 @@ const Command kCommands[] = {
      narwhal::run_serve},
     {"bench-one-batch", "time one static batch on the GPU (prefill, decode) against the HBM floor",
      narwhal::run_bench_one_batch},
+    {"bench-serving", "benchmark a running server with SGLang's bench_serving (TTFT, ITL, throughput)",
+     narwhal::run_bench_serving},
+    {"bench-one-batch-server", "time one batch sent at once to a server (launched here or at --base-url)",
+     narwhal::run_bench_one_batch_server},
 };
 
 void print_usage() {
   std::printf("usage: narwhal <command> [flags]   (narwhal <command> --help for its flags)\n\ncommands:\n");
-  for (const Command& c : kCommands) std::printf("  %-14s %s\n", c.name, c.summary);
+  for (const Command& c : kCommands) std::printf("  %-22s %s\n", c.name, c.summary);
 }
 
 }  // namespace

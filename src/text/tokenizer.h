@@ -30,6 +30,8 @@ class Tokenizer {
   // Id of an added token's content or of a vocabulary token (written in the byte-level alphabet); -1 if none.
   int token_to_id(std::string_view token) const;
   int vocab_size() const { return static_cast<int>(decode_bytes_.size()); }
+  // The BPE vocabulary alone, without added tokens past it: what transformers calls `tokenizer.vocab_size`.
+  int model_vocab_size() const { return model_->max_id() + 1; }
 
   int bos_id() const { return bos_id_; }  // -1 when the config names no BOS
   int eos_id() const { return eos_id_; }

@@ -10,7 +10,8 @@ export const bin = process.env.NARWHAL_BIN ?? "build/narwhal";
 const root = process.env.NARWHAL_SOURCE_DIR ?? process.cwd();
 export const KEY = "test-key";
 
-function modelDir() {
+// The bundled tiny model, made here if the checkout has none.
+export function modelDir() {
   const bundled = path.join(root, "models/tiny");
   if (existsSync(path.join(bundled, "config.json"))) return bundled;
   const dir = mkdtempSync(path.join(tmpdir(), "narwhal-tiny-"));
