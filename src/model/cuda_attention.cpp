@@ -94,7 +94,7 @@ void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& s
     Tensor keys = gather_keys(step, cache, stream);
     const ops::cuda::HeadOperand latents{keys.data, width, 0}, k_pe{at(keys, kv_lora), width, 0};
     ops::cuda::mla_attention_portable(q_abs, kv_lora, rope, latents, k_pe, latents, kv_lora, step.cu_seqlens_q,
-                                      step.cu_seqlens_k, step.max_seqlen_q, step.max_seqlen_k, scale, latent_out,
+                                      step.cu_seqlens_k, step.max_seqlen_q, scale, latent_out,
                                       stream);
   }
   const ops::cuda::MatrixBatch attn = ops::cuda::head_slices(latent_out, 0, kv_lora);
@@ -125,7 +125,7 @@ void CudaModel::attend_decompressed(const CudaAttentionWeights& w, const CudaSte
   const ops::cuda::HeadOperand k_nope{kv.data, heads * (nope + v), nope + v}, k_pe{at(keys, kv_lora), width, 0};
   const ops::cuda::HeadOperand values{at(kv, nope), heads * (nope + v), nope + v};
   ops::cuda::mla_attention_portable(q, nope, rope, k_nope, k_pe, values, v, step.cu_seqlens_q, step.cu_seqlens_k,
-                                    step.max_seqlen_q, step.max_seqlen_k, scale, out, stream);
+                                    step.max_seqlen_q, scale, out, stream);
 }
 
 }  // namespace narwhal

@@ -24,9 +24,26 @@ struct PortableAttention {
   float scale;
 };
 
+constexpr int kKeyChunk = 1024;     // keys whose scores sit in shared memory at once (online softmax over chunks)
+constexpr int kMaxValuePerThread = 8;  // output dims per thread: v_len <= kThreads * 8
+
+// Block-wide max or sum of one value per thread (all threads get the result); `scratch` holds kWarps floats.
+template <bool kMax>
+__device__ float block_reduce(float v, float* scratch) {
+  v = kMax ? warp_max(v) : warp_sum(v);
+  const int warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) scratch[warp] = v;
+  __syncthreads();
+  v = scratch[0];
+  for (int w = 1; w < kWarps; ++w) v = kMax ? fmaxf(v, scratch[w]) : v + scratch[w];
+  __syncthreads();  // scratch is reused by the next reduction
+  return v;
+}
+
 __global__ void portable_attention_kernel(PortableAttention p) {
   grid_dependency_wait();
   extern __shared__ float smem[];
+  __shared__ float scratch[kWarps];
   const int head = blockIdx.x, i = blockIdx.y, seq = blockIdx.z;
   const int q_begin = p.cu_q[seq], len_q = p.cu_q[seq + 1] - q_begin;
   if (i >= len_q) return;
@@ -39,43 +56,51 @@ __global__ void portable_attention_kernel(PortableAttention p) {
   for (int d = threadIdx.x; d < qk; d += kThreads) q[d] = __bfloat162float(q_row[d]);
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int k = warp; k < keys; k += kWarps) {
-    const bf16* a = p.key_a + (k_begin + k) * p.a_row + head * p.a_head;
-    const bf16* b = p.key_b + (k_begin + k) * p.b_row + head * p.b_head;
-    float s = 0.0f;
-    for (int d = lane; d < p.a_len; d += 32) s += q[d] * __bfloat162float(a[d]);
-    for (int d = lane; d < p.b_len; d += 32) s += q[p.a_len + d] * __bfloat162float(b[d]);
-    s = warp_sum(s);
-    if (lane == 0) scores[k] = s * p.scale;
+  // Online softmax over chunks of keys: running max m, running sum l, and this thread's output dims rescaled as m
+  // grows, so any number of keys fits in the chunk's shared memory.
+  float m = -INFINITY, l = 0.0f, acc[kMaxValuePerThread] = {};
+  for (int c0 = 0; c0 < keys; c0 += kKeyChunk) {
+    const int n = min(kKeyChunk, keys - c0);
+    for (int k = warp; k < n; k += kWarps) {
+      const int64_t key = k_begin + c0 + k;
+      const bf16* a = p.key_a + key * p.a_row + head * p.a_head;
+      const bf16* b = p.key_b + key * p.b_row + head * p.b_head;
+      float s = 0.0f;
+      for (int d = lane; d < p.a_len; d += 32) s += q[d] * __bfloat162float(a[d]);
+      for (int d = lane; d < p.b_len; d += 32) s += q[p.a_len + d] * __bfloat162float(b[d]);
+      s = warp_sum(s);
+      if (lane == 0) scores[k] = s * p.scale;
+    }
+    __syncthreads();
+    float chunk_max = -INFINITY;
+    for (int k = threadIdx.x; k < n; k += kThreads) chunk_max = fmaxf(chunk_max, scores[k]);
+    const float m_new = fmaxf(m, block_reduce<true>(chunk_max, scratch));
+    const float rescale = __expf(m - m_new);  // 0 on the first chunk (m = -inf)
+    float chunk_sum = 0.0f;
+    for (int k = threadIdx.x; k < n; k += kThreads) {
+      const float e = __expf(scores[k] - m_new);
+      scores[k] = e;
+      chunk_sum += e;
+    }
+    l = l * rescale + block_reduce<false>(chunk_sum, scratch);  // its syncs also publish the exponentials
+#pragma unroll
+    for (int j = 0; j < kMaxValuePerThread; ++j) {
+      const int d = threadIdx.x + j * kThreads;
+      if (d >= p.v_len) break;
+      float sum = 0.0f;
+      for (int k = 0; k < n; ++k)
+        sum += scores[k] * __bfloat162float(p.value[(k_begin + c0 + k) * p.v_row + head * p.v_head + d]);
+      acc[j] = acc[j] * rescale + sum;
+    }
+    m = m_new;
+    __syncthreads();  // the next chunk overwrites the scores
   }
-  __syncthreads();
-  __shared__ float reduce[kWarps];
-  float m = -INFINITY;
-  for (int k = threadIdx.x; k < keys; k += kThreads) m = fmaxf(m, scores[k]);
-  m = warp_max(m);
-  if (lane == 0) reduce[warp] = m;
-  __syncthreads();
-  m = reduce[0];
-  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, reduce[w]);
-  __syncthreads();
-  float sum = 0.0f;
-  for (int k = threadIdx.x; k < keys; k += kThreads) {
-    const float e = __expf(scores[k] - m);
-    scores[k] = e;
-    sum += e;
-  }
-  sum = warp_sum(sum);
-  if (lane == 0) reduce[warp] = sum;
-  __syncthreads();
-  sum = 0.0f;
-  for (int w = 0; w < kWarps; ++w) sum += reduce[w];
-  const float inv = 1.0f / sum;
+  const float inv = 1.0f / l;
   bf16* out = p.out + (static_cast<int64_t>(q_begin + i) * gridDim.x + head) * p.v_len;
-  for (int d = threadIdx.x; d < p.v_len; d += kThreads) {
-    float acc = 0.0f;
-    for (int k = 0; k < keys; ++k)
-      acc += scores[k] * __bfloat162float(p.value[(k_begin + k) * p.v_row + head * p.v_head + d]);
-    out[d] = __float2bfloat16(acc * inv);
+#pragma unroll
+  for (int j = 0; j < kMaxValuePerThread; ++j) {
+    const int d = threadIdx.x + j * kThreads;
+    if (d < p.v_len) out[d] = __float2bfloat16(acc[j] * inv);
   }
 }
 
@@ -162,16 +187,18 @@ void launch_fill(Tensor& t, uint64_t seed, float scale, bool random, cudaStream_
 void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const HeadOperand& key_a,
                             const HeadOperand& key_b, const HeadOperand& value, int64_t v_len,
                             const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
-                            int64_t max_seqlen_k, float softmax_scale, Tensor& out, cudaStream_t stream) {
+                            float softmax_scale, Tensor& out, cudaStream_t stream) {
   NW_CHECK(q.ndim() == 3 && q.dtype == DType::kBF16 && a_len + b_len <= q.size(2) && out.ndim() == 3 &&
                out.dtype == DType::kBF16 && out.size(0) == q.size(0) && out.size(1) == q.size(1) &&
                out.size(2) == v_len && cu_seqlens_q.dtype == DType::kI32 && cu_seqlens_k.shape == cu_seqlens_q.shape,
            "mla_attention_portable: q", q.shape_string(), " out", out.shape_string(), " for key dims ", a_len, " + ",
            b_len, " and value dim ", v_len);
+  NW_CHECK(v_len <= kThreads * kMaxValuePerThread && a_len + b_len <= 8192, "mla_attention_portable: value dim ",
+           v_len, " (at most ", kThreads * kMaxValuePerThread, ") or key dims ", a_len, " + ", b_len,
+           " (at most 8192) too large");
   const int64_t seqs = cu_seqlens_q.numel() - 1;
   if (seqs <= 0 || max_seqlen_q == 0) return;
-  const size_t smem = static_cast<size_t>(a_len + b_len + max_seqlen_k) * sizeof(float);
-  NW_CHECK(smem <= 200 * 1024, "mla_attention_portable: ", max_seqlen_k, " keys exceed its shared memory");
+  const size_t smem = static_cast<size_t>(a_len + b_len + kKeyChunk) * sizeof(float);
   NW_CUDA_CHECK(cudaFuncSetAttribute(portable_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
   PortableAttention p{device_ptr<bf16>(q), q.size(1) * q.size(2), q.size(2), static_cast<int>(a_len),

@@ -23,12 +23,12 @@ struct HeadOperand {
 // sequence b (cu_seqlens_q) sees keys cu_seqlens_k[b] .. + prefix_b + i, prefix_b = seqlen_k_b - seqlen_q_b.
 // Covers both MLA forms at any dims: decompressed (key_a = kv's nope part, key_b = gathered k_pe, value = kv's
 // v part) and absorbed (key_a = gathered latents, key_b = their rope part, value = latents). q [T, H, >= a+b]
-// BF16 with row stride q.size(1) * q.size(2); out [T, H, v_len] BF16. max_seqlen_k bounds the shared memory
-// (4 bytes per key). Simple and slow: for tests and small models.
+// BF16 with row stride q.size(1) * q.size(2); out [T, H, v_len] BF16. Any number of keys (an online softmax over
+// chunks of 1024), v_len <= 1024, a_len + b_len <= 8192. Simple and slow: for shapes the tuned kernels do not take.
 void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const HeadOperand& key_a,
                             const HeadOperand& key_b, const HeadOperand& value, int64_t v_len,
                             const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
-                            int64_t max_seqlen_k, float softmax_scale, Tensor& out, cudaStream_t stream);
+                            float softmax_scale, Tensor& out, cudaStream_t stream);
 
 // logits[T, E] (F32) = x[T, H] (F32, or BF16) w[E, H]^T (BF16), FP32 accumulation: the router's scores stay
 // FP32. H % 8 == 0.
