@@ -127,6 +127,7 @@ int run_bench_one_batch(int argc, char** argv) {
   std::printf("HBM bandwidth (device-to-device copy, read + write): %.0f GB/s\n", bandwidth / 1e9);
   const std::string config_path = (std::filesystem::path(args.model_path) / "config.json").string();
   ModelConfig config = ModelConfig::from_file(config_path);
+  check_gpu_support(config);
   CudaModelWeights weights = f.load_format == "dummy" ? dummy_cuda_weights(config, args.random_seed)
                                                       : load_cuda_weights(config, args.model_path);
   CudaRunnerOptions options;

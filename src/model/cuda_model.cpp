@@ -23,6 +23,35 @@ ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_toke
   return o;
 }
 
+}  // namespace
+
+// Dims that the kernels' 16-byte (8 x BF16) loads and cuBLASLt's aligned views walk must be multiples of 8 (every
+// released checkpoint's are; --device cpu runs any); then the rope and router limits of elementwise.h and moe.h,
+// and the portable attention's (portable.h).
+void check_gpu_support(const ModelConfig& c) {
+  const ops::RouterParams router = router_params(c);
+  const std::pair<const char*, int64_t> dims[] = {
+      {"hidden_size", c.hidden_size}, {"q_lora_rank", c.q_lora_rank.value_or(8)}, {"kv_lora_rank", c.kv_lora_rank},
+      {"qk_nope_head_dim", c.qk_nope_head_dim}, {"qk_rope_head_dim", c.qk_rope_head_dim},
+      {"v_head_dim", c.v_head_dim}, {"intermediate_size", c.intermediate_size},
+      {"moe_intermediate_size", c.n_routed_experts > 0 ? c.moe_intermediate_size : 8}};
+  for (const auto& [field, value] : dims)
+    NW_CHECK(value % 8 == 0, "config.json field '", field, "' is ", value, ": the GPU kernels need a multiple of 8 ",
+             "(--device cpu runs any size)");
+  NW_CHECK(c.hidden_size <= 32768, "config.json field 'hidden_size' is ", c.hidden_size, ": the GPU norm takes at most 32768");
+  NW_CHECK(c.qk_rope_head_dim <= 256, "config.json field 'qk_rope_head_dim' is ", c.qk_rope_head_dim,
+           ": the GPU RoPE takes at most 256");
+  NW_CHECK(c.kv_lora_rank <= 1024 && c.v_head_dim <= 1024 && c.qk_head_dim() <= 8192, "config.json fields ",
+           "'kv_lora_rank' ", c.kv_lora_rank, " / 'v_head_dim' ", c.v_head_dim, ": the GPU attention takes at most 1024");
+  if (c.n_routed_experts > 0) {
+    const std::string unsupported = ops::cuda::moe_route_unsupported(router);
+    NW_CHECK(unsupported.empty(), "config.json fields 'n_routed_experts' / 'num_experts_per_tok' / 'n_group': the GPU ",
+             "router takes ", unsupported.empty() ? "" : "no " + unsupported);
+  }
+}
+
+namespace {
+
 bool fits_mla_kernels(const ModelConfig& c) {
   return c.kv_lora_rank == 512 && c.qk_rope_head_dim == 64 && c.qk_nope_head_dim == 128 && c.v_head_dim == 128;
 }
@@ -31,7 +60,8 @@ bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
   for (const CudaLayerWeights& l : w.layers) {
     if (!l.moe) continue;
     const bool fp8 = l.moe->experts.gate_up.dtype == DType::kF8E4M3;
-    return c.hidden_size % 128 == 0 && c.moe_intermediate_size % (fp8 ? 128 : 64) == 0;
+    return c.hidden_size % 128 == 0 && c.moe_intermediate_size % (fp8 ? 128 : 64) == 0 &&
+           c.num_experts_per_tok + l.moe->experts.num_shared <= 32;
   }
   return true;
 }
@@ -46,13 +76,14 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
       page_size_(page_size),
       gemm_(gemm_options(config_, max_tokens)) {
   NW_CHECK(max_tokens > 0, "CudaModel: max_tokens must be positive");
+  check_gpu_support(config_);
+  router_ = router_params(config_);
   int device = 0;
   NW_CUDA_CHECK(cudaGetDevice(&device));
   NW_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
   const bool portable = kernels == KernelChoice::kPortable;
   fast_attention_ = !portable && fits_mla_kernels(config_) && page_size >= 16 && (page_size & (page_size - 1)) == 0;
   fast_moe_ = !portable && fits_moe_kernels(config_, weights_);
-  router_ = router_params(config_);
   rope_.inv_freq = Tensor::from_floats(config_.rope_inv_freq(), {config_.qk_rope_head_dim / 2}).to(Device::kCUDA);
   rope_.scaling = config_.rope_attention_scaling();
   rope_.interleave = config_.rope.interleave;

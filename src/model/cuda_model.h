@@ -17,6 +17,11 @@
 
 namespace narwhal {
 
+// Throws an Error naming the config.json field and its value when the GPU forward cannot take the config (a dim
+// that is not a multiple of 8, more experts than the router holds, ...); CudaModel checks it, loaders call it
+// first so that nothing is read for a model that will be refused.
+void check_gpu_support(const ModelConfig& config);
+
 // One step on the device: views of persistent buffers (the runner's), sized to this step. Sequence b's new
 // tokens are rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1, its keys (cached prefix + new) number seq_lens[b].
 struct CudaStep {

@@ -95,6 +95,7 @@ std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   NW_CHECK(std::filesystem::exists(config_path), model_dir, ": no config.json (is --model-path a model directory?)");
   ModelConfig config = ModelConfig::from_file(config_path);
+  check_gpu_support(config);
   CudaModelWeights weights = load_cuda_weights(config, model_dir);
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }

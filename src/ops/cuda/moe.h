@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "core/tensor.h"
 #include "ops/moe.h"
@@ -15,9 +16,12 @@ namespace narwhal::ops::cuda {
 
 // router_logits [T, E] F32 -> topk_ids [T, k] I32, topk_weights [T, k] F32, as ops::moe_route (softmax or
 // sigmoid scoring; greedy, group-limited greedy or noaux_tc selection, renormalize, routed_scaling_factor).
-// correction_bias [E] F32 (noaux_tc only). Limits: E <= 256, k <= 16, n_group <= 32. One warp per token.
+// correction_bias [E] F32 (noaux_tc only). Limits: moe_route_supports. One warp per token.
 void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const RouterParams& params,
                Tensor& topk_ids, Tensor& topk_weights, cudaStream_t stream);
+// What moe_route takes: E <= 384 experts (every released checkpoint's count: 64, 160, 256, 384), top-k <= 16,
+// n_group <= 32 dividing E. Empty when supported, else what is not, for the model's refusal at load.
+std::string moe_route_unsupported(const RouterParams& params);
 
 // Stacked expert weights on the device, in the layout the loader converts checkpoints into: E routed experts
 // followed by S shared experts. The shared MLP (gate/up [S*I, H], down [H, S*I]) is split along its

@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(kAlignThreads) align_kernel(const AlignArgs a,
   int* cursor = tile_start + a.experts + 1;  // [experts]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (route_first) {
-    float* choice = reinterpret_cast<float*>(cursor + a.experts) + warp * route::kMaxExperts;
+    float* choice = reinterpret_cast<float*>(cursor + a.experts) + warp * a.experts;
     for (int t = warp; t < r.tokens; t += kAlignWarps) route::route_token(r, t, lane, choice);
   }
   for (int e = threadIdx.x; e < a.experts; e += blockDim.x) counts[e] = 0;
@@ -230,8 +230,11 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
                         sorted,
                         tile_expert,
                         num_tiles};
-  const size_t align_smem =
-      (3 * experts + 1) * sizeof(int) + (routing ? kAlignWarps * route::kMaxExperts * sizeof(float) : 0);
+  const size_t align_smem = (3 * experts + 1) * sizeof(int) + (routing ? kAlignWarps * experts * sizeof(float) : 0);
+  // Past 48 KB (384 experts routed in the kernel) a kernel must ask for its dynamic shared memory, on each device.
+  if (align_smem > 48 * 1024)
+    NW_CUDA_CHECK(cudaFuncSetAttribute(align_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(align_smem)));
   launch(align_kernel, 1, kAlignThreads, align_smem, stream, align, routing ? *routing : route::RouteArgs{},
          routing != nullptr);
 

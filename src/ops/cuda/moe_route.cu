@@ -6,6 +6,17 @@ namespace narwhal::ops::cuda {
 
 namespace route {
 
+}  // namespace route
+
+std::string moe_route_unsupported(const RouterParams& p) {
+  if (p.num_experts > route::kMaxExperts) return cat(p.num_experts, " routed experts (at most ", route::kMaxExperts, ")");
+  if (p.top_k > route::kMaxTopK) return cat("top-", p.top_k, " (at most ", route::kMaxTopK, ")");
+  if (p.selection != MoeSelection::kGreedy && p.n_group > 32) return cat(p.n_group, " groups (at most 32)");
+  return "";
+}
+
+namespace route {
+
 RouteArgs route_args(const Tensor& router_logits, const Tensor& correction_bias, const RouterParams& p,
                      Tensor& topk_ids, Tensor& topk_weights) {
   const int64_t tokens = router_logits.size(0);

@@ -1,4 +1,4 @@
-// The MoE router's per-token top-k as a device function (one warp per token: E <= 256 experts, 8 per lane,
+// The MoE router's per-token top-k as a device function (one warp per token: E <= 384 experts, 12 per lane,
 // group masks and top k by warp argmax reductions; greedy, group-limited greedy and noaux_tc). Used by the
 // routing kernel (moe_route.cu) and, at decode sizes, inside the experts' align kernel (moe_experts.cu).
 #pragma once
@@ -10,7 +10,8 @@
 
 namespace narwhal::ops::cuda::route {
 
-constexpr int kMaxExperts = 256, kPerLane = kMaxExperts / 32, kMaxTopK = 16;
+// 384: the most routed experts of a released checkpoint of this architecture (Kimi K2, DeepSeek-V3's layout).
+constexpr int kMaxExperts = 384, kPerLane = kMaxExperts / 32, kMaxTopK = 16;
 
 struct RouteArgs {
   const float* logits;  // [T, E]
@@ -71,7 +72,7 @@ __device__ inline uint32_t best_groups(const float* choice, const RouteArgs& a, 
   return keep;
 }
 
-// Routes token t with the calling warp; `choice_smem` is this warp's kMaxExperts floats of shared memory.
+// Routes token t with the calling warp; `choice_smem` is this warp's `experts` floats of shared memory.
 __device__ __forceinline__ void route_token(const RouteArgs& a, int t, int lane, float* choice_smem) {
   const float* logits = a.logits + static_cast<int64_t>(t) * a.experts;
 
