@@ -15,7 +15,7 @@
 namespace narwhal {
 namespace {
 
-constexpr int kConfigs = 40;
+constexpr int kConfigs = 16;  // the GPU side runs 40; here a CI-sized sample of the same generator
 constexpr double kFormTolerance = 2e-5;
 
 TEST(RandomConfigs, LoadAndRunOnTheCpu) {
