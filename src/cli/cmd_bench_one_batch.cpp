@@ -26,7 +26,6 @@ struct BenchFlags {
   std::string batch_size = "1";
   std::string input_len = "1024";
   int output_len = 16;
-  std::string load_format = "auto";
 };
 
 double now_s() {
@@ -108,14 +107,10 @@ int run_bench_one_batch(int argc, char** argv) {
   parser.add("batch-size", &f.batch_size, "batch sizes, comma-separated");
   parser.add("input-len", &f.input_len, "prompt lengths, comma-separated");
   parser.add("output-len", &f.output_len, "decode steps per case");
-  parser.add("load-format", &f.load_format, "auto (the checkpoint) or dummy (random weights made on the GPU from "
-                                            "config.json alone)");
   if (!parser.parse(argc, argv, 2)) return 0;
   args.device = "cuda";
   args.validate();
   require_cuda_device("bench-one-batch");
-  NW_CHECK(f.load_format == "auto" || f.load_format == "dummy", "--load-format ", f.load_format,
-           ": expected auto or dummy");
   NW_CHECK(f.output_len >= 1, "--output-len must be >= 1, got ", f.output_len);
   const std::vector<int> batches = parse_id_list(f.batch_size, "batch-size");
   const std::vector<int> inputs = parse_id_list(f.input_len, "input-len");
@@ -128,7 +123,7 @@ int run_bench_one_batch(int argc, char** argv) {
   const std::string config_path = (std::filesystem::path(args.model_path) / "config.json").string();
   ModelConfig config = ModelConfig::from_file(config_path);
   check_gpu_support(config);
-  CudaModelWeights weights = f.load_format == "dummy" ? dummy_cuda_weights(config, args.random_seed)
+  CudaModelWeights weights = args.load_format == "dummy" ? dummy_cuda_weights(config, args.random_seed)
                                                       : load_cuda_weights(config, args.model_path);
   CudaRunnerOptions options;
   options.page_size = args.page_size;

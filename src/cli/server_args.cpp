@@ -11,7 +11,11 @@ namespace narwhal {
 void ServerArgs::register_flags(ArgParser& p) {
   p.add("model-path", &model_path, "model directory: config.json + safetensors in the Hugging Face layout");
   p.add("device", &device, "where the model runs: cuda (the current GPU) or cpu (the reference forward)");
-  p.add("cuda-graph-max-bs", &cuda_graph_max_bs, "cuda: decode batches up to this size replay captured CUDA graphs");
+  p.add("cuda-graph-max-bs", &cuda_graph_max_bs,
+        "cuda: decode batches up to this size replay captured CUDA graphs (0: by GPU memory, 512 on an H200 as SGLang)");
+  p.add("load-format", &load_format,
+        "auto (the checkpoint's safetensors) or dummy (random weights made on the GPU from config.json alone; the "
+        "tokenizer then comes from --tokenizer-path)");
   p.add_switch("disable-cuda-graph", &disable_cuda_graph, "cuda: run every step eagerly, capture no graph");
   p.add("page-size", &page_size, "tokens per page of the paged MLA latent cache");
   p.add("random-seed", &random_seed, "seed for sampling when a request gives none");
@@ -47,12 +51,14 @@ EngineConfig ServerArgs::engine_config() const {
 
 RunnerOptions ServerArgs::runner_options() const {
   RunnerOptions o{model_path, device, page_size, max_total_tokens, cpu_cache_bytes, mem_fraction_static};
+  o.load_format = load_format;
   o.cuda_graph_max_bs = cuda_graph_max_bs;
   o.disable_cuda_graph = disable_cuda_graph;
   // A step carries at most one prefill budget plus decode tokens (mixed chunks), or one decode token per
   // running request (at most 4096 when --max-running-requests is left to the engine).
   const int64_t max_running = max_running_requests > 0 ? max_running_requests : 4096;
-  o.max_tokens_per_step = std::max({chunked_prefill_size, max_prefill_tokens, max_running}) + cuda_graph_max_bs;
+  o.max_tokens_per_step = std::max({chunked_prefill_size, max_prefill_tokens, max_running}) +
+                          std::max(cuda_graph_max_bs, kMaxAutoCudaGraphBs);
   return o;
 }
 
@@ -96,7 +102,6 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add_unsupported("speculative-num-steps", "speculative decoding is not implemented yet");
   p.add_unsupported("speculative-eagle-topk", "speculative decoding is not implemented yet");
   p.add_unsupported("speculative-num-draft-tokens", "speculative decoding is not implemented yet");
-  p.add_unsupported("load-format", "only safetensors checkpoints are read");
   p.add_unsupported("dtype", "activations are BF16 (GPU) or F32 (CPU), weights keep the checkpoint's dtype");
   p.add_unsupported("context-length", "the context length comes from config.json");
   p.add_unsupported("skip-tokenizer-init", "narwhal always serves text");
@@ -123,6 +128,9 @@ void ServerArgs::validate() const {
   set_log_level(parse_log_level(log_level));
   NW_CHECK(!model_path.empty(), "--model-path is required");
   NW_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cuda or cpu");
+  NW_CHECK(load_format == "auto" || load_format == "dummy", "--load-format ", load_format, ": expected auto or dummy");
+  NW_CHECK(load_format == "auto" || device == "cuda", "--load-format dummy makes its random weights on the GPU: it "
+           "needs --device cuda");
   NW_CHECK(cuda_graph_max_bs >= 0 && cuda_graph_max_bs <= 4096, "--cuda-graph-max-bs must be in [0, 4096], got ",
            cuda_graph_max_bs);
   NW_CHECK(page_size > 0 && page_size <= 4096, "--page-size must be in [1, 4096], got ", page_size);

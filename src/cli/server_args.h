@@ -19,7 +19,8 @@ struct ServerArgs {
 
   // Engine: KV cache budget and scheduling (SGLang's names; 0 = automatic where SGLang says None).
   double mem_fraction_static = 0.85;     // gpu: weights + KV cache share of device memory
-  int cuda_graph_max_bs = 160;           // gpu: largest decode batch replayed from a captured CUDA graph
+  int cuda_graph_max_bs = 0;             // gpu: largest decode batch replayed from a captured CUDA graph (0: by GPU memory)
+  std::string load_format = "auto";      // auto: the checkpoint's safetensors; dummy: random weights from config.json
   bool disable_cuda_graph = false;
   int64_t cpu_cache_bytes = 1LL << 30;   // cpu: host bytes for the KV cache
   int64_t max_total_tokens = 0;          // 0: as many as the memory budget holds

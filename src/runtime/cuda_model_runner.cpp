@@ -2,6 +2,7 @@
 #include "runtime/cuda_model_runner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -90,13 +91,30 @@ CudaModelRunner::~CudaModelRunner() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_dir,
-                                                       const CudaRunnerOptions& options) {
+namespace {
+
+ModelConfig gpu_config(const std::string& model_dir) {
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   NW_CHECK(std::filesystem::exists(config_path), model_dir, ": no config.json (is --model-path a model directory?)");
   ModelConfig config = ModelConfig::from_file(config_path);
   check_gpu_support(config);
+  return config;
+}
+
+}  // namespace
+
+std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_dir,
+                                                       const CudaRunnerOptions& options) {
+  ModelConfig config = gpu_config(model_dir);
   CudaModelWeights weights = load_cuda_weights(config, model_dir);
+  return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
+}
+
+std::unique_ptr<CudaModelRunner> CudaModelRunner::dummy(const std::string& model_dir,
+                                                        const CudaRunnerOptions& options, uint64_t seed) {
+  ModelConfig config = gpu_config(model_dir);
+  NW_LOG(Info) << "cuda: random weights for " << model_dir << "/config.json (--load-format dummy)";
+  CudaModelWeights weights = dummy_cuda_weights(config, seed);
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }
 
@@ -179,6 +197,9 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
 }
 
 void CudaModelRunner::capture_graphs(int max_bs) {
+  const auto started = std::chrono::steady_clock::now();
+  size_t free_before = 0, free_after = 0, total = 0;
+  NW_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
   for (int bs : cuda_graph_batch_sizes(max_bs)) {
     ForwardBatch none;  // every sequence is padding: length 0, writes nothing to the cache
     const CudaStep step = upload(none, true, bs);
@@ -193,7 +214,11 @@ void CudaModelRunner::capture_graphs(int max_bs) {
     NW_CUDA_CHECK(cudaGraphDestroy(graph));
     graphs_[bs] = exec;
   }
-  NW_LOG(Info) << "cuda: captured decode graphs for " << graphs_.size() << " batch sizes up to " << max_bs;
+  NW_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  NW_LOG(Info) << "cuda: captured decode graphs for " << graphs_.size() << " batch sizes up to " << max_bs << " in "
+               << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() << " s, "
+               << (static_cast<int64_t>(free_before) - static_cast<int64_t>(free_after)) / (1 << 20)
+               << " MiB of graph memory";
 }
 
 std::vector<int> CudaModelRunner::graph_batch_sizes() const {

@@ -35,6 +35,9 @@ class CudaModelRunner : public ModelRunner {
   ~CudaModelRunner() override;
   // Loads a checkpoint directory's config.json and weights onto the current GPU.
   static std::unique_ptr<CudaModelRunner> load(const std::string& model_dir, const CudaRunnerOptions& options);
+  // The same with random weights made on the GPU from the directory's config.json alone (--load-format dummy).
+  static std::unique_ptr<CudaModelRunner> dummy(const std::string& model_dir, const CudaRunnerOptions& options,
+                                                uint64_t seed = 0);
 
   const ModelConfig& config() const override { return model_->config(); }
   int64_t num_pages() const override { return num_pages_; }

@@ -24,6 +24,11 @@ std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
 
 }  // namespace
 
+int auto_cuda_graph_max_bs(int64_t total_bytes) {
+  const int64_t gib = total_bytes >> 30;
+  return gib >= 120 ? kMaxAutoCudaGraphBs : gib >= 70 ? 256 : 160;
+}
+
 std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
   if (options.device == "cpu") return make_cpu_runner(options);
   if (options.device == "cuda") {
@@ -35,6 +40,12 @@ std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
     cuda.cuda_graph_max_bs = options.cuda_graph_max_bs;
     cuda.disable_cuda_graph = options.disable_cuda_graph;
     cuda.max_tokens_per_step = options.max_tokens_per_step;
+    if (cuda.cuda_graph_max_bs == 0) {
+      size_t free_bytes = 0, total_bytes = 0;
+      NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+      cuda.cuda_graph_max_bs = auto_cuda_graph_max_bs(static_cast<int64_t>(total_bytes));
+    }
+    if (options.load_format == "dummy") return CudaModelRunner::dummy(options.model_path, cuda);
     return CudaModelRunner::load(options.model_path, cuda);
   }
   throw Error(cat("--device ", options.device, ": no model runner for it (available: cpu, cuda)"));

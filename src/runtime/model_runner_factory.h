@@ -9,6 +9,11 @@
 
 namespace narwhal {
 
+// The largest decode batch a GPU of `total_bytes` memory captures graphs for when --cuda-graph-max-bs is 0:
+// SGLang's choice by memory class (512 on H200-class cards, 256 on 80 GB ones, 160 below).
+inline constexpr int kMaxAutoCudaGraphBs = 512;
+int auto_cuda_graph_max_bs(int64_t total_bytes);
+
 // What a runner needs to know to load and to size the cache (filled from ServerArgs by the CLI).
 struct RunnerOptions {
   std::string model_path;
@@ -17,7 +22,8 @@ struct RunnerOptions {
   int64_t max_total_tokens = 0;         // > 0: the cache holds at most this many tokens
   int64_t cpu_cache_bytes = 1LL << 30;  // cpu: host bytes for the cache
   double mem_fraction_static = 0.85;    // gpu: weights + cache share of device memory (kv_budget_from_mem_fraction)
-  int cuda_graph_max_bs = 160;          // gpu: decode batches up to this size replay captured CUDA graphs
+  std::string load_format = "auto";     // gpu: "dummy" makes random weights from config.json (SGLang's flag)
+  int cuda_graph_max_bs = 0;            // gpu: decode batches up to this size replay captured CUDA graphs (0: auto)
   bool disable_cuda_graph = false;
   int64_t max_tokens_per_step = 16384;  // gpu: step buffers hold this many tokens
 };
