@@ -42,10 +42,13 @@ int run_serve(int argc, char** argv) {
 
   const std::string tokenizer_dir = args.tokenizer_path.empty() ? args.model_path : args.tokenizer_path;
   const text::Tokenizer tokenizer(tokenizer_dir);
+  const bool own_template = !args.chat_template.empty();
   const std::string template_source =
-      args.chat_template.empty() ? tokenizer.config().chat_template : read_text_file(args.chat_template);
+      own_template ? read_text_file(args.chat_template) : tokenizer.config().chat_template;
   std::unique_ptr<text::ChatTemplate> chat_template;
-  if (!template_source.empty()) chat_template = std::make_unique<text::ChatTemplate>(template_source);
+  if (!template_source.empty())
+    chat_template = std::make_unique<text::ChatTemplate>(
+        template_source, own_template ? args.chat_template : tokenizer.config().chat_template_origin);
 
   TokenizerTokenText token_text(tokenizer);
   auto engine = std::make_unique<Engine>(make_model_runner(args.runner_options()), args.engine_config(), &token_text);

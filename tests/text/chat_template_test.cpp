@@ -52,12 +52,13 @@ TEST(ChatTemplate, RaiseExceptionBecomesAnErrorWithItsMessage) {
   EXPECT_NE(error.find("Conversation roles must be user or assistant"), std::string::npos) << error;
 }
 
-TEST(ChatTemplate, SyntaxErrorsNameTheLine) {
+TEST(ChatTemplate, SyntaxErrorsNameTheFileAndLine) {
   try {
-    ChatTemplate("first line\n{% if messages %}\nno endif");
+    ChatTemplate("first line\n{% if messages %}\nno endif", "/models/x/tokenizer_config.json (chat_template)");
     FAIL() << "parsed an unclosed if";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("template line"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("/models/x/tokenizer_config.json (chat_template): template line ", 0), 0u)
+        << e.what();
   }
 }
 
