@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "runtime/sampler.h"
 #include "runtime/sampling_params.h"
 
