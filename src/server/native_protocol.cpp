@@ -53,6 +53,7 @@ SamplingParams parse_sampling_params(const Body& j) {
 }  // namespace
 
 GenerateRequest parse_generate_request(const Body& body) {
+  check_nesting(body);  // first: what follows copies client values recursively
   GenerateRequest r;
   GenerationOptions& o = r.options;
   o.stream = read_bool(body, "stream").value_or(false);

@@ -280,6 +280,7 @@ std::vector<CompletionPrompt> parse_prompts(const Body& b) {
 }  // namespace
 
 ChatRequest parse_chat_request(const Body& b) {
+  check_nesting(b);  // first: what follows copies and serializes client values recursively
   ChatRequest r;
   r.messages = normalize_messages(b);
   r.options = parse_options(b, true);
@@ -290,6 +291,7 @@ ChatRequest parse_chat_request(const Body& b) {
 }
 
 CompletionRequest parse_completion_request(const Body& b) {
+  check_nesting(b);  // first: what follows copies client values recursively
   CompletionRequest r;
   r.prompts = parse_prompts(b);
   r.options = parse_options(b, false);

@@ -63,6 +63,22 @@ Body parse_body(const std::string& body) {
   return j;
 }
 
+void check_nesting(const Body& body) {
+  for (const auto& [key, value] : body.items()) {
+    std::vector<std::pair<const Body*, int>> stack = {{&value, 2}};  // (value, its level) left to visit
+    while (!stack.empty()) {
+      const auto [v, level] = stack.back();
+      stack.pop_back();
+      if (!v->is_structured()) continue;
+      if (level > kMaxNesting)
+        throw invalid_request(cat("Invalid '", key, "': arrays and objects nested deeper than ", kMaxNesting,
+                                  " levels are not supported."),
+                              key, "invalid_value");
+      for (const Body& child : *v) stack.emplace_back(&child, level + 1);
+    }
+  }
+}
+
 std::optional<bool> read_bool(const Body& object, const char* key, std::string_view parent) {
   const Body* v = present(object, key);
   if (!v) return std::nullopt;

@@ -18,6 +18,14 @@ using Body = nlohmann::ordered_json;
 // Parses a request body; 400 when it is not JSON or not an object.
 Body parse_body(const std::string& body);
 
+// Arrays and objects nested deeper than this are refused. No chat message, tool schema or prompt needs more, and
+// copying, serializing or templating a value recurses once per level.
+constexpr int kMaxNesting = 128;
+
+// 400 naming the top-level field whose value nests deeper than kMaxNesting (the body itself is level 1). It walks
+// with its own stack, so any depth is safe; call it before anything else touches the body.
+void check_nesting(const Body& body);
+
 // Each returns nullopt when the key is absent or null, else the value, or throws a 400 naming the field: `key`, or
 // `parent`.`key` for a nested object (sampling_params.n). Integers are range-checked as 64-bit values before any
 // narrowing; an integral decimal (3.0) is an integer, as it is to Python clients; booleans are not numbers.

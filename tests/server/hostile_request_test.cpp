@@ -1,5 +1,5 @@
-// Hostile request bodies without a server: type confusion and integers that would wrap, against the chat,
-// completion and /generate parsers. Each must be a 400 naming the field, never a crash.
+// Hostile request bodies without a server: type confusion, integers that would wrap, and values nested 100,000
+// deep, against the chat, completion and /generate parsers. Each must be a 400 naming the field, never a crash.
 #include <gtest/gtest.h>
 
 #include "server/native_protocol.h"
@@ -31,6 +31,9 @@ Body chat(const std::string& extra) {
 Body generate(const std::string& sampling_params) {
   return Body::parse(R"({"input_ids": [1, 2], "sampling_params": )" + sampling_params + "}");
 }
+
+// "[[[...0...]]]" nested `depth` levels, parsed (nlohmann's parser and destructor do not recurse).
+std::string deep_array(int depth) { return std::string(depth, '[') + "0" + std::string(depth, ']'); }
 
 TEST(HostileRequest, NonStringTypesAreNamed400s) {
   const std::string tool = R"("function": {"name": "f"})";
@@ -98,6 +101,29 @@ TEST(HostileRequest, NumbersOfTheWrongKind) {
   EXPECT_EQ(r.options.params.seed, UINT64_MAX);
   EXPECT_EQ(r.options.params.stop, std::vector<std::string>{"x"});
   EXPECT_EQ(parse_chat_request(chat(R"(, "max_tokens": 3.0, "n": 2.0)")).options.params.n, 2);
+}
+
+TEST(HostileRequest, ValuesNested100000DeepAreRefusedWithoutRecursion) {
+  const std::string deep = deep_array(100000);
+  EXPECT_EQ(rejected_param(Endpoint::kChat, chat(R"(, "tools": [{"type": "function", "function": {"name": "f",
+                                                 "parameters": )" + deep + "}}]")),
+            "tools");
+  EXPECT_EQ(rejected_param(Endpoint::kChat, Body::parse(R"({"messages": [{"role": "user", "content": "x", "extra": )" +
+                                                        deep + "}]}")),
+            "messages");
+  EXPECT_EQ(rejected_param(Endpoint::kChat, Body::parse(R"({"messages": [{"role": "assistant", "tool_calls": [
+                                                        {"function": {"name": "f", "arguments": )" + deep + "}}]}]}")),
+            "messages");
+  EXPECT_EQ(rejected_param(Endpoint::kChat, chat(R"(, "chat_template_kwargs": {"x": )" + deep + "}")),
+            "chat_template_kwargs");
+  EXPECT_EQ(rejected_param(Endpoint::kCompletion, Body::parse(R"({"prompt": )" + deep + "}")), "prompt");
+  EXPECT_EQ(rejected_param(Endpoint::kGenerate, generate(R"({"stop": )" + deep + "}")), "sampling_params");
+  // Within the limit it is the field's own check that answers.
+  EXPECT_EQ(rejected_param(Endpoint::kCompletion, Body::parse(R"({"prompt": )" + deep_array(kMaxNesting - 1) + "}")),
+            "prompt[0]");
+  EXPECT_EQ(rejected_param(Endpoint::kChat, chat(R"(, "chat_template_kwargs": {"x": )" +
+                                                 deep_array(kMaxNesting - 2) + "}")),
+            "accepted");
 }
 
 }  // namespace
