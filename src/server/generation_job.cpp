@@ -55,6 +55,7 @@ void GenerationJob::start() {
     input.params = params[i];
     input.return_logprob = options_.logprobs;
     input.top_logprobs_num = options_.top_logprobs;
+    input.fairness_group = i == 0 ? 0 : request_ids_[0];  // all prompts of this request share one fair share
     input.on_output = [self = shared_from_this(), i](RequestOutput&& out) { self->on_output(i, std::move(out)); };
     try {
       request_ids_[i] = context_.engine.submit(std::move(input));
