@@ -57,7 +57,8 @@ int run_serve(int argc, char** argv) {
                                  .model_path = args.model_path,
                                  .api_key = args.api_key,
                                  .reasoning_parser = args.reasoning_parser,
-                                 .tool_call_parser = args.tool_call_parser});
+                                 .tool_call_parser = args.tool_call_parser,
+                                 .max_sequences_per_request = args.max_sequences_per_request});
   server::ServeOptions options;
   options.http = {.host = args.host,
                   .port = args.port,

@@ -29,6 +29,16 @@ GenerationJob::GenerationJob(ServerContext& context, std::shared_ptr<Responder> 
       cached_tokens_(prompts_.size(), 0),
       last_output_at_(prompts_.size()) {}
 
+void check_fan_out(const ServerContext& context, size_t prompts, int n) {
+  const int64_t limit = context.options.max_sequences_per_request;
+  const int64_t sequences = static_cast<int64_t>(prompts) * n;
+  if (sequences <= limit) return;
+  throw invalid_request(cat("This request asks for ", prompts, " prompt(s) x ", n, " choice(s) = ", sequences,
+                            " sequences; the server allows at most ", limit,
+                            " per request (--max-sequences-per-request). Send fewer prompts or a smaller 'n'."),
+                        prompts > 1 ? "prompt" : "n", "invalid_value");
+}
+
 void GenerationJob::start() {
   const int64_t context = context_.context_length;
   std::vector<SamplingParams> params(prompts_.size(), options_.params);

@@ -21,6 +21,7 @@ struct ServerOptions {
   std::string api_key;           // empty: no authentication
   std::string reasoning_parser;  // "" or deepseek-r1
   std::string tool_call_parser;  // "" or deepseekv3
+  int64_t max_sequences_per_request = 2048;  // prompts x n of one request (--max-sequences-per-request)
 };
 
 class ServerContext {
