@@ -52,7 +52,9 @@ void GenerationJob::start() {
                                 " in the completion). Please reduce the length of the prompt or completion."),
                             "messages", "context_length_exceeded");
     }
-    if (!options_.max_tokens_given) params[i].max_new_tokens = room;
+    // A limit the client did not set (a default, or none) is clipped to the room left, as SGLang does; the
+    // choice then ends with finish_reason "length" where the room runs out.
+    if (!options_.max_tokens_given) params[i].max_new_tokens = std::min(params[i].max_new_tokens, room);
   }
 
   std::lock_guard<std::mutex> lock(mutex_);  // outputs wait until every id is recorded

@@ -59,8 +59,10 @@ GenerateRequest parse_generate_request(const Body& body) {
   o.stream = read_bool(body, "stream").value_or(false);
   o.logprobs = read_bool(body, "return_logprob").value_or(false);
   o.top_logprobs = static_cast<int>(read_int(body, "top_logprobs_num", 0, 20).value_or(0));
-  o.max_tokens_given = true;  // SGLang's default max_new_tokens (128) is a limit like any other
-  if (auto it = body.find("sampling_params"); it != body.end() && !it->is_null()) o.params = parse_sampling_params(*it);
+  if (auto it = body.find("sampling_params"); it != body.end() && !it->is_null()) {
+    o.params = parse_sampling_params(*it);
+    o.max_tokens_given = it->contains("max_new_tokens") && !(*it)["max_new_tokens"].is_null();
+  }
   r.text = read_string(body, "text");
   if (!r.text) {
     auto ids = body.find("input_ids");

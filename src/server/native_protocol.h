@@ -11,7 +11,7 @@
 namespace narwhal::server {
 
 struct GenerateRequest {
-  GenerationOptions options;
+  GenerationOptions options;        // max_tokens_given only when sampling_params names max_new_tokens
   std::optional<std::string> text;  // tokenized with BOS; else input_ids as given
   std::vector<int32_t> input_ids;
 };

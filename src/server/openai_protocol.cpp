@@ -57,7 +57,7 @@ GenerationOptions parse_options(const Body& b, bool chat) {
     max_tokens = 16;  // the legacy completions API's default
   }
   o.max_tokens_given = max_tokens.has_value();
-  if (max_tokens) p.max_new_tokens = *max_tokens;
+  p.max_new_tokens = max_tokens.value_or(kMaxInt);  // none: whatever room the context leaves
   if (auto m = read_int(b, "min_tokens", 0, kMaxInt)) p.min_new_tokens = *m;
   p.temperature = read_number(b, "temperature", 0.0, 2.0).value_or(1.0);
   // top_p = 0 means "only the most likely token"; the sampler wants a positive mass, and any tiny one keeps one.

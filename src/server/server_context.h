@@ -33,7 +33,7 @@ class ServerContext {
   const text::Tokenizer& tokenizer;
   const text::ChatTemplate* chat_template;  // null: the tokenizer has none (chat completions answer 400)
   const ServerOptions options;
-  const int64_t context_length;
+  const int64_t context_length;             // prompt + output tokens one request may have (Engine::max_sequence_len)
   const int64_t started_at;                 // unix seconds
   Metrics metrics;
 
