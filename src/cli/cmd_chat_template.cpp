@@ -43,8 +43,8 @@ int run_chat_template(int argc, char** argv) {
     }
   }
   NW_CHECK(messages.is_array(), messages_file, ": \"messages\" must be a list");
-  const std::string rendered = text::ChatTemplate(config.chat_template).render(messages, tools, add_generation_prompt,
-                                                                               config, extra);
+  const text::ChatTemplate chat_template(config.chat_template, config.chat_template_origin);
+  const std::string rendered = chat_template.render(messages, tools, add_generation_prompt, config, extra);
   std::fwrite(rendered.data(), 1, rendered.size(), stdout);
   return 0;
 }

@@ -28,10 +28,13 @@ int run_serve(int argc, char** argv) {
 
   const std::string tokenizer_dir = args.tokenizer_path.empty() ? args.model_path : args.tokenizer_path;
   const text::Tokenizer tokenizer(tokenizer_dir);
+  const bool own_template = !args.chat_template.empty();
   const std::string template_source =
-      args.chat_template.empty() ? tokenizer.config().chat_template : read_text_file(args.chat_template);
+      own_template ? read_text_file(args.chat_template) : tokenizer.config().chat_template;
   std::unique_ptr<text::ChatTemplate> chat_template;
-  if (!template_source.empty()) chat_template = std::make_unique<text::ChatTemplate>(template_source);
+  if (!template_source.empty())
+    chat_template = std::make_unique<text::ChatTemplate>(
+        template_source, own_template ? args.chat_template : tokenizer.config().chat_template_origin);
 
   TokenizerTokenText token_text(tokenizer);
   auto engine = std::make_unique<Engine>(make_model_runner(args.runner_options()), args.engine_config(), &token_text);
@@ -40,7 +43,8 @@ int run_serve(int argc, char** argv) {
                                  .model_path = args.model_path,
                                  .api_key = args.api_key,
                                  .reasoning_parser = args.reasoning_parser,
-                                 .tool_call_parser = args.tool_call_parser});
+                                 .tool_call_parser = args.tool_call_parser,
+                                 .max_sequences_per_request = args.max_sequences_per_request});
   server::ServeOptions options;
   options.http = {.host = args.host,
                   .port = args.port,

@@ -78,6 +78,9 @@ void ServerArgs::register_server_flags(ArgParser& p) {
         "unsent response bytes a connection may pile up; past it the client is too slow: request aborted, "
         "connection closed");
   p.add("http-threads", &http_threads, "threads doing HTTP I/O");
+  p.add("max-sequences-per-request", &max_sequences_per_request,
+        "most sequences one request may ask for: its prompts x n (larger: 400). Bounds the work and memory one "
+        "small request can demand; 2048 is OpenAI's largest prompt batch with n = 1");
   p.add("drain-timeout", &drain_timeout, "seconds SIGTERM/SIGINT waits for in-flight requests before aborting them");
   p.add_switch("trust-remote-code", &trust_remote_code, "accepted for SGLang compatibility (narwhal runs no model code)");
   const char* kNoTorch = "narwhal is native code; there is no PyTorch to compile";
@@ -117,6 +120,8 @@ void ServerArgs::validate_server() const {
   NW_CHECK(max_queued_response_bytes >= 1024, "--max-queued-response-bytes must be at least 1024 bytes, got ",
            max_queued_response_bytes);
   NW_CHECK(http_threads >= 1 && http_threads <= 256, "--http-threads must be in [1, 256], got ", http_threads);
+  NW_CHECK(max_sequences_per_request >= 1, "--max-sequences-per-request must be >= 1, got ",
+           max_sequences_per_request);
   NW_CHECK(drain_timeout >= 0, "--drain-timeout must be >= 0, got ", drain_timeout);
   NW_CHECK(reasoning_parser.empty() || reasoning_parser == "deepseek-r1",
            "--reasoning-parser ", reasoning_parser, ": narwhal knows deepseek-r1");

@@ -45,6 +45,7 @@ struct ServerArgs {
   int64_t max_request_body = 32 << 20;  // bytes
   int64_t max_queued_response_bytes = 4 << 20;  // unsent bytes per connection before a slow reader is cut off
   int http_threads = 4;
+  int64_t max_sequences_per_request = 2048;  // prompts x n of one request (narwhal's; SGLang has none)
   double drain_timeout = 30.0;        // seconds SIGTERM waits for in-flight requests before aborting them
   bool trust_remote_code = false;     // accepted for SGLang compatibility; narwhal runs no model code
 

@@ -3,6 +3,7 @@
 #include "model/model_config.h"
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 
@@ -28,10 +29,15 @@ class FieldReader {
     if (!has(key)) return std::nullopt;
     return as_integer(j_[key], key);
   }
+  // Counts and indices stored as int: range-checked as 64-bit values first, so 2^32 + 4 is no 4.
+  int int32(const char* key) const { return narrow(key, integer(key)); }
+  int int32_or(const char* key, int fallback) const { return has(key) ? narrow(key, integer(key)) : fallback; }
   double number_or(const char* key, double fallback) const {
     if (!has(key)) return fallback;
     NW_CHECK(j_[key].is_number(), source_, ": field '", key, "' must be a number, got ", j_[key].dump());
-    return j_[key].get<double>();
+    const double value = j_[key].get<double>();
+    NW_CHECK(std::isfinite(value), source_, ": field '", key, "' must be finite, got ", value);
+    return value;
   }
   bool boolean_or(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
@@ -49,14 +55,30 @@ class FieldReader {
  private:
   int64_t as_integer(const json& v, const char* key) const {
     NW_CHECK(v.is_number_integer(), source_, ": field '", key, "' must be an integer, got ", v.dump());
+    NW_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX), source_, ": field '",
+             key, "' is out of range, got ", v.dump());
     return v.get<int64_t>();
+  }
+  int narrow(const char* key, int64_t value) const {
+    NW_CHECK(value >= INT32_MIN && value <= INT32_MAX, source_, ": field '", key, "' is out of range, got ", value);
+    return static_cast<int>(value);
   }
   const json& j_;
   std::string source_;
 };
 
-void check_positive(const FieldReader& f, const char* key, int64_t value) {
+// Sizes and counts: positive, and small enough that products of two of them (a weight's element count) fit int64.
+void check_size(const FieldReader& f, const char* key, int64_t value) {
   NW_CHECK(value > 0, f.source(), ": field '", key, "' must be positive, got ", value);
+  NW_CHECK(value <= INT32_MAX, f.source(), ": field '", key, "' is implausibly large, got ", value);
+}
+
+void check_positive(const FieldReader& f, const char* key, double value) {
+  NW_CHECK(value > 0.0, f.source(), ": field '", key, "' must be positive, got ", value);
+}
+
+void check_at_least(const FieldReader& f, const char* key, int64_t value, int64_t min) {
+  NW_CHECK(value >= min, f.source(), ": field '", key, "' must be >= ", min, ", got ", value);
 }
 
 ModelType parse_model_type(const FieldReader& f, const json& j) {
@@ -100,13 +122,26 @@ RopeConfig parse_rope(const FieldReader& f, const json& j, ModelType type, int64
       if (p.has("mscale_all_dim")) rope.mscale_all_dim = p.number_or("mscale_all_dim", 0.0);
       if (p.has("attention_factor")) rope.attention_factor = p.number_or("attention_factor", 1.0);
       rope.truncate = p.boolean_or("truncate", true);
-      check_positive(p, "original_max_position_embeddings", rope.original_max_position_embeddings);
+      // transformers wants factor >= 1; anything positive computes, zero or less gives NaN or nonsense.
+      check_positive(p, "factor", rope.factor);
+      check_size(p, "original_max_position_embeddings", rope.original_max_position_embeddings);
+      check_positive(p, "beta_fast", rope.beta_fast);
+      check_positive(p, "beta_slow", rope.beta_slow);
+      NW_CHECK(rope.beta_fast >= rope.beta_slow, p.source(), ": field 'beta_fast' (", rope.beta_fast,
+               ") must be >= beta_slow (", rope.beta_slow, "): the ramp runs from the fast rotations to the slow");
+      // mscale(s, m) = 0.1 m ln(s) + 1 must stay >= 1: rope_attention_scaling divides by it.
+      if (rope.mscale) NW_CHECK(*rope.mscale >= 0.0, p.source(), ": field 'mscale' must be >= 0, got ", *rope.mscale);
+      if (rope.mscale_all_dim)
+        NW_CHECK(*rope.mscale_all_dim >= 0.0, p.source(), ": field 'mscale_all_dim' must be >= 0, got ",
+                 *rope.mscale_all_dim);
+      if (rope.attention_factor) check_positive(p, "attention_factor", *rope.attention_factor);
     } else {
       NW_CHECK(rope_type == "default", f.source(), ": field '", key, ".type' is '", rope_type,
                "'; DeepSeek models use 'yarn' or 'default'");
     }
   }
-  NW_CHECK(rope.theta > 0, f.source(), ": field 'rope_theta' must be positive");
+  // The frequencies are theta^(-2i/d): they must fall with i, and YaRN divides by ln(theta).
+  NW_CHECK(rope.theta > 1.0, f.source(), ": field 'rope_theta' must be > 1, got ", rope.theta);
   // V2 rotates interleaved pairs (complex multiply); V3 has the rope_interleave switch, default on.
   rope.interleave = type == ModelType::kDeepseekV2 ? true : f.boolean_or("rope_interleave", true);
   return rope;
@@ -128,43 +163,51 @@ std::optional<Fp8Config> parse_quantization(const FieldReader& f, const json& j)
   Fp8Config fp8;
   if (r.has("weight_block_size")) {
     const json& b = q["weight_block_size"];
-    NW_CHECK(b.is_array() && b.size() == 2 && b[0].is_number_integer() && b[1].is_number_integer() &&
-                 b[0].get<int>() > 0 && b[1].get<int>() > 0,
-             f.source(), ": field 'quantization_config.weight_block_size' must be two positive integers, got ",
-             b.dump());
-    fp8.block_n = b[0].get<int>();
-    fp8.block_k = b[1].get<int>();
+    const auto block = [](const json& v) {
+      return v.is_number_integer() && v.get<int64_t>() > 0 && v.get<int64_t>() <= 65536;
+    };
+    NW_CHECK(b.is_array() && b.size() == 2 && block(b[0]) && block(b[1]), f.source(),
+             ": field 'quantization_config.weight_block_size' must be two integers in [1, 65536], got ", b.dump());
+    fp8.block_n = static_cast<int>(b[0].get<int64_t>());
+    fp8.block_k = static_cast<int>(b[1].get<int64_t>());
   }
   return fp8;
 }
 
-std::vector<int> parse_eos(const FieldReader& f, const json& j) {
+// Token ids in [0, vocab_size), checked as 64-bit values before they become ints.
+int token_id(const FieldReader& f, const char* key, const json& v, int64_t vocab_size) {
+  NW_CHECK(v.is_number_integer(), f.source(), ": field '", key, "' must hold integers, got ", v.dump());
+  const bool inside = v.is_number_unsigned() ? v.get<uint64_t>() < static_cast<uint64_t>(vocab_size)
+                                             : v.get<int64_t>() >= 0 && v.get<int64_t>() < vocab_size;
+  NW_CHECK(inside, f.source(),
+           ": field '", key, "' holds ", v.dump(), ", outside the vocabulary (vocab_size ", vocab_size, ")");
+  return static_cast<int>(v.get<int64_t>());
+}
+
+std::vector<int> parse_eos(const FieldReader& f, const json& j, int64_t vocab_size) {
   if (!f.has("eos_token_id")) return {};
   const json& e = j["eos_token_id"];
+  NW_CHECK(e.is_number_integer() || e.is_array(), f.source(),
+           ": field 'eos_token_id' must be an integer or a list of integers, got ", e.dump());
   std::vector<int> ids;
-  if (e.is_number_integer()) ids.push_back(e.get<int>());
-  else {
-    NW_CHECK(e.is_array(), f.source(), ": field 'eos_token_id' must be an integer or a list of integers");
-    for (const json& v : e) {
-      NW_CHECK(v.is_number_integer(), f.source(), ": field 'eos_token_id' must hold integers, got ", v.dump());
-      ids.push_back(v.get<int>());
-    }
-  }
+  for (const json& v : e.is_array() ? e : json::array({e})) ids.push_back(token_id(f, "eos_token_id", v, vocab_size));
   return ids;
 }
 
 void parse_moe(const FieldReader& f, ModelConfig& c) {
   const bool v3 = c.model_type == ModelType::kDeepseekV3;
-  c.n_routed_experts = static_cast<int>(f.integer_or("n_routed_experts", 0));
+  c.n_routed_experts = f.int32_or("n_routed_experts", 0);
+  check_at_least(f, "n_routed_experts", c.n_routed_experts, 0);
   if (c.n_routed_experts == 0) return;
   c.moe_intermediate_size = f.integer("moe_intermediate_size");
-  c.num_experts_per_tok = static_cast<int>(f.integer("num_experts_per_tok"));
-  c.n_shared_experts = static_cast<int>(f.integer_or("n_shared_experts", 0));
-  c.moe_layer_freq = static_cast<int>(f.integer_or("moe_layer_freq", 1));
-  c.n_group = static_cast<int>(f.integer_or("n_group", 1));
-  c.topk_group = static_cast<int>(f.integer_or("topk_group", 1));
+  c.num_experts_per_tok = f.int32("num_experts_per_tok");
+  c.n_shared_experts = f.int32_or("n_shared_experts", 0);
+  c.moe_layer_freq = f.int32_or("moe_layer_freq", 1);
+  c.n_group = f.int32_or("n_group", 1);
+  c.topk_group = f.int32_or("topk_group", 1);
   c.norm_topk_prob = f.boolean_or("norm_topk_prob", v3);
   c.routed_scaling_factor = f.number_or("routed_scaling_factor", v3 ? 2.5 : 1.0);
+  check_positive(f, "routed_scaling_factor", c.routed_scaling_factor);
   // transformers v5 configs drop these two; the model type implies them (V2: softmax, V3: sigmoid + noaux_tc).
   std::string scoring = f.optional_string("scoring_func").value_or(v3 ? "sigmoid" : "softmax");
   if (scoring == "softmax") c.scoring_func = ScoringFunc::kSoftmax;
@@ -178,20 +221,22 @@ void parse_moe(const FieldReader& f, ModelConfig& c) {
     throw Error(cat(f.source(), ": field 'topk_method' is '", method,
                     "' (expected greedy, group_limited_greedy or noaux_tc)"));
 
-  check_positive(f, "moe_intermediate_size", c.moe_intermediate_size);
-  check_positive(f, "moe_layer_freq", c.moe_layer_freq);
-  check_positive(f, "n_group", c.n_group);
-  check_positive(f, "topk_group", c.topk_group);
+  check_size(f, "moe_intermediate_size", c.moe_intermediate_size);
+  check_size(f, "moe_layer_freq", c.moe_layer_freq);
+  check_size(f, "n_group", c.n_group);
+  check_size(f, "topk_group", c.topk_group);
   NW_CHECK(c.num_experts_per_tok > 0 && c.num_experts_per_tok <= c.n_routed_experts, f.source(),
-           ": field 'num_experts_per_tok' must be in [1, n_routed_experts], got ", c.num_experts_per_tok);
-  NW_CHECK(c.n_shared_experts >= 0, f.source(), ": field 'n_shared_experts' must be >= 0");
+           ": field 'num_experts_per_tok' must be in [1, n_routed_experts = ", c.n_routed_experts, "], got ",
+           c.num_experts_per_tok);
+  check_at_least(f, "n_shared_experts", c.n_shared_experts, 0);
   NW_CHECK(c.n_routed_experts % c.n_group == 0, f.source(), ": field 'n_group' (", c.n_group,
            ") must divide n_routed_experts (", c.n_routed_experts, ")");
   NW_CHECK(c.topk_group <= c.n_group, f.source(), ": field 'topk_group' (", c.topk_group, ") exceeds n_group (",
            c.n_group, ")");
   if (c.topk_method != TopkMethod::kGreedy)
-    NW_CHECK(c.topk_group * (c.n_routed_experts / c.n_group) >= c.num_experts_per_tok, f.source(),
-             ": topk_group x experts per group is smaller than num_experts_per_tok");
+    NW_CHECK(int64_t{c.topk_group} * (c.n_routed_experts / c.n_group) >= c.num_experts_per_tok, f.source(),
+             ": field 'num_experts_per_tok' (", c.num_experts_per_tok, ") exceeds topk_group x experts per group (",
+             c.topk_group, " x ", c.n_routed_experts / c.n_group, ")");
   if (c.topk_method == TopkMethod::kNoauxTc)
     NW_CHECK(c.n_routed_experts / c.n_group >= 2, f.source(),
              ": noaux_tc scores groups by their top-2 experts, so each group needs >= 2 experts");
@@ -271,45 +316,46 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   c.model_type = parse_model_type(f, j);
   c.vocab_size = f.integer("vocab_size");
   c.hidden_size = f.integer("hidden_size");
-  c.num_hidden_layers = static_cast<int>(f.integer("num_hidden_layers"));
-  c.num_attention_heads = static_cast<int>(f.integer("num_attention_heads"));
+  c.num_hidden_layers = f.int32("num_hidden_layers");
+  c.num_attention_heads = f.int32("num_attention_heads");
   c.q_lora_rank = f.optional_integer("q_lora_rank");
   c.kv_lora_rank = f.integer("kv_lora_rank");
   c.qk_nope_head_dim = f.integer("qk_nope_head_dim");
   c.qk_rope_head_dim = f.integer("qk_rope_head_dim");
   c.v_head_dim = f.integer("v_head_dim");
   c.intermediate_size = f.integer("intermediate_size");
-  c.first_k_dense_replace = static_cast<int>(f.integer_or("first_k_dense_replace", 0));
+  c.first_k_dense_replace = f.int32_or("first_k_dense_replace", 0);
   c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-6);
   c.max_position_embeddings = f.integer_or("max_position_embeddings", 4096);
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
-  c.num_nextn_predict_layers = static_cast<int>(f.integer_or("num_nextn_predict_layers", 0));
-  if (auto bos = f.optional_integer("bos_token_id")) c.bos_token_id = static_cast<int>(*bos);
-  c.eos_token_ids = parse_eos(f, j);
+  c.num_nextn_predict_layers = f.int32_or("num_nextn_predict_layers", 0);
+  check_size(f, "vocab_size", c.vocab_size);
+  if (f.has("bos_token_id")) c.bos_token_id = token_id(f, "bos_token_id", j["bos_token_id"], c.vocab_size);
+  c.eos_token_ids = parse_eos(f, j, c.vocab_size);
   parse_moe(f, c);
   c.rope = parse_rope(f, j, c.model_type, c.max_position_embeddings);
   c.fp8 = parse_quantization(f, j);
 
-  for (auto [key, value] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+  for (auto [key, value] : {std::pair{"hidden_size", c.hidden_size},
                             {"num_hidden_layers", int64_t{c.num_hidden_layers}},
                             {"num_attention_heads", int64_t{c.num_attention_heads}},
                             {"kv_lora_rank", c.kv_lora_rank}, {"qk_nope_head_dim", c.qk_nope_head_dim},
                             {"qk_rope_head_dim", c.qk_rope_head_dim}, {"v_head_dim", c.v_head_dim},
                             {"intermediate_size", c.intermediate_size},
                             {"max_position_embeddings", c.max_position_embeddings}})
-    check_positive(f, key, value);
-  if (c.q_lora_rank) check_positive(f, "q_lora_rank", *c.q_lora_rank);
+    check_size(f, key, value);
+  if (c.q_lora_rank) check_size(f, "q_lora_rank", *c.q_lora_rank);
   NW_CHECK(c.qk_rope_head_dim % 2 == 0, source, ": field 'qk_rope_head_dim' must be even, got ", c.qk_rope_head_dim);
-  NW_CHECK(c.first_k_dense_replace >= 0, source, ": field 'first_k_dense_replace' must be >= 0");
-  NW_CHECK(c.num_nextn_predict_layers >= 0, source, ": field 'num_nextn_predict_layers' must be >= 0");
-  NW_CHECK(c.rms_norm_eps > 0, source, ": field 'rms_norm_eps' must be positive");
+  NW_CHECK(c.first_k_dense_replace >= 0 && c.first_k_dense_replace <= c.num_hidden_layers, source,
+           ": field 'first_k_dense_replace' must be in [0, num_hidden_layers = ", c.num_hidden_layers, "], got ",
+           c.first_k_dense_replace);
+  check_at_least(f, "num_nextn_predict_layers", c.num_nextn_predict_layers, 0);
+  check_positive(f, "rms_norm_eps", c.rms_norm_eps);
   std::string act = f.optional_string("hidden_act").value_or("silu");
   NW_CHECK(act == "silu", source, ": field 'hidden_act' is '", act, "'; DeepSeek models use silu");
   NW_CHECK(!f.boolean_or("attention_bias", false), source,
            ": field 'attention_bias' is true; DeepSeek attention has no biases");
   NW_CHECK(!f.boolean_or("mlp_bias", false), source, ": field 'mlp_bias' is true; DeepSeek MLPs have no biases");
-  for (int id : c.eos_token_ids)
-    NW_CHECK(id >= 0 && id < c.vocab_size, source, ": field 'eos_token_id' holds ", id, ", outside the vocabulary");
   return c;
 }
 

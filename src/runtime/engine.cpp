@@ -64,10 +64,12 @@ uint64_t Engine::submit(RequestInput input) {
   if (!p.ignore_eos)
     for (int eos : runner_->config().eos_token_ids) request->stop_ids.push_back(eos);
   const uint64_t seed = p.seed.value_or(mix_bits(config_.random_seed ^ mix_bits(request->id)));
+  const uint64_t group = input.fairness_group != 0 ? input.fairness_group : request->id;
   for (int i = 0; i < p.n; ++i) {
     auto seq = std::make_unique<Sequence>();
     seq->request = request.get();
     seq->index = i;
+    seq->group = group;
     seq->tokens = input.input_ids;
     seq->prompt_len = prompt_len;
     seq->max_new_tokens = p.max_new_tokens;

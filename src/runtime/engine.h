@@ -81,6 +81,9 @@ class Engine {
   const KvPool& kv_pool() const { return pool_; }
   RadixCache& radix_cache() { return cache_; }
   const ModelConfig& model_config() const { return runner_->config(); }
+  // The most tokens (prompt + output) one request can have: the context length or the whole KV cache, whichever
+  // is less (SGLang's max_req_len). submit() refuses longer prompts and clips max_new_tokens to fit.
+  int64_t max_sequence_len() const { return max_sequence_len_; }
   int max_running_requests() const { return max_running_; }
 
  private:

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "runtime/sampler.h"
 #include "runtime/sampling_params.h"
 
@@ -53,6 +54,9 @@ struct RequestInput {
   int top_logprobs_num = 0;
   bool return_logits = false;
   OutputCallback on_output;
+  // Admission shares the engine fairly between groups: the prompts of one API request should name the id of
+  // its first prompt's request here. 0: a group of its own.
+  uint64_t fairness_group = 0;
 };
 
 }  // namespace narwhal

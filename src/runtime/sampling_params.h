@@ -6,8 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "core/json.h"
-
 namespace narwhal {
 
 struct SamplingParams {
@@ -27,12 +25,12 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   bool no_stop_trim = false;              // keep the matched stop string in the text
 
+  // Choices one request may ask for (each is a sequence of its own once the prompt is done).
+  static constexpr int kMaxN = 1024;
+
   bool greedy() const { return temperature == 0.0; }
-  // Throws Error naming the first parameter outside its range.
+  // Throws Error naming the first parameter outside its range (NaN and infinities are outside every range).
   void validate() const;
-  // Reads SGLang's native `sampling_params` object (`sampling_seed` is the seed, `stop` a string or list);
-  // unknown keys are errors, so a typo cannot silently change sampling.
-  static SamplingParams from_json(const json& j);
 };
 
 }  // namespace narwhal

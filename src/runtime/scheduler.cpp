@@ -2,6 +2,9 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
+#include <functional>
+#include <queue>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -120,13 +123,44 @@ void Scheduler::plan_extends(StepPlan& plan) {
   }
 }
 
-std::vector<Sequence*> Scheduler::waiting_order() const {
+std::vector<Sequence*> Scheduler::policy_order() const {
   std::vector<Sequence*> order(waiting_.begin(), waiting_.end());
   if (config_.schedule_policy != SchedulePolicy::kLpm || order.size() > kLpmQueueLimit) return order;
   std::vector<std::pair<int64_t, Sequence*>> keyed;
   for (Sequence* s : order) keyed.emplace_back(cache_.match_length(cacheable_prompt(*s)), s);
   std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   for (size_t i = 0; i < keyed.size(); ++i) order[i] = keyed[i].second;
+  return order;
+}
+
+// Max-min fairness over groups: each next place goes to the group with the fewest sequences running or placed
+// ahead (a sequence about to fork counts as all its choices), ties to the group whose first sequence the policy
+// puts first; within a group the policy order holds.
+std::vector<Sequence*> Scheduler::waiting_order() const {
+  std::vector<Sequence*> order = policy_order();
+  std::unordered_map<uint64_t, size_t> rank;  // group -> its place in `queues`
+  std::vector<std::vector<Sequence*>> queues;
+  for (Sequence* s : order) {
+    const auto [it, fresh] = rank.try_emplace(s->group, queues.size());
+    if (fresh) queues.emplace_back();
+    queues[it->second].push_back(s);
+  }
+  if (queues.size() <= 1) return order;
+  std::vector<int64_t> load(queues.size(), 0);
+  for (const Sequence* s : running_)
+    if (auto it = rank.find(s->group); it != rank.end()) load[it->second] += s->forks;
+  using Entry = std::pair<int64_t, size_t>;  // (load, rank): the smallest goes next
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> next;
+  for (size_t g = 0; g < queues.size(); ++g) next.emplace(load[g], g);
+  std::vector<size_t> taken(queues.size(), 0);
+  order.clear();
+  while (!next.empty()) {
+    const auto [group_load, g] = next.top();
+    next.pop();
+    Sequence* s = queues[g][taken[g]++];
+    order.push_back(s);
+    if (taken[g] < queues[g].size()) next.emplace(group_load + s->forks, g);
+  }
   return order;
 }
 

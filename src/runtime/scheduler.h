@@ -31,7 +31,9 @@ struct StepPlan {
 // its prompt plus its future tokens, where running sequences' futures count at new_token_ratio (it
 // decays as steps pass and rises after a retraction). When decoding finds no page, the least advanced
 // sequence is retracted: its pages go to the radix cache, it waits again, and later re-prefills prompt
-// and output (hitting its own cached pages when they survived), so no token is lost.
+// and output (hitting its own cached pages when they survived), so no token is lost. Admission is fair across
+// groups (the prompts of one API request): the group with the fewest running sequences goes first, so a
+// request with thousands of sequences cannot hold the engine while a small one waits behind it.
 class Scheduler {
  public:
   Scheduler(const EngineConfig& config, int max_running, KvPool& pool, RadixCache& cache);
@@ -60,6 +62,10 @@ class Scheduler {
   void plan_extends(StepPlan& plan);
   // The tokens admission tries to find in the cache: all but the last, whose logits the step must compute.
   static std::span<const int32_t> cacheable_prompt(const Sequence& seq);
+  // The waiting sequences as --schedule-policy orders them (fcfs: arrival, retracted ones first; lpm: cached
+  // prefix length).
+  std::vector<Sequence*> policy_order() const;
+  // That order interleaved fairly across groups: the order admission tries them in.
   std::vector<Sequence*> waiting_order() const;
   bool shares_uncached_prefix(const Sequence& seq, int64_t cached, const StepPlan& plan) const;
   int64_t chunk_length(const Sequence& seq, int64_t budget, bool step_empty) const;

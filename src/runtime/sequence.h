@@ -19,6 +19,7 @@ struct RequestState;
 struct Sequence {
   RequestState* request = nullptr;
   int index = 0;                  // choice index within the request
+  uint64_t group = 0;             // its request's fairness group (RequestInput::fairness_group, else the request id)
   std::vector<int32_t> tokens;
   int64_t prompt_len = 0;
   int64_t kv_len = 0;

@@ -103,6 +103,7 @@ void handle_chat_completions(ServerContext& context, const HttpRequest& request,
                              std::shared_ptr<Responder> responder) {
   ChatRequest parsed = parse_chat_request(parse_body(request.body));
   check_model(context, parsed.options.model);
+  check_fan_out(context, 1, parsed.options.params.n);
   if (!context.chat_template)
     throw invalid_request("The model's tokenizer has no chat template; pass --chat-template or use /v1/completions.");
   std::string prompt;

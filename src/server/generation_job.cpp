@@ -29,6 +29,16 @@ GenerationJob::GenerationJob(ServerContext& context, std::shared_ptr<Responder> 
       cached_tokens_(prompts_.size(), 0),
       last_output_at_(prompts_.size()) {}
 
+void check_fan_out(const ServerContext& context, size_t prompts, int n) {
+  const int64_t limit = context.options.max_sequences_per_request;
+  const int64_t sequences = static_cast<int64_t>(prompts) * n;
+  if (sequences <= limit) return;
+  throw invalid_request(cat("This request asks for ", prompts, " prompt(s) x ", n, " choice(s) = ", sequences,
+                            " sequences; the server allows at most ", limit,
+                            " per request (--max-sequences-per-request). Send fewer prompts or a smaller 'n'."),
+                        prompts > 1 ? "prompt" : "n", "invalid_value");
+}
+
 void GenerationJob::start() {
   const int64_t context = context_.context_length;
   std::vector<SamplingParams> params(prompts_.size(), options_.params);
@@ -42,7 +52,9 @@ void GenerationJob::start() {
                                 " in the completion). Please reduce the length of the prompt or completion."),
                             "messages", "context_length_exceeded");
     }
-    if (!options_.max_tokens_given) params[i].max_new_tokens = room;
+    // A limit the client did not set (a default, or none) is clipped to the room left, as SGLang does; the
+    // choice then ends with finish_reason "length" where the room runs out.
+    if (!options_.max_tokens_given) params[i].max_new_tokens = std::min(params[i].max_new_tokens, room);
   }
 
   std::lock_guard<std::mutex> lock(mutex_);  // outputs wait until every id is recorded
@@ -55,6 +67,7 @@ void GenerationJob::start() {
     input.params = params[i];
     input.return_logprob = options_.logprobs;
     input.top_logprobs_num = options_.top_logprobs;
+    input.fairness_group = i == 0 ? 0 : request_ids_[0];  // all prompts of this request share one fair share
     input.on_output = [self = shared_from_this(), i](RequestOutput&& out) { self->on_output(i, std::move(out)); };
     try {
       request_ids_[i] = context_.engine.submit(std::move(input));

@@ -14,6 +14,10 @@
 
 namespace narwhal::server {
 
+// 400 when `prompts` x `n` exceeds --max-sequences-per-request. Handlers call it right after parsing, before
+// tokenizing the prompts or making room for the choices.
+void check_fan_out(const ServerContext& context, size_t prompts, int n);
+
 // Everything one choice produced so far.
 struct ChoiceState {
   std::string text;                      // all text so far

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "server/generation_job.h"
+#include "server/native_protocol.h"
 
 namespace narwhal::server {
 
@@ -50,36 +51,18 @@ class NativeJob : public GenerationJob {
 }  // namespace
 
 void handle_generate(ServerContext& context, const HttpRequest& request, std::shared_ptr<Responder> responder) {
-  const Body body = parse_body(request.body);
-  GenerationOptions options;
-  options.stream = read_bool(body, "stream").value_or(false);
-  options.logprobs = read_bool(body, "return_logprob").value_or(false);
-  options.top_logprobs = static_cast<int>(read_int(body, "top_logprobs_num", 0, 20).value_or(0));
-  options.max_tokens_given = true;  // SGLang's default max_new_tokens (128) is a limit like any other
-  try {
-    options.params = SamplingParams::from_json(json::parse(body.value("sampling_params", Body::object()).dump()));
-  } catch (const Error& e) {
-    throw invalid_request(e.what(), "sampling_params");
-  }
-  std::vector<int32_t> ids;
-  if (auto text = read_string(body, "text")) {
+  GenerateRequest parsed = parse_generate_request(parse_body(request.body));
+  check_fan_out(context, 1, parsed.options.params.n);
+  std::vector<int32_t> ids = std::move(parsed.input_ids);
+  if (parsed.text) {
     try {
-      for (int id : context.tokenizer.encode(*text, true)) ids.push_back(id);
+      for (int id : context.tokenizer.encode(*parsed.text, true)) ids.push_back(id);
     } catch (const std::exception& e) {
       throw invalid_request(std::string("Invalid 'text': ") + e.what(), "text");
     }
-  } else if (auto it = body.find("input_ids"); it != body.end() && it->is_array()) {
-    for (const Body& id : *it) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-        throw invalid_request("Invalid 'input_ids': expected a list of token ids.", "input_ids", "invalid_value");
-      ids.push_back(id.get<int32_t>());
-    }
-  } else {
-    throw invalid_request("Either 'text' (a string) or 'input_ids' (a list of token ids) is required.", "text",
-                          "missing_required_parameter");
+    if (ids.empty()) throw invalid_request("The prompt is empty.", "text", "empty_array");
   }
-  if (ids.empty()) throw invalid_request("The prompt is empty.", "input_ids", "empty_array");
-  auto job = std::make_shared<NativeJob>(context, std::move(responder), std::move(options),
+  auto job = std::make_shared<NativeJob>(context, std::move(responder), std::move(parsed.options),
                                          std::vector<std::vector<int32_t>>{std::move(ids)}, "");
   job->start();
 }

@@ -19,19 +19,35 @@ ApiError unsupported(const std::string& param, const std::string& what) {
   return invalid_request(cat("'", param, "': ", what, " is not supported by narwhal."), param, "unsupported_parameter");
 }
 
+// The object at `key` (null when absent or null), or a 400 naming `parent`.`key` when it is something else.
+const Body* read_object(const Body& object, const char* key, const std::string& parent = "") {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return nullptr;
+  const std::string param = parent.empty() ? std::string(key) : cat(parent, ".", key);
+  if (!it->is_object()) throw invalid_request("Invalid type for '" + param + "': expected an object.", param,
+                                              "invalid_type");
+  return &*it;
+}
+
+// Tools, tool calls and a named tool_choice are all of "type": "function" (the default when absent).
+void check_function_type(const Body& object, const std::string& where) {
+  const std::string type = read_string(object, "type", where).value_or("function");
+  if (type != "function")
+    throw invalid_request("Invalid value: '" + type + "'. Supported values are: 'function'.", where + ".type",
+                          "invalid_value");
+}
+
 // The options every generation endpoint shares. `chat` picks the chat spellings (max_completion_tokens,
 // boolean logprobs + top_logprobs) over the legacy completion ones (max_tokens default 16, integer logprobs).
 GenerationOptions parse_options(const Body& b, bool chat) {
   GenerationOptions o;
   o.model = read_string(b, "model").value_or("");
   o.stream = read_bool(b, "stream").value_or(false);
-  if (auto it = b.find("stream_options"); it != b.end() && !it->is_null()) {
+  if (const Body* options = read_object(b, "stream_options")) {
     if (!o.stream)
       throw invalid_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                             "stream_options", "invalid_value");
-    if (!it->is_object()) throw invalid_request("Invalid type for 'stream_options': expected an object.",
-                                                "stream_options", "invalid_type");
-    o.include_usage = read_bool(*it, "include_usage").value_or(false);
+    o.include_usage = read_bool(*options, "include_usage", "stream_options").value_or(false);
   }
   SamplingParams& p = o.params;
   std::optional<int64_t> max_tokens = read_int(b, "max_tokens", 1, kMaxInt);
@@ -41,7 +57,7 @@ GenerationOptions parse_options(const Body& b, bool chat) {
     max_tokens = 16;  // the legacy completions API's default
   }
   o.max_tokens_given = max_tokens.has_value();
-  if (max_tokens) p.max_new_tokens = *max_tokens;
+  p.max_new_tokens = max_tokens.value_or(kMaxInt);  // none: whatever room the context leaves
   if (auto m = read_int(b, "min_tokens", 0, kMaxInt)) p.min_new_tokens = *m;
   p.temperature = read_number(b, "temperature", 0.0, 2.0).value_or(1.0);
   // top_p = 0 means "only the most likely token"; the sampler wants a positive mass, and any tiny one keeps one.
@@ -60,15 +76,8 @@ GenerationOptions parse_options(const Body& b, bool chat) {
   p.ignore_eos = read_bool(b, "ignore_eos").value_or(false);
   p.no_stop_trim = read_bool(b, "no_stop_trim").value_or(false);
   p.stop = read_stop(b);
-  if (auto it = b.find("stop_token_ids"); it != b.end() && !it->is_null()) {
-    if (!it->is_array()) throw invalid_request("Invalid type for 'stop_token_ids': expected an array of integers.",
-                                               "stop_token_ids", "invalid_type");
-    for (const Body& id : *it) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-        throw invalid_request("Invalid 'stop_token_ids': expected token ids.", "stop_token_ids", "invalid_value");
-      p.stop_token_ids.push_back(id.get<int32_t>());
-    }
-  }
+  if (auto it = b.find("stop_token_ids"); it != b.end() && !it->is_null())
+    p.stop_token_ids = read_token_ids(*it, "stop_token_ids");
   if (chat) {
     o.logprobs = read_bool(b, "logprobs").value_or(false);
     if (auto top = read_int(b, "top_logprobs", 0, 20)) {
@@ -83,8 +92,14 @@ GenerationOptions parse_options(const Body& b, bool chat) {
   }
   if (auto it = b.find("logit_bias"); it != b.end() && !it->is_null() && !it->empty())
     throw unsupported("logit_bias", "logit bias");
-  if (auto it = b.find("response_format"); it != b.end() && it->is_object() && it->value("type", "text") != "text")
-    throw unsupported("response_format", "structured output");
+  if (const Body* format = read_object(b, "response_format")) {
+    const std::string type = read_string(*format, "type", "response_format").value_or("text");
+    if (type == "json_object" || type == "json_schema") throw unsupported("response_format", "structured output");
+    if (type != "text")
+      throw invalid_request("Invalid value: '" + type + "'. Supported values are: 'text', 'json_object', and "
+                            "'json_schema'.",
+                            "response_format.type", "invalid_value");
+  }
   return o;
 }
 
@@ -102,11 +117,12 @@ Body normalize_content(const Body& content, const std::string& where, bool null_
   for (size_t i = 0; i < content.size(); ++i) {
     const Body& part = content[i];
     const std::string part_where = cat(where, "[", i, "]");
-    if (!part.is_object() || !part.contains("type"))
-      throw invalid_request("Invalid '" + part_where + "': expected a content part object with a 'type'.",
-                            part_where, "invalid_type");
-    if (part["type"] != "text") throw unsupported(part_where + ".type", cat("content of type ", part["type"].dump()));
-    const auto t = read_string(part, "text");
+    if (!part.is_object()) throw invalid_request("Invalid type for '" + part_where + "': expected an object.",
+                                                 part_where, "invalid_type");
+    const auto type = read_string(part, "type", part_where);
+    if (!type) throw missing(part_where + ".type");
+    if (*type != "text") throw unsupported(part_where + ".type", "content of type '" + *type + "'");
+    const auto t = read_string(part, "text", part_where);
     if (!t) throw missing(part_where + ".text");
     text += *t;
   }
@@ -120,14 +136,18 @@ Body normalize_tool_calls(const Body& calls, const std::string& where) {
   for (size_t i = 0; i < calls.size(); ++i) {
     const std::string call_where = cat(where, "[", i, "]");
     const Body& call = calls[i];
-    if (!call.is_object() || !call.contains("function") || !call["function"].is_object())
-      throw missing(call_where + ".function");
-    Body function = call["function"];
-    if (!function.contains("name") || !function["name"].is_string()) throw missing(call_where + ".function.name");
-    if (!function.contains("arguments")) function["arguments"] = "{}";
+    if (!call.is_object()) throw invalid_request("Invalid type for '" + call_where + "': expected an object.",
+                                                 call_where, "invalid_type");
+    check_function_type(call, call_where);
+    const Body* given = read_object(call, "function", call_where);
+    if (!given) throw missing(call_where + ".function");
+    Body function = *given;
+    if (!read_string(function, "name", call_where + ".function")) throw missing(call_where + ".function.name");
+    // OpenAI sends the arguments as a JSON string; an object (some clients) is serialized as one.
+    if (!function.contains("arguments") || function["arguments"].is_null()) function["arguments"] = "{}";
     if (!function["arguments"].is_string()) function["arguments"] = function["arguments"].dump();
     Body normalized = call;
-    normalized["type"] = call.value("type", "function");
+    normalized["type"] = "function";
     normalized["function"] = std::move(function);
     out.push_back(std::move(normalized));
   }
@@ -182,11 +202,12 @@ void parse_tools(const Body& b, ChatRequest& r) {
     for (size_t i = 0; i < it->size(); ++i) {
       const Body& tool = (*it)[i];
       const std::string where = cat("tools[", i, "]");
-      if (!tool.is_object() || tool.value("type", "function") != "function")
-        throw invalid_request("Invalid '" + where + "': expected a function tool.", where, "invalid_value");
-      if (!tool.contains("function") || !tool["function"].is_object()) throw missing(where + ".function");
-      if (!tool["function"].contains("name") || !tool["function"]["name"].is_string())
-        throw missing(where + ".function.name");
+      if (!tool.is_object())
+        throw invalid_request("Invalid type for '" + where + "': expected an object.", where, "invalid_type");
+      check_function_type(tool, where);
+      const Body* function = read_object(tool, "function", where);
+      if (!function) throw missing(where + ".function");
+      if (!read_string(*function, "name", where + ".function")) throw missing(where + ".function.name");
     }
     if (!it->empty()) r.tools = *it;
   }
@@ -200,10 +221,14 @@ void parse_tools(const Body& b, ChatRequest& r) {
     else if (c == "required") r.tool_choice = ToolChoice::kRequired;
     else throw invalid_request("Invalid value: '" + c + "'. Supported values are: 'none', 'auto', and 'required'.",
                                "tool_choice", "invalid_value");
-  } else if (choice->is_object() && choice->contains("function") && (*choice)["function"].is_object() &&
-             (*choice)["function"].contains("name") && (*choice)["function"]["name"].is_string()) {
+  } else if (choice->is_object()) {
+    check_function_type(*choice, "tool_choice");
+    const Body* function = read_object(*choice, "function", "tool_choice");
+    if (!function) throw missing("tool_choice.function");
+    const auto name = read_string(*function, "name", "tool_choice.function");
+    if (!name) throw missing("tool_choice.function.name");
     r.tool_choice = ToolChoice::kNamed;
-    r.tool_name = (*choice)["function"]["name"].get<std::string>();
+    r.tool_name = *name;
   } else {
     throw invalid_request("Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
                           "{\"type\": \"function\", \"function\": {\"name\": ...}}.",
@@ -220,17 +245,6 @@ void parse_tools(const Body& b, ChatRequest& r) {
   }
 }
 
-std::vector<int32_t> read_ids(const Body& ids, const std::string& where) {
-  std::vector<int32_t> out;
-  for (const Body& id : ids) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      throw invalid_request("Invalid '" + where + "': expected token ids (non-negative integers).", where,
-                            "invalid_value");
-    out.push_back(id.get<int32_t>());
-  }
-  return out;
-}
-
 std::vector<CompletionPrompt> parse_prompts(const Body& b) {
   auto it = b.find("prompt");
   if (it == b.end() || it->is_null()) throw missing("prompt");
@@ -243,11 +257,12 @@ std::vector<CompletionPrompt> parse_prompts(const Body& b) {
   if (prompt.is_string()) {
     prompts.push_back({prompt.get<std::string>(), {}});
   } else if (prompt.is_array() && !prompt.empty() && prompt[0].is_number()) {
-    prompts.push_back({std::nullopt, read_ids(prompt, "prompt")});
+    prompts.push_back({std::nullopt, read_token_ids(prompt, "prompt")});
   } else if (prompt.is_array()) {
     for (size_t i = 0; i < prompt.size(); ++i) {
       if (prompt[i].is_string()) prompts.push_back({prompt[i].get<std::string>(), {}});
-      else if (prompt[i].is_array()) prompts.push_back({std::nullopt, read_ids(prompt[i], cat("prompt[", i, "]"))});
+      else if (prompt[i].is_array())
+        prompts.push_back({std::nullopt, read_token_ids(prompt[i], cat("prompt[", i, "]"))});
       else throw bad;
     }
   } else {
@@ -265,20 +280,18 @@ std::vector<CompletionPrompt> parse_prompts(const Body& b) {
 }  // namespace
 
 ChatRequest parse_chat_request(const Body& b) {
+  check_nesting(b);  // first: what follows copies and serializes client values recursively
   ChatRequest r;
   r.messages = normalize_messages(b);
   r.options = parse_options(b, true);
   parse_tools(b, r);
-  if (auto it = b.find("chat_template_kwargs"); it != b.end() && !it->is_null()) {
-    if (!it->is_object()) throw invalid_request("Invalid type for 'chat_template_kwargs': expected an object.",
-                                                "chat_template_kwargs", "invalid_type");
-    r.template_kwargs = *it;
-  }
+  if (const Body* kwargs = read_object(b, "chat_template_kwargs")) r.template_kwargs = *kwargs;
   r.separate_reasoning = read_bool(b, "separate_reasoning").value_or(true);
   return r;
 }
 
 CompletionRequest parse_completion_request(const Body& b) {
+  check_nesting(b);  // first: what follows copies client values recursively
   CompletionRequest r;
   r.prompts = parse_prompts(b);
   r.options = parse_options(b, false);

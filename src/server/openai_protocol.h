@@ -15,7 +15,9 @@ namespace narwhal::server {
 // What both endpoints share: sampling, streaming, logprobs.
 struct GenerationOptions {
   std::string model;              // as the client named it (empty: not given)
-  SamplingParams params;          // n, stop, seed, ... ; max_new_tokens only if the client set a limit
+  SamplingParams params;          // n, stop, seed, ...
+  // Whether params.max_new_tokens is the client's own limit (a prompt + limit beyond the context is a 400) or a
+  // default that the room left in the context clips.
   bool max_tokens_given = false;
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage

@@ -19,22 +19,29 @@ std::string type_name(const Body& v) {
   return "null";
 }
 
-ApiError wrong_type(const char* key, const char* expected, const Body& got) {
-  return invalid_request(cat("Invalid type for '", key, "': expected ", expected, ", but got ", type_name(got),
+std::string field_name(std::string_view parent, const char* key) {
+  return parent.empty() ? std::string(key) : cat(parent, ".", key);
+}
+
+ApiError wrong_type(const std::string& param, const char* expected, const Body& got) {
+  return invalid_request(cat("Invalid type for '", param, "': expected ", expected, ", but got ", type_name(got),
                              " instead."),
-                         key, "invalid_type");
+                         param, "invalid_type");
+}
+
+// `bound` is the maximum (`above`) or the minimum `got` crossed; `kind` is "integer" or "decimal".
+template <typename Bound, typename Got>
+ApiError out_of_range(const std::string& param, const char* kind, bool above, Bound bound, Got got) {
+  return invalid_request(cat("Invalid '", param, "': ", kind, above ? " above maximum" : " below minimum",
+                             " value. Expected a value ", above ? "<= " : ">= ", bound, ", but got ", got,
+                             " instead."),
+                         param, cat(kind, above ? "_above_max_value" : "_below_min_value"));
 }
 
 template <typename T>
-void check_range(const char* key, const char* kind, T value, T min, T max) {
-  if (value < min)
-    throw invalid_request(cat("Invalid '", key, "': ", kind, " below minimum value. Expected a value >= ", min,
-                              ", but got ", value, " instead."),
-                          key, std::string(kind) + "_below_min_value");
-  if (value > max)
-    throw invalid_request(cat("Invalid '", key, "': ", kind, " above maximum value. Expected a value <= ", max,
-                              ", but got ", value, " instead."),
-                          key, std::string(kind) + "_above_max_value");
+void check_range(const std::string& param, const char* kind, T value, T min, T max) {
+  if (value < min) throw out_of_range(param, kind, false, min, value);
+  if (value > max) throw out_of_range(param, kind, true, max, value);
 }
 
 const Body* present(const Body& body, const char* key) {
@@ -56,64 +63,104 @@ Body parse_body(const std::string& body) {
   return j;
 }
 
-std::optional<bool> read_bool(const Body& body, const char* key) {
-  const Body* v = present(body, key);
+void check_nesting(const Body& body) {
+  for (const auto& [key, value] : body.items()) {
+    std::vector<std::pair<const Body*, int>> stack = {{&value, 2}};  // (value, its level) left to visit
+    while (!stack.empty()) {
+      const auto [v, level] = stack.back();
+      stack.pop_back();
+      if (!v->is_structured()) continue;
+      if (level > kMaxNesting)
+        throw invalid_request(cat("Invalid '", key, "': arrays and objects nested deeper than ", kMaxNesting,
+                                  " levels are not supported."),
+                              key, "invalid_value");
+      for (const Body& child : *v) stack.emplace_back(&child, level + 1);
+    }
+  }
+}
+
+std::optional<bool> read_bool(const Body& object, const char* key, std::string_view parent) {
+  const Body* v = present(object, key);
   if (!v) return std::nullopt;
-  if (!v->is_boolean()) throw wrong_type(key, "a boolean", *v);
+  if (!v->is_boolean()) throw wrong_type(field_name(parent, key), "a boolean", *v);
   return v->get<bool>();
 }
 
-std::optional<int64_t> read_int(const Body& body, const char* key, int64_t min, int64_t max) {
-  const Body* v = present(body, key);
+std::optional<int64_t> read_int(const Body& object, const char* key, int64_t min, int64_t max,
+                                std::string_view parent) {
+  const Body* v = present(object, key);
   if (!v) return std::nullopt;
+  const std::string param = field_name(parent, key);
   if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    check_range<int64_t>(key, "integer", INT64_MAX, min, max);
-  // 3.0 is an integer to Python clients and to OpenAI; 3.5 is not.
+    throw out_of_range(param, "integer", true, max, v->get<uint64_t>());
   if (v->is_number_float()) {
     const double d = v->get<double>();
-    if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9e18) throw wrong_type(key, "an integer", *v);
-    check_range<int64_t>(key, "integer", static_cast<int64_t>(d), min, max);
+    if (!std::isfinite(d) || d != std::floor(d)) throw wrong_type(param, "an integer", *v);
+    // 2^63 is the first double outside int64; casting it (or anything beyond) would be undefined.
+    if (d >= 0x1p63) throw out_of_range(param, "integer", true, max, d);
+    if (d < -0x1p63) throw out_of_range(param, "integer", false, min, d);
+    check_range<int64_t>(param, "integer", static_cast<int64_t>(d), min, max);
     return static_cast<int64_t>(d);
   }
-  if (!v->is_number_integer()) throw wrong_type(key, "an integer", *v);
+  if (!v->is_number_integer()) throw wrong_type(param, "an integer", *v);
   const int64_t value = v->get<int64_t>();
-  check_range<int64_t>(key, "integer", value, min, max);
+  check_range<int64_t>(param, "integer", value, min, max);
   return value;
 }
 
-std::optional<double> read_number(const Body& body, const char* key, double min, double max) {
-  const Body* v = present(body, key);
+std::optional<double> read_number(const Body& object, const char* key, double min, double max,
+                                  std::string_view parent) {
+  const Body* v = present(object, key);
   if (!v) return std::nullopt;
-  if (!v->is_number()) throw wrong_type(key, "a decimal", *v);
+  const std::string param = field_name(parent, key);
+  if (!v->is_number()) throw wrong_type(param, "a decimal", *v);
   const double value = v->get<double>();
-  check_range<double>(key, "decimal", value, min, max);
+  // JSON has no NaN or infinity, but a parser may turn 1e400 into one; neither compares as out of range.
+  if (!std::isfinite(value)) throw wrong_type(param, "a finite decimal", *v);
+  check_range<double>(param, "decimal", value, min, max);
   return value;
 }
 
-std::optional<std::string> read_string(const Body& body, const char* key) {
-  const Body* v = present(body, key);
+std::optional<std::string> read_string(const Body& object, const char* key, std::string_view parent) {
+  const Body* v = present(object, key);
   if (!v) return std::nullopt;
-  if (!v->is_string()) throw wrong_type(key, "a string", *v);
+  if (!v->is_string()) throw wrong_type(field_name(parent, key), "a string", *v);
   return v->get<std::string>();
 }
 
-std::vector<std::string> read_stop(const Body& body) {
-  const Body* v = present(body, "stop");
+std::vector<std::string> read_stop(const Body& object, std::string_view parent) {
+  const Body* v = present(object, "stop");
   if (!v) return {};
+  const std::string param = field_name(parent, "stop");
   std::vector<std::string> stops;
   if (v->is_string()) {
     stops.push_back(v->get<std::string>());
   } else if (v->is_array()) {
     for (const Body& s : *v) {
-      if (!s.is_string()) throw wrong_type("stop", "a string or an array of strings", *v);
+      if (!s.is_string()) throw wrong_type(param, "a string or an array of strings", *v);
       stops.push_back(s.get<std::string>());
     }
   } else {
-    throw wrong_type("stop", "a string or an array of strings", *v);
+    throw wrong_type(param, "a string or an array of strings", *v);
   }
   for (const std::string& s : stops)
-    if (s.empty()) throw invalid_request("Invalid 'stop': stop sequences must not be empty.", "stop");
+    if (s.empty()) throw invalid_request("Invalid '" + param + "': stop sequences must not be empty.", param);
   return stops;
+}
+
+std::vector<int32_t> read_token_ids(const Body& ids, const std::string& param) {
+  if (!ids.is_array()) throw wrong_type(param, "an array of token ids", ids);
+  std::vector<int32_t> out;
+  out.reserve(ids.size());
+  for (const Body& id : ids) {
+    // Unsigned values above INT64_MAX read as negative int64 and fail the same test.
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+      throw invalid_request(cat("Invalid '", param, "': expected token ids (integers in [0, ", INT32_MAX,
+                                "]), but got ", id.is_number_integer() ? id.dump() : type_name(id), "."),
+                            param, "invalid_value");
+    out.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return out;
 }
 
 }  // namespace narwhal::server

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "core/json.h"
 #include "server/api_error.h"
@@ -16,13 +18,28 @@ using Body = nlohmann::ordered_json;
 // Parses a request body; 400 when it is not JSON or not an object.
 Body parse_body(const std::string& body);
 
-// Each returns nullopt when the key is absent or null, else the value, or throws a 400 naming the key.
-std::optional<bool> read_bool(const Body& body, const char* key);
-std::optional<int64_t> read_int(const Body& body, const char* key, int64_t min, int64_t max);
-std::optional<double> read_number(const Body& body, const char* key, double min, double max);
-std::optional<std::string> read_string(const Body& body, const char* key);
+// Arrays and objects nested deeper than this are refused. No chat message, tool schema or prompt needs more, and
+// copying, serializing or templating a value recurses once per level.
+constexpr int kMaxNesting = 128;
+
+// 400 naming the top-level field whose value nests deeper than kMaxNesting (the body itself is level 1). It walks
+// with its own stack, so any depth is safe; call it before anything else touches the body.
+void check_nesting(const Body& body);
+
+// Each returns nullopt when the key is absent or null, else the value, or throws a 400 naming the field: `key`, or
+// `parent`.`key` for a nested object (sampling_params.n). Integers are range-checked as 64-bit values before any
+// narrowing; an integral decimal (3.0) is an integer, as it is to Python clients; booleans are not numbers.
+std::optional<bool> read_bool(const Body& object, const char* key, std::string_view parent = {});
+std::optional<int64_t> read_int(const Body& object, const char* key, int64_t min, int64_t max,
+                                std::string_view parent = {});
+std::optional<double> read_number(const Body& object, const char* key, double min, double max,
+                                  std::string_view parent = {});
+std::optional<std::string> read_string(const Body& object, const char* key, std::string_view parent = {});
 
 // OpenAI's "stop": a string or a list of strings, none empty.
-std::vector<std::string> read_stop(const Body& body);
+std::vector<std::string> read_stop(const Body& object, std::string_view parent = {});
+
+// An array of token ids (integers in [0, 2^31 - 1]); `param` names it in the 400.
+std::vector<int32_t> read_token_ids(const Body& ids, const std::string& param);
 
 }  // namespace narwhal::server

@@ -10,7 +10,7 @@ ServerContext::ServerContext(Engine& e, const text::Tokenizer& t, const text::Ch
       tokenizer(t),
       chat_template(c),
       options(std::move(o)),
-      context_length(e.model_config().max_position_embeddings),
+      context_length(e.max_sequence_len()),
       started_at(unix_seconds()),
       metrics(options.model_name) {}
 

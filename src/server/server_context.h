@@ -21,6 +21,7 @@ struct ServerOptions {
   std::string api_key;           // empty: no authentication
   std::string reasoning_parser;  // "" or deepseek-r1
   std::string tool_call_parser;  // "" or deepseekv3
+  int64_t max_sequences_per_request = 2048;  // prompts x n of one request (--max-sequences-per-request)
 };
 
 class ServerContext {
@@ -32,7 +33,7 @@ class ServerContext {
   const text::Tokenizer& tokenizer;
   const text::ChatTemplate* chat_template;  // null: the tokenizer has none (chat completions answer 400)
   const ServerOptions options;
-  const int64_t context_length;
+  const int64_t context_length;             // prompt + output tokens one request may have (Engine::max_sequence_len)
   const int64_t started_at;                 // unix seconds
   Metrics metrics;
 

@@ -1,12 +1,26 @@
 // ChatTemplate: the jinja environment of transformers' chat templates around the interpreter.
 #include "text/chat_template.h"
 
+#include "core/error.h"
 #include "text/jinja/interpreter.h"
 #include "text/jinja/parser.h"
 
 namespace narwhal::text {
 
-ChatTemplate::ChatTemplate(const std::string& source) : template_(jinja::parse(source)) {}
+namespace {
+
+jinja::Template parse_named(const std::string& source, const std::string& origin) {
+  try {
+    return jinja::parse(source);
+  } catch (const Error& e) {
+    throw Error(cat(origin, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+ChatTemplate::ChatTemplate(const std::string& source, const std::string& origin)
+    : template_(parse_named(source, origin)) {}
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
                                  bool add_generation_prompt, const TokenizerConfig& config,

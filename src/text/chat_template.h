@@ -11,8 +11,9 @@ namespace narwhal::text {
 
 class ChatTemplate {
  public:
-  // Parses the template once; throws Error naming the template line on syntax errors.
-  explicit ChatTemplate(const std::string& source);
+  // Parses the template once; throws Error naming `origin` (the file it came from) and the template line on
+  // syntax errors, so that a server refusing to start says which file to fix.
+  explicit ChatTemplate(const std::string& source, const std::string& origin = "chat template");
 
   // Renders with the variables transformers passes: messages, tools (None when absent), documents (None),
   // add_generation_prompt, the special tokens of `config` (bos_token, eos_token, ...), then `extra`'s keys.

@@ -44,6 +44,7 @@ TokenizerConfig TokenizerConfig::load(const std::string& dir) {
     }
     if (json.contains("chat_template") && !json["chat_template"].is_null()) {
       const nlohmann::json& tpl = json["chat_template"];
+      config.chat_template_origin = where + " (chat_template)";
       if (tpl.is_string()) {
         config.chat_template = tpl.get<std::string>();
       } else {
@@ -56,7 +57,10 @@ TokenizerConfig TokenizerConfig::load(const std::string& dir) {
     }
   }
   const std::filesystem::path jinja = std::filesystem::path(dir) / "chat_template.jinja";
-  if (config.chat_template.empty() && std::filesystem::exists(jinja)) config.chat_template = read_text_file(jinja.string());
+  if (config.chat_template.empty() && std::filesystem::exists(jinja)) {
+    config.chat_template = read_text_file(jinja.string());
+    config.chat_template_origin = jinja.string();
+  }
   return config;
 }
 

@@ -17,6 +17,7 @@ struct TokenizerConfig {
   std::vector<std::pair<std::string, std::string>> special_tokens;
   // The default chat template: "chat_template" of the config, or DIR/chat_template.jinja; empty if none.
   std::string chat_template;
+  std::string chat_template_origin;  // the file it came from, for error messages
 
   const std::string* special_token(std::string_view role) const;
 

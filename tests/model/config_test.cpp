@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "model/model_config.h"
@@ -107,6 +108,73 @@ TEST(ModelConfig, ErrorsNameTheField) {
   j = testing::small_v3_config();
   j["hidden_act"] = "gelu";
   EXPECT_NE(parse_error(j).find("'hidden_act' is 'gelu'"), std::string::npos);
+}
+
+// Every field a forward divides by, takes a log of, or sizes a tensor with is range-checked at load: a config that
+// parses serves finite logits. Each refusal names the file, the field and the value.
+TEST(ModelConfig, RangesAreCheckedAtLoad) {
+  struct Case {
+    const char* key;  // "rope_scaling.x" edits the nested object
+    json value;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {"rope_scaling.factor", 0, "(rope_scaling): field 'factor' must be positive, got 0"},
+      {"rope_scaling.factor", -4, "(rope_scaling): field 'factor' must be positive, got -4"},
+      {"rope_scaling.mscale", -1.0, "(rope_scaling): field 'mscale' must be >= 0, got -1"},
+      {"rope_scaling.mscale_all_dim", -0.5, "(rope_scaling): field 'mscale_all_dim' must be >= 0, got -0.5"},
+      {"rope_scaling.beta_fast", -32, "(rope_scaling): field 'beta_fast' must be positive, got -32"},
+      {"rope_scaling.beta_slow", 64, "(rope_scaling): field 'beta_fast' (32) must be >= beta_slow (64)"},
+      {"rope_scaling.attention_factor", 0, "(rope_scaling): field 'attention_factor' must be positive, got 0"},
+      {"rope_scaling.original_max_position_embeddings", 0,
+       "(rope_scaling): field 'original_max_position_embeddings' must be positive, got 0"},
+      {"rope_theta", 1, "field 'rope_theta' must be > 1, got 1"},
+      {"rope_theta", -10000, "field 'rope_theta' must be > 1, got -10000"},
+      {"rms_norm_eps", 0, "field 'rms_norm_eps' must be positive, got 0"},
+      {"rms_norm_eps", -1e-6, "field 'rms_norm_eps' must be positive, got -1e-06"},
+      {"routed_scaling_factor", 0, "field 'routed_scaling_factor' must be positive, got 0"},
+      {"vocab_size", 0, "field 'vocab_size' must be positive, got 0"},
+      {"hidden_size", -160, "field 'hidden_size' must be positive, got -160"},
+      {"num_attention_heads", 0, "field 'num_attention_heads' must be positive, got 0"},
+      {"num_attention_heads", 4294967299LL, "field 'num_attention_heads' is out of range, got 4294967299"},
+      {"num_hidden_layers", 0, "field 'num_hidden_layers' must be positive, got 0"},
+      {"kv_lora_rank", 0, "field 'kv_lora_rank' must be positive, got 0"},
+      {"q_lora_rank", -48, "field 'q_lora_rank' must be positive, got -48"},
+      {"qk_rope_head_dim", 0, "field 'qk_rope_head_dim' must be positive, got 0"},
+      {"v_head_dim", 1LL << 40, "field 'v_head_dim' is implausibly large, got 1099511627776"},
+      {"max_position_embeddings", 0, "field 'max_position_embeddings' must be positive, got 0"},
+      {"n_routed_experts", -8, "field 'n_routed_experts' must be >= 0, got -8"},
+      {"n_routed_experts", 4294967304LL, "field 'n_routed_experts' is out of range, got 4294967304"},
+      {"n_shared_experts", -1, "field 'n_shared_experts' must be >= 0, got -1"},
+      {"moe_intermediate_size", 0, "field 'moe_intermediate_size' must be positive, got 0"},
+      {"num_experts_per_tok", 9, "field 'num_experts_per_tok' must be in [1, n_routed_experts = 8], got 9"},
+      {"num_experts_per_tok", 0, "field 'num_experts_per_tok' must be in [1, n_routed_experts = 8], got 0"},
+      {"n_group", 0, "field 'n_group' must be positive, got 0"},
+      {"topk_group", 5, "field 'topk_group' (5) exceeds n_group (4)"},
+      {"topk_group", 1, "field 'num_experts_per_tok' (3) exceeds topk_group x experts per group (1 x 2)"},
+      {"moe_layer_freq", 0, "field 'moe_layer_freq' must be positive, got 0"},
+      {"first_k_dense_replace", 4, "field 'first_k_dense_replace' must be in [0, num_hidden_layers = 3], got 4"},
+      {"first_k_dense_replace", -1, "field 'first_k_dense_replace' must be in [0, num_hidden_layers = 3], got -1"},
+      {"num_nextn_predict_layers", -1, "field 'num_nextn_predict_layers' must be >= 0, got -1"},
+      {"bos_token_id", 97, "field 'bos_token_id' holds 97, outside the vocabulary (vocab_size 97)"},
+      {"eos_token_id", 4294967297LL, "field 'eos_token_id' holds 4294967297, outside the vocabulary"},
+      {"eos_token_id", json::array({1, -1}), "field 'eos_token_id' holds -1, outside the vocabulary"},
+      {"quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {4294967424LL, 128}}},
+       "'quantization_config.weight_block_size' must be two integers in [1, 65536]"},
+  };
+  for (const Case& c : cases) {
+    json j = testing::small_v3_config();
+    const std::string key = c.key;
+    if (key.rfind("rope_scaling.", 0) == 0) j["rope_scaling"][key.substr(13)] = c.value;
+    else j[key] = c.value;
+    const std::string error = parse_error(j);
+    EXPECT_EQ(error.rfind("cfg.json", 0), 0u) << error;
+    EXPECT_NE(error.find(c.expected), std::string::npos) << c.key << " = " << c.value.dump() << ": " << error;
+  }
+  // A non-finite number cannot come from JSON text, but one built in code is refused the same way.
+  json j = testing::small_v3_config();
+  j["rms_norm_eps"] = std::numeric_limits<double>::infinity();
+  EXPECT_NE(parse_error(j).find("field 'rms_norm_eps' must be finite"), std::string::npos);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "test_util.h"
 #include "text/chat_template.h"
+#include "text/jinja/value.h"
 #include "text/tokenizer_config.h"
 
 namespace narwhal::text {
@@ -13,9 +14,9 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
-std::string render_error(const std::string& source, const ojson& messages) {
+std::string render_error(const std::string& source, const ojson& messages, const ojson& tools = ojson()) {
   try {
-    ChatTemplate(source).render(messages, ojson(), false, TokenizerConfig{});
+    ChatTemplate(source).render(messages, tools, false, TokenizerConfig{});
   } catch (const Error& e) {
     return e.what();
   }
@@ -52,13 +53,28 @@ TEST(ChatTemplate, RaiseExceptionBecomesAnErrorWithItsMessage) {
   EXPECT_NE(error.find("Conversation roles must be user or assistant"), std::string::npos) << error;
 }
 
-TEST(ChatTemplate, SyntaxErrorsNameTheLine) {
+TEST(ChatTemplate, SyntaxErrorsNameTheFileAndLine) {
   try {
-    ChatTemplate("first line\n{% if messages %}\nno endif");
+    ChatTemplate("first line\n{% if messages %}\nno endif", "/models/x/tokenizer_config.json (chat_template)");
     FAIL() << "parsed an unclosed if";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("template line"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("/models/x/tokenizer_config.json (chat_template): template line ", 0), 0u)
+        << e.what();
   }
+}
+
+// Client JSON reaches the template as Values; a value nested 100,000 deep is refused, not walked into a stack
+// overflow (every walk over Values recurses: repr, tojson, ==, the destructor).
+TEST(ChatTemplate, DeepJsonIsRefusedBeforeItBecomesAValue) {
+  const int depth = 100000;
+  const ojson deep = ojson::parse(std::string(depth, '[') + std::string(depth, ']'));  // nlohmann parses iteratively
+  EXPECT_THROW(jinja::Value::from_json(deep), Error);
+  const ojson messages = ojson::parse(R"([{"role": "user", "content": "x"}])");
+  const std::string error = render_error("{{ messages[0].content }}", messages, deep);
+  EXPECT_NE(error.find("deeper than 512 levels"), std::string::npos) << error;
+  const int limit = jinja::Value::kMaxJsonDepth;
+  const ojson at_limit = ojson::parse(std::string(limit, '[') + "1" + std::string(limit, ']'));
+  EXPECT_EQ(jinja::Value::from_json(at_limit).length(), 1u);
 }
 
 TEST(ChatTemplate, RuntimeErrorsNameTheLine) {

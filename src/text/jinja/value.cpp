@@ -42,27 +42,38 @@ Value Value::list(std::vector<Value> items, bool is_tuple) {
 
 Value Value::dict() { return Value(std::make_shared<Dict>()); }
 
-Value Value::from_json(const nlohmann::ordered_json& json) {
+namespace {
+
+Value from_json_at(const nlohmann::ordered_json& json, int depth) {
+  if (depth > Value::kMaxJsonDepth && json.is_structured())
+    throw Error(cat("template input nests arrays and objects deeper than ", Value::kMaxJsonDepth, " levels"));
   switch (json.type()) {
     case nlohmann::ordered_json::value_t::null: return Value(nullptr);
     case nlohmann::ordered_json::value_t::boolean: return Value(json.get<bool>());
     case nlohmann::ordered_json::value_t::number_integer: return Value(json.get<int64_t>());
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value(static_cast<int64_t>(json.get<uint64_t>()));
+    case nlohmann::ordered_json::value_t::number_unsigned: {  // beyond int64, a float as close as Python's would be
+      const uint64_t u = json.get<uint64_t>();
+      return u <= static_cast<uint64_t>(INT64_MAX) ? Value(static_cast<int64_t>(u)) : Value(static_cast<double>(u));
+    }
     case nlohmann::ordered_json::value_t::number_float: return Value(json.get<double>());
     case nlohmann::ordered_json::value_t::string: return Value(json.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
-      Value out = list();
-      for (const auto& item : json) out.as_list().items.push_back(from_json(item));
+      Value out = Value::list();
+      for (const auto& item : json) out.as_list().items.push_back(from_json_at(item, depth + 1));
       return out;
     }
     case nlohmann::ordered_json::value_t::object: {
-      Value out = dict();
-      for (const auto& [key, item] : json.items()) out.as_dict().items.emplace_back(key, from_json(item));
+      Value out = Value::dict();
+      for (const auto& [key, item] : json.items()) out.as_dict().items.emplace_back(key, from_json_at(item, depth + 1));
       return out;
     }
     default: throw Error("unsupported JSON value in template input");
   }
 }
+
+}  // namespace
+
+Value Value::from_json(const nlohmann::ordered_json& json) { return from_json_at(json, 1); }
 
 bool Value::truthy() const {
   if (is_undefined() || is_none()) return false;

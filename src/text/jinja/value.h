@@ -57,8 +57,10 @@ class Value {
   static Value undefined(std::string name) { return Value(Storage(Undefined{std::move(name)})); }
   static Value list(std::vector<Value> items = {}, bool is_tuple = false);
   static Value dict();
-  // JSON objects keep their key order, as Python dicts from json.load do.
+  // JSON objects keep their key order, as Python dicts from json.load do. Throws Error for a value nested deeper
+  // than kMaxJsonDepth: repr, tojson, == and the destructor all recurse once per level.
   static Value from_json(const nlohmann::ordered_json& json);
+  static constexpr int kMaxJsonDepth = 512;
 
   bool is_undefined() const { return std::holds_alternative<Undefined>(v_); }
   bool is_none() const { return std::holds_alternative<std::nullptr_t>(v_); }
