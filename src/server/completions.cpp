@@ -80,7 +80,7 @@ void check_model(const ServerContext& context, const std::string& model) {
 }
 
 void handle_completions(ServerContext& context, const HttpRequest& request, std::shared_ptr<Responder> responder) {
-  CompletionRequest parsed = parse_completion_request(parse_body(request.body));
+  CompletionRequest parsed = parse_completion_request(parse_body(request));
   check_model(context, parsed.options.model);
   if (parsed.echo && parsed.options.logprobs)
     throw invalid_request("'echo' with 'logprobs' (prompt logprobs) is not supported by narwhal.", "echo",

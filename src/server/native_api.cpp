@@ -50,7 +50,7 @@ class NativeJob : public GenerationJob {
 }  // namespace
 
 void handle_generate(ServerContext& context, const HttpRequest& request, std::shared_ptr<Responder> responder) {
-  const Body body = parse_body(request.body);
+  const Body& body = parse_body(request);
   GenerationOptions options;
   options.stream = read_bool(body, "stream").value_or(false);
   options.logprobs = read_bool(body, "return_logprob").value_or(false);

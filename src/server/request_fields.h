@@ -7,14 +7,15 @@
 
 #include "core/json.h"
 #include "server/api_error.h"
+#include "server/http_server.h"
 
 namespace narwhal::server {
 
 // Request bodies keep their key order: chat templates print tool schemas with tojson.
 using Body = nlohmann::ordered_json;
 
-// Parses a request body; 400 when it is not JSON or not an object.
-Body parse_body(const std::string& body);
+// The request's body, parsed by the transport as it arrived; 400 when it was not JSON or is not an object.
+const Body& parse_body(const HttpRequest& request);
 
 // Each returns nullopt when the key is absent or null, else the value, or throws a 400 naming the key.
 std::optional<bool> read_bool(const Body& body, const char* key);

@@ -41,9 +41,11 @@ void block_shutdown_signals() {
 void serve(ServerContext& context, const ServeOptions& options, const std::function<void(int port)>& on_listening) {
   const sigset_t signals = shutdown_signals();
   Router router(context);
-  HttpServer http(options.http, [&router](HttpRequest&& request, std::shared_ptr<Responder> responder) {
-    router.handle(std::move(request), std::move(responder));
-  });
+  HttpServer http(
+      options.http, [&router](const HttpRequest& head) { return router.admit(head); },
+      [&router](HttpRequest&& request, std::shared_ptr<Responder> responder) {
+        router.handle(std::move(request), std::move(responder));
+      });
   router.transport = &http.counters();
   router.after = [&http](double seconds, std::function<void()> callback) { http.after(seconds, std::move(callback)); };
   http.start();
