@@ -26,16 +26,16 @@ std::string status_line(int status) {
 
 void Exchange::respond(int status, const std::string& content_type, std::string body) {
   std::string head = status_line(status) + "Content-Type: " + content_type +
-                     "\r\nContent-Length: " + std::to_string(body.size()) + connection_header() + "\r\n";
+                     "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + connection_ + "\r\n";
   send(head + body, true);
 }
 
 void Exchange::start_stream(const std::string& content_type) {
   // HTTP/1.0 has no chunked encoding: the response ends where the connection does (the session never keeps an
   // HTTP/1.0 connection alive).
-  const char* framing = http10_ ? "" : "\r\nTransfer-Encoding: chunked";
-  send(status_line(200) + "Content-Type: " + content_type + "\r\nCache-Control: no-cache" + framing +
-           connection_header() + "\r\n",
+  const char* framing = http10_ ? "" : "Transfer-Encoding: chunked\r\n";
+  send(status_line(200) + "Content-Type: " + content_type + "\r\nCache-Control: no-cache\r\n" + framing + connection_ +
+           "\r\n",
        false);
 }
 
@@ -50,10 +50,6 @@ void Exchange::on_disconnect(std::function<void()> callback) {
   boost::asio::post(session_->strand(), [session = session_, id = id_, cb = std::move(callback)]() mutable {
     session->set_disconnect_callback(id, std::move(cb));
   });
-}
-
-std::string Exchange::connection_header() const {
-  return keep_alive_ ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n";
 }
 
 void Exchange::send(std::string bytes, bool ends) {

@@ -15,9 +15,10 @@ std::string status_line(int status);
 
 class Exchange : public Responder {
  public:
-  // `http10`: the client speaks HTTP/1.0, so a stream goes out unframed and ends with the connection.
-  Exchange(std::shared_ptr<HttpSession> session, uint64_t id, bool keep_alive, bool http10)
-      : session_(std::move(session)), id_(id), keep_alive_(keep_alive), http10_(http10) {}
+  // `connection`: the Connection (and Keep-Alive) header lines. `http10`: the client speaks HTTP/1.0, so a
+  // stream goes out unframed and ends with the connection.
+  Exchange(std::shared_ptr<HttpSession> session, uint64_t id, std::string connection, bool http10)
+      : session_(std::move(session)), id_(id), connection_(std::move(connection)), http10_(http10) {}
 
   void respond(int status, const std::string& content_type, std::string body) override;
   void start_stream(const std::string& content_type) override;
@@ -26,12 +27,11 @@ class Exchange : public Responder {
   void on_disconnect(std::function<void()> callback) override;
 
  private:
-  std::string connection_header() const;
   void send(std::string bytes, bool ends);
 
   std::shared_ptr<HttpSession> session_;
   uint64_t id_;
-  bool keep_alive_;
+  std::string connection_;
   bool http10_;
 };
 
