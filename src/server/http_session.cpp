@@ -296,8 +296,10 @@ void HttpSession::handle_request() {
   if (!read_in_flight_) read_more();
   // Keep-Alive's timeout tells clients with connection pools when to stop reusing this one (RFC 9112 appendix C).
   std::string connection = "Connection: close\r\n";
-  if (keep_alive_)
-    connection = cat("Connection: keep-alive\r\nKeep-Alive: timeout=", static_cast<int>(config_.keep_alive_seconds), "\r\n");
+  if (keep_alive_) {
+    connection = cat("Connection: keep-alive\r\nKeep-Alive: timeout=", static_cast<int>(config_.keep_alive_seconds),
+                     "\r\n");
+  }
   auto responder = std::make_shared<Exchange>(shared_from_this(), exchange_, std::move(connection), http10_);
   auto task = [transport = transport_, request = std::move(request_), budget = std::move(budget_),
                responder]() mutable {

@@ -218,13 +218,14 @@ TEST(JsonReader, NumbersBeyondDoubleAreErrorsAndUnderflowIsZero) {
 }
 
 TEST(JsonReader, StringsAreStrictUtf8AndPairedSurrogates) {
-  EXPECT_EQ(read("\"\xF0\x9F\x98\x80 \xE4\xB8\xAD \xC3\xA9\"").get<std::string>(), "\xF0\x9F\x98\x80 \xE4\xB8\xAD \xC3\xA9");
+  EXPECT_EQ(read("\"\xF0\x9F\x98\x80 \xE4\xB8\xAD \xC3\xA9\"").get<std::string>(),
+            "\xF0\x9F\x98\x80 \xE4\xB8\xAD \xC3\xA9");
   EXPECT_EQ(read(R"("\ud83d\ude00")").get<std::string>(), "\xF0\x9F\x98\x80");
   EXPECT_EQ(read(R"("a\u0000b")").get<std::string>(), std::string("a\0b", 3));
-  for (const char* bad : {"\"\xC0\x80\"", "\"\xC1\xBF\"", "\"\xE0\x80\xAF\"", "\"\xED\xA0\x80\"", "\"\xF4\x90\x80\x80\"",
-                          "\"\xF5\x80\x80\x80\"", "\"\xFF\"", "\"\x80\"", "\"\xC3\"", "\"\xE4\xB8\"", "\"a\x01\"",
-                          "\"\t\"", R"("\ud83d")", R"("\ud83dx")", R"("\ud83d\u0041")", R"("\ude00")", R"("\x")",
-                          R"("\u12G4")", "\"abc"}) {
+  for (const char* bad : {"\"\xC0\x80\"", "\"\xC1\xBF\"", "\"\xE0\x80\xAF\"", "\"\xED\xA0\x80\"",
+                          "\"\xF4\x90\x80\x80\"", "\"\xF5\x80\x80\x80\"", "\"\xFF\"", "\"\x80\"", "\"\xC3\"",
+                          "\"\xE4\xB8\"", "\"a\x01\"", "\"\t\"", R"("\ud83d")", R"("\ud83dx")", R"("\ud83d\u0041")",
+                          R"("\ude00")", R"("\x")", R"("\u12G4")", "\"abc"}) {
     EXPECT_THROW(read(bad), JsonError) << bad;
     EXPECT_THROW(Json::parse(bad), Json::parse_error) << "nlohmann refuses it too: " << bad;
   }
@@ -264,8 +265,9 @@ TEST(JsonReader, EnforcesTheValueLimitAndRejectsTrailingData) {
   EXPECT_NO_THROW(read("[1,2,3,4,5,6,7,8,9]", nullptr, limits));
   EXPECT_THROW(read("[1,2,3,4,5,6,7,8,9,10]", nullptr, limits), JsonError);
   EXPECT_THROW(read("{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}", nullptr, limits), JsonError) << "keys count";
-  for (const char* bad : {"", "  ", "\xEF\xBB\xBF", "\xEF\xBB", " \xEF\xBB\xBF{}", "{} {}", "[1,]", "{\"a\":1,}", "[,1]",
-                          "{\"a\" 1}", "{1:2}", "tru", "nul", "truex", "[1 2]", "{\"a\":1 \"b\":2}", "]", "}"}) {
+  for (const char* bad : {"", "  ", "\xEF\xBB\xBF", "\xEF\xBB", " \xEF\xBB\xBF{}", "{} {}", "[1,]", "{\"a\":1,}",
+                          "[,1]", "{\"a\" 1}", "{1:2}", "tru", "nul", "truex", "[1 2]", "{\"a\":1 \"b\":2}", "]",
+                          "}"}) {
     EXPECT_THROW(read(bad), JsonError) << bad;
   }
   EXPECT_EQ(read("\xEF\xBB\xBF[true]"), Json::parse("[true]"));

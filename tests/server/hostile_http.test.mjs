@@ -49,7 +49,10 @@ function connect(base) {
     if (end < 0) return undefined;
     const [statusLine, ...lines] = buffered.subarray(0, end).toString("latin1").split("\r\n");
     const headers = {};
-    for (const line of lines) headers[line.slice(0, line.indexOf(":")).toLowerCase()] = line.slice(line.indexOf(":") + 1).trim();
+    for (const line of lines) {
+      const colon = line.indexOf(":");
+      headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+    }
     const status = Number(statusLine.split(" ")[1]);
     let at = end + 4, body = "";
     if (headers["content-length"] !== undefined) {
@@ -140,7 +143,8 @@ test("200,000-key objects anywhere are answered in seconds, and /health stays up
   const extraKeys = `{"model":"tiny","max_tokens":2,"messages":[{"role":"user","content":"hi"}],${value.slice(1)}`;
   for (const [route, body] of [...placements(value), ["/v1/chat/completions", extraKeys]]) {
     const started = Date.now();
-    const [res, health] = await Promise.all([main.post(route, body), sleep(300).then(() => fetch(`${main.base}/health`))]);
+    const [res, health] = await Promise.all([main.post(route, body),
+                                             sleep(300).then(() => fetch(`${main.base}/health`))]);
     assert.ok(res.status < 500, `${route}: ${res.status} ${await res.text()}`);
     assert.equal(health.status, 200);
     assert.ok(Date.now() - started < 10000, `${route} took ${Date.now() - started} ms`);
@@ -167,7 +171,8 @@ test("without the API key a 30 MB body is never read: 401 on the head, memory st
   const grown = rssMib(main.process) - before;
   console.log(`40 unauthenticated 30 MB uploads: server RSS ${before.toFixed(0)} -> +${grown.toFixed(1)} MiB`);
   assert.ok(grown < 64, `RSS grew ${grown} MiB`);
-  const tooLarge = await exchange(main.base, request("POST", "/v1/chat/completions", "", { "content-length": 40 * MIB }));
+  const tooLarge = await exchange(main.base,
+                                  request("POST", "/v1/chat/completions", "", { "content-length": 40 * MIB }));
   assert.equal(tooLarge.status, 413);
 });
 
@@ -182,7 +187,7 @@ test("oversized headers get 431; a wrong method 405 with Allow", async () => {
   }
 });
 
-test("Expect: 100-continue is answered once the head is accepted, or with the final status; others get 417", async () => {
+test("Expect: 100-continue answered once the head is accepted, or the final status given; others get 417", async () => {
   const body = JSON.stringify({ model: "tiny", prompt: "hi", max_tokens: 2 });
   const accepted = connect(main.base);
   accepted.write(request("POST", "/v1/completions", "", { expect: "100-continue", "content-length": body.length }));
@@ -227,8 +232,19 @@ test("framing that could smuggle a request: 501 or 400 and the connection closed
   const body = JSON.stringify({ model: "tiny", prompt: "hi", max_tokens: 2 });
   const chunked = `${(20).toString(16)}\r\n${body.slice(0, 20)}\r\n${(body.length - 20).toString(16)}\r\n` +
                   `${body.slice(20)}\r\n0\r\n\r\n`;
-  const res = await exchange(main.base, request("POST", "/v1/completions", chunked, { "transfer-encoding": "chunked" }));
+  const res = await exchange(main.base,
+                             request("POST", "/v1/completions", chunked, { "transfer-encoding": "chunked" }));
   assert.equal(res.status, 200, res.body);
+});
+
+test("pipelined requests on one connection are answered in order", async () => {
+  const c = connect(main.base);
+  c.write(request("GET", "/health") + request("GET", "/v1/models") +
+          request("POST", "/v1/completions", JSON.stringify({ model: "tiny", prompt: "hi", max_tokens: 2 })));
+  assert.equal((await c.response()).status, 200);
+  assert.equal(JSON.parse((await c.response()).body).data[0].id, "tiny");
+  assert.equal(JSON.parse((await c.response()).body).object, "text_completion");
+  c.destroy();
 });
 
 test("idle, slow-head and slow-body clients are closed after their timeouts (1 s here)", async () => {
@@ -328,12 +344,13 @@ test("/health answers within 2 s while four 30 MB bodies are read, parsed and ha
     }
   })();
   const started = Date.now();
-  const statuses = await Promise.all(bodies.map(async (body, i) => (await exchange(main.base, request("POST", routes[i], body), 120000)).status));
+  const statuses = await Promise.all(bodies.map(async (body, i) =>
+    (await exchange(main.base, request("POST", routes[i], body), 120000)).status));
   done = true;
   await probing;
   probe.destroy();
-  console.log(`4 x 30 MB bodies answered ${JSON.stringify(statuses)} in ${Date.now() - started} ms; ` +
-              `${probes} /health probes meanwhile, the slowest ${worst} ms; server RSS ${rssMib(main.process).toFixed(0)} MiB`);
+  console.log(`4 x 30 MB bodies answered ${JSON.stringify(statuses)} in ${Date.now() - started} ms; ${probes} ` +
+              `/health probes meanwhile, the slowest ${worst} ms; server RSS ${rssMib(main.process).toFixed(0)} MiB`);
   assert.ok(statuses.every((s) => s < 500), JSON.stringify(statuses));
   assert.ok(worst < 2000, `a /health probe took ${worst} ms`);
 });
