@@ -57,6 +57,9 @@ using RequestHandler = std::function<void(HttpRequest&& request, std::shared_ptr
 struct TransportCounters {
   std::atomic<int64_t> open_connections{0};
   std::atomic<int64_t> slow_client_closes{0};  // closed because their unsent bytes passed max_queued_bytes
+  // Requests whose head was accepted and whose handler has not returned yet (body being read, or queued for a
+  // worker): a drain waits for them as for the engine's.
+  std::atomic<int64_t> requests_in_progress{0};
 };
 
 struct HttpServerConfig {

@@ -192,8 +192,8 @@ void HttpSession::on_head(beast::error_code ec) {
     return refuse(413, cat("The request body (", *length, " bytes) exceeds the server's limit of ",
                            config_.max_body_bytes, " bytes (--max-request-body)."),
                   kInvalidRequest, "request_too_large");
-  budget_ = BodyBudget(transport_);
-  if (!budget_.grow(static_cast<int64_t>(length.value_or(0))))
+  lease_ = RequestLease(transport_);
+  if (!lease_.grow(static_cast<int64_t>(length.value_or(0))))
     return refuse(503, "The server is reading as many request bodies as it holds at once "
                        "(--max-request-body-in-flight). Retry later.", "server_error", "unavailable");
   parser_->body_limit(static_cast<uint64_t>(config_.max_body_bytes));
@@ -265,7 +265,7 @@ void HttpSession::on_body(beast::error_code ec) {
 
 bool HttpSession::take_body_bytes(std::string_view bytes) {
   body_bytes_ += static_cast<int64_t>(bytes.size());
-  if (chunked_ && !budget_.grow(static_cast<int64_t>(bytes.size()))) {
+  if (chunked_ && !lease_.grow(static_cast<int64_t>(bytes.size()))) {
     over_budget_ = true;
     return false;
   }
@@ -301,16 +301,16 @@ void HttpSession::handle_request() {
                      "\r\n");
   }
   auto responder = std::make_shared<Exchange>(shared_from_this(), exchange_, std::move(connection), http10_);
-  auto task = [transport = transport_, request = std::move(request_), budget = std::move(budget_),
+  auto task = [transport = transport_, request = std::move(request_), lease = std::move(lease_),
                responder]() mutable {
     try {
-      HttpRequest handled = std::move(request);  // freed before the budget is given back
+      HttpRequest handled = std::move(request);  // freed before the lease is given back
       transport->handle(std::move(handled), responder);
     } catch (const std::exception& e) {
       NW_LOG(Error) << "HTTP handler failed: " << e.what();
       responder->respond(500, "application/json", dump_json(server_error(e.what()).body()));
     }
-    budget.release();
+    lease.release();
   };
   request_ = HttpRequest{};
   if (body_bytes_ > kInlineBodyBytes) return asio::post(transport_->workers, std::move(task));
@@ -324,7 +324,7 @@ void HttpSession::refuse(int status, const std::string& message, const char* typ
 void HttpSession::refuse(int status, const std::string& error_body, const std::string& extra_headers) {
   keep_alive_ = false;
   json_.reset();
-  budget_.release();
+  lease_.release();
   const uint64_t id = ++exchange_;
   response_ended_ = false;
   on_disconnect_ = nullptr;
@@ -408,7 +408,7 @@ void HttpSession::shut() {
   ++deadline_generation_;
   deadline_.cancel();
   json_.reset();
-  budget_.release();
+  lease_.release();
   if (on_disconnect_ && !response_ended_) {
     auto callback = std::move(on_disconnect_);
     on_disconnect_ = nullptr;
@@ -444,7 +444,11 @@ std::shared_ptr<HttpSession> Transport::longest_idle() {
   return oldest;
 }
 
-BodyBudget& BodyBudget::operator=(BodyBudget&& other) noexcept {
+RequestLease::RequestLease(std::shared_ptr<Transport> transport) : transport_(std::move(transport)) {
+  ++transport_->counters.requests_in_progress;
+}
+
+RequestLease& RequestLease::operator=(RequestLease&& other) noexcept {
   if (this != &other) {
     release();
     transport_ = std::move(other.transport_);
@@ -454,7 +458,7 @@ BodyBudget& BodyBudget::operator=(BodyBudget&& other) noexcept {
   return *this;
 }
 
-bool BodyBudget::grow(int64_t bytes) {
+bool RequestLease::grow(int64_t bytes) {
   std::atomic<int64_t>& held = transport_->body_bytes;
   int64_t current = held.load();
   do {
@@ -464,9 +468,12 @@ bool BodyBudget::grow(int64_t bytes) {
   return true;
 }
 
-void BodyBudget::release() {
-  if (transport_ && bytes_ > 0) transport_->body_bytes -= bytes_;
+void RequestLease::release() {
+  if (!transport_) return;
+  transport_->body_bytes -= bytes_;
   bytes_ = 0;
+  --transport_->counters.requests_in_progress;
+  transport_.reset();
 }
 
 }  // namespace narwhal::server

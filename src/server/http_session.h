@@ -43,16 +43,16 @@ struct Transport {
   std::unordered_set<HttpSession*> sessions_;
 };
 
-// A request's share of Transport::body_bytes, given back when it is destroyed (once the request was handled and
-// its document freed).
-class BodyBudget {
+// Held by a request from its accepted head until its handler returns (or its connection closes first): counts it
+// among the requests a drain waits for, and holds its share of Transport::body_bytes.
+class RequestLease {
  public:
-  BodyBudget() = default;
-  explicit BodyBudget(std::shared_ptr<Transport> transport) : transport_(std::move(transport)) {}
-  BodyBudget(BodyBudget&& other) noexcept { *this = std::move(other); }
-  BodyBudget& operator=(BodyBudget&& other) noexcept;
-  ~BodyBudget() { release(); }
-  // Takes `bytes` more; false (taking nothing) if that would pass the limit.
+  RequestLease() = default;
+  explicit RequestLease(std::shared_ptr<Transport> transport);
+  RequestLease(RequestLease&& other) noexcept { *this = std::move(other); }
+  RequestLease& operator=(RequestLease&& other) noexcept;
+  ~RequestLease() { release(); }
+  // Takes `bytes` more of the body budget; false (taking nothing) if that would pass the limit.
   bool grow(int64_t bytes);
   void release();
 
@@ -143,10 +143,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::atomic<int64_t> idle_since_ns_{0};
   bool read_in_flight_ = false;  // a read_more()
 
-  // The request being read: its head, body document, budget share and how its body is going.
+  // The request being read: its head, body document, lease and how its body is going.
   HttpRequest request_;
   std::optional<JsonReader> json_;
-  BodyBudget budget_;
+  RequestLease lease_;
   bool chunked_ = false;
   bool over_budget_ = false;
   int64_t body_bytes_ = 0;

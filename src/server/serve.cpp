@@ -62,14 +62,14 @@ int wait_for_signal(double seconds) {
   return ::read(g_signal_pipe[0], &byte, 1) == 1 ? byte : 0;
 }
 
-// Waits up to `seconds` for the in-flight requests to finish; a signal meanwhile is noted, and the wait goes on.
-bool wait_until_idle(const ServerContext& context, double seconds) {
+// Waits up to `seconds` until nothing is `busy()`; a signal meanwhile is noted, and the wait goes on.
+bool wait_until_idle(const std::function<int64_t()>& busy, double seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (context.in_flight() > 0) {
+  while (busy() > 0) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
     if (const int again = wait_for_signal(0.02))
-      NW_LOG(Warning) << "received " << signal_name(again) << " while draining: still waiting for "
-                      << context.in_flight() << " requests (SIGKILL stops at once)";
+      NW_LOG(Warning) << "received " << signal_name(again) << " while draining: still waiting for " << busy()
+                      << " requests (SIGKILL stops at once)";
   }
   return true;
 }
@@ -97,14 +97,16 @@ void serve(ServerContext& context, const ServeOptions& options, const std::funct
 
   int received = 0;
   while (received == 0) received = wait_for_signal(-1);
-  NW_LOG(Info) << "received " << signal_name(received) << ": draining " << context.in_flight()
+  // In flight: generating in the engine, or admitted and still being read or handled (not yet submitted).
+  const auto in_flight = [&] { return context.in_flight() + http.counters().requests_in_progress; };
+  NW_LOG(Info) << "received " << signal_name(received) << ": draining " << in_flight()
                << " in-flight requests (up to " << options.drain_timeout_seconds << " s)";
   router.start_draining();
   http.stop_accepting();
-  if (!wait_until_idle(context, options.drain_timeout_seconds)) {
-    NW_LOG(Warning) << "drain timeout: aborting " << context.in_flight() << " requests";
+  if (!wait_until_idle(in_flight, options.drain_timeout_seconds)) {
+    NW_LOG(Warning) << "drain timeout: aborting " << in_flight() << " requests";
     context.abort_all();
-    wait_until_idle(context, 10.0);
+    wait_until_idle(in_flight, 10.0);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last responses' bytes reach their sockets
   context.engine.stop();  // before the I/O threads: no output may arrive for a connection after them

@@ -359,7 +359,7 @@ test("nothing leaks on the main server", async () => {
   await expectNoLeaks(main.base);
 });
 
-test("a second SIGTERM (and a SIGINT) during the drain is logged; every stream still ends with [DONE]", async () => {
+test("a second SIGTERM (and a SIGINT) during the drain is logged; every request still gets its end", async () => {
   const server = await startServer([]);
   const streams = Array.from({ length: 3 }, async (_, i) => {
     const res = await server.post("/v1/completions", { model: "tiny", prompt: `s${i}`, max_tokens: 60,
@@ -367,12 +367,20 @@ test("a second SIGTERM (and a SIGINT) during the drain is logged; every stream s
     return res.text();
   });
   assert.ok(await eventually(async () => await metric(server.base, "narwhal:num_running_reqs") === 3));
+  // And a request whose head was accepted but whose body is still coming: the drain waits for it too.
+  const late = connect(server.base);
+  const body = JSON.stringify({ model: "tiny", prompt: "late", max_tokens: 2 });
+  late.write(request("POST", "/v1/completions", "", { "content-length": body.length }) + body.slice(0, 10));
+  await sleep(100);
   const exited = new Promise((resolve) => server.process.on("exit", (code, signal) => resolve({ code, signal })));
   server.process.kill("SIGTERM");
   await sleep(200);
   server.process.kill("SIGTERM");
+  late.write(body.slice(10));
   await sleep(100);
   server.process.kill("SIGINT");
+  const answer = await late.response();
+  assert.equal(answer.status, 503, "answered (the server is shutting down), not cut off");
   for (const text of await Promise.all(streams)) assert.ok(text.trimEnd().endsWith("data: [DONE]"), text.slice(-200));
   assert.deepEqual(await exited, { code: 0, signal: null });
 });
