@@ -151,11 +151,18 @@ test("200,000-key objects anywhere are answered in seconds, and /health stays up
   }
 });
 
-test("numbers beyond double's range are a 400, not a 500", async () => {
+test("numbers beyond double's range and invalid UTF-8 are a 400, not a 500", async () => {
   for (const [route, body] of [...placements("1e400"),
                                ["/v1/chat/completions", '{"model":"tiny","messages":[],"temperature":-1e400}']]) {
     const error = await expectError(main.post(route, body), 400, "invalid_json");
     assert.match(error.message, /out of range/);
+  }
+  for (const bytes of [[0xc0, 0x80], [0xed, 0xa0, 0x80], [0xff], [0xf4, 0x90, 0x80, 0x80]]) {
+    const body = Buffer.concat([Buffer.from('{"model":"tiny","prompt":"a'), Buffer.from(bytes), Buffer.from('"}')]);
+    const head = request("POST", "/v1/completions", "", { "content-length": body.length });
+    const res = await exchange(main.base, Buffer.concat([Buffer.from(head), body]));
+    assert.equal(res.status, 400);
+    assert.match(JSON.parse(res.body).error.message, /invalid UTF-8/);
   }
 });
 
