@@ -1,4 +1,5 @@
 // `narwhal serve`: the OpenAI-compatible HTTP server (SGLang's launch_server flags).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -15,6 +16,27 @@
 
 namespace narwhal {
 
+namespace {
+
+// Each streaming client holds a socket: lift the soft descriptor limit (often 1024) to the hard one, and keep
+// the connection cap under it, so that connections past the cap are answered (503, or an idle one closed)
+// instead of failing to be accepted while idle sockets hold every descriptor.
+int fit_connections_to_file_limit(int max_connections) {
+  raise_file_limit();
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return max_connections;
+  // Descriptors besides connections: model files, the tokenizer, pipes, the listening socket, epoll.
+  constexpr rlim_t kOtherDescriptors = 64;
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= static_cast<rlim_t>(max_connections) + kOtherDescriptors)
+    return max_connections;
+  const int fitted = static_cast<int>(std::max<rlim_t>(limit.rlim_cur, 2 * kOtherDescriptors) - kOtherDescriptors);
+  NW_LOG(Warning) << "--limit-concurrency " << max_connections << " lowered to " << fitted
+                  << ": the file descriptor limit is " << limit.rlim_cur;
+  return fitted;
+}
+
+}  // namespace
+
 int run_serve(int argc, char** argv) {
   ServerArgs args;
   ArgParser parser("serve", "Serves the model over HTTP: OpenAI's /v1/chat/completions, /v1/completions, /v1/models,\n"
@@ -24,7 +46,7 @@ int run_serve(int argc, char** argv) {
   if (!parser.parse(argc, argv, 2)) return 0;
   args.validate_server();
   server::block_shutdown_signals();
-  raise_file_limit();
+  const int max_connections = fit_connections_to_file_limit(args.limit_concurrency);
 
   const std::string tokenizer_dir = args.tokenizer_path.empty() ? args.model_path : args.tokenizer_path;
   const text::Tokenizer tokenizer(tokenizer_dir);
@@ -50,6 +72,11 @@ int run_serve(int argc, char** argv) {
                   .port = args.port,
                   .threads = args.http_threads,
                   .max_body_bytes = args.max_request_body,
+                  .max_body_bytes_in_flight = args.max_request_body_in_flight,
+                  .max_connections = max_connections,
+                  .keep_alive_seconds = args.timeout_keep_alive,
+                  .head_seconds = args.timeout_request_head,
+                  .min_body_bytes_per_second = static_cast<double>(args.min_request_body_rate),
                   .max_queued_bytes = args.max_queued_response_bytes};
   options.drain_timeout_seconds = args.drain_timeout;
   engine->start();

@@ -73,7 +73,18 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add("tool-call-parser", &tool_call_parser, "parse tool calls from the output: deepseekv3");
   p.add("tp-size", &tp_size, "tensor parallel size (only 1 so far)");
   p.alias("tp", "tp-size");
-  p.add("max-request-body", &max_request_body, "largest request body in bytes (larger: 413)");
+  p.add("max-request-body", &max_request_body, "largest request body in bytes (larger: 413, before it is read)");
+  p.add("max-request-body-in-flight", &max_request_body_in_flight,
+        "request body bytes all connections may have in reading, parsing and handling at once (beyond: 503); "
+        "bounds the memory of large bodies");
+  p.add("limit-concurrency", &limit_concurrency,
+        "open connections at most; past it the longest-idle keep-alive connection is closed, or the new one gets "
+        "503 (lowered to fit the file descriptor limit)");
+  p.add("timeout-keep-alive", &timeout_keep_alive, "seconds an idle connection waits for its next request");
+  p.add("timeout-request-head", &timeout_request_head,
+        "seconds a client may take from a request's first byte to the end of its headers");
+  p.add("min-request-body-rate", &min_request_body_rate,
+        "bytes per second a request body must arrive at, after --timeout-request-head of grace (0: any rate)");
   p.add("max-queued-response-bytes", &max_queued_response_bytes,
         "unsent response bytes a connection may pile up; past it the client is too slow: request aborted, "
         "connection closed");
@@ -117,6 +128,12 @@ void ServerArgs::validate_server() const {
   NW_CHECK(tp_size == 1, "--tp-size ", tp_size, ": only 1 is supported so far (tensor parallelism is not built yet)");
   NW_CHECK(port >= 0 && port <= 65535, "--port must be in [0, 65535], got ", port);
   NW_CHECK(max_request_body >= 1024, "--max-request-body must be at least 1024 bytes, got ", max_request_body);
+  NW_CHECK(max_request_body_in_flight >= max_request_body, "--max-request-body-in-flight (", max_request_body_in_flight,
+           ") must be at least --max-request-body (", max_request_body, ")");
+  NW_CHECK(limit_concurrency >= 1, "--limit-concurrency must be at least 1, got ", limit_concurrency);
+  NW_CHECK(timeout_keep_alive > 0, "--timeout-keep-alive must be positive, got ", timeout_keep_alive);
+  NW_CHECK(timeout_request_head > 0, "--timeout-request-head must be positive, got ", timeout_request_head);
+  NW_CHECK(min_request_body_rate >= 0, "--min-request-body-rate must be >= 0, got ", min_request_body_rate);
   NW_CHECK(max_queued_response_bytes >= 1024, "--max-queued-response-bytes must be at least 1024 bytes, got ",
            max_queued_response_bytes);
   NW_CHECK(http_threads >= 1 && http_threads <= 256, "--http-threads must be in [1, 256], got ", http_threads);

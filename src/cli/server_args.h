@@ -43,7 +43,12 @@ struct ServerArgs {
   std::string tool_call_parser;       // deepseekv3
   int tp_size = 1;
   int64_t max_request_body = 32 << 20;  // bytes
+  int64_t max_request_body_in_flight = 128 << 20;  // bytes of all bodies being read, parsed or handled at once
   int64_t max_queued_response_bytes = 4 << 20;  // unsent bytes per connection before a slow reader is cut off
+  int limit_concurrency = 4096;       // open connections (uvicorn's name); past it idle ones are closed, or 503
+  double timeout_keep_alive = 5.0;    // seconds an idle connection is kept (uvicorn's name and default)
+  double timeout_request_head = 10.0;  // seconds from a request's first byte to the end of its headers
+  int64_t min_request_body_rate = 64 << 10;  // bytes/s a body must arrive at, after the head's timeout of grace
   int http_threads = 4;
   int64_t max_sequences_per_request = 2048;  // prompts x n of one request (narwhal's; SGLang has none)
   double drain_timeout = 30.0;        // seconds SIGTERM waits for in-flight requests before aborting them

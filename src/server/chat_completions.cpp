@@ -101,7 +101,7 @@ std::string forced_tool_prefix(const ServerContext& context, const ChatRequest& 
 
 void handle_chat_completions(ServerContext& context, const HttpRequest& request,
                              std::shared_ptr<Responder> responder) {
-  ChatRequest parsed = parse_chat_request(parse_body(request.body));
+  ChatRequest parsed = parse_chat_request(parse_body(request));
   check_model(context, parsed.options.model);
   check_fan_out(context, 1, parsed.options.params.n);
   if (!context.chat_template)

@@ -80,7 +80,7 @@ void check_model(const ServerContext& context, const std::string& model) {
 }
 
 void handle_completions(ServerContext& context, const HttpRequest& request, std::shared_ptr<Responder> responder) {
-  CompletionRequest parsed = parse_completion_request(parse_body(request.body));
+  CompletionRequest parsed = parse_completion_request(parse_body(request));
   check_model(context, parsed.options.model);
   check_fan_out(context, parsed.prompts.size(), parsed.options.params.n);
   if (parsed.echo && parsed.options.logprobs)

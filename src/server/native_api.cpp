@@ -51,7 +51,7 @@ class NativeJob : public GenerationJob {
 }  // namespace
 
 void handle_generate(ServerContext& context, const HttpRequest& request, std::shared_ptr<Responder> responder) {
-  GenerateRequest parsed = parse_generate_request(parse_body(request.body));
+  GenerateRequest parsed = parse_generate_request(parse_body(request));
   check_fan_out(context, 1, parsed.options.params.n);
   std::vector<int32_t> ids = std::move(parsed.input_ids);
   if (parsed.text) {

@@ -51,16 +51,12 @@ const Body* present(const Body& body, const char* key) {
 
 }  // namespace
 
-Body parse_body(const std::string& body) {
-  Body j;
-  try {
-    j = Body::parse(body);
-  } catch (const Body::parse_error& e) {
-    throw invalid_request(cat("We could not parse the JSON body of your request. (", e.what(), ")"), "",
+const Body& parse_body(const HttpRequest& request) {
+  if (!request.body_error.empty())
+    throw invalid_request(cat("We could not parse the JSON body of your request. (", request.body_error, ")"), "",
                           "invalid_json");
-  }
-  if (!j.is_object()) throw invalid_request("The request body must be a JSON object.", "", "invalid_json");
-  return j;
+  if (!request.body.is_object()) throw invalid_request("The request body must be a JSON object.", "", "invalid_json");
+  return request.body;
 }
 
 void check_nesting(const Body& body) {

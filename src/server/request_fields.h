@@ -9,14 +9,15 @@
 
 #include "core/json.h"
 #include "server/api_error.h"
+#include "server/http_server.h"
 
 namespace narwhal::server {
 
 // Request bodies keep their key order: chat templates print tool schemas with tojson.
 using Body = nlohmann::ordered_json;
 
-// Parses a request body; 400 when it is not JSON or not an object.
-Body parse_body(const std::string& body);
+// The request's body, parsed by the transport as it arrived; 400 when it was not JSON or is not an object.
+const Body& parse_body(const HttpRequest& request);
 
 // Arrays and objects nested deeper than this are refused. No chat message, tool schema or prompt needs more, and
 // copying, serializing or templating a value recurses once per level.

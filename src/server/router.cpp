@@ -17,14 +17,22 @@ namespace {
 struct Route {
   const char* path;
   const char* method;
+  bool json_body = false;  // the body is a JSON object, parsed as it arrives
 };
 
 constexpr std::array kRoutes = {
-    Route{"/v1/chat/completions", "POST"}, Route{"/v1/completions", "POST"}, Route{"/generate", "POST"},
-    Route{"/v1/models", "GET"},          Route{"/health", "GET"},          Route{"/health_generate", "GET"},
-    Route{"/metrics", "GET"},
-    Route{"/get_model_info", "GET"},     Route{"/get_server_info", "GET"}, Route{"/flush_cache", "POST"},
+    Route{"/v1/chat/completions", "POST", true}, Route{"/v1/completions", "POST", true},
+    Route{"/generate", "POST", true},           Route{"/v1/models", "GET"},
+    Route{"/health", "GET"},                    Route{"/health_generate", "GET"},
+    Route{"/metrics", "GET"},                   Route{"/get_model_info", "GET"},
+    Route{"/get_server_info", "GET"},           Route{"/flush_cache", "POST"},
 };
+
+const Route* find_route(const std::string& path) {
+  for (const Route& r : kRoutes)
+    if (path == r.path) return &r;
+  return nullptr;
+}
 
 bool is_public(const std::string& path) {
   return path == "/health" || path == "/health_generate" || path == "/metrics";
@@ -47,17 +55,28 @@ void Router::check_api_key(const HttpRequest& request) const {
     throw unauthorized("Incorrect API key provided.");
 }
 
+Admission Router::admit(const HttpRequest& head) {
+  const Route* route = find_route(head.path);
+  try {
+    if (!route) throw not_found("Unknown route: " + head.method + " " + head.path, "", "unknown_url");
+    if (head.method != route->method)
+      throw method_not_allowed("Method " + head.method + " is not allowed on " + head.path + "; use " +
+                               route->method + ".");
+    check_api_key(head);
+  } catch (const ApiError& e) {
+    context_.metrics.count_response(route ? route->path : "unmatched", e.status());
+    return {.status = e.status(), .error_body = dump_json(e.body()), .allow = e.status() == 405 ? route->method : ""};
+  }
+  Admission admitted;
+  admitted.json_body = route->json_body;
+  return admitted;
+}
+
 void Router::handle(HttpRequest&& request, std::shared_ptr<Responder> responder) {
-  const Route* route = nullptr;
-  for (const Route& r : kRoutes)
-    if (request.path == r.path) route = &r;
+  const Route* route = find_route(request.path);
   const std::string label = route ? route->path : "unmatched";
   try {
     if (!route) throw not_found("Unknown route: " + request.method + " " + request.path, "", "unknown_url");
-    if (request.method != route->method)
-      throw method_not_allowed("Method " + request.method + " is not allowed on " + request.path + "; use " +
-                               route->method + ".");
-    check_api_key(request);
     dispatch(request, responder);
     context_.metrics.count_response(label, 200);
   } catch (const ApiError& e) {

@@ -1,4 +1,5 @@
-// Router: method + path -> handler, API key check, 404/405, and every ApiError turned into OpenAI's error body.
+// Router: method + path -> handler, the API key check and 404/405 on the request head, and every ApiError turned
+// into OpenAI's error body.
 #pragma once
 
 #include <atomic>
@@ -13,6 +14,10 @@ namespace narwhal::server {
 class Router {
  public:
   explicit Router(ServerContext& context) : context_(context) {}
+  // Judges a request on its head, before its body is read: unknown path (404), a method the path does not
+  // take (405, with Allow), a missing or wrong API key (401); public routes need no key.
+  Admission admit(const HttpRequest& head);
+  // An admitted request, its body read.
   void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
   // While draining, new generation requests get 503.
   void start_draining() { draining_ = true; }

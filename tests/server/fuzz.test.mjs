@@ -1,5 +1,6 @@
 // Seeded request fuzzing against a real `narwhal serve`: valid OpenAI / native requests with fields deleted,
-// retyped or replaced by hostile values, truncated bodies and random bytes, 8 in flight. Every answer must be a
+// retyped or replaced by hostile values (nested past the parser's depth limit, 20,000 keys wide, numbers past
+// double's range among them), truncated bodies and random bytes, 8 in flight. Every answer must be a
 // 2xx in its endpoint's format or a 4xx with an OpenAI-style error body, and afterwards the server is healthy,
 // answers a valid request, and holds no request or KV page.
 import { test, before, after } from "node:test";
@@ -43,7 +44,17 @@ const hostile = [null, true, false, 0, -1, 1.5, -1e308, 1e308, 2 ** 63, -(2 ** 6
                  [], [1, 2], [null], {}, { a: 1 }, [[]], "NaN", 1e6, -0, [{ role: "user" }], [{ type: "text" }],
                  [{ role: "tool", content: "x" }], [{ role: "assistant", tool_calls: [{ function: {} }] }],
                  [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }],
-                 [{ role: "user", content: [{ type: "text", text: 5 }] }], [{ role: "wizard", content: "x" }]];
+                 [{ role: "user", content: [{ type: "text", text: 5 }] }], [{ role: "wizard", content: "x" }],
+                 JSON.parse("[".repeat(60) + "]".repeat(60)), JSON.parse('{"a":'.repeat(60) + "1" + "}".repeat(60)),
+                 Object.fromEntries(Array.from({ length: 20000 }, (_, i) => [`k${i}`, i]))];
+// Values JSON.stringify cannot write (numbers past double's range, integers past 2^64) or would recurse too deep
+// for (nesting far past the server's limit of 128): hostile picks their placeholder, the text gets them as is.
+const raw = { "\u0001deep arrays": "[".repeat(20000) + "]".repeat(20000),
+              "\u0001deep objects": '{"a":'.repeat(20000) + "1" + "}".repeat(20000),
+              "\u0001huge": "1e400", "\u0001-huge": "-1e400", "\u0001tiny": "1e-400",
+              "\u0001long integer": "123456789012345678901234567890" };
+hostile.push(...Object.keys(raw));
+const withRaw = (text) => Object.entries(raw).reduce((t, [k, v]) => t.replaceAll(JSON.stringify(k), v), text);
 
 function mutate(value, depth = 0) {
   const obj = structuredClone(value);
@@ -67,7 +78,7 @@ function makeCase(i) {
   const route = routes[Math.floor(random() * routes.length)];
   const body = mutate(bases[route]);
   if (random() < 0.3) body.stream = true;
-  const text = JSON.stringify(body), r = random();
+  const text = withRaw(JSON.stringify(body)), r = random();
   if (r < 0.05) return { i, route, body: text.slice(0, Math.floor(random() * 40)) };       // truncated JSON
   if (r < 0.08) return { i, route, body: Buffer.from(Array.from({ length: 64 }, () => Math.floor(random() * 256))) };
   return { i, route, body: text, stream: body.stream === true };

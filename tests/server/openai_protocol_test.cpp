@@ -48,8 +48,12 @@ TEST(OpenAiProtocol, RejectsBadValuesWithOpenAiCodes) {
   EXPECT_EQ(error_code(Body::parse(R"({"model": "m"})")), "missing_required_parameter");
   EXPECT_EQ(error_code(Body::parse(R"({"messages": [{"role": "user"}]})")), "missing_required_parameter");
   EXPECT_EQ(error_code(chat(R"(, "max_tokens": 3.0)")), "accepted");
-  EXPECT_THROW(parse_body("{oops"), ApiError);
-  EXPECT_THROW(parse_body("[]"), ApiError);
+  HttpRequest not_json;
+  not_json.body_error = "at byte 1: expected a string key, found 'o'";
+  EXPECT_THROW(parse_body(not_json), ApiError);
+  HttpRequest array;
+  array.body = Body::array();
+  EXPECT_THROW(parse_body(array), ApiError);
 }
 
 TEST(OpenAiProtocol, NormalizesMessages) {
