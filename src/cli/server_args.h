@@ -30,6 +30,7 @@ struct ServerArgs {
   std::string schedule_policy = "fcfs";  // fcfs or lpm
   bool disable_radix_cache = false;
   bool enable_mixed_chunk = false;
+  bool disable_overlap_schedule = false;
   double schedule_conservativeness = 1.0;
 
   // HTTP server (narwhal serve).

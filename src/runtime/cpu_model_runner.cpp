@@ -8,7 +8,9 @@
 namespace narwhal {
 
 CpuModelRunner::CpuModelRunner(std::shared_ptr<const DeepSeekModel> model, int64_t num_pages, int64_t page_size)
-    : model_(std::move(model)), cache_(model_->config(), model_->config().num_hidden_layers, num_pages, page_size) {}
+    : HostSamplingRunner(model->config().vocab_size),
+      model_(std::move(model)),
+      cache_(model_->config(), model_->config().num_hidden_layers, num_pages, page_size) {}
 
 int64_t CpuModelRunner::cache_bytes_per_token(const ModelConfig& config) {
   return config.kv_cache_dim() * config.num_hidden_layers * static_cast<int64_t>(sizeof(float));

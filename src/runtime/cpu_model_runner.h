@@ -8,7 +8,7 @@
 
 namespace narwhal {
 
-class CpuModelRunner : public ModelRunner {
+class CpuModelRunner : public HostSamplingRunner {
  public:
   // The model is shared so that several engines (tests, benchmarks) can run one set of weights.
   CpuModelRunner(std::shared_ptr<const DeepSeekModel> model, int64_t num_pages, int64_t page_size);

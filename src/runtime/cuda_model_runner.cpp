@@ -46,9 +46,10 @@ struct CudaModelRunner::HostStaging {
 };
 
 CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options)
-    : page_size_(options.page_size) {
+    : page_size_(options.page_size), host_sampler_(config.vocab_size) {
   NW_CHECK(options.page_size >= 1, "--page-size must be positive");
   NW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  NW_CUDA_CHECK(cudaEventCreateWithFlags(&step_done_, cudaEventDisableTiming));
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
   model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
                                        options.kernels);
@@ -82,12 +83,14 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   cu_seqlens_k_ = Tensor::empty(DType::kI32, {max_seqs_ + 1}, Device::kCUDA);
   last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_);
+  greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   if (!options.disable_cuda_graph && model_->decode_capturable())
     capture_graphs(static_cast<int>(std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_)));
 }
 
 CudaModelRunner::~CudaModelRunner() {
   for (auto& [bs, exec] : graphs_) cudaGraphExecDestroy(exec);
+  if (step_done_) cudaEventDestroy(step_done_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -245,12 +248,66 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
 std::vector<int32_t> CudaModelRunner::run_greedy(const ForwardBatch& batch) {
   const int64_t b = static_cast<int64_t>(batch.seqs.size());
   Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
-  if (!greedy_ids_.defined()) greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   Tensor ids = greedy_ids_.rows(0, b);
   ops::cuda::argmax(logits, ids, stream_);
   std::vector<int32_t> out(b);
   NW_CUDA_CHECK(cudaMemcpyAsync(out.data(), ids.data, b * 4, cudaMemcpyDeviceToHost, stream_));
   NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+namespace {
+
+// Whether the GPU's argmax draws this sample: greedy, with nothing that changes the logits first or needs their
+// distribution (penalties over the output so far, masked stop ids, logprobs).
+bool drawn_by_argmax(const SampleRequest& r) {
+  const SamplingParams& p = *r.params;
+  const bool penalized = !r.counts->empty() && (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 ||
+                                                p.presence_penalty != 0.0);
+  return p.greedy() && !penalized && !r.masked && !r.logprob && r.top_logprobs == 0;
+}
+
+}  // namespace
+
+void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
+  const int64_t b = static_cast<int64_t>(batch.seqs.size()), vocab = model_->config().vocab_size;
+  samples_.assign(samples.begin(), samples.end());
+  launched_rows_ = b;
+  launched_logits_ = return_logits;
+  host_sampling_ = return_logits || !std::all_of(samples.begin(), samples.end(), drawn_by_argmax);
+  Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
+  if (host_sampling_) {
+    if (pinned_logits_floats_ < b * vocab) {
+      void* p = nullptr;
+      NW_CUDA_CHECK(cudaMallocHost(&p, static_cast<size_t>(b * vocab) * sizeof(float)));
+      pinned_logits_ = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+      pinned_logits_floats_ = b * vocab;
+    }
+    NW_CUDA_CHECK(cudaMemcpyAsync(pinned_logits_.get(), logits.data, logits.nbytes(), cudaMemcpyDeviceToHost,
+                                  stream_));
+  } else {
+    Tensor ids = greedy_ids_.rows(0, b);
+    ops::cuda::argmax(logits, ids, stream_);
+    NW_CUDA_CHECK(cudaMemcpyAsync(host_->ids, ids.data, b * 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  NW_CUDA_CHECK(cudaEventRecord(step_done_, stream_));
+}
+
+StepOutput CudaModelRunner::finish() {
+  NW_CUDA_CHECK(cudaEventSynchronize(step_done_));
+  StepOutput out;
+  out.sampled.resize(samples_.size());
+  if (host_sampling_) {
+    const Tensor logits = Tensor::view(static_cast<float*>(pinned_logits_.get()), DType::kF32,
+                                       {launched_rows_, model_->config().vocab_size});
+    host_sampler_.sample(logits, samples_, out.sampled);
+    if (launched_logits_) {
+      out.logits = Tensor::zeros(DType::kF32, logits.shape);
+      std::memcpy(out.logits.data, logits.data, logits.nbytes());
+    }
+  } else {
+    for (size_t i = 0; i < samples_.size(); ++i) out.sampled[i].token = host_->ids[samples_[i].row];
+  }
   return out;
 }
 
@@ -272,7 +329,6 @@ void CudaModelRunner::copy_page(int32_t src, int32_t dst) {
     NW_CUDA_CHECK(cudaMemcpyAsync(base + dst * page_bytes, base + src * page_bytes, page_bytes,
                                   cudaMemcpyDeviceToDevice, stream_));
   }
-  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 }  // namespace narwhal

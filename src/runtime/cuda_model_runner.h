@@ -42,6 +42,11 @@ class CudaModelRunner : public ModelRunner {
   const ModelConfig& config() const override { return model_->config(); }
   int64_t num_pages() const override { return num_pages_; }
   int64_t page_size() const override { return page_size_; }
+  // launch() queues the step, and the tokens' copy to pinned host memory, on the runner's stream; finish() waits
+  // on an event. Greedy rows are drawn on the GPU (only their ids come back); other sampling parameters still
+  // bring the step's logits to the host sampler for now.
+  void launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) override;
+  StepOutput finish() override;
   Tensor run(const ForwardBatch& batch) override;
   void copy_page(int32_t src, int32_t dst) override;
 
@@ -78,6 +83,14 @@ class CudaModelRunner : public ModelRunner {
   Tensor greedy_ids_;                      // [max_seqs] I32
   struct HostStaging;
   std::unique_ptr<HostStaging> host_;
+  // The launched step: its sample requests, where its results land (pinned) and the event that says they did.
+  std::vector<SampleRequest> samples_;
+  int64_t launched_rows_ = 0;
+  bool host_sampling_ = false, launched_logits_ = false;
+  std::shared_ptr<void> pinned_logits_;     // F32 [rows, vocab] when the host samples; grown on demand
+  int64_t pinned_logits_floats_ = 0;
+  cudaEvent_t step_done_ = nullptr;
+  Sampler host_sampler_;
 };
 
 }  // namespace narwhal

@@ -31,7 +31,6 @@ Engine::Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config, 
       cache_(pool_, !config.disable_radix_cache),
       max_running_(config.max_running_requests > 0 ? config.max_running_requests : default_max_running(*runner_)),
       scheduler_(config_, max_running_, pool_, cache_),
-      sampler_(runner_->config().vocab_size),
       max_sequence_len_(std::min(runner_->config().max_position_embeddings, pool_.num_pages() * pool_.page_size())) {
   NW_LOG(Info) << "Engine: " << pool_.num_pages() << " cache pages of " << pool_.page_size() << " tokens, "
                << max_running_ << " running requests at most, radix cache "
@@ -204,6 +203,9 @@ void Engine::finish_aborted(uint64_t request_id, const std::string& message) {
 }
 
 void Engine::abort_everything(const std::string& message) {
+  step_in_flight_ = false;  // a failed step is abandoned: what it stopped leaves the scheduler, its outputs go
+  remove_stopped();
+  pending_outputs_.clear();
   std::vector<uint64_t> ids;
   for (const auto& [id, request] : requests_) ids.push_back(id);
   for (uint64_t id : ids) finish_aborted(id, message);
@@ -225,49 +227,75 @@ void Engine::drop_done() {
   done_.clear();
 }
 
+// One step, overlapped: the batch is launched, then the previous step's tokens become text and are streamed while
+// the device runs, then this step's tokens are accepted (stop tokens and length end sequences at once; a stop
+// string is found one step later, and the token its sequence drew meanwhile is dropped).
 bool Engine::step() {
   drain_submissions();
   StepPlan plan = scheduler_.plan();
-  if (!plan.empty()) {
-    ForwardBatch batch;
+  step_in_flight_ = !plan.empty();
+  if (step_in_flight_) {
+    batch_.token_ids.clear();
+    batch_.positions.clear();
+    batch_.seqs.clear();
+    bool return_logits = false;
     for (const ScheduledSequence& item : plan.items) {
       const Sequence& s = *item.seq;
-      batch.add_sequence({s.tokens.begin() + s.kv_len, s.tokens.begin() + s.kv_len + item.new_tokens}, s.kv_len,
-                         s.pages);
+      batch_.add_sequence({s.tokens.begin() + s.kv_len, s.tokens.begin() + s.kv_len + item.new_tokens}, s.kv_len,
+                          s.pages);
+      return_logits = return_logits || s.request->input.return_logits;
     }
-    Tensor logits = runner_->run(batch);
+    plan_samples(plan);
+    runner_->launch(batch_, samples_, return_logits);
+  }
+  if (!config_.disable_overlap_schedule) flush_outputs();
+  if (step_in_flight_) {
+    StepOutput out = runner_->finish();
     scheduler_.complete(plan);
-    process_step(plan, logits);
+    step_in_flight_ = false;
+    remove_stopped();
+    process_step(out);
     ++stats_.steps;
-    stats_.forward_tokens += batch.num_tokens();
+    stats_.forward_tokens += batch_.num_tokens();
     stats_.retractions = scheduler_.num_retractions();
   }
+  if (config_.disable_overlap_schedule) flush_outputs();
   drop_done();
-  return !scheduler_.idle();
+  return !scheduler_.idle() || !pending_outputs_.empty();
 }
 
-void Engine::process_step(const StepPlan& plan, const Tensor& logits) {
-  std::vector<Sequence*> ready;
-  std::vector<SampleRequest> samples;
+void Engine::plan_samples(const StepPlan& plan) {
+  samples_.clear();
+  sample_seqs_.clear();
   const auto add = [&](Sequence* s, int64_t row) {
     const RequestState& r = *s->request;
     const bool masked = s->output_len() < r.input.params.min_new_tokens && !r.stop_ids.empty();
-    ready.push_back(s);
-    samples.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
-                       s->output_len(), r.input.return_logprob, r.input.top_logprobs_num});
+    sample_seqs_.push_back(s);
+    samples_.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
+                        s->output_len(), r.input.return_logprob, r.input.top_logprobs_num});
   };
   for (size_t row = 0; row < plan.items.size(); ++row) {
     Sequence* s = plan.items[row].seq;
-    if (s->pending() != 0) continue;  // a prompt chunk: nothing to sample yet
+    if (s->pending() != plan.items[row].new_tokens) continue;  // a prompt chunk: nothing to draw yet
     add(s, static_cast<int64_t>(row));
-    // Choices forked off this prompt that could keep its last page sample from the same logits.
+    // Choices that fork off this prompt when it is done draw from the same logits.
     if (s->forks > 1)
-      for (Sequence* child : fork(*s)) add(child, static_cast<int64_t>(row));
+      for (size_t i = 1; i < s->request->seqs.size(); ++i) add(s->request->seqs[i].get(), static_cast<int64_t>(row));
   }
-  std::vector<SampledToken> sampled(samples.size());
-  sampler_.sample(logits, samples, sampled);
-  for (size_t i = 0; i < ready.size(); ++i)
-    accept_token(*ready[i], sampled[i], logits.f32() + samples[i].row * logits.size(1));
+}
+
+void Engine::process_step(StepOutput& out) {
+  for (size_t i = 0; i < sample_seqs_.size();) {
+    Sequence* s = sample_seqs_[i];
+    const int64_t row = samples_[i].row;
+    // The other choices take the prompt's pages before its own token may end it; those that got their own copy
+    // of its partial last page take their draw, the others recompute that page in a later step (and draw then).
+    const std::vector<Sequence*> ready = s->forks > 1 ? fork(*s) : std::vector<Sequence*>();
+    accept_token(*s, out.sampled[i], out.logits, row);
+    for (++i; i < sample_seqs_.size() && samples_[i].row == row && sample_seqs_[i]->request == s->request; ++i)
+      if (std::find(ready.begin(), ready.end(), sample_seqs_[i]) != ready.end())
+        accept_token(*sample_seqs_[i], out.sampled[i], out.logits, row);
+  }
 }
 
 // Choice 0 has just finished the prompt: the other choices take its full pages (shared, counted) and
@@ -300,16 +328,10 @@ std::vector<Sequence*> Engine::fork(Sequence& parent) {
   return ready;
 }
 
-std::optional<FinishReason> Engine::finish_reason(const Sequence& seq, std::optional<std::string> stop_text) const {
-  const int32_t token = seq.tokens.back();
-  const std::vector<int32_t>& stop_ids = seq.request->stop_ids;
-  if (seq.output_len() >= seq.max_new_tokens) return FinishReason::length();
-  if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) return FinishReason::stop_token(token);
-  if (stop_text) return FinishReason::stop_string(std::move(*stop_text));
-  return std::nullopt;
-}
-
-void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const float* logits_row) {
+// Appends the token; a stop token or the length limit ends the sequence here (its last output follows in
+// flush_outputs), so the next plan no longer schedules it.
+void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row) {
+  if (seq.finished) return;  // ended by a stop string found after this step was launched: the draw is past its end
   const RequestInput& input = seq.request->input;
   seq.tokens.push_back(sampled.token);
   ++seq.output_counts[sampled.token];
@@ -318,16 +340,47 @@ void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const floa
     stats_.prompt_tokens += seq.prompt_len;
     stats_.cached_tokens += seq.cached_tokens;
   }
-  RequestOutput out;
-  out.token_ids = {sampled.token};
-  if (input.return_logprob || input.top_logprobs_num > 0) out.logprobs = {sampled};
-  if (input.return_logits) out.logits.emplace_back(logits_row, logits_row + runner_->config().vocab_size);
-  std::optional<std::string> stop_text;
-  if (text_) stop_text = seq.text.append(text_->bytes(sampled.token), input.params.no_stop_trim);
-  out.finish = finish_reason(seq, std::move(stop_text));
-  out.text = seq.text.take(out.finish.has_value());
+  PendingOutput out{seq.request->id, seq.index, sampled, {}, std::nullopt};
+  if (input.return_logits) {
+    const float* r = logits.f32() + row * logits.size(1);
+    out.logits.assign(r, r + logits.size(1));
+  }
+  const std::vector<int32_t>& stop_ids = seq.request->stop_ids;
+  if (seq.output_len() >= seq.max_new_tokens) out.finish = FinishReason::length();
+  else if (std::find(stop_ids.begin(), stop_ids.end(), sampled.token) != stop_ids.end())
+    out.finish = FinishReason::stop_token(sampled.token);
   if (out.finish) scheduler_.remove(&seq);
-  emit(seq, std::move(out));
+  pending_outputs_.push_back(std::move(out));
+}
+
+void Engine::flush_outputs() {
+  for (PendingOutput& pending : pending_outputs_) {
+    auto it = requests_.find(pending.request_id);
+    if (it == requests_.end()) continue;
+    Sequence& seq = *it->second->seqs[static_cast<size_t>(pending.index)];
+    if (seq.finished) continue;  // aborted since
+    const RequestInput& input = seq.request->input;
+    RequestOutput out;
+    out.token_ids = {pending.sampled.token};
+    if (input.return_logprob || input.top_logprobs_num > 0) out.logprobs = {std::move(pending.sampled)};
+    if (!pending.logits.empty()) out.logits.push_back(std::move(pending.logits));
+    std::optional<std::string> stop_text;
+    if (text_) stop_text = seq.text.append(text_->bytes(out.token_ids[0]), input.params.no_stop_trim);
+    out.finish = std::move(pending.finish);
+    if (!out.finish && stop_text) {
+      out.finish = FinishReason::stop_string(std::move(*stop_text));
+      stopped_.push_back(&seq);  // still scheduled: it leaves once no step in flight holds it
+    }
+    out.text = seq.text.take(out.finish.has_value());
+    emit(seq, std::move(out));
+  }
+  pending_outputs_.clear();
+  if (!step_in_flight_) remove_stopped();
+}
+
+void Engine::remove_stopped() {
+  for (Sequence* seq : stopped_) scheduler_.remove(seq);
+  stopped_.clear();
 }
 
 void Engine::emit(Sequence& seq, RequestOutput&& out) {

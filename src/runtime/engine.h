@@ -92,10 +92,15 @@ class Engine {
   void drain_submissions();
   void admit(std::unique_ptr<RequestState> request);
   void finish_aborted(uint64_t request_id, const std::string& message);
-  void process_step(const StepPlan& plan, const Tensor& logits);
+  // The step's draws: every planned sequence that finishes its pending tokens, and the choices that fork off a
+  // prompt finished now (they draw from its row).
+  void plan_samples(const StepPlan& plan);
+  void process_step(StepOutput& out);
   std::vector<Sequence*> fork(Sequence& parent);
-  void accept_token(Sequence& seq, const SampledToken& sampled, const float* logits_row);
-  std::optional<FinishReason> finish_reason(const Sequence& seq, std::optional<std::string> stop_text) const;
+  void accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row);
+  // Text, stop strings and streaming of the accepted tokens: with overlap, while the device runs the next step.
+  void flush_outputs();
+  void remove_stopped();
   void emit(Sequence& seq, RequestOutput&& out);
   void abort_everything(const std::string& message);
   void drop_done();
@@ -108,7 +113,21 @@ class Engine {
   RadixCache cache_;
   int max_running_;
   Scheduler scheduler_;
-  Sampler sampler_;
+  // A token accepted but not yet turned into text and streamed (overlap defers that by one step). By ids, so
+  // that an abort in between leaves nothing dangling.
+  struct PendingOutput {
+    uint64_t request_id = 0;
+    int index = 0;
+    SampledToken sampled;
+    std::vector<float> logits;             // when the request asked for them
+    std::optional<FinishReason> finish;    // length or a stop token, decided at acceptance
+  };
+  ForwardBatch batch_;                     // the step's batch and draws, reused so the loop does not allocate
+  std::vector<SampleRequest> samples_;
+  std::vector<Sequence*> sample_seqs_;
+  std::vector<PendingOutput> pending_outputs_;
+  std::vector<Sequence*> stopped_;         // ended by a stop string while in flight: removed once their step ends
+  bool step_in_flight_ = false;
   int64_t max_sequence_len_;  // prompt + output, within the context and the cache
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
   std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end

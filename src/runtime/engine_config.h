@@ -23,6 +23,9 @@ struct EngineConfig {
   bool disable_radix_cache = false;
   double schedule_conservativeness = 1.0;  // > 1 reserves more cache for running requests' future tokens
   uint64_t random_seed = 0;            // seeds of requests that give none derive from it
+  // Off: each step's tokens become text and are streamed before the next step is launched, instead of while it
+  // runs (outputs are identical either way; overlap hides that host work behind the device's).
+  bool disable_overlap_schedule = false;
 
   // Throws Error naming the flag whose value cannot work.
   void validate() const;

@@ -2,27 +2,58 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "core/tensor.h"
 #include "model/forward_batch.h"
 #include "model/model_config.h"
+#include "runtime/sampler.h"
 
 namespace narwhal {
 
 // The engine builds one ForwardBatch per step on the host and hands it over; a runner may copy it into
 // persistent device buffers and replay a captured graph. The KvPool decides which pages each sequence
 // uses; the runner only stores them, num_pages() of page_size() tokens.
+// What one step gives back: a drawn token (and the asked-for logprobs) per sample request, in request order,
+// and, when launch() was asked for them, the logits rows of the batch (host F32 [num_seqs, vocab]).
+struct StepOutput {
+  std::vector<SampledToken> sampled;
+  Tensor logits;
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
   virtual const ModelConfig& config() const = 0;
   virtual int64_t num_pages() const = 0;
   virtual int64_t page_size() const = 0;
-  // Runs one step: writes the new tokens' latents into the pages named by the batch and returns each
-  // sequence's last-token logits as a host F32 tensor [num_seqs, vocab] (the sampler runs on the host).
+  // Starts one step: writes the new tokens' latents into the pages named by the batch, and draws a token for each
+  // sample request (its `row` names a sequence of the batch; several may share one) on the device that ran the
+  // forward. A device runner returns as soon as the work is queued, so the caller can do host work meanwhile;
+  // finish() waits for it. `samples` and what it points to must stay valid until finish() returns. The logits
+  // cross to the host only when `return_logits` (debugging: generate --return-logits).
+  virtual void launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) = 0;
+  virtual StepOutput finish() = 0;
+  // Runs one step and returns each sequence's last-token logits as a host F32 tensor [num_seqs, vocab], drawing
+  // nothing: for tests and tools that look at logits.
   virtual Tensor run(const ForwardBatch& batch) = 0;
-  // Copies page `src` to page `dst` in every layer: a forked sequence's own copy of a shared partial page.
+  // Copies page `src` to page `dst` in every layer: a forked sequence's own copy of a shared partial page. Ordered
+  // after the steps launched before it.
   virtual void copy_page(int32_t src, int32_t dst) = 0;
+};
+
+// A runner whose forward gives host logits (the CPU reference, test runners): launch() runs run() and the host
+// sampler at once, finish() hands the result over; there is nothing to overlap.
+class HostSamplingRunner : public ModelRunner {
+ public:
+  explicit HostSamplingRunner(int64_t vocab) : sampler_(vocab) {}
+  void launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) override;
+  StepOutput finish() override;
+
+ private:
+  Sampler sampler_;
+  StepOutput result_;
 };
 
 }  // namespace narwhal

@@ -156,6 +156,56 @@ TEST(EngineRequest, StopTokensEosAndMinNewTokens) {
   }
 }
 
+// The overlapped loop (each step's tokens become text and are streamed while the next step runs; a stop string
+// therefore ends its sequence one step late) gives exactly the outputs of the plain loop: a mixed workload of
+// stop strings, stop tokens with min_new_tokens, sampled n = 3 choices sharing a prompt, and a cache small
+// enough to retract, submitted together; every choice's ids, text and finish reason compared.
+TEST(EngineRequest, OverlapScheduleGivesThePlainLoopsOutputs) {
+  LetterText letters;
+  std::vector<std::map<std::pair<int, int>, Choice>> runs;
+  for (const bool overlap : {true, false}) {
+    EngineConfig config;
+    config.disable_overlap_schedule = !overlap;
+    Engine engine(std::make_unique<ContextHashRunner>(kVocab, 24, kPageSize), config, &letters);
+    std::vector<std::unique_ptr<Collected>> got;
+    for (int r = 0; r < 12; ++r) {
+      std::vector<int32_t> prompt = kPrompt;
+      prompt[0] = r;
+      SamplingParams p = greedy(6 + r % 5);
+      if (r % 3 == 0) p.stop = {LetterText::of(ContextHashRunner::oracle_greedy(prompt, kVocab, 4)).substr(2, 2)};
+      if (r % 3 == 1) {
+        p.stop_token_ids = {ContextHashRunner::oracle_greedy(prompt, kVocab, 3)[2]};
+        p.min_new_tokens = 2;
+      }
+      if (r % 4 == 2) {
+        p.temperature = 0.8;
+        p.n = 3;
+        p.seed = 100 + r;
+      }
+      got.push_back(std::make_unique<Collected>());
+      engine.submit({prompt, p, false, 0, false, got.back()->callback()});
+    }
+    engine.run_until_idle();
+    EXPECT_EQ(engine.kv_pool().num_free() + engine.kv_pool().num_evictable(), engine.kv_pool().num_pages());
+    std::map<std::pair<int, int>, Choice> all;
+    for (size_t r = 0; r < got.size(); ++r)
+      for (auto& [index, choice] : got[r]->choices) {
+        ASSERT_TRUE(choice.finish.has_value()) << "request " << r << " choice " << index;
+        all[{static_cast<int>(r), index}] = choice;
+      }
+    runs.push_back(std::move(all));
+  }
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  for (const auto& [key, on] : runs[0]) {
+    const Choice& off = runs[1].at(key);
+    EXPECT_EQ(on.ids, off.ids) << "request " << key.first << " choice " << key.second;
+    EXPECT_EQ(on.text, off.text) << "request " << key.first << " choice " << key.second;
+    EXPECT_EQ(on.finish->kind, off.finish->kind) << "request " << key.first;
+    EXPECT_EQ(on.finish->matched_text, off.finish->matched_text) << "request " << key.first;
+    EXPECT_EQ(on.finish->matched_token, off.finish->matched_token) << "request " << key.first;
+  }
+}
+
 TEST(EngineRequest, ContextLengthClipsTheOutput) {
   Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize, 16), EngineConfig{});
   Collected got;

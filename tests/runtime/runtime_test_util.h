@@ -17,11 +17,14 @@ namespace narwhal::testing {
 // hash of every token read back through its page table. A wrong page table, a page shared while it is
 // still written, a stale page reused, or a lost token all change the logits, so greedy outputs equal
 // `oracle_greedy` only if the engine's paging is right. Thousands of steps run in milliseconds.
-class ContextHashRunner : public ModelRunner {
+class ContextHashRunner : public HostSamplingRunner {
  public:
   ContextHashRunner(int64_t vocab, int64_t num_pages, int64_t page_size, int64_t max_positions = 1 << 20,
                     std::vector<int> eos = {})
-      : pages_(static_cast<size_t>(num_pages * page_size), -1), num_pages_(num_pages), page_size_(page_size) {
+      : HostSamplingRunner(vocab),
+        pages_(static_cast<size_t>(num_pages * page_size), -1),
+        num_pages_(num_pages),
+        page_size_(page_size) {
     config_.vocab_size = vocab;
     config_.max_position_embeddings = max_positions;
     config_.eos_token_ids = std::move(eos);
