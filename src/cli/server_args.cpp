@@ -31,6 +31,7 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.add("schedule-policy", &schedule_policy, "waiting queue order: fcfs or lpm (longest cached prefix first)");
   p.add_switch("disable-radix-cache", &disable_radix_cache, "do not reuse cached prompt prefixes across requests");
   p.add_switch("enable-mixed-chunk", &enable_mixed_chunk, "run decode tokens in the same step as prefill chunks");
+  p.add("decode-log-interval", &decode_log_interval, "decode steps between two 'Decode batch.' log lines");
   p.add_switch("disable-overlap-schedule", &disable_overlap_schedule,
                "turn each step's tokens into text and stream them before launching the next step, not while it runs");
   p.add("schedule-conservativeness", &schedule_conservativeness,
@@ -45,6 +46,7 @@ EngineConfig ServerArgs::engine_config() const {
   config.max_prefill_tokens = max_prefill_tokens;
   config.enable_mixed_chunk = enable_mixed_chunk;
   config.disable_overlap_schedule = disable_overlap_schedule;
+  config.decode_log_interval = decode_log_interval;
   config.disable_radix_cache = disable_radix_cache;
   config.schedule_conservativeness = schedule_conservativeness;
   config.random_seed = static_cast<uint64_t>(random_seed);

@@ -31,6 +31,7 @@ struct ServerArgs {
   bool disable_radix_cache = false;
   bool enable_mixed_chunk = false;
   bool disable_overlap_schedule = false;
+  int decode_log_interval = 40;
   double schedule_conservativeness = 1.0;
 
   // HTTP server (narwhal serve).

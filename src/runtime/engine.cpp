@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -10,6 +11,12 @@
 namespace narwhal {
 
 namespace {
+
+std::string fixed2(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
 
 const EngineConfig& validated(const EngineConfig& config) {
   config.validate();
@@ -255,6 +262,7 @@ bool Engine::step() {
     step_in_flight_ = false;
     remove_stopped();
     process_step(out);
+    log_step(plan);
     ++stats_.steps;
     stats_.forward_tokens += batch_.num_tokens();
     stats_.retractions = scheduler_.num_retractions();
@@ -262,6 +270,42 @@ bool Engine::step() {
   if (config_.disable_overlap_schedule) flush_outputs();
   drop_done();
   return !scheduler_.idle() || !pending_outputs_.empty();
+}
+
+// SGLang's server log: a line per prefill batch, and every --decode-log-interval decode steps a line with the load
+// and the generation throughput since the last one.
+void Engine::log_step(const StepPlan& plan) {
+  int64_t new_seqs = 0, new_tokens = 0, cached = 0, decodes = 0;
+  for (const ScheduledSequence& item : plan.items) {
+    if (item.decode) {
+      ++decodes;
+      continue;
+    }
+    if (item.seq->kv_len == item.new_tokens + item.seq->cached_tokens) {  // its first chunk since admission
+      ++new_seqs;
+      cached += item.seq->cached_tokens;
+    }
+    new_tokens += item.new_tokens;
+  }
+  const double usage = pool_.num_pages() == 0 ? 0.0 : static_cast<double>(pool_.num_pages() - pool_.num_free() -
+                                                                           pool_.num_evictable()) / pool_.num_pages();
+  if (new_tokens > 0)
+    NW_LOG(Info) << "Prefill batch. #new-seq: " << new_seqs << ", #new-token: " << new_tokens << ", #cached-token: "
+                 << cached << ", token usage: " << fixed2(usage) << ", #running-req: " << scheduler_.num_running()
+                 << ", #queue-req: " << scheduler_.num_waiting();
+  if (decodes == 0 || ++decode_steps_since_log_ < config_.decode_log_interval) return;
+  const auto now = std::chrono::steady_clock::now();
+  const double seconds = std::chrono::duration<double>(now - last_decode_log_).count();
+  const int64_t generated = stats_.generated_tokens.load();
+  const int64_t prompt = stats_.prompt_tokens.load();
+  NW_LOG(Info) << "Decode batch. #running-req: " << scheduler_.num_running() << ", #token: "
+               << (pool_.num_pages() - pool_.num_free()) * pool_.page_size() << ", token usage: " << fixed2(usage)
+               << ", cache hit rate: " << fixed2(prompt > 0 ? static_cast<double>(stats_.cached_tokens) / prompt : 0.0)
+               << ", gen throughput (token/s): " << fixed2((generated - generated_at_last_log_) / seconds)
+               << ", #queue-req: " << scheduler_.num_waiting();
+  decode_steps_since_log_ = 0;
+  last_decode_log_ = now;
+  generated_at_last_log_ = generated;
 }
 
 void Engine::plan_samples(const StepPlan& plan) {

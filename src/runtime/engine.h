@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -101,6 +102,7 @@ class Engine {
   // Text, stop strings and streaming of the accepted tokens: with overlap, while the device runs the next step.
   void flush_outputs();
   void remove_stopped();
+  void log_step(const StepPlan& plan);
   void emit(Sequence& seq, RequestOutput&& out);
   void abort_everything(const std::string& message);
   void drop_done();
@@ -128,6 +130,9 @@ class Engine {
   std::vector<PendingOutput> pending_outputs_;
   std::vector<Sequence*> stopped_;         // ended by a stop string while in flight: removed once their step ends
   bool step_in_flight_ = false;
+  int decode_steps_since_log_ = 0;
+  int64_t generated_at_last_log_ = 0;
+  std::chrono::steady_clock::time_point last_decode_log_ = std::chrono::steady_clock::now();
   int64_t max_sequence_len_;  // prompt + output, within the context and the cache
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
   std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end

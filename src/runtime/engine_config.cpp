@@ -18,6 +18,7 @@ void EngineConfig::validate() const {
            chunked_prefill_size);
   NW_CHECK(max_prefill_tokens >= 1, "--max-prefill-tokens must be >= 1, got ", max_prefill_tokens);
   NW_CHECK(schedule_conservativeness > 0.0, "--schedule-conservativeness must be > 0, got ", schedule_conservativeness);
+  NW_CHECK(decode_log_interval >= 1, "--decode-log-interval must be >= 1, got ", decode_log_interval);
 }
 
 }  // namespace narwhal

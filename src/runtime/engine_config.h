@@ -26,6 +26,7 @@ struct EngineConfig {
   // Off: each step's tokens become text and are streamed before the next step is launched, instead of while it
   // runs (outputs are identical either way; overlap hides that host work behind the device's).
   bool disable_overlap_schedule = false;
+  int decode_log_interval = 40;        // decode steps between two "Decode batch." log lines (SGLang's default)
 
   // Throws Error naming the flag whose value cannot work.
   void validate() const;
