@@ -137,6 +137,21 @@ int run_bench_one_batch(int argc, char** argv) {
   NW_CHECK(pages_per_seq * max_batch <= runner.num_pages(), "the cache holds ", runner.num_pages(),
            " pages; batch ", max_batch, " x ", max_input + f.output_len, " tokens needs ", pages_per_seq * max_batch);
 
+  // Each step is the served one: launch() (forward + the GPU's draw of every sequence's token) and finish()
+  // (the ids in pinned memory), with the greedy sampling a temperature-0 request has.
+  SamplingParams greedy;
+  greedy.temperature = 0.0;
+  const TokenCounts no_counts;
+  std::vector<SampleRequest> samples;
+  const auto served_step = [&](const ForwardBatch& fb) {
+    samples.clear();
+    for (size_t s = 0; s < fb.seqs.size(); ++s)
+      samples.push_back({static_cast<int64_t>(s), &greedy, &no_counts, nullptr, 0, 0, false, 0});
+    runner.launch(fb, samples, false);
+    std::vector<int32_t> ids;
+    for (const SampledToken& t : runner.finish().sampled) ids.push_back(t.token);
+    return ids;
+  };
   std::mt19937 rng(static_cast<uint32_t>(args.random_seed));
   std::vector<Result> results;
   for (int batch : batches) {
@@ -159,7 +174,7 @@ int run_bench_one_batch(int argc, char** argv) {
           int s = first;
           while (s < batch && (s == first || (s - first + 1) * int64_t{input} <= options.max_tokens_per_step))
             fb.add_sequence(prompts[s], 0, tables[s]), ++s;
-          for (int32_t id : runner.run_greedy(fb)) next.push_back(id);
+          for (int32_t id : served_step(fb)) next.push_back(id);
           first = s;
         }
         prefill_s = now_s() - t0;
@@ -170,7 +185,7 @@ int run_bench_one_batch(int argc, char** argv) {
           ForwardBatch fb;
           for (int s = 0; s < batch; ++s) fb.add_sequence({next[s]}, input + step, tables[s]);
           const double t1 = now_s();
-          next = runner.run_greedy(fb);
+          next = served_step(fb);
           steps.push_back(now_s() - t1);
         }
         if (pass == 1) NW_CUDA_CHECK(cudaProfilerStop());
