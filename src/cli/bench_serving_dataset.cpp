@@ -89,7 +89,8 @@ std::vector<DatasetRow> sample_random(const DatasetOptions& o, const text::Token
     const int64_t special = static_cast<int64_t>(tokenizer.encode("", true).size());
     for (int64_t& l : input_lens) l = std::max<int64_t>(0, l - special);
   }
-  const int vocab = tokenizer.model_vocab_size();
+  const int vocab = o.max_vocab > 0 ? static_cast<int>(std::min<int64_t>(o.max_vocab, tokenizer.model_vocab_size()))
+                                    : tokenizer.model_vocab_size();
   std::vector<DatasetRow> rows;
   auto add_row = [&](std::vector<int> ids, size_t i) {
     DatasetRow row;

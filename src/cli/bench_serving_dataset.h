@@ -28,6 +28,8 @@ struct DatasetOptions {
   int sharegpt_output_len = 0;      // 0: the length of the conversation's answer
   int sharegpt_context_len = 0;     // 0: no limit; else longer prompt + output pairs are dropped
   bool send_ids = false;            // random-ids: the backend takes token ids, so send them as they are
+  int64_t max_vocab = 0;            // > 0: random tokens also stay below this (a served vocabulary smaller than the
+                                    // tokenizer's, as a dummy model's may be)
 };
 
 // Draws the rows with `rng` (seeded from --seed) and prints "#Input tokens" / "#Output tokens" as SGLang does.

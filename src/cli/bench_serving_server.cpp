@@ -54,6 +54,14 @@ std::string find_tokenizer_dir(const BenchHttpClient& client, const std::string&
                                    : "the server's tokenizer path " + reported + " is not readable here"));
 }
 
+int64_t served_vocab_size(const BenchHttpClient& client) {
+  const HttpResult r = client.request("GET", "/get_model_info");
+  if (!r.ok()) return 0;
+  const json info = json::parse(r.body, nullptr, false);
+  if (!info.is_object() || !info.contains("vocab_size") || !info["vocab_size"].is_number_integer()) return 0;
+  return info["vocab_size"].get<int64_t>();
+}
+
 nlohmann::ordered_json fetch_server_info(const BenchHttpClient& client) {
   const HttpResult r = client.request("GET", "/get_server_info");
   if (!r.ok()) return nullptr;

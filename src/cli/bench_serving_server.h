@@ -19,6 +19,10 @@ std::string served_model_id(const BenchHttpClient& client);
 // is readable here, else `model` when that is such a directory. Throws Error asking for --tokenizer otherwise.
 std::string find_tokenizer_dir(const BenchHttpClient& client, const std::string& flag, const std::string& model);
 
+// The served model's vocabulary size from /get_model_info (narwhal reports it), or 0 when the server does not say:
+// random token ids must stay below it as well as below the tokenizer's.
+int64_t served_vocab_size(const BenchHttpClient& client);
+
 // GET /get_server_info, or null when the server has none.
 nlohmann::ordered_json fetch_server_info(const BenchHttpClient& client);
 

@@ -81,6 +81,7 @@ struct Bench {
     dataset.random_output_len = output_len;
     dataset.random_range_ratio = 1.0;
     dataset.send_ids = backend.takes_token_ids();
+    dataset.max_vocab = served_vocab_size(client);
     const std::vector<DatasetRow> rows = sample_dataset(dataset, tokenizer, rng);
     const RunResult run = run_requests(client, backend, rows, options, {.progress = false}, rng);
     CaseResult r{.batch_size = batch_size, .input_len = input_len, .output_len = output_len};

@@ -143,6 +143,7 @@ int run_bench_serving(int argc, char** argv) {
 
   std::mt19937_64 rng(static_cast<uint64_t>(f.seed));
   f.dataset.send_ids = backend.takes_token_ids();
+  f.dataset.max_vocab = served_vocab_size(client);
   const std::vector<DatasetRow> rows = sample_dataset(f.dataset, tokenizer, rng);
   if (f.warmup_requests > 0) warm_up(client, backend, rows[0], f.warmup_requests, options, rng);
   if (f.flush_cache) flush_cache(client);

@@ -63,6 +63,7 @@ int run_serve(int argc, char** argv) {
   server::ServerContext context(*engine, tokenizer, chat_template.get(),
                                 {.model_name = args.model_name(),
                                  .model_path = args.model_path,
+                                 .tokenizer_path = tokenizer_dir,
                                  .api_key = args.api_key,
                                  .reasoning_parser = args.reasoning_parser,
                                  .tool_call_parser = args.tool_call_parser,

@@ -79,7 +79,8 @@ json models_response(const ServerContext& context) {
 
 json model_info(const ServerContext& context) {
   return {{"model_path", context.options.model_path},
-          {"tokenizer_path", context.options.model_path},
+          {"vocab_size", context.engine.model_config().vocab_size},
+          {"tokenizer_path", context.options.tokenizer_path},
           {"is_generation", true},
           {"served_model_name", context.options.model_name},
           {"context_length", context.context_length}};

@@ -18,6 +18,7 @@ namespace narwhal::server {
 struct ServerOptions {
   std::string model_name;        // the id /v1/models lists and requests must name
   std::string model_path;
+  std::string tokenizer_path;    // where tokenizer.json came from (--tokenizer-path, else --model-path)
   std::string api_key;           // empty: no authentication
   std::string reasoning_parser;  // "" or deepseek-r1
   std::string tool_call_parser;  // "" or deepseekv3

