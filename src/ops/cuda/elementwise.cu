@@ -42,16 +42,6 @@ __global__ void embedding_kernel(const int32_t* ids, const bf16* table, float* o
 constexpr int kNormChunks = 4;
 constexpr int kNormMaxThreads = 1024;
 
-__device__ __forceinline__ void bf16x8_to_float(const uint4& raw, float (&v)[8]) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(p[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
-}
-
 __global__ void __launch_bounds__(kNormMaxThreads) add_rms_norm_kernel(float* residual, const bf16* delta,
                                                                          const bf16* weight, float eps, bf16* out,
                                                                          float* out_f32, int hidden) {
