@@ -12,14 +12,16 @@
 
 namespace narwhal {
 
+// Arrays and objects open at once, at most: the reader's limit and the request parsers' (server/request_fields.h).
+// Far above any real request (OpenAI caps structured-output schemas at 10 levels; tool schemas nest a handful),
+// and low enough that the recursive consumers of a document (nlohmann's dump and comparison, the chat template's
+// Value::from_json and tojson) stay within a few hundred KiB of any thread's stack.
+inline constexpr int kMaxJsonDepth = 128;
+
 // What one document may hold. Each limit fails the parse at the first byte past it, so that neither the time
 // to read a hostile document nor the memory it builds can grow beyond what its size allows.
 struct JsonLimits {
-  // Arrays and objects open at once. Far above any real request (OpenAI caps structured-output schemas at
-  // 10 levels; tool schemas nest a handful), and low enough that the recursive consumers of a document
-  // (nlohmann's dump and comparison, the chat template's Value::from_json and tojson) stay within a few
-  // hundred KiB of any thread's stack.
-  int max_depth = 128;
+  int max_depth = kMaxJsonDepth;
   // Scalars, arrays, objects and object keys together: each costs 16 to 80 bytes once built.
   int64_t max_values = INT64_MAX;
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/json.h"
+#include "core/json_reader.h"
 #include "server/api_error.h"
 #include "server/http_server.h"
 
@@ -19,9 +20,10 @@ using Body = nlohmann::ordered_json;
 // The request's body, parsed by the transport as it arrived; 400 when it was not JSON or is not an object.
 const Body& parse_body(const HttpRequest& request);
 
-// Arrays and objects nested deeper than this are refused. No chat message, tool schema or prompt needs more, and
-// copying, serializing or templating a value recurses once per level.
-constexpr int kMaxNesting = 128;
+// Arrays and objects nested deeper than the JSON reader's limit are refused; bodies parsed from HTTP never are,
+// but the request parsers also take values built otherwise (tests, tools), and copying, serializing or templating
+// a value recurses once per level.
+constexpr int kMaxNesting = kMaxJsonDepth;
 
 // 400 naming the top-level field whose value nests deeper than kMaxNesting (the body itself is level 1). It walks
 // with its own stack, so any depth is safe; call it before anything else touches the body.
