@@ -1,6 +1,10 @@
 // SamplingParams validation and parsing from SGLang's native JSON.
 #include "runtime/sampling_params.h"
 
+#include <cctype>
+#include <climits>
+#include <string>
+
 #include "core/error.h"
 
 namespace narwhal {
@@ -22,6 +26,12 @@ void SamplingParams::validate() const {
   NW_CHECK(n >= 1 && n <= 1024, "n must be in [1, 1024], got ", n);
   for (const std::string& s : stop) NW_CHECK(!s.empty(), "stop strings must not be empty");
   for (int32_t id : stop_token_ids) NW_CHECK(id >= 0, "stop_token_ids must be token ids, got ", id);
+  for (size_t i = 0; i < logit_bias.size(); ++i) {
+    const auto& [id, bias] = logit_bias[i];
+    NW_CHECK(id >= 0, "logit_bias keys must be token ids, got ", id);
+    NW_CHECK(bias >= -100.0f && bias <= 100.0f, "logit_bias of token ", id, " must be in [-100, 100], got ", bias);
+    for (size_t j = 0; j < i; ++j) NW_CHECK(logit_bias[j].first != id, "logit_bias lists token ", id, " twice");
+  }
 }
 
 namespace {
@@ -33,6 +43,25 @@ T field(const json& j, const char* key) {
   } catch (const json::exception& e) {
     throw Error(cat("sampling_params.", key, ": ", j.dump(), " has the wrong type (", e.what(), ")"));
   }
+}
+
+// {"token id": bias, ...}, the keys decimal token ids.
+std::vector<std::pair<int32_t, float>> logit_bias_field(const json& j) {
+  NW_CHECK(j.is_object(), "sampling_params.logit_bias must be an object of token id -> bias, got ", j.dump());
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, value] : j.items()) {
+    size_t used = 0;
+    long long id = -1;
+    try {
+      id = std::stoll(key, &used);
+    } catch (const std::exception&) {
+    }
+    NW_CHECK(used == key.size() && !key.empty() && std::isdigit(static_cast<unsigned char>(key[0])) &&
+                 id <= INT32_MAX,
+             "sampling_params.logit_bias: key \"", key, "\" is not a token id");
+    out.emplace_back(static_cast<int32_t>(id), field<float>(value, "logit_bias"));
+  }
+  return out;
 }
 
 }  // namespace
@@ -55,6 +84,7 @@ SamplingParams SamplingParams::from_json(const json& j) {
     else if (key == "n") p.n = field<int>(value, k);
     else if (key == "ignore_eos") p.ignore_eos = field<bool>(value, k);
     else if (key == "no_stop_trim") p.no_stop_trim = field<bool>(value, k);
+    else if (key == "logit_bias") p.logit_bias = logit_bias_field(value);
     else if (key == "stop_token_ids") p.stop_token_ids = field<std::vector<int32_t>>(value, k);
     else if (key == "stop") p.stop = value.is_string() ? std::vector<std::string>{value.get<std::string>()}
                                                        : field<std::vector<std::string>>(value, k);
