@@ -88,7 +88,8 @@ struct SampledRows {
 // mass ranked before it is below top_p_threshold(top_p, mass of the top-k set); the first always stays) and
 // min-p (weights >= min_p_threshold); then target = draw_target(uniform_bits(seed, position), kept mass), and
 // the token is the first id, in id order, whose inclusive prefix of kept weight exceeds target. A row whose
-// largest x is not finite (all masked, NaN, +inf) takes the greedy choice. NaN logits weigh 0 and rank lowest.
+// largest x is not finite (all masked, NaN, +inf) takes the greedy choice. NaN logits weigh 0 and rank lowest
+// (never drawn while any number is left); a row with a NaN raw logit reports NaN logprobs.
 
 // CPU op. logits [R, V] F32 on the host, V <= kMaxSamplingVocab; every row's logits_row in [0, R), adjustments
 // inside the batch's list and sorted; `out` on the host, sized for batch.num_rows. Rows run in parallel (OpenMP).
