@@ -142,8 +142,8 @@ __device__ __forceinline__ void add_tile_mass(Shared& s, int tile, uint64_t v) {
 // Picks the bin holding the last kept key into s.iv. Bins are ranked from the top, each starting at the rank and
 // mass before it (iv.above / iv.above_mass plus the bins over it); thread t holds bins 2047 - 4t .. 2044 - 4t.
 // shift < 0: the level-0 bins of weights; otherwise bins of 2^shift keys from iv.lo.
-__device__ inline void choose_bin(Shared& s, const uint32_t* count, const uint64_t* mass, int bins, const Interval& iv,
-                           const Keep& keep, int shift) {
+__device__ inline void choose_bin(Shared& s, const uint32_t* count, const uint64_t* mass, int bins,
+                                  const Interval& iv, const Keep& keep, int shift) {
   uint64_t c[4], m[4];
   Pair own{0, 0};
 #pragma unroll
