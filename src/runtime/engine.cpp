@@ -59,8 +59,11 @@ uint64_t Engine::submit(RequestInput input) {
            pool_.num_pages() * pool_.page_size(), " tokens)");
   NW_CHECK(p.stop.empty() || text_, "stop strings need a tokenizer");
   NW_CHECK(p.n <= max_running_, "n = ", p.n, " exceeds --max-running-requests ", max_running_);
-  NW_CHECK(input.top_logprobs_num >= 0 && input.top_logprobs_num <= vocab, "top_logprobs_num must be in [0, ", vocab,
-           "], got ", input.top_logprobs_num);
+  const int64_t max_top = std::min<int64_t>(vocab, ops::kMaxTopLogprobs);
+  NW_CHECK(input.top_logprobs_num >= 0 && input.top_logprobs_num <= max_top, "top_logprobs_num must be in [0, ",
+           max_top, "], got ", input.top_logprobs_num);
+  for (const auto& [id, bias] : p.logit_bias)
+    NW_CHECK(id < vocab, "logit_bias token id ", id, " is outside the vocabulary (size ", vocab, ")");
   p.max_new_tokens = std::min(p.max_new_tokens, max_sequence_len_ - prompt_len);
   p.min_new_tokens = std::min(p.min_new_tokens, p.max_new_tokens);
 
@@ -69,7 +72,7 @@ uint64_t Engine::submit(RequestInput input) {
   request->stop_ids = p.stop_token_ids;
   if (!p.ignore_eos)
     for (int eos : runner_->config().eos_token_ids) request->stop_ids.push_back(eos);
-  const uint64_t seed = p.seed.value_or(mix_bits(config_.random_seed ^ mix_bits(request->id)));
+  const uint64_t seed = p.seed.value_or(ops::mix_bits(config_.random_seed ^ ops::mix_bits(request->id)));
   const uint64_t group = input.fairness_group != 0 ? input.fairness_group : request->id;
   for (int i = 0; i < p.n; ++i) {
     auto seq = std::make_unique<Sequence>();
@@ -79,7 +82,8 @@ uint64_t Engine::submit(RequestInput input) {
     seq->tokens = input.input_ids;
     seq->prompt_len = prompt_len;
     seq->max_new_tokens = p.max_new_tokens;
-    seq->seed = i == 0 ? seed : mix_bits(seed + static_cast<uint64_t>(i));  // choice 0 of n equals the n = 1 request
+    // Choice 0 of n equals the n = 1 request.
+    seq->seed = i == 0 ? seed : ops::mix_bits(seed + static_cast<uint64_t>(i));
     seq->text = OutputText(p.stop);
     request->seqs.push_back(std::move(seq));
   }

@@ -1,4 +1,5 @@
-// Sampler: the next token of each sequence from its logits row, with penalties, top-k/top-p/min-p and logprobs.
+// Sampler: the next token of each sequence from its logits row, with penalties, logit_bias, top-k/top-p/min-p and
+// logprobs, through the sampling ops' description of a row (ops/sampling.h), which the GPU sampler reads too.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/sampling.h"
 #include "runtime/sampling_params.h"
 
 namespace narwhal {
@@ -37,33 +39,26 @@ struct SampleRequest {
   int top_logprobs = 0;
 };
 
-// Order, as SGLang and vLLM: penalties (repetition, then frequency and presence; over output tokens, as
-// SGLang's penalizers), temperature, top-k, top-p over the top-k renormalised probabilities, min-p
-// relative to the most likely token, then one draw. Greedy (temperature 0) takes the argmax after the
-// penalties. Logprobs come from the unmodified distribution (log_softmax of the model's logits), as
-// OpenAI's API and SGLang's original-logprob mode report them.
+// The ops' rows for `requests`: one SamplingRow each, and as adjustments its logit_bias, its output counts when a
+// penalty is on (so only rows with penalties or biases carry a list; its cost is one entry per distinct token),
+// and its masked ids; ids outside [0, vocab) are dropped. Throws if top_logprobs exceeds ops::kMaxTopLogprobs.
+ops::SamplingBatchHost build_sampling_batch(std::span<const SampleRequest> requests, int64_t vocab);
+
+// Order, as SGLang and vLLM: logit_bias, penalties (repetition, then frequency and presence; over output tokens,
+// as SGLang's penalizers), masks, temperature, top-k, top-p over the top-k renormalised probabilities, min-p
+// relative to the most likely token, then one draw (ops/sampling.h has the exact integer algorithm). Greedy
+// (temperature 0) takes the argmax after the penalties. Logprobs come from the unmodified distribution
+// (log_softmax of the model's logits), as OpenAI's API and SGLang's original-logprob mode report them.
 // The draw for output position i uses uniform(seed, i) only, so a seeded request gives the same tokens
 // whatever else is in the batch, and after a retraction.
 class Sampler {
  public:
   explicit Sampler(int64_t vocab);
   // Samples every request's row of `logits` [rows, vocab] (host F32) in parallel into `out`.
-  void sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampledToken> out);
+  void sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampledToken> out) const;
 
  private:
-  struct Scratch {
-    std::vector<float> weights;
-    std::vector<int32_t> order;
-  };
-  SampledToken sample_row(const float* logits, const SampleRequest& request, Scratch& scratch) const;
-
   int64_t vocab_;
-  std::vector<Scratch> scratch_;  // one per OpenMP thread
 };
-
-// A well-mixed 64-bit function of `x` (SplitMix64's finaliser): seeds of n > 1 choices and default seeds.
-uint64_t mix_bits(uint64_t x);
-// The uniform [0, 1) number that draws output position `position` of a sequence seeded with `seed`.
-double uniform(uint64_t seed, int64_t position);
 
 }  // namespace narwhal

@@ -26,6 +26,12 @@ void SamplingParams::validate() const {
   NW_CHECK(n >= 1 && n <= kMaxN, "n must be in [1, ", kMaxN, "], got ", n);
   for (const std::string& s : stop) NW_CHECK(!s.empty(), "stop strings must not be empty");
   for (int32_t id : stop_token_ids) NW_CHECK(id >= 0, "stop_token_ids must be token ids, got ", id);
+  for (size_t i = 0; i < logit_bias.size(); ++i) {
+    const auto& [id, bias] = logit_bias[i];
+    NW_CHECK(id >= 0, "logit_bias keys must be token ids, got ", id);
+    NW_CHECK(bias >= -100.0f && bias <= 100.0f, "logit_bias of token ", id, " must be in [-100, 100], got ", bias);
+    for (size_t j = 0; j < i; ++j) NW_CHECK(logit_bias[j].first != id, "logit_bias lists token ", id, " twice");
+  }
 }
 
 }  // namespace narwhal

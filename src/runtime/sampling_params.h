@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace narwhal {
@@ -23,6 +24,7 @@ struct SamplingParams {
   bool ignore_eos = false;
   std::vector<std::string> stop;          // stop strings (need a tokenizer)
   std::vector<int32_t> stop_token_ids;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias added to its logit), as OpenAI: [-100, 100]
   bool no_stop_trim = false;              // keep the matched stop string in the text
 
   // Choices one request may ask for (each is a sequence of its own once the prompt is done).

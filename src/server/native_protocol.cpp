@@ -34,6 +34,8 @@ SamplingParams parse_sampling_params(const Body& j) {
     else if (key == "stop") p.stop = read_stop(j, kParams);
     else if (key == "stop_token_ids") {
       if (!value.is_null()) p.stop_token_ids = read_token_ids(value, cat(kParams, ".", key));
+    } else if (key == "logit_bias") {
+      if (!value.is_null()) p.logit_bias = read_logit_bias(value, cat(kParams, ".", key));
     } else if (key == "sampling_seed") {
       if (auto seed = read_int(j, k, std::numeric_limits<int64_t>::min(), kMaxInt, kParams))
         p.seed = static_cast<uint64_t>(*seed);

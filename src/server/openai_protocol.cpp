@@ -90,8 +90,8 @@ GenerationOptions parse_options(const Body& b, bool chat) {
     o.logprobs = true;
     o.top_logprobs = static_cast<int>(*top);
   }
-  if (auto it = b.find("logit_bias"); it != b.end() && !it->is_null() && !it->empty())
-    throw unsupported("logit_bias", "logit bias");
+  if (auto it = b.find("logit_bias"); it != b.end() && !it->is_null())
+    p.logit_bias = read_logit_bias(*it, "logit_bias");
   if (const Body* format = read_object(b, "response_format")) {
     const std::string type = read_string(*format, "type", "response_format").value_or("text");
     if (type == "json_object" || type == "json_schema") throw unsupported("response_format", "structured output");

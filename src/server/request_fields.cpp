@@ -1,6 +1,7 @@
 // Request field reading: OpenAI's wording for wrong types ("invalid_type") and ranges.
 #include "server/request_fields.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -142,6 +143,28 @@ std::vector<std::string> read_stop(const Body& object, std::string_view parent) 
   for (const std::string& s : stops)
     if (s.empty()) throw invalid_request("Invalid '" + param + "': stop sequences must not be empty.", param);
   return stops;
+}
+
+std::vector<std::pair<int32_t, float>> read_logit_bias(const Body& bias, const std::string& param) {
+  if (!bias.is_object()) throw wrong_type(param, "an object of token ids and biases", bias);
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, value] : bias.items()) {
+    const std::string where = cat(param, ".", key);
+    int64_t id = -1;
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) id = std::stoll(key);
+    if (!digits || id > INT32_MAX)
+      throw invalid_request(cat("Invalid '", param, "': keys must be token ids, but got '", key, "'."), param,
+                            "invalid_value");
+    if (!value.is_number()) throw wrong_type(where, "a number", value);
+    const double b = value.get<double>();
+    if (!(b >= -100.0 && b <= 100.0))
+      throw invalid_request(cat("Invalid '", where, "': the bias must be in [-100, 100], but got ", value.dump(), "."),
+                            param, "invalid_value");
+    out.emplace_back(static_cast<int32_t>(id), static_cast<float>(b));
+  }
+  return out;
 }
 
 std::vector<int32_t> read_token_ids(const Body& ids, const std::string& param) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -41,6 +42,9 @@ std::optional<std::string> read_string(const Body& object, const char* key, std:
 
 // OpenAI's "stop": a string or a list of strings, none empty.
 std::vector<std::string> read_stop(const Body& object, std::string_view parent = {});
+
+// OpenAI's "logit_bias": an object mapping token ids (decimal strings) to a bias in [-100, 100]; `param` names it.
+std::vector<std::pair<int32_t, float>> read_logit_bias(const Body& bias, const std::string& param);
 
 // An array of token ids (integers in [0, 2^31 - 1]); `param` names it in the 400.
 std::vector<int32_t> read_token_ids(const Body& ids, const std::string& param);

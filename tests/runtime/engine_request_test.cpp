@@ -228,6 +228,10 @@ TEST(EngineRequest, BadRequestsAreErrors) {
   SamplingParams bad = greedy(1);
   bad.top_p = 0.0;
   EXPECT_THROW(engine.submit({{1}, bad, false, 0, false, nullptr}), Error);
+  SamplingParams biased = greedy(1);
+  biased.logit_bias = {{kVocab, 1.0f}};
+  EXPECT_THROW(engine.submit({{1}, biased, false, 0, false, nullptr}), Error) << "logit_bias outside the vocabulary";
+  EXPECT_THROW(engine.submit({{1}, greedy(1), true, 21, false, nullptr}), Error) << "top logprobs beyond 20";
 }
 
 TEST(EngineRequest, AbortFromAnotherThreadWhileTheLoopRuns) {

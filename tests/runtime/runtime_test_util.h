@@ -33,9 +33,9 @@ class ContextHashRunner : public HostSamplingRunner {
   // The logits row a context leads to: smooth enough for sampling tests, random per context.
   static void logits_for(const std::vector<int32_t>& context, int64_t vocab, float* row) {
     uint64_t h = 0x12345;
-    for (int32_t t : context) h = mix_bits(h ^ static_cast<uint64_t>(t));
+    for (int32_t t : context) h = ops::mix_bits(h ^ static_cast<uint64_t>(t));
     for (int64_t v = 0; v < vocab; ++v)
-      row[v] = static_cast<float>(mix_bits(h + static_cast<uint64_t>(v)) >> 40) * 0x1.0p-24f * 8.0f;
+      row[v] = static_cast<float>(ops::mix_bits(h + static_cast<uint64_t>(v)) >> 40) * 0x1.0p-24f * 8.0f;
   }
   // Greedy continuation of `prompt` by `steps` tokens, computed without any cache.
   static std::vector<int32_t> oracle_greedy(std::vector<int32_t> context, int64_t vocab, int64_t steps) {

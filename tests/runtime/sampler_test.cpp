@@ -1,10 +1,16 @@
-// Sampler: top-k / top-p / min-p / temperature distributions (chi-square), penalties by hand, seeds, logprobs.
+// Sampler: top-k / top-p / min-p / temperature distributions (chi-square), penalties and logit_bias by hand, seeds,
+// logprobs, the id-order draw, edge cases (ties, one token, masks, extreme filters and temperatures, NaN logits),
+// and the rows and adjustments it hands the sampling ops.
 #include "runtime/sampler.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+
+#include "core/error.h"
 
 namespace narwhal {
 namespace {
@@ -176,6 +182,165 @@ TEST(Sampler, MaskedTokensAreNeverChosen) {
   std::vector<SampledToken> out(requests.size());
   sampler.sample(logits, requests, out);
   for (const SampledToken& t : out) ASSERT_GE(t.token, 2);
+}
+
+// Draws one token per seed from `logits` row 0.
+std::vector<int32_t> tokens(const Tensor& logits, const SamplingParams& params, int n,
+                            const std::vector<int32_t>* masked = nullptr) {
+  Sampler sampler(logits.size(1));
+  TokenCounts none;
+  std::vector<SampleRequest> requests;
+  for (int i = 0; i < n; ++i) requests.push_back({0, &params, &none, masked, static_cast<uint64_t>(i) * 31 + 5, i});
+  std::vector<SampledToken> out(requests.size());
+  sampler.sample(logits, requests, out);
+  std::vector<int32_t> ids;
+  for (const SampledToken& t : out) ids.push_back(t.token);
+  return ids;
+}
+
+TEST(Sampler, TheDrawIsTheInverseCdfInIdOrder) {
+  // The kept weights, summed in id order, first exceed floor(u * kept mass) at the drawn token.
+  const std::vector<float> logits = {0.0f, 1.0f, -0.5f, 0.75f, -3.0f};
+  SamplingParams p;
+  p.top_k = 3;  // keeps ids 1, 3, 0
+  const std::vector<int32_t> got = tokens(row_of(logits), p, 300);
+  for (int i = 0; i < 300; ++i) {
+    std::vector<uint64_t> w;
+    for (float x : logits) w.push_back(ops::fixed_weight(x, 1.0f, 1.0));
+    w[2] = w[4] = 0;
+    const uint64_t target = ops::draw_target(ops::uniform_bits(static_cast<uint64_t>(i) * 31 + 5, i),
+                                             std::accumulate(w.begin(), w.end(), uint64_t{0}));
+    int32_t expected = 0;
+    for (uint64_t running = w[0]; running <= target; running += w[++expected]) {
+    }
+    ASSERT_EQ(got[i], expected) << "draw " << i;
+  }
+}
+
+TEST(Sampler, EqualLogitsAreUniformAndTiesRankByLowerId) {
+  const Tensor flat = row_of(std::vector<float>(8, 1.5f));
+  SamplingParams p;
+  std::vector<int64_t> c = counts(flat, p, kDraws);
+  expect_distribution(c, std::vector<double>(8, 1.0), "equal logits");
+  p.top_k = 3;
+  expect_distribution(counts(flat, p, kDraws), {1, 1, 1, 0, 0, 0, 0, 0}, "equal logits, top_k 3: the lowest ids");
+  p.top_k = -1;
+  p.min_p = 1.0;
+  expect_distribution(counts(flat, p, kDraws), std::vector<double>(8, 1.0), "min_p 1 keeps every tie of the top");
+}
+
+TEST(Sampler, OneTokenVocabularyAlwaysGivesIt) {
+  const Tensor one = row_of({-2.0f});
+  SamplingParams p;
+  for (double t : {0.0, 0.7, 1e-30, 1e30}) {
+    p.temperature = t;
+    p.top_k = 1;
+    p.top_p = 0.1;
+    p.min_p = 1.0;
+    for (int32_t id : tokens(one, p, 20)) ASSERT_EQ(id, 0) << "temperature " << t;
+  }
+}
+
+TEST(Sampler, FiltersAtTheirLimitsAreNoFilters) {
+  const Tensor logits = log_probs_row();
+  SamplingParams plain;
+  const std::vector<int32_t> base = tokens(logits, plain, 500);
+  SamplingParams p = plain;
+  p.top_k = 8;  // the whole vocabulary
+  EXPECT_EQ(tokens(logits, p, 500), base) << "top_k >= vocab";
+  p.top_k = 1000;
+  EXPECT_EQ(tokens(logits, p, 500), base) << "top_k beyond the vocabulary";
+  p = plain;
+  p.top_p = 1.0;
+  p.min_p = 0.0;
+  EXPECT_EQ(tokens(logits, p, 500), base) << "top_p 1, min_p 0";
+}
+
+TEST(Sampler, ExtremeFiltersAndTemperaturesLeaveTheArgmax) {
+  const Tensor logits = log_probs_row();  // token 0 is the most likely
+  SamplingParams p;
+  p.top_p = 1e-9;
+  for (int32_t id : tokens(logits, p, 200)) ASSERT_EQ(id, 0) << "tiny top_p";
+  p = {};
+  p.min_p = 1.0;
+  for (int32_t id : tokens(logits, p, 200)) ASSERT_EQ(id, 0) << "min_p 1";
+  p = {};
+  p.temperature = 1e-30;
+  for (int32_t id : tokens(logits, p, 200)) ASSERT_EQ(id, 0) << "tiny temperature";
+  p.temperature = 1e30;  // flat: every token appears
+  expect_distribution(counts(logits, p, kDraws), std::vector<double>(8, 1.0), "huge temperature");
+}
+
+TEST(Sampler, MasksAndNanLogitsAreNeverChosen) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const Tensor logits = row_of({nan, 1.0f, 0.0f, nan, 2.0f, -inf});
+  SamplingParams p;
+  std::vector<int64_t> c = counts(logits, p, kDraws);
+  expect_distribution(c, {0, std::exp(1.0), 1.0, 0, std::exp(2.0), 0}, "NaN and -inf weigh nothing");
+  p.temperature = 0.0;
+  EXPECT_EQ(tokens(logits, p, 1)[0], 4) << "greedy ranks NaN below every number";
+  const std::vector<int32_t> all_but_two = {0, 1, 3, 4, 5};
+  p.temperature = 0.8;
+  for (int32_t id : tokens(logits, p, 200, &all_but_two)) ASSERT_EQ(id, 2);
+  // Nothing left (every logit -inf): the greedy choice, the lowest id.
+  const std::vector<int32_t> all = {0, 1, 2, 3, 4, 5};
+  for (int32_t id : tokens(logits, p, 20, &all)) ASSERT_EQ(id, 0);
+}
+
+TEST(Sampler, LogitBiasComesBeforePenaltiesAndMasks) {
+  const Tensor logits = row_of({2.0f, -1.0f, 0.5f, 0.0f});
+  SamplingParams p;
+  p.logit_bias = {{3, 4.0f}, {0, -100.0f}};  // token 3 becomes 4; token 0 weighs nothing
+  p.repetition_penalty = 2.0;
+  p.frequency_penalty = 0.5;
+  const TokenCounts history = {{3, 1}};  // 4 / 2 - 0.5 = 1.5
+  std::vector<double> expected = {0, std::exp(-1.0), std::exp(0.5), std::exp(1.5)};
+  expect_distribution(counts(logits, p, kDraws, history), expected, "biased then penalised");
+  p.temperature = 0.0;
+  EXPECT_EQ(counts(logits, p, 1, history)[3], 1);
+  p.logit_bias = {{1, 100.0f}};
+  EXPECT_EQ(counts(logits, p, 1, history)[1], 1) << "a +100 bias wins greedy";
+}
+
+TEST(Sampler, BatchRowsMergeEachTokensAdjustments) {
+  SamplingParams p;
+  p.logit_bias = {{7, 1.5f}, {2, -3.0f}, {900, 2.0f}};  // 900 is outside the vocabulary: dropped
+  p.presence_penalty = 0.5;
+  const TokenCounts history = {{7, 3}, {4, 1}};
+  const std::vector<int32_t> masked = {7, 1, 1000};
+  SamplingParams plain;  // no penalty: its counts are not uploaded
+  const std::vector<SampleRequest> requests = {{0, &p, &history, &masked, 9, 3, true, 5},
+                                               {1, &plain, &history, nullptr, 8, 2}};
+  const ops::SamplingBatchHost batch = build_sampling_batch(requests, 100);
+  ASSERT_EQ(batch.rows.size(), 2u);
+  const ops::SamplingRow& r = batch.rows[0];
+  EXPECT_EQ(r.seed, 9u);
+  EXPECT_EQ(r.position, 3);
+  EXPECT_EQ(r.want_logprob, 1);
+  EXPECT_EQ(r.top_logprobs, 5);
+  ASSERT_EQ(r.adjust_end - r.adjust_begin, 4);
+  const ops::TokenAdjustment* a = batch.adjustments.data() + r.adjust_begin;
+  EXPECT_EQ(a[0].token, 1);
+  EXPECT_EQ(a[0].masked, 1);
+  EXPECT_EQ(a[1].token, 2);
+  EXPECT_EQ(a[1].bias, -3.0f);
+  EXPECT_EQ(a[2].token, 4);
+  EXPECT_EQ(a[2].count, 1);
+  EXPECT_EQ(a[3].token, 7);
+  EXPECT_EQ(a[3].bias, 1.5f);
+  EXPECT_EQ(a[3].count, 3);
+  EXPECT_EQ(a[3].masked, 1);
+  EXPECT_EQ(batch.rows[1].adjust_begin, batch.rows[1].adjust_end);
+  EXPECT_EQ(batch.rows[1].logits_row, 1);
+}
+
+TEST(SamplingParams, LogitBiasLimits) {
+  SamplingParams twice;
+  twice.logit_bias = {{3, 1.0f}, {3, 2.0f}};
+  EXPECT_THROW(twice.validate(), Error);
+  SamplingParams big;
+  big.logit_bias = {{3, 101.0f}};
+  EXPECT_THROW(big.validate(), Error);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Request validation (OpenAI's 400s) and chat output splitting (reasoning, tool calls) without a server.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "server/chat_output.h"
 #include "server/openai_protocol.h"
 
@@ -54,6 +56,19 @@ TEST(OpenAiProtocol, RejectsBadValuesWithOpenAiCodes) {
   HttpRequest array;
   array.body = Body::array();
   EXPECT_THROW(parse_body(array), ApiError);
+}
+
+TEST(OpenAiProtocol, LogitBias) {
+  const ChatRequest r = parse_chat_request(chat(R"(, "logit_bias": {"5": -100, "12": 2.5})"));
+  std::vector<std::pair<int32_t, float>> bias = r.options.params.logit_bias;
+  std::sort(bias.begin(), bias.end());
+  ASSERT_EQ(bias.size(), 2u);
+  EXPECT_EQ(bias[0], std::make_pair(5, -100.0f));
+  EXPECT_EQ(bias[1], std::make_pair(12, 2.5f));
+  for (const char* bad : {R"(, "logit_bias": {"5": 101})", R"(, "logit_bias": {"-1": 1})", R"(, "logit_bias": {"x": 1})",
+                          R"(, "logit_bias": {"5x": 1})", R"(, "logit_bias": {"99999999999": 1})",
+                          R"(, "logit_bias": {"5": "big"})", R"(, "logit_bias": [5, 1])"})
+    EXPECT_NE(error_code(chat(bad)), "accepted") << bad;
 }
 
 TEST(OpenAiProtocol, NormalizesMessages) {

@@ -1,6 +1,7 @@
 // Memory-bound GPU ops: one CTA per row (several for SiLU-and-mul, a cluster for argmax), FP32 math.
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/elementwise.h"
+#include "ops/sampling_math.h"
 
 #include <cooperative_groups.h>
 
@@ -204,18 +205,12 @@ __global__ void bf16_to_f32_kernel(const bf16* x, float* out, int64_t n) {
 }
 
 // Greedy choice, one cluster of kArgmaxBlocks CTAs per row (each on its own SM, so the row streams in at several
-// SMs' bandwidth), the CTAs' winners merged through distributed shared memory. A candidate is one 64-bit key:
-// the value's bits made to order as unsigned integers, then the complement of the index, so that the larger
-// key is the larger value and, on ties, the lower index. NaN orders below every number.
+// SMs' bandwidth), the CTAs' winners merged through distributed shared memory. A candidate is one 64-bit key,
+// the sampler's logit_key: the larger key is the larger value and, on ties, the lower index; NaN orders below
+// every number.
 constexpr int kArgmaxBlocks = 8;
 constexpr int kArgmaxThreads = 512;
 constexpr int kArgmaxUnroll = 4;
-
-__device__ __forceinline__ uint64_t argmax_key(float v, int64_t i) {
-  const uint32_t bits = __float_as_uint(v + 0.0f);  // -0 becomes +0: equal values, so the lower index wins
-  const uint32_t ordered = v != v ? 0u : (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
-  return (static_cast<uint64_t>(ordered) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
-}
 
 __device__ __forceinline__ uint64_t warp_max_u64(uint64_t v) {
 #pragma unroll
@@ -245,12 +240,12 @@ __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kArgmaxT
       for (int u = 0; u < kArgmaxUnroll; ++u) {
         const int64_t i = i0 + u * kStride;
         if (i < end)
-          best = max(best, max(max(argmax_key(v[u].x, i), argmax_key(v[u].y, i + 1)),
-                               max(argmax_key(v[u].z, i + 2), argmax_key(v[u].w, i + 3))));
+          best = max(best, max(max(logit_key(v[u].x, i), logit_key(v[u].y, i + 1)),
+                               max(logit_key(v[u].z, i + 2), logit_key(v[u].w, i + 3))));
       }
     }
   } else {
-    for (int64_t i = begin + threadIdx.x; i < end; i += kArgmaxThreads) best = max(best, argmax_key(row[i], i));
+    for (int64_t i = begin + threadIdx.x; i < end; i += kArgmaxThreads) best = max(best, logit_key(row[i], i));
   }
   __shared__ uint64_t warp_best[kArgmaxThreads / 32];
   __shared__ uint64_t block_best;
@@ -264,7 +259,7 @@ __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kArgmaxT
   cluster.sync();  // every CTA's block_best is written
   if (rank == 0 && threadIdx.x < 32) {
     best = warp_max_u64(threadIdx.x < kArgmaxBlocks ? *cluster.map_shared_rank(&block_best, threadIdx.x) : 0);
-    if (threadIdx.x == 0) ids[blockIdx.y] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(best));
+    if (threadIdx.x == 0) ids[blockIdx.y] = logit_key_id(best);
   }
   cluster.sync();  // rank 0 is done reading the others' shared memory before they exit
 }
