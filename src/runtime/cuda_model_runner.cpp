@@ -9,6 +9,8 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/sampling.h"
 #include "runtime/kv_pool.h"
 
 namespace narwhal {
@@ -45,11 +47,58 @@ struct CudaModelRunner::HostStaging {
   }
 };
 
+namespace {
+
+// Whether the GPU's argmax draws this sample: greedy, with nothing that changes the logits first or needs their
+// distribution (penalties over the output so far, a bias, masked stop ids, logprobs).
+bool drawn_by_argmax(const SampleRequest& r) {
+  const SamplingParams& p = *r.params;
+  const bool penalized = !r.counts->empty() && (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 ||
+                                                p.presence_penalty != 0.0);
+  return p.greedy() && !penalized && p.logit_bias.empty() && !r.masked && !r.logprob && r.top_logprobs == 0;
+}
+
+// Pinned host memory of `bytes`, grown (never shrunk) as steps need more.
+struct PinnedBuffer {
+  std::shared_ptr<void> data;
+  size_t bytes = 0;
+  void* reserve(size_t need) {
+    if (need > bytes) {
+      void* p = nullptr;
+      NW_CUDA_CHECK(cudaMallocHost(&p, need));
+      data = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+      bytes = need;
+    }
+    return data.get();
+  }
+};
+
+// A device buffer of `bytes`, grown as steps need more (only between steps: nothing captured reads it).
+void* reserve_device(Tensor& t, size_t need) {
+  if (!t.defined() || t.nbytes() < need)
+    t = Tensor::empty(DType::kI32, {static_cast<int64_t>((need + 3) / 4)}, Device::kCUDA);
+  return t.data;
+}
+
+}  // namespace
+
+// One step's draws: the requests, the rows uploaded for the GPU sampler, and where its results come back.
+struct CudaModelRunner::Draws {
+  std::vector<SampleRequest> samples;
+  bool argmax_only = false, want_logits = false;
+  int64_t rows = 0;
+  PinnedBuffer upload, results, logits;  // sampler rows + adjustments up; tokens, logprobs, tops down
+  Tensor device_batch, workspace;
+  ops::SampledRows device_out;
+  int64_t out_rows = 0;
+  cudaEvent_t done = nullptr;
+};
+
 CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options)
-    : page_size_(options.page_size), host_sampler_(config.vocab_size) {
+    : page_size_(options.page_size), draws_(std::make_unique<Draws>()) {
   NW_CHECK(options.page_size >= 1, "--page-size must be positive");
   NW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  NW_CUDA_CHECK(cudaEventCreateWithFlags(&step_done_, cudaEventDisableTiming));
+  NW_CUDA_CHECK(cudaEventCreateWithFlags(&draws_->done, cudaEventDisableTiming));
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
   model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
                                        options.kernels);
@@ -90,7 +139,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
 
 CudaModelRunner::~CudaModelRunner() {
   for (auto& [bs, exec] : graphs_) cudaGraphExecDestroy(exec);
-  if (step_done_) cudaEventDestroy(step_done_);
+  if (draws_->done) cudaEventDestroy(draws_->done);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -245,57 +294,87 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   return graph_logits_;
 }
 
-namespace {
-
-// Whether the GPU's argmax draws this sample: greedy, with nothing that changes the logits first or needs their
-// distribution (penalties over the output so far, masked stop ids, logprobs).
-bool drawn_by_argmax(const SampleRequest& r) {
-  const SamplingParams& p = *r.params;
-  const bool penalized = !r.counts->empty() && (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 ||
-                                                p.presence_penalty != 0.0);
-  return p.greedy() && !penalized && !r.masked && !r.logprob && r.top_logprobs == 0;
+void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
+  Draws& d = *draws_;
+  const int64_t b = static_cast<int64_t>(batch.seqs.size());
+  d.samples.assign(samples.begin(), samples.end());
+  d.rows = b;
+  d.want_logits = return_logits;
+  Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
+  if (!samples.empty()) launch_draws(logits, samples);
+  if (return_logits)
+    NW_CUDA_CHECK(cudaMemcpyAsync(d.logits.reserve(logits.nbytes()), logits.data, logits.nbytes(),
+                                  cudaMemcpyDeviceToHost, stream_));
+  NW_CUDA_CHECK(cudaEventRecord(d.done, stream_));
 }
 
-}  // namespace
-
-void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
-  const int64_t b = static_cast<int64_t>(batch.seqs.size()), vocab = model_->config().vocab_size;
-  samples_.assign(samples.begin(), samples.end());
-  launched_rows_ = b;
-  launched_logits_ = return_logits;
-  host_sampling_ = return_logits || !std::all_of(samples.begin(), samples.end(), drawn_by_argmax);
-  Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
-  if (host_sampling_) {
-    if (pinned_logits_floats_ < b * vocab) {
-      void* p = nullptr;
-      NW_CUDA_CHECK(cudaMallocHost(&p, static_cast<size_t>(b * vocab) * sizeof(float)));
-      pinned_logits_ = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
-      pinned_logits_floats_ = b * vocab;
-    }
-    NW_CUDA_CHECK(cudaMemcpyAsync(pinned_logits_.get(), logits.data, logits.nbytes(), cudaMemcpyDeviceToHost,
-                                  stream_));
-  } else {
-    Tensor ids = greedy_ids_.rows(0, b);
+void CudaModelRunner::launch_draws(const Tensor& logits, std::span<const SampleRequest> samples) {
+  Draws& d = *draws_;
+  const int64_t n = static_cast<int64_t>(samples.size()), vocab = logits.size(1);
+  d.argmax_only = std::all_of(samples.begin(), samples.end(), drawn_by_argmax);
+  if (d.argmax_only) {  // one id per sequence row; samples pick theirs in finish()
+    Tensor ids = greedy_ids_.rows(0, d.rows);
     ops::cuda::argmax(logits, ids, stream_);
-    NW_CUDA_CHECK(cudaMemcpyAsync(host_->ids, ids.data, b * 4, cudaMemcpyDeviceToHost, stream_));
+    NW_CUDA_CHECK(cudaMemcpyAsync(d.results.reserve(d.rows * 4), ids.data, d.rows * 4, cudaMemcpyDeviceToHost,
+                                  stream_));
+    return;
   }
-  NW_CUDA_CHECK(cudaEventRecord(step_done_, stream_));
+  // Rows and adjustments go up in one copy through pinned memory, into one device buffer.
+  const ops::SamplingBatchHost host = build_sampling_batch(samples, vocab);
+  const size_t row_bytes = host.rows.size() * sizeof(ops::SamplingRow);
+  const size_t adjust_bytes = host.adjustments.size() * sizeof(ops::TokenAdjustment);
+  const size_t adjust_at = (row_bytes + 15) / 16 * 16;
+  char* up = static_cast<char*>(d.upload.reserve(adjust_at + adjust_bytes + 16));
+  std::memcpy(up, host.rows.data(), row_bytes);
+  std::memcpy(up + adjust_at, host.adjustments.data(), adjust_bytes);
+  char* dev = static_cast<char*>(reserve_device(d.device_batch, adjust_at + adjust_bytes + 16));
+  NW_CUDA_CHECK(cudaMemcpyAsync(dev, up, adjust_at + adjust_bytes, cudaMemcpyHostToDevice, stream_));
+  const ops::SamplingBatch batch{reinterpret_cast<const ops::SamplingRow*>(dev), n,
+                                 reinterpret_cast<const ops::TokenAdjustment*>(dev + adjust_at),
+                                 static_cast<int64_t>(host.adjustments.size())};
+  if (d.out_rows < n) {
+    d.device_out = ops::SampledRows::allocate(n, Device::kCUDA);
+    d.out_rows = n;
+  }
+  const size_t ws = ops::cuda::sampling_workspace_bytes(n, vocab);
+  ops::cuda::sample_tokens(logits, batch, d.device_out, reserve_device(d.workspace, ws), ws, stream_);
+  // Down: tokens and logprobs for every sample, the top lists only when some sample asked for them.
+  const bool tops = std::any_of(samples.begin(), samples.end(), [](const SampleRequest& r) { return r.top_logprobs > 0; });
+  const size_t k = ops::kMaxTopLogprobs, head = static_cast<size_t>(n) * 8, top_bytes = static_cast<size_t>(n) * k * 8;
+  char* down = static_cast<char*>(d.results.reserve(head + (tops ? top_bytes : 0)));
+  NW_CUDA_CHECK(cudaMemcpyAsync(down, d.device_out.tokens.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+  NW_CUDA_CHECK(cudaMemcpyAsync(down + n * 4, d.device_out.logprobs.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+  if (tops) {
+    NW_CUDA_CHECK(cudaMemcpyAsync(down + head, d.device_out.top_ids.data, n * k * 4, cudaMemcpyDeviceToHost, stream_));
+    NW_CUDA_CHECK(cudaMemcpyAsync(down + head + n * k * 4, d.device_out.top_logprobs.data, n * k * 4,
+                                  cudaMemcpyDeviceToHost, stream_));
+  }
 }
 
 StepOutput CudaModelRunner::finish() {
-  NW_CUDA_CHECK(cudaEventSynchronize(step_done_));
+  Draws& d = *draws_;
+  NW_CUDA_CHECK(cudaEventSynchronize(d.done));
   StepOutput out;
-  out.sampled.resize(samples_.size());
-  if (host_sampling_) {
-    const Tensor logits = Tensor::view(static_cast<float*>(pinned_logits_.get()), DType::kF32,
-                                       {launched_rows_, model_->config().vocab_size});
-    host_sampler_.sample(logits, samples_, out.sampled);
-    if (launched_logits_) {
-      out.logits = Tensor::zeros(DType::kF32, logits.shape);
-      std::memcpy(out.logits.data, logits.data, logits.nbytes());
+  const int64_t n = static_cast<int64_t>(d.samples.size()), k = ops::kMaxTopLogprobs;
+  out.sampled.resize(d.samples.size());
+  const char* down = static_cast<const char*>(d.results.data.get());
+  for (int64_t i = 0; i < n; ++i) {
+    const SampleRequest& r = d.samples[i];
+    SampledToken& t = out.sampled[i];
+    if (d.argmax_only) {
+      t.token = reinterpret_cast<const int32_t*>(down)[r.row];
+      continue;
     }
-  } else {
-    for (size_t i = 0; i < samples_.size(); ++i) out.sampled[i].token = host_->ids[samples_[i].row];
+    t.token = reinterpret_cast<const int32_t*>(down)[i];
+    NW_CHECK(t.token >= 0, "the GPU sampler refused sample ", i, " (a parameter outside its range)");
+    if (r.logprob || r.top_logprobs > 0) t.logprob = reinterpret_cast<const float*>(down + n * 4)[i];
+    const int32_t* top_ids = reinterpret_cast<const int32_t*>(down + n * 8);
+    const float* top_lp = reinterpret_cast<const float*>(down + n * 8 + n * k * 4);
+    for (int j = 0; j < r.top_logprobs; ++j) t.top.push_back({top_ids[i * k + j], top_lp[i * k + j]});
+  }
+  if (d.want_logits) {
+    out.logits = Tensor::zeros(DType::kF32, {d.rows, model_->config().vocab_size});
+    std::memcpy(out.logits.data, d.logits.data.get(), out.logits.nbytes());
   }
   return out;
 }

@@ -42,9 +42,9 @@ class CudaModelRunner : public ModelRunner {
   const ModelConfig& config() const override { return model_->config(); }
   int64_t num_pages() const override { return num_pages_; }
   int64_t page_size() const override { return page_size_; }
-  // launch() queues the step, and the tokens' copy to pinned host memory, on the runner's stream; finish() waits
-  // on an event. Greedy rows are drawn on the GPU (only their ids come back); other sampling parameters still
-  // bring the step's logits to the host sampler for now.
+  // launch() queues the step, the draw of every sample on the GPU (the argmax kernel when all are plain greedy,
+  // ops::cuda::sample_tokens otherwise) and the copy of the tokens and asked-for logprobs to pinned host memory,
+  // on the runner's stream; finish() waits on an event. Logits cross to the host only for return_logits.
   void launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) override;
   StepOutput finish() override;
   Tensor run(const ForwardBatch& batch) override;
@@ -82,13 +82,9 @@ class CudaModelRunner : public ModelRunner {
   struct HostStaging;
   std::unique_ptr<HostStaging> host_;
   // The launched step: its sample requests, where its results land (pinned) and the event that says they did.
-  std::vector<SampleRequest> samples_;
-  int64_t launched_rows_ = 0;
-  bool host_sampling_ = false, launched_logits_ = false;
-  std::shared_ptr<void> pinned_logits_;     // F32 [rows, vocab] when the host samples; grown on demand
-  int64_t pinned_logits_floats_ = 0;
-  cudaEvent_t step_done_ = nullptr;
-  Sampler host_sampler_;
+  struct Draws;
+  std::unique_ptr<Draws> draws_;
+  void launch_draws(const Tensor& logits, std::span<const SampleRequest> samples);
 };
 
 }  // namespace narwhal

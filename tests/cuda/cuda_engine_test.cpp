@@ -6,6 +6,7 @@
 #include "cuda/gpu_test_util.h"
 #include "runtime/cuda_model_runner.h"
 #include "runtime/engine.h"
+#include "runtime/sampler.h"
 #include "test_util.h"
 
 namespace narwhal {
@@ -47,6 +48,55 @@ TEST(CudaEngine, BatchedGreedyMatchesTransformers) {
     }
   }
   EXPECT_GT(engine.stats().cached_tokens, 0);  // the repeated prompt hit the prefix cache
+}
+
+// The runner's draws on the GPU (launch / finish) are the host sampler's on the same logits, token for token and
+// logprobs within 1e-5: greedy with a bias and a mask, temperature with top-k / top-p / min-p and penalties, two
+// choices drawing from one row, and logprobs with top lists. The same batch run twice writes the same latents, so
+// run() gives the logits that launch() sampled.
+TEST(CudaEngine, RunnerDrawsEqualTheHostSampler) {
+  NW_REQUIRE_GPU();
+  CudaRunnerOptions options;
+  options.page_size = 16;
+  options.max_total_tokens = 1024;
+  options.disable_cuda_graph = true;
+  auto runner = CudaModelRunner::load(testing::fixture_dir("v3"), options);
+  const int64_t vocab = runner->config().vocab_size;
+  ForwardBatch batch;
+  for (int s = 0; s < 3; ++s)
+    batch.add_sequence({static_cast<int32_t>(5 + s), 17, static_cast<int32_t>(42 + s), 9}, 0,
+                       {static_cast<int32_t>(s * 2), static_cast<int32_t>(s * 2 + 1)});
+  SamplingParams greedy, hot, filtered;
+  greedy.temperature = 0.0;
+  greedy.logit_bias = {{3, 5.0f}, {7, -100.0f}};
+  hot.temperature = 0.9;
+  hot.frequency_penalty = 0.5;
+  hot.repetition_penalty = 1.3;
+  filtered.temperature = 1.2;
+  filtered.top_k = 20;
+  filtered.top_p = 0.8;
+  filtered.min_p = 0.05;
+  const TokenCounts none, counts = {{3, 2}, {11, 1}, {200, 4}};
+  const std::vector<int32_t> masked = {1, 4};
+  const std::vector<SampleRequest> samples = {
+      {0, &greedy, &none, &masked, 11, 0, true, 5},   {1, &hot, &counts, nullptr, 12, 3, false, 0},
+      {2, &filtered, &none, nullptr, 13, 7, true, 20}, {2, &filtered, &none, nullptr, 14, 7, false, 0}};
+  for (int round = 0; round < 3; ++round) {
+    runner->launch(batch, samples, false);
+    const StepOutput got = runner->finish();
+    const Tensor logits = runner->run(batch);
+    std::vector<SampledToken> want(samples.size());
+    Sampler(vocab).sample(logits, samples, want);
+    for (size_t i = 0; i < samples.size(); ++i) {
+      EXPECT_EQ(got.sampled[i].token, want[i].token) << "sample " << i << " round " << round;
+      if (samples[i].logprob) EXPECT_NEAR(got.sampled[i].logprob, want[i].logprob, 1e-5) << "sample " << i;
+      ASSERT_EQ(got.sampled[i].top.size(), want[i].top.size()) << "sample " << i;
+      for (size_t j = 0; j < want[i].top.size(); ++j) {
+        EXPECT_EQ(got.sampled[i].top[j].token, want[i].top[j].token) << "sample " << i << " top " << j;
+        EXPECT_NEAR(got.sampled[i].top[j].logprob, want[i].top[j].logprob, 1e-5) << "sample " << i;
+      }
+    }
+  }
 }
 
 }  // namespace
