@@ -16,6 +16,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "model/cuda_weights.h"
+#include "model/safetensors.h"
 #include "runtime/cuda_model_runner.h"
 
 namespace narwhal {
@@ -124,7 +125,7 @@ int run_bench_one_batch(int argc, char** argv) {
   ModelConfig config = ModelConfig::from_file(config_path);
   check_gpu_support(config);
   CudaModelWeights weights = args.load_format == "dummy" ? dummy_cuda_weights(config, args.random_seed)
-                                                      : load_cuda_weights(config, args.model_path);
+                                                      : load_cuda_weights(config, Checkpoint(args.model_path));
   CudaRunnerOptions options;
   options.page_size = args.page_size;
   options.mem_fraction_static = args.mem_fraction_static;
