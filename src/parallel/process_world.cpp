@@ -14,6 +14,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
+#include "parallel/command_channel.h"
 #include "parallel/device_local_communicator.h"
 #include "parallel/host_communicator.h"
 #include "parallel/nccl_communicator.h"
@@ -57,13 +58,17 @@ ProcessWorld::ProcessWorld(const ParallelFlags& flags, Backend backend, const Fi
   else make_exchange_comms();
 
   if (store_) {
+    commands_ = std::make_unique<CommandChannel>(*store_, first, status_);
     // A lost node ends the host-side waits of every backend through the world status. NCCL kernels waiting for
-    // it would not end, so there the process exits at once (non-zero, naming the lost ranks).
-    const bool exit_now = backend == Backend::kNccl;
-    watchdog_ = std::make_unique<NodeWatchdog>(*store_, first, [status = status_, exit_now](const std::string& loss) {
+    // it would not end, so there the process exits (non-zero, naming the lost ranks) after a grace in which the
+    // host side learns of it: a server's engine stops and its /health says 503 first.
+    const bool exit_soon = backend == Backend::kNccl;
+    watchdog_ = std::make_unique<NodeWatchdog>(*store_, first, [status = status_, exit_soon](const std::string& loss) {
       status->fail(loss);
-      if (!exit_now) return;
-      NW_LOG(Error) << loss << "; exiting";
+      if (!exit_soon) return;
+      constexpr auto kGrace = std::chrono::seconds(3);
+      NW_LOG(Error) << loss << "; exiting in " << kGrace.count() << " s";
+      std::this_thread::sleep_for(kGrace);
       std::_Exit(1);
     });
   }
