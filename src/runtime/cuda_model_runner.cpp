@@ -271,17 +271,6 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   return graph_logits_;
 }
 
-std::vector<int32_t> CudaModelRunner::run_greedy(const ForwardBatch& batch) {
-  const int64_t b = static_cast<int64_t>(batch.seqs.size());
-  Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
-  Tensor ids = greedy_ids_.rows(0, b);
-  ops::cuda::argmax(logits, ids, stream_);
-  std::vector<int32_t> out(b);
-  NW_CUDA_CHECK(cudaMemcpyAsync(out.data(), ids.data, b * 4, cudaMemcpyDeviceToHost, stream_));
-  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return out;
-}
-
 namespace {
 
 // Whether the GPU's argmax draws this sample: greedy, with nothing that changes the logits first or needs their

@@ -59,8 +59,6 @@ class CudaModelRunner : public ModelRunner {
 
   // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does.
   Tensor run(const ForwardBatch& batch, AttentionForm form);
-  // Greedy next token of each sequence, chosen on the GPU (only the ids come back): for benchmarks.
-  std::vector<int32_t> run_greedy(const ForwardBatch& batch);
   // Decode batch sizes with a captured graph (empty when graphs are off or the model's shapes rule them out).
   std::vector<int> graph_batch_sizes() const;
   const CudaModel& model() const { return *model_; }
