@@ -30,8 +30,7 @@ CutGeometry geometry(const TensorInfo& info, const Cut& cut) {
   for (size_t i = 0; i + 2 < nd; ++i) g.batch *= info.shape[i];
   g.row_range = cut.dim == Cut::Dim::kRows ? cut.range : Shard{0, g.rows};
   g.col_range = cut.dim == Cut::Dim::kCols ? cut.range : Shard{0, g.cols};
-  NW_CHECK(g.row_range.begin >= 0 && g.row_range.begin <= g.rows && g.col_range.begin >= 0 &&
-               g.col_range.end() <= g.cols,
+  NW_CHECK(g.row_range.begin >= 0 && g.col_range.begin >= 0 && g.col_range.end() <= g.cols,
            *info.file, ": tensor '", info.name, "' of shape ", shape_to_string(info.shape), " has no rows [",
            g.row_range.begin, ", ", g.row_range.end(), ") x columns [", g.col_range.begin, ", ", g.col_range.end(),
            ")");

@@ -25,7 +25,9 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
   const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
   d.shared_intermediate =
       moe && shared > 0 ? split(shared, "n_shared_experts x moe_intermediate_size") : Shard{0, shared};
-  const int64_t per_rank = (c.vocab_size + slice.size - 1) / slice.size;
+  // Split, a shard is a whole number of 8-row groups: its rows of logits stay 16-byte aligned for the GPU's GEMMs.
+  const int64_t per_rank =
+      slice.size == 1 ? c.vocab_size : ((c.vocab_size + slice.size - 1) / slice.size + 7) / 8 * 8;
   d.vocab = {slice.rank * per_rank, per_rank};
   return d;
 }

@@ -26,8 +26,9 @@ struct TpDims {
   Shard intermediate;
   Shard moe_intermediate;
   Shard shared_intermediate;
-  // ceil(vocab_size / size) rows per rank: the last rank's rows past vocab_size are zeros, so every vocabulary
-  // splits (SGLang pads its vocab-parallel tables too). Their logits are dropped when the shards are joined.
+  // ceil(vocab_size / size) rows per rank, rounded up to a multiple of 8 when split: the rows past vocab_size (the
+  // last ranks') are zeros, so every vocabulary splits (SGLang pads its vocab-parallel tables to 64). Their logits
+  // are dropped when the shards are joined.
   Shard vocab;
 };
 

@@ -171,8 +171,9 @@ TEST(TensorParallel, UnevenVocabulariesArePadded) {
   c["num_attention_heads"] = 4;
   c["intermediate_size"] = 192;
   const TpDims last = tp_dims(ModelConfig::from_json(c, "config.json"), {3, 4});
-  EXPECT_EQ(last.vocab.begin, 75);
-  EXPECT_EQ(last.vocab.size, 25);  // 22 real rows, 3 of padding
+  EXPECT_EQ(last.vocab.begin, 96);
+  EXPECT_EQ(last.vocab.size, 32);  // ceil(97 / 4) = 25 rounded up to 32: 1 real row, 31 of padding
+  EXPECT_EQ(tp_dims(ModelConfig::from_json(c, "config.json"), {0, 1}).vocab.size, 97) << "TP 1 holds the table as is";
 }
 
 // Random configs from the differential generator, at TP 2, on the first seeds whose dims split in two (and whose
@@ -242,6 +243,8 @@ TEST(TensorParallel, DequantizedFp8CutsEqualTheWholeTensorsPart) {
   const Tensor padded = read_f32(m.info, Cut::rows({200, 80}), m.scales);
   EXPECT_EQ(padded.f32()[55 * 384 + 3], whole.f32()[255 * 384 + 3]);
   EXPECT_EQ(padded.f32()[56 * 384 + 3], 0.0f) << "rows past the end read as zeros";
+  const Tensor beyond = read_f32(m.info, Cut::rows({264, 8}), m.scales);  // a shard that is padding only
+  for (int64_t i = 0; i < beyond.numel(); ++i) ASSERT_EQ(beyond.f32()[i], 0.0f);
 }
 
 }  // namespace
