@@ -1,6 +1,7 @@
 // The CPU forward split over TP ranks (rank threads on the host backend) against the same model at TP 1: every
 // fixture at TP 2 and 4 (the splits that do not divide are refused, naming the field), the MTP module, random
-// configs at TP 2, and the FP8 rule that a kept-FP8 weight is cut with whole blocks.
+// configs at TP 2, transformers v5's stacked experts and tied embeddings, and the FP8 rule that a kept-FP8 weight is
+// cut with whole blocks.
 // Tolerance 1e-5 relative (max |diff| / max |ref| per step): TP adds the same float32 products in another
 // grouping (per-rank partial sums of o_proj, down_proj and the experts, then summed in rank order); measured at
 // most 1.2e-6 on the fixtures. The greedy ids must be equal, and every rank must hold the same bits.
@@ -12,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "model/checkpoint_layout.h"
 #include "model/checkpoint_slice.h"
 #include "model/deepseek_model.h"
 #include "model/safetensors.h"
@@ -197,6 +199,60 @@ TEST(TensorParallel, RandomConfigsAtTp2GiveTp1Logits) {
     ++tested;
   }
   EXPECT_EQ(tested, 3);
+}
+
+// The checkpoint in `from` rewritten into `to` with transformers v5's stacked experts: each MoE layer's
+// mlp.experts.gate_up_proj [E, 2I, H] (an expert's gate rows, then its up rows) and mlp.experts.down_proj [E, H, I].
+void write_stacked_experts(const std::string& from, const std::string& to) {
+  const ModelConfig c = ModelConfig::from_file(from + "/config.json");
+  const Checkpoint checkpoint(from);
+  const auto copy = [&](const std::vector<std::string>& names, std::vector<int64_t> shape) {
+    Tensor t = Tensor::zeros(checkpoint.get(names[0]).dtype, std::move(shape));
+    char* dst = static_cast<char*>(t.data);
+    for (const std::string& name : names) {
+      const TensorInfo& info = checkpoint.get(name);
+      std::memcpy(dst, info.data, info.nbytes);
+      dst += info.nbytes;
+    }
+    return t;
+  };
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const TensorSpec& spec : checkpoint_tensors(c))
+    if (spec.name.find(".mlp.experts.") == std::string::npos)
+      tensors.push_back({spec.name, copy({spec.name}, spec.shape)});
+  const int64_t e = c.n_routed_experts, inter = c.moe_intermediate_size, hidden = c.hidden_size;
+  for (int layer = 0; layer < c.num_hidden_layers + c.num_nextn_predict_layers; ++layer) {
+    if (!c.is_moe_layer(layer)) continue;
+    const std::string p = cat("model.layers.", layer, ".mlp.experts.");
+    std::vector<std::string> gate_up, down;
+    for (int64_t x = 0; x < e; ++x) {
+      gate_up.insert(gate_up.end(), {cat(p, x, ".gate_proj.weight"), cat(p, x, ".up_proj.weight")});
+      down.push_back(cat(p, x, ".down_proj.weight"));
+    }
+    tensors.push_back({p + "gate_up_proj", copy(gate_up, {e, 2 * inter, hidden})});
+    tensors.push_back({p + "down_proj", copy(down, {e, hidden, inter})});
+  }
+  write_checkpoint(to, read_text_file(from + "/config.json"), tensors, 2);
+}
+
+// Layouts no fixture has: transformers v5's stacked experts (cut per expert matrix), and tied embeddings (the
+// lm_head is the embedding's vocabulary shard).
+TEST(TensorParallel, StackedExpertsAndTiedEmbeddingsGiveTp1Logits) {
+  set_log_level(LogLevel::kWarning);
+  json c = testing::small_v3_config();  // 4 heads, intermediate 200, moe_intermediate 72, vocab 97 (padded)
+  c["num_attention_heads"] = 4;
+  testing::TempDir per_expert, stacked;
+  testing::write_random_checkpoint(per_expert.path(), c, 9);
+  write_stacked_experts(per_expert.path(), stacked.path());
+  const Outputs tp1 = run_model(DeepSeekModel::load(per_expert.path()), 9);
+  const Outputs stacked_tp1 = run_model(DeepSeekModel::load(stacked.path()), 9);
+  for (size_t i = 0; i < tp1.steps.size(); ++i)
+    EXPECT_TRUE(same_bits(stacked_tp1.steps[i], tp1.steps[i])) << "the stacked layout is the same model, step " << i;
+  for (int tp : {2, 4}) expect_tp_matches(tp1, run_tp(stacked.path(), tp, 9), cat("stacked experts tp ", tp));
+  c["tie_word_embeddings"] = true;
+  testing::TempDir tied;
+  testing::write_random_checkpoint(tied.path(), c, 10);
+  expect_tp_matches(run_model(DeepSeekModel::load(tied.path()), 10), run_tp(tied.path(), 2, 10), "tied tp 2");
 }
 
 // A mapped-like FP8 tensor [256, 384] with 2 x 3 block scales, for the cut rules.
