@@ -47,6 +47,9 @@ int run_serve(int argc, char** argv) {
   args.validate_server();
   const RunnerOptions runner_options = args.runner_options();
   if (is_worker_node(runner_options)) {  // no HTTP here: node 0 serves, this node runs its ranks' part of each step
+    std::printf("narwhal serve: node %d of %d, a worker of node 0 at %s\n", args.node_rank, args.nnodes,
+                args.dist_init_addr.c_str());
+    std::fflush(stdout);
     run_worker_node(runner_options);
     return 0;
   }

@@ -61,6 +61,7 @@ test("two and four processes answer as the TP 1 server does", async () => {
       assert.equal(await exited(world.node0.process), 0);
       for (const worker of world.workers) {
         assert.equal(await exited(worker), 0, worker.log);
+        assert.match(worker.log, /narwhal serve: node \d of \d, a worker of node 0 at 127\.0\.0\.1:\d+/);
         assert.match(worker.log, /a worker of node 0 \(127\.0\.0\.1:\d+\), following its steps/);
         assert.doesNotMatch(worker.log, /listening on/);
       }
