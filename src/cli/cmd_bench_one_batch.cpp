@@ -1,10 +1,10 @@
 // `narwhal bench-one-batch`: SGLang's bench_one_batch on the GPU runner: one static batch, prefill then decode,
-// with each decode step's time against its HBM floor (bytes it must read over the bandwidth measured here).
+// with each decode step's time against its HBM floor (bytes it must read over the bandwidth measured here). With
+// --tp it times the TP group's steps (greedy tokens drawn on TP rank 0) without a floor.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "model/cuda_weights.h"
 #include "runtime/cuda_model_runner.h"
+#include "runtime/model_runner_factory.h"
 
 namespace narwhal {
 
@@ -92,8 +93,25 @@ double median(std::vector<double> v) {
 
 struct Result {
   int64_t batch, input_len, output_len;
-  double prefill_s, decode_median_s, floor_s;
+  double prefill_s, decode_median_s, floor_s;  // floor_s 0: not computed (--tp > 1)
 };
+
+// Each sequence's greedy next token, drawn where the forward ran (only the ids come back): the served step, as the
+// engine runs it for a temperature-0 request.
+std::vector<int32_t> greedy_step(ModelRunner& runner, const ForwardBatch& batch) {
+  static const SamplingParams kGreedy = [] {
+    SamplingParams p;
+    p.temperature = 0.0;
+    return p;
+  }();
+  static const TokenCounts kNoCounts;
+  std::vector<SampleRequest> samples(batch.seqs.size());
+  for (size_t s = 0; s < samples.size(); ++s) samples[s] = {static_cast<int64_t>(s), &kGreedy, &kNoCounts};
+  runner.launch(batch, samples, false);
+  std::vector<int32_t> ids;
+  for (const SampledToken& t : runner.finish().sampled) ids.push_back(t.token);
+  return ids;
+}
 
 }  // namespace
 
@@ -118,40 +136,28 @@ int run_bench_one_batch(int argc, char** argv) {
   const int max_input = *std::max_element(inputs.begin(), inputs.end());
   NW_CHECK(max_batch >= 1 && *std::min_element(inputs.begin(), inputs.end()) >= 1, "batch sizes and input lengths must be >= 1");
 
-  const double bandwidth = measure_hbm_bandwidth();
-  std::printf("HBM bandwidth (device-to-device copy, read + write): %.0f GB/s\n", bandwidth / 1e9);
-  const std::string config_path = (std::filesystem::path(args.model_path) / "config.json").string();
-  ModelConfig config = ModelConfig::from_file(config_path);
-  check_gpu_support(config);
-  CudaModelWeights weights = args.load_format == "dummy" ? dummy_cuda_weights(config, args.random_seed)
-                                                      : load_cuda_weights(config, args.model_path);
-  CudaRunnerOptions options;
-  options.page_size = args.page_size;
-  options.mem_fraction_static = args.mem_fraction_static;
+  RunnerOptions options = args.runner_options();
   options.cuda_graph_max_bs = std::max(args.cuda_graph_max_bs, max_batch);
-  options.disable_cuda_graph = args.disable_cuda_graph;
   // Prefill runs whole sequences per step, as many as fit in 16384 tokens.
   options.max_tokens_per_step = std::max<int64_t>(16384, max_input);
-  CudaModelRunner runner(config, std::move(weights), options);
+  if (is_worker_node(options)) {  // node 0 runs the benchmark; this node runs its ranks' part of each step
+    run_worker_node(options);
+    return 0;
+  }
+  const bool tp = args.tp_size > 1;
+  const double bandwidth = tp ? 0.0 : measure_hbm_bandwidth();
+  if (tp) {
+    std::printf("--tp %d: no HBM floor (each GPU reads its own slice). With %s=1 every rank shares one GPU and takes "
+                "its turn, so those times say nothing about TP speed.\n", args.tp_size, kDeviceLocalEnv);
+  } else {
+    std::printf("HBM bandwidth (device-to-device copy, read + write): %.0f GB/s\n", bandwidth / 1e9);
+  }
+  std::unique_ptr<ModelRunner> runner = make_model_runner(options);
+  const ModelConfig& config = runner->config();
   const int64_t pages_per_seq = (max_input + f.output_len + args.page_size - 1) / args.page_size;
-  NW_CHECK(pages_per_seq * max_batch <= runner.num_pages(), "the cache holds ", runner.num_pages(),
+  NW_CHECK(pages_per_seq * max_batch <= runner->num_pages(), "the cache holds ", runner->num_pages(),
            " pages; batch ", max_batch, " x ", max_input + f.output_len, " tokens needs ", pages_per_seq * max_batch);
 
-  // Each step is the served one: launch() (forward + the GPU's draw of every sequence's token) and finish()
-  // (the ids in pinned memory), with the greedy sampling a temperature-0 request has.
-  SamplingParams greedy;
-  greedy.temperature = 0.0;
-  const TokenCounts no_counts;
-  std::vector<SampleRequest> samples;
-  const auto served_step = [&](const ForwardBatch& fb) {
-    samples.clear();
-    for (size_t s = 0; s < fb.seqs.size(); ++s)
-      samples.push_back({static_cast<int64_t>(s), &greedy, &no_counts, nullptr, 0, 0, false, 0});
-    runner.launch(fb, samples, false);
-    std::vector<int32_t> ids;
-    for (const SampledToken& t : runner.finish().sampled) ids.push_back(t.token);
-    return ids;
-  };
   std::mt19937 rng(static_cast<uint32_t>(args.random_seed));
   std::vector<Result> results;
   for (int batch : batches) {
@@ -174,7 +180,7 @@ int run_bench_one_batch(int argc, char** argv) {
           int s = first;
           while (s < batch && (s == first || (s - first + 1) * int64_t{input} <= options.max_tokens_per_step))
             fb.add_sequence(prompts[s], 0, tables[s]), ++s;
-          for (int32_t id : served_step(fb)) next.push_back(id);
+          for (int32_t id : greedy_step(*runner, fb)) next.push_back(id);
           first = s;
         }
         prefill_s = now_s() - t0;
@@ -185,32 +191,37 @@ int run_bench_one_batch(int argc, char** argv) {
           ForwardBatch fb;
           for (int s = 0; s < batch; ++s) fb.add_sequence({next[s]}, input + step, tables[s]);
           const double t1 = now_s();
-          next = served_step(fb);
+          next = greedy_step(*runner, fb);
           steps.push_back(now_s() - t1);
         }
         if (pass == 1) NW_CUDA_CHECK(cudaProfilerStop());
       }
       const double decode_s = median(steps);
-      const StepBytes bytes = decode_bytes(runner.model().weights(), config, batch, input + f.output_len / 2);
-      const double floor_s = bytes.total() / bandwidth;
-      results.push_back({batch, input, f.output_len, prefill_s, decode_s, floor_s});
       std::printf("batch %d input %d: Prefill. latency: %.5f s, throughput: %.2f token/s\n", batch, input, prefill_s,
                   batch * static_cast<double>(input) / prefill_s);
       std::printf("batch %d input %d: Decode.  median latency: %.5f s, median throughput: %.2f token/s\n", batch,
                   input, decode_s, batch / decode_s);
-      std::printf("batch %d input %d: Decode HBM floor: %.3f ms (weights %.0f MB + experts %.0f MB + KV %.0f MB at "
-                  "%.0f GB/s); step / floor = %.2f\n",
-                  batch, input, floor_s * 1e3, bytes.weights / 1e6, bytes.experts / 1e6, bytes.kv / 1e6,
-                  bandwidth / 1e9, decode_s / floor_s);
+      double floor_s = 0;
+      if (const auto* single = dynamic_cast<const CudaModelRunner*>(runner.get())) {  // TP 1: one GPU's weights
+        const StepBytes bytes = decode_bytes(single->model().weights(), config, batch, input + f.output_len / 2);
+        floor_s = bytes.total() / bandwidth;
+        std::printf("batch %d input %d: Decode HBM floor: %.3f ms (weights %.0f MB + experts %.0f MB + KV %.0f MB at "
+                    "%.0f GB/s); step / floor = %.2f\n",
+                    batch, input, floor_s * 1e3, bytes.weights / 1e6, bytes.experts / 1e6, bytes.kv / 1e6,
+                    bandwidth / 1e9, decode_s / floor_s);
+      }
+      results.push_back({batch, input, f.output_len, prefill_s, decode_s, floor_s});
     }
   }
   std::printf("\n| batch | input | output | prefill s | prefill tok/s | decode ms/step | decode tok/s | floor ms | "
               "step/floor |\n|---|---|---|---|---|---|---|---|---|\n");
-  for (const Result& r : results)
-    std::printf("| %lld | %lld | %lld | %.4f | %.0f | %.3f | %.0f | %.3f | %.2f |\n", static_cast<long long>(r.batch),
+  for (const Result& r : results) {
+    char floor[64] = "n/a | n/a";
+    if (r.floor_s > 0) std::snprintf(floor, sizeof floor, "%.3f | %.2f", r.floor_s * 1e3, r.decode_median_s / r.floor_s);
+    std::printf("| %lld | %lld | %lld | %.4f | %.0f | %.3f | %.0f | %s |\n", static_cast<long long>(r.batch),
                 static_cast<long long>(r.input_len), static_cast<long long>(r.output_len), r.prefill_s,
-                r.batch * r.input_len / r.prefill_s, r.decode_median_s * 1e3, r.batch / r.decode_median_s,
-                r.floor_s * 1e3, r.decode_median_s / r.floor_s);
+                r.batch * r.input_len / r.prefill_s, r.decode_median_s * 1e3, r.batch / r.decode_median_s, floor);
+  }
   return 0;
 }
 

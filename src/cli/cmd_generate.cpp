@@ -211,6 +211,10 @@ int run_generate(int argc, char** argv) {
                 args.page_size;
     options.max_total_tokens = tokens;
   }
+  if (is_worker_node(options)) {  // node 0 runs the engine and prints; this node runs its ranks' part of each step
+    run_worker_node(options);
+    return 0;
+  }
   Engine engine(make_model_runner(options), args.engine_config(), token_text.get());
 
   std::vector<std::vector<ChoiceResult>> results(prompts.size(), std::vector<ChoiceResult>(f.n));

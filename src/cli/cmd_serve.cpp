@@ -45,6 +45,14 @@ int run_serve(int argc, char** argv) {
   args.register_server_flags(parser);
   if (!parser.parse(argc, argv, 2)) return 0;
   args.validate_server();
+  const RunnerOptions runner_options = args.runner_options();
+  if (is_worker_node(runner_options)) {  // no HTTP here: node 0 serves, this node runs its ranks' part of each step
+    std::printf("narwhal serve: node %d of %d, a worker of node 0 at %s\n", args.node_rank, args.nnodes,
+                args.dist_init_addr.c_str());
+    std::fflush(stdout);
+    run_worker_node(runner_options);
+    return 0;
+  }
   server::block_shutdown_signals();
   const int max_connections = fit_connections_to_file_limit(args.limit_concurrency);
 
@@ -59,7 +67,7 @@ int run_serve(int argc, char** argv) {
         template_source, own_template ? args.chat_template : tokenizer.config().chat_template_origin);
 
   TokenizerTokenText token_text(tokenizer);
-  auto engine = std::make_unique<Engine>(make_model_runner(args.runner_options()), args.engine_config(), &token_text);
+  auto engine = std::make_unique<Engine>(make_model_runner(runner_options), args.engine_config(), &token_text);
   server::ServerContext context(*engine, tokenizer, chat_template.get(),
                                 {.model_name = args.model_name(),
                                  .model_path = args.model_path,
@@ -81,12 +89,11 @@ int run_serve(int argc, char** argv) {
                   .max_queued_bytes = args.max_queued_response_bytes};
   options.drain_timeout_seconds = args.drain_timeout;
   engine->start();
-  server::serve(context, options, [&](int port) {
+  return server::serve(context, options, [&](int port) {
     NW_LOG(Info) << "serving " << args.model_name() << " on http://" << args.host << ":" << port;
     std::printf("narwhal serve: listening on http://%s:%d\n", args.host.c_str(), port);
     std::fflush(stdout);
   });
-  return 0;
 }
 
 }  // namespace narwhal

@@ -36,6 +36,30 @@ void ServerArgs::register_flags(ArgParser& p) {
                "turn each step's tokens into text and stream them before launching the next step, not while it runs");
   p.add("schedule-conservativeness", &schedule_conservativeness,
         "> 1 reserves more KV cache for running requests' future tokens (fewer retractions), < 1 admits more");
+  p.add("tp-size", &tp_size,
+        "tensor parallel size: ranks over all nodes that split the weights (a thread per rank; cuda: a GPU per rank)");
+  p.alias("tp", "tp-size");
+  p.add("nnodes", &nnodes, "nodes (processes, each with --tp-size / --nnodes ranks); run the same command on each");
+  p.add("node-rank", &node_rank, "this process's node: 0 runs the engine (and serves HTTP), the others follow it");
+  p.add("dist-init-addr", &dist_init_addr, "HOST:PORT of node 0, where the nodes meet (needed with --nnodes > 1)");
+  p.add("dist-timeout", &dist_timeout,
+        "seconds any wait for another rank or node may take (joining, each collective, node 0's next command)");
+  const char* kNextIssue = "data-parallel attention and expert parallelism come with the next part of issue 14";
+  p.add_unsupported("enable-dp-attention", kNextIssue);
+  p.add_unsupported("dp-size", kNextIssue);
+  p.add_unsupported("dp", kNextIssue);
+  p.add_unsupported("ep-size", kNextIssue);
+  p.add_unsupported("enable-ep-moe", kNextIssue);
+}
+
+ParallelFlags ServerArgs::parallel_flags() const {
+  ParallelFlags f;
+  f.tp_size = tp_size;
+  f.nnodes = nnodes;
+  f.node_rank = node_rank;
+  f.dist_init_addr = dist_init_addr;
+  f.dist_timeout_s = dist_timeout;
+  return f;
 }
 
 EngineConfig ServerArgs::engine_config() const {
@@ -56,6 +80,7 @@ EngineConfig ServerArgs::engine_config() const {
 
 RunnerOptions ServerArgs::runner_options() const {
   RunnerOptions o{model_path, device, page_size, max_total_tokens, cpu_cache_bytes, mem_fraction_static};
+  o.parallel = parallel_flags();
   o.load_format = load_format;
   o.cuda_graph_max_bs = cuda_graph_max_bs;
   o.disable_cuda_graph = disable_cuda_graph;
@@ -76,8 +101,6 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add("chat-template", &chat_template, "Jinja chat template file overriding tokenizer_config.json's");
   p.add("reasoning-parser", &reasoning_parser, "split reasoning into reasoning_content: deepseek-r1");
   p.add("tool-call-parser", &tool_call_parser, "parse tool calls from the output: deepseekv3");
-  p.add("tp-size", &tp_size, "tensor parallel size (only 1 so far)");
-  p.alias("tp", "tp-size");
   p.add("max-request-body", &max_request_body, "largest request body in bytes (larger: 413, before it is read)");
   p.add("max-request-body-in-flight", &max_request_body_in_flight,
         "request body bytes all connections may have in reading, parsing and handling at once (beyond: 503); "
@@ -102,15 +125,6 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   const char* kNoTorch = "narwhal is native code; there is no PyTorch to compile";
   p.add_unsupported("enable-torch-compile", kNoTorch);
   p.add_unsupported("torch-compile-max-bs", kNoTorch);
-  const char* kOneNode = "multi-node serving is not implemented yet";
-  p.add_unsupported("dist-init-addr", kOneNode);
-  p.add_unsupported("nnodes", kOneNode);
-  p.add_unsupported("node-rank", kOneNode);
-  p.add_unsupported("enable-dp-attention", "data-parallel attention is not implemented yet");
-  p.add_unsupported("dp-size", "data parallelism is not implemented yet");
-  p.add_unsupported("dp", "data parallelism is not implemented yet");
-  p.add_unsupported("ep-size", "expert parallelism is not implemented yet");
-  p.add_unsupported("enable-ep-moe", "expert parallelism is not implemented yet");
   p.add_unsupported("quantization", "the checkpoint's own dtype (BF16 or FP8 block-scaled) is used");
   p.add_unsupported("kv-cache-dtype", "the latent cache dtype is fixed");
   p.add_unsupported("disable-mla", "MLA is the only attention narwhal implements");
@@ -130,7 +144,6 @@ void ServerArgs::register_server_flags(ArgParser& p) {
 
 void ServerArgs::validate_server() const {
   validate();
-  NW_CHECK(tp_size == 1, "--tp-size ", tp_size, ": only 1 is supported so far (tensor parallelism is not built yet)");
   NW_CHECK(port >= 0 && port <= 65535, "--port must be in [0, 65535], got ", port);
   NW_CHECK(max_request_body >= 1024, "--max-request-body must be at least 1024 bytes, got ", max_request_body);
   NW_CHECK(max_request_body_in_flight >= max_request_body, "--max-request-body-in-flight (", max_request_body_in_flight,
@@ -167,6 +180,7 @@ void ServerArgs::validate() const {
   NW_CHECK(max_total_tokens >= 0, "--max-total-tokens must be >= 0 (0 = from the memory budget), got ",
            max_total_tokens);
   engine_config();  // checks the scheduling flags
+  ParallelConfig::validate(parallel_flags());
 }
 
 }  // namespace narwhal

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/arg_parser.h"
+#include "parallel/parallel_config.h"
 #include "runtime/engine_config.h"
 #include "runtime/model_runner_factory.h"
 
@@ -16,6 +17,13 @@ struct ServerArgs {
   int page_size = 64;
   int64_t random_seed = 0;
   std::string log_level = "info";
+
+  // Parallelism (SGLang's names and defaults; --dist-timeout, which SGLang leaves to torch, is 300 s here).
+  int tp_size = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string dist_init_addr;  // HOST:PORT where node 0 serves the rendezvous
+  double dist_timeout = 300.0;
 
   // Engine: KV cache budget and scheduling (SGLang's names; 0 = automatic where SGLang says None).
   double mem_fraction_static = 0.85;     // gpu: weights + KV cache share of device memory
@@ -43,7 +51,6 @@ struct ServerArgs {
   std::string chat_template;          // a Jinja file overriding the tokenizer's template
   std::string reasoning_parser;       // deepseek-r1
   std::string tool_call_parser;       // deepseekv3
-  int tp_size = 1;
   int64_t max_request_body = 32 << 20;  // bytes
   int64_t max_request_body_in_flight = 128 << 20;  // bytes of all bodies being read, parsed or handled at once
   int64_t max_queued_response_bytes = 4 << 20;  // unsent bytes per connection before a slow reader is cut off
@@ -56,7 +63,8 @@ struct ServerArgs {
   double drain_timeout = 30.0;        // seconds SIGTERM waits for in-flight requests before aborting them
   bool trust_remote_code = false;     // accepted for SGLang compatibility; narwhal runs no model code
 
-  // Registers every field as a flag (--model-path, --device, --page-size, --random-seed, --log-level).
+  // Registers every field as a flag (--model-path, --device, --page-size, --random-seed, --log-level, the
+  // parallelism flags, ...).
   void register_flags(ArgParser& parser);
   // The HTTP server's flags (serve only), and SGLang flags narwhal does not implement (a clear error).
   void register_server_flags(ArgParser& parser);
@@ -65,6 +73,7 @@ struct ServerArgs {
   // The engine's settings and the runner's load/cache options these flags describe (after validate()).
   EngineConfig engine_config() const;
   RunnerOptions runner_options() const;
+  ParallelFlags parallel_flags() const;
   void validate_server() const;
   const std::string& model_name() const { return served_model_name.empty() ? model_path : served_model_name; }
 };

@@ -17,11 +17,13 @@ ProgressBar::ProgressBar(std::string label, int64_t total)
 }
 
 void ProgressBar::advance(int64_t steps) {
+  std::lock_guard<std::mutex> lock(mutex_);
   done_ = std::min(total_, done_ + steps);
   draw();
 }
 
 void ProgressBar::finish() {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (finished_) return;
   done_ = total_;
   draw();

@@ -1,7 +1,10 @@
-// A progress bar on stderr for long loads: redrawn in place on a terminal, a few log lines otherwise.
+// A progress bar on stderr for long loads: redrawn in place on a terminal, a few log lines otherwise. Thread-safe,
+// so that the ranks of a tensor-parallel load, each on its own thread, advance one bar.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace narwhal {
@@ -22,6 +25,7 @@ class ProgressBar {
   bool tty_;
   bool finished_ = false;
   std::chrono::steady_clock::time_point start_;
+  std::mutex mutex_;
 };
 
 }  // namespace narwhal

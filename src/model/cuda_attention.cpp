@@ -26,13 +26,13 @@ void copy_columns(void* dst, int64_t dst_pitch, const void* src, int64_t src_pit
 void CudaModel::attention(const CudaLayerWeights& lw, const CudaStep& step, const Tensor& cache,
                           cudaStream_t stream) {
   const CudaAttentionWeights& w = lw.attn;
-  const int64_t t = step.num_tokens, heads = config_.num_attention_heads, qk = config_.qk_head_dim();
-  const int64_t kv_lora = config_.kv_lora_rank, width = config_.kv_cache_dim();
-  const float eps = static_cast<float>(config_.rms_norm_eps);
-  const Tensor x = buffer(kNormed, DType::kBF16, {t, config_.hidden_size});
+  const int64_t t = step.num_tokens, heads = local_.num_attention_heads, qk = local_.qk_head_dim();
+  const int64_t kv_lora = local_.kv_lora_rank, width = local_.kv_cache_dim();
+  const float eps = static_cast<float>(local_.rms_norm_eps);
+  const Tensor x = buffer(kNormed, DType::kBF16, {t, local_.hidden_size});
   Tensor q = buffer(kQ, DType::kBF16, {t, heads * qk});
-  if (config_.q_lora_rank) {
-    Tensor q_a = buffer(kQa, DType::kBF16, {t, *config_.q_lora_rank});
+  if (local_.q_lora_rank) {
+    Tensor q_a = buffer(kQa, DType::kBF16, {t, *local_.q_lora_rank});
     linear(x, w.q_a_proj, q_a, stream);
     ops::cuda::rms_norm_rows(q_a.data, t, q_a.size(1), q_a.size(1), w.q_a_norm, eps, stream);
     linear(q_a, w.q_b_proj, q, stream);
@@ -47,18 +47,18 @@ void CudaModel::attention(const CudaLayerWeights& lw, const CudaStep& step, cons
   Tensor q3 = q.reshape({t, heads, qk});
   Tensor q_abs = step.absorbed ? buffer(kQAbsorbed, DType::kBF16, {t, heads, width}) : Tensor();
   Tensor cache_pages = cache;
-  const int64_t nope = config_.qk_nope_head_dim;
+  const int64_t nope = local_.qk_nope_head_dim;
   ops::cuda::mla_rope_and_store(q3, nope, latent, w.kv_a_norm, eps, step.positions, step.slots, rope_, cache_pages,
                                 step.absorbed ? q_abs : q3, step.absorbed ? kv_lora : nope, stream);
-  Tensor out = buffer(kAttnOut, DType::kBF16, {t, heads, config_.v_head_dim});
+  Tensor out = buffer(kAttnOut, DType::kBF16, {t, heads, local_.v_head_dim});
   if (step.absorbed) attend_absorbed(w, step, cache, q3, q_abs, out, stream);
   else attend_decompressed(w, step, cache, q3, out, stream);
-  Tensor delta = buffer(kDelta, DType::kBF16, {t, config_.hidden_size});
-  linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj, delta, stream);
+  Tensor delta = buffer(kDelta, DType::kBF16, {t, local_.hidden_size});
+  linear(out.reshape({t, heads * local_.v_head_dim}), w.o_proj, delta, stream);
 }
 
 Tensor CudaModel::gather_keys(const CudaStep& step, const Tensor& cache, cudaStream_t stream) {
-  Tensor gathered = buffer(kGathered, DType::kBF16, {step.total_keys, config_.kv_cache_dim()});
+  Tensor gathered = buffer(kGathered, DType::kBF16, {step.total_keys, local_.kv_cache_dim()});
   ops::cuda::mla_gather_latents(cache, step.page_table, step.cu_seqlens_k, step.max_seqlen_k, gathered, stream);
   return gathered;
 }
@@ -67,9 +67,9 @@ Tensor CudaModel::gather_keys(const CudaStep& step, const Tensor& cache, cudaStr
 // latents (MQA), then W_UV maps the 512-wide result.
 void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,
                                 const Tensor& q, Tensor& q_abs, Tensor& out, cudaStream_t stream) {
-  const int64_t t = step.num_tokens, heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
-  const int64_t rope = config_.qk_rope_head_dim, kv_lora = config_.kv_lora_rank, width = kv_lora + rope;
-  const int64_t v = config_.v_head_dim;
+  const int64_t t = step.num_tokens, heads = local_.num_attention_heads, nope = local_.qk_nope_head_dim;
+  const int64_t rope = local_.qk_rope_head_dim, kv_lora = local_.kv_lora_rank, width = kv_lora + rope;
+  const int64_t v = local_.v_head_dim;
   const ops::cuda::MatrixBatch q_nope = ops::cuda::head_slices(q, 0, nope);
   if (w.kv_b_fp8)
     gemm_.bmm_fp8(q_nope, w.kv_b_fp8->w_uk_t, ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
@@ -78,7 +78,7 @@ void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& s
                    ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
 
   Tensor latent_out = buffer(kAttnLatent, DType::kBF16, {t, heads, kv_lora});
-  const float scale = static_cast<float>(config_.softmax_scale());
+  const float scale = static_cast<float>(local_.softmax_scale());
   if (fast_attention_ && step.num_tokens == step.num_seqs) {
     ops::cuda::MlaDecodeParams p;
     p.heads = heads;
@@ -108,15 +108,15 @@ void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& s
 // Keys and values decompressed from every cached + new latent with kv_b_proj, then causal attention.
 void CudaModel::attend_decompressed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,
                                     const Tensor& q, Tensor& out, cudaStream_t stream) {
-  const int64_t s = step.total_keys, heads = config_.num_attention_heads, nope = config_.qk_nope_head_dim;
-  const int64_t rope = config_.qk_rope_head_dim, kv_lora = config_.kv_lora_rank, width = kv_lora + rope;
-  const int64_t v = config_.v_head_dim;
+  const int64_t s = step.total_keys, heads = local_.num_attention_heads, nope = local_.qk_nope_head_dim;
+  const int64_t rope = local_.qk_rope_head_dim, kv_lora = local_.kv_lora_rank, width = kv_lora + rope;
+  const int64_t v = local_.v_head_dim;
   Tensor keys = gather_keys(step, cache, stream);
   Tensor latent_rows = buffer(kLatentRows, DType::kBF16, {s, kv_lora});
   copy_columns(latent_rows.data, kv_lora, keys.data, width, kv_lora, s, stream);
   Tensor kv = buffer(kKv, DType::kBF16, {s, heads * (nope + v)});
   linear(latent_rows, w.kv_b_proj, kv, stream);
-  const float scale = static_cast<float>(config_.softmax_scale());
+  const float scale = static_cast<float>(local_.softmax_scale());
   if (fast_attention_) {
     ops::cuda::mla_prefill_attention(q, kv.reshape({s, heads, nope + v}), keys, step.cu_seqlens_q, step.cu_seqlens_k,
                                      step.max_seqlen_q, scale, out, stream);

@@ -2,6 +2,7 @@
 #include "model/cuda_model.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -27,17 +28,24 @@ ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_toke
 
 // Dims that the kernels' 16-byte (8 x BF16) loads and cuBLASLt's aligned views walk must be multiples of 8 (every
 // released checkpoint's are; --device cpu runs any); then the rope and router limits of elementwise.h and moe.h,
-// and the portable attention's (portable.h).
-void check_gpu_support(const ModelConfig& c) {
+// and the portable attention's (portable.h). A TP rank's intermediate sizes are its slices.
+void check_gpu_support(const ModelConfig& c, TpSlice slice) {
   const ops::RouterParams router = router_params(c);
-  const std::pair<const char*, int64_t> dims[] = {
-      {"hidden_size", c.hidden_size}, {"q_lora_rank", c.q_lora_rank.value_or(8)}, {"kv_lora_rank", c.kv_lora_rank},
-      {"qk_nope_head_dim", c.qk_nope_head_dim}, {"qk_rope_head_dim", c.qk_rope_head_dim},
-      {"v_head_dim", c.v_head_dim}, {"intermediate_size", c.intermediate_size},
-      {"moe_intermediate_size", c.n_routed_experts > 0 ? c.moe_intermediate_size : 8}};
-  for (const auto& [field, value] : dims)
-    NW_CHECK(value % 8 == 0, "config.json field '", field, "' is ", value, ": the GPU kernels need a multiple of 8 ",
-             "(--device cpu runs any size)");
+  const ModelConfig local = local_config(c, tp_dims(c, slice));
+  const std::tuple<const char*, int64_t, int64_t> dims[] = {  // field, config.json's value, this rank's
+      {"hidden_size", c.hidden_size, c.hidden_size},
+      {"q_lora_rank", c.q_lora_rank.value_or(8), c.q_lora_rank.value_or(8)},
+      {"kv_lora_rank", c.kv_lora_rank, c.kv_lora_rank},
+      {"qk_nope_head_dim", c.qk_nope_head_dim, c.qk_nope_head_dim},
+      {"qk_rope_head_dim", c.qk_rope_head_dim, c.qk_rope_head_dim},
+      {"v_head_dim", c.v_head_dim, c.v_head_dim},
+      {"intermediate_size", c.intermediate_size, local.intermediate_size},
+      {"moe_intermediate_size", c.n_routed_experts > 0 ? c.moe_intermediate_size : 8,
+       c.n_routed_experts > 0 ? local.moe_intermediate_size : 8}};
+  for (const auto& [field, value, per_rank] : dims)
+    NW_CHECK(per_rank % 8 == 0, "config.json field '", field, "' is ", value,
+             per_rank == value ? std::string() : cat(", ", per_rank, " per rank at --tp-size ", slice.size),
+             ": the GPU kernels need a multiple of 8 (--device cpu runs any size)");
   NW_CHECK(c.hidden_size <= 32768, "config.json field 'hidden_size' is ", c.hidden_size, ": the GPU norm takes at most 32768");
   NW_CHECK(c.qk_rope_head_dim <= 256, "config.json field 'qk_rope_head_dim' is ", c.qk_rope_head_dim,
            ": the GPU RoPE takes at most 256");
@@ -69,47 +77,54 @@ bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
 }  // namespace
 
 CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-                     KernelChoice kernels)
+                     KernelChoice kernels, Communicator* tp)
     : config_(std::move(config)),
+      tp_(tp && tp->size() > 1 ? tp : nullptr),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size()} : TpSlice{})),
+      local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)),
       max_tokens_(max_tokens),
       page_size_(page_size),
-      gemm_(gemm_options(config_, max_tokens)) {
+      gemm_(gemm_options(local_, max_tokens)) {
   NW_CHECK(max_tokens > 0, "CudaModel: max_tokens must be positive");
-  check_gpu_support(config_);
-  router_ = router_params(config_);
+  NW_CHECK(!tp_ || tp_->device() == Device::kCUDA, "CudaModel: its TP group needs a device backend (NCCL or ",
+           "device-local)");
+  NW_CHECK(weights_.embed.size(0) == tp_dims_.vocab.size, "CudaModel: the weights were not loaded for TP rank ",
+           tp_dims_.slice.rank, " of ", tp_dims_.slice.size);
+  check_gpu_support(config_, tp_dims_.slice);
+  router_ = router_params(local_);
   int device = 0;
   NW_CUDA_CHECK(cudaGetDevice(&device));
   NW_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device));
   const bool portable = kernels == KernelChoice::kPortable;
-  fast_attention_ = !portable && fits_mla_kernels(config_) && page_size >= 16 && (page_size & (page_size - 1)) == 0;
-  fast_moe_ = !portable && fits_moe_kernels(config_, weights_);
-  rope_.inv_freq = Tensor::from_floats(config_.rope_inv_freq(), {config_.qk_rope_head_dim / 2}).to(Device::kCUDA);
-  rope_.scaling = config_.rope_attention_scaling();
-  rope_.interleave = config_.rope.interleave;
+  fast_attention_ = !portable && fits_mla_kernels(local_) && page_size >= 16 && (page_size & (page_size - 1)) == 0;
+  fast_moe_ = !portable && fits_moe_kernels(local_, weights_);
+  rope_.inv_freq = Tensor::from_floats(local_.rope_inv_freq(), {local_.qk_rope_head_dim / 2}).to(Device::kCUDA);
+  rope_.scaling = local_.rope_attention_scaling();
+  rope_.interleave = local_.rope.interleave;
   // Reserve every token-indexed buffer for max_tokens now: graphs captured later keep valid addresses.
-  const int64_t t = max_tokens, h = config_.hidden_size, heads = config_.num_attention_heads;
+  const int64_t t = max_tokens, h = local_.hidden_size, heads = local_.num_attention_heads;
   buffer(kResidual, DType::kF32, {t, h});
   buffer(kNormed, DType::kBF16, {t, h});
   buffer(kDelta, DType::kBF16, {t, h});
-  buffer(kQ, DType::kBF16, {t, heads * config_.qk_head_dim()});
-  if (config_.q_lora_rank) buffer(kQa, DType::kBF16, {t, *config_.q_lora_rank});
-  buffer(kLatent, DType::kBF16, {t, config_.kv_cache_dim()});
+  buffer(kQ, DType::kBF16, {t, heads * local_.qk_head_dim()});
+  if (local_.q_lora_rank) buffer(kQa, DType::kBF16, {t, *local_.q_lora_rank});
+  buffer(kLatent, DType::kBF16, {t, local_.kv_cache_dim()});
   // Decode-only and per-sequence buffers: sized for the decode batches (graphs); larger steps grow them.
   const int64_t seqs = std::min<int64_t>(t, 512);
-  buffer(kQAbsorbed, DType::kBF16, {seqs, heads * config_.kv_cache_dim()});
-  buffer(kAttnLatent, DType::kBF16, {seqs, heads * config_.kv_lora_rank});
-  buffer(kAttnOut, DType::kBF16, {t, heads * config_.v_head_dim});
-  buffer(kGateUp, DType::kBF16, {t, 2 * std::max(config_.intermediate_size, config_.moe_intermediate_size)});
-  buffer(kAct, DType::kBF16, {t, std::max(config_.intermediate_size, config_.moe_intermediate_size)});
-  if (config_.n_routed_experts > 0) {
+  buffer(kQAbsorbed, DType::kBF16, {seqs, heads * local_.kv_cache_dim()});
+  buffer(kAttnLatent, DType::kBF16, {seqs, heads * local_.kv_lora_rank});
+  buffer(kAttnOut, DType::kBF16, {t, heads * local_.v_head_dim});
+  buffer(kGateUp, DType::kBF16, {t, 2 * std::max(local_.intermediate_size, local_.moe_intermediate_size)});
+  buffer(kAct, DType::kBF16, {t, std::max(local_.intermediate_size, local_.moe_intermediate_size)});
+  if (local_.n_routed_experts > 0) {
     buffer(kNormedF32, DType::kF32, {t, h});
-    buffer(kRouterLogits, DType::kF32, {t, config_.n_routed_experts});
-    buffer(kTopkIds, DType::kI32, {t, config_.num_experts_per_tok});
-    buffer(kTopkWeights, DType::kF32, {t, config_.num_experts_per_tok});
+    buffer(kRouterLogits, DType::kF32, {t, local_.n_routed_experts});
+    buffer(kTopkIds, DType::kI32, {t, local_.num_experts_per_tok});
+    buffer(kTopkWeights, DType::kF32, {t, local_.num_experts_per_tok});
     for (const CudaLayerWeights& l : weights_.layers)
       if (l.moe && fast_moe_) {
-        const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, config_.num_experts_per_tok, l.moe->experts);
+        const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, local_.num_experts_per_tok, l.moe->experts);
         buffer(kMoeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
         break;
       }
@@ -121,8 +136,13 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
     buffer(kDecodeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
   }
   buffer(kLastRows, DType::kBF16, {seqs, h});
-  buffer(kLogitsBf16, DType::kBF16, {seqs, config_.vocab_size});
-  buffer(kLogits, DType::kF32, {seqs, config_.vocab_size});
+  const int64_t vocab_rows = tp_dims_.vocab.size;  // this rank's lm_head rows
+  buffer(kLogitsBf16, DType::kBF16, {seqs, vocab_rows});
+  if (tp_) {
+    buffer(kLogitsShard, DType::kF32, {seqs, vocab_rows});
+    buffer(kGatheredLogits, DType::kF32, {tp_->size() * seqs, vocab_rows});
+  }
+  buffer(kLogits, DType::kF32, {seqs, local_.vocab_size});
 }
 
 Tensor CudaModel::buffer(Buffer id, DType dtype, std::vector<int64_t> shape) {
@@ -157,8 +177,8 @@ void CudaModel::mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaS
 
 void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out,
                     cudaStream_t stream) {
-  const int64_t t = x.size(0), k = config_.num_experts_per_tok;
-  Tensor logits = buffer(kRouterLogits, DType::kF32, {t, config_.n_routed_experts});
+  const int64_t t = x.size(0), k = local_.num_experts_per_tok;
+  Tensor logits = buffer(kRouterLogits, DType::kF32, {t, local_.n_routed_experts});
   Tensor ids = buffer(kTopkIds, DType::kI32, {t, k});
   Tensor weights = buffer(kTopkWeights, DType::kF32, {t, k});
   ops::cuda::router_logits_f32(x_f32, w.router, logits, stream);
@@ -180,7 +200,7 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
   }
   // Portable path: every expert over every token, then each token sums the ones it chose.
   NW_CHECK(e.gate_up.dtype == DType::kBF16, "CudaModel: the portable MoE path runs BF16 experts only");
-  const int64_t experts = e.gate_up.size(0), inter = e.down.size(2), hidden = config_.hidden_size;
+  const int64_t experts = e.gate_up.size(0), inter = e.down.size(2), hidden = local_.hidden_size;
   Tensor expert_out = buffer(kExpertOut, DType::kBF16, {experts, t, hidden});
   Tensor gate_up = buffer(kGateUp, DType::kBF16, {t, 2 * inter});
   Tensor act = buffer(kAct, DType::kBF16, {t, inter});
@@ -190,7 +210,7 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
     ops::cuda::silu_and_mul(gate_up, act, stream);
     gemm_.linear_bf16(act, e.down.rows(i, i + 1).reshape({hidden, inter}), y, stream);
   }
-  ops::cuda::moe_combine_dense(expert_out, ids, weights, config_.n_routed_experts, e.num_shared, out, stream);
+  ops::cuda::moe_combine_dense(expert_out, ids, weights, local_.n_routed_experts, e.num_shared, out, stream);
 }
 
 void CudaModel::trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream) {
@@ -216,22 +236,24 @@ void CudaModel::override_routing(Tensor& ids, Tensor& weights, cudaStream_t stre
 }
 
 Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream) {
-  const int64_t t = step.num_tokens, b = step.num_seqs, h = config_.hidden_size;
+  const int64_t t = step.num_tokens, b = step.num_seqs, h = local_.hidden_size;
   NW_CHECK(t > 0 && t <= max_tokens_ && b > 0 && b <= t, "CudaModel::forward: ", t, " tokens in ", b,
            " sequences (at most ", max_tokens_, " tokens per step)");
-  NW_CHECK(static_cast<int>(cache.size()) >= config_.num_hidden_layers, "CudaModel::forward: ", cache.size(),
-           " cache layers for ", config_.num_hidden_layers, " layers");
-  const float eps = static_cast<float>(config_.rms_norm_eps);
+  NW_CHECK(static_cast<int>(cache.size()) >= local_.num_hidden_layers, "CudaModel::forward: ", cache.size(),
+           " cache layers for ", local_.num_hidden_layers, " layers");
+  const float eps = static_cast<float>(local_.rms_norm_eps);
   Tensor residual = buffer(kResidual, DType::kF32, {t, h});
   Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
   Tensor delta = buffer(kDelta, DType::kBF16, {t, h});
-  ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream);
+  ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream, tp_dims_.vocab.begin);
+  all_reduce(residual, stream);  // each token's row came from one rank, the others gave zeros
   override_layer_ = 0;
   Tensor none;
-  for (int layer = 0; layer < config_.num_hidden_layers; ++layer) {
+  for (int layer = 0; layer < local_.num_hidden_layers; ++layer) {
     const CudaLayerWeights& w = weights_.layers[layer];
     ops::cuda::add_rms_norm(residual, layer == 0 ? none : delta, w.input_norm, eps, normed, stream);
     attention(w, step, cache[layer], stream);  // normed -> delta
+    all_reduce(delta, stream);  // each rank's heads' share of o_proj
     if (w.moe) {
       Tensor normed_f32 = buffer(kNormedF32, DType::kF32, {t, h});
       ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream, &normed_f32);
@@ -240,15 +262,29 @@ Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache
       ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream);
       mlp(*w.mlp, normed, delta, stream);
     }
+    all_reduce(delta, stream);  // each rank's slice of the intermediate dims (routed and shared experts together)
   }
   ops::cuda::add_rms_norm(residual, delta, weights_.final_norm, eps, normed, stream);
   Tensor rows = buffer(kLastRows, DType::kBF16, {b, h});
   ops::cuda::gather_rows(normed, step.last_rows, rows, stream);
-  Tensor logits_bf16 = buffer(kLogitsBf16, DType::kBF16, {b, config_.vocab_size});
+  Tensor logits_bf16 = buffer(kLogitsBf16, DType::kBF16, {b, tp_dims_.vocab.size});
   gemm_.linear_bf16(rows, weights_.lm_head, logits_bf16, stream);
-  Tensor logits = buffer(kLogits, DType::kF32, {b, config_.vocab_size});
-  ops::cuda::bf16_to_f32(logits_bf16, logits, stream);
+  Tensor logits = buffer(kLogits, DType::kF32, {b, local_.vocab_size});
+  if (!tp_) {
+    ops::cuda::bf16_to_f32(logits_bf16, logits, stream);
+    return logits;
+  }
+  // Every rank gets the whole logits (TP rank 0 samples them; the others could, the same way).
+  Tensor shard = buffer(kLogitsShard, DType::kF32, {b, tp_dims_.vocab.size});
+  ops::cuda::bf16_to_f32(logits_bf16, shard, stream);
+  Tensor gathered = buffer(kGatheredLogits, DType::kF32, {tp_->size() * b, tp_dims_.vocab.size});
+  tp_->all_gather(shard, gathered, stream);
+  ops::cuda::join_vocab_shards(gathered, tp_->size(), logits, stream);
   return logits;
+}
+
+void CudaModel::all_reduce(Tensor& t, cudaStream_t stream) {
+  if (tp_) tp_->all_reduce(t, t, stream);
 }
 
 }  // namespace narwhal

@@ -11,16 +11,19 @@
 #include "model/cuda_weights.h"
 #include "model/model_config.h"
 #include "model/routing_trace.h"
+#include "model/tensor_parallel.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/gemm.h"
 #include "ops/moe.h"
+#include "parallel/communicator.h"
 
 namespace narwhal {
 
 // Throws an Error naming the config.json field and its value when the GPU forward cannot take the config (a dim
-// that is not a multiple of 8, more experts than the router holds, ...); CudaModel checks it, loaders call it
-// first so that nothing is read for a model that will be refused.
-void check_gpu_support(const ModelConfig& config);
+// that is not a multiple of 8, more experts than the router holds, ...), as TP rank `slice` holds it (a split that
+// does not divide, or leaves a rank a dim the kernels cannot take, names the per-rank size); CudaModel checks it,
+// loaders call it first so that nothing is read for a model that will be refused.
+void check_gpu_support(const ModelConfig& config, TpSlice slice = {});
 
 // One step on the device: views of persistent buffers (the runner's), sized to this step. Sequence b's new
 // tokens are rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1, its keys (cached prefix + new) number seq_lens[b].
@@ -42,17 +45,24 @@ struct CudaStep {
 // ones (tests compare the two).
 enum class KernelChoice { kAuto, kPortable };
 
+// With a TP communicator `tp` (NCCL or device-local, size > 1) the model is that rank's part, as DeepSeekModel's:
+// `weights` were made for TpSlice{tp->rank(), tp->size()}, the code runs on local_config's counts, and the ranks
+// meet on the stream at the embedding (all_reduce of the F32 residual rows), after o_proj and after the MLP / MoE
+// (all_reduce of the BF16 delta; the shared experts are folded into the routed ones, so one sum), and at the
+// lm_head (its F32 shards all_gather'ed and joined, so every rank holds the whole logits).
 class CudaModel {
  public:
   // max_tokens: the most tokens one step may carry (token-indexed buffers are reserved for it up front).
   CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-            KernelChoice kernels = KernelChoice::kAuto);
+            KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr);
 
   const ModelConfig& config() const { return config_; }
+  const TpDims& tp_dims() const { return tp_dims_; }
   const CudaModelWeights& weights() const { return weights_; }
   int64_t max_tokens() const { return max_tokens_; }
-  // Whether decode steps (one token per sequence) run without host-known key counts, i.e. may be captured.
-  bool decode_capturable() const { return fast_attention_ && fast_moe_; }
+  // Whether decode steps (one token per sequence) run without host-known key counts, and their collectives can be
+  // captured too, i.e. may be captured.
+  bool decode_capturable() const { return fast_attention_ && fast_moe_ && (!tp_ || tp_->graph_capturable()); }
 
   // Runs the step on `stream` (no host sync): writes the new tokens' latents into `cache` (per layer
   // [pages, page_size, kv_lora + rope] BF16) and returns each sequence's last-token logits [B, vocab] F32,
@@ -69,7 +79,7 @@ class CudaModel {
   enum Buffer {
     kResidual, kNormed, kNormedF32, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
     kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
-    kGathered, kLatentRows, kKv, kExpertOut, kBufferCount
+    kGathered, kLatentRows, kKv, kExpertOut, kLogitsShard, kGatheredLogits, kBufferCount
   };
   // A typed view of buffer `id`, grown when too small (into new storage: graphs keep the old).
   Tensor buffer(Buffer id, DType dtype, std::vector<int64_t> shape);
@@ -86,8 +96,12 @@ class CudaModel {
   void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
   void trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream);
   void override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream);
+  void all_reduce(Tensor& t, cudaStream_t stream);  // a TP meeting point (nothing without TP)
 
   ModelConfig config_;
+  Communicator* tp_;
+  TpDims tp_dims_;
+  ModelConfig local_;  // the counts this rank's code runs on
   CudaModelWeights weights_;
   int64_t max_tokens_;
   int64_t page_size_;

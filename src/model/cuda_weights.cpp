@@ -181,28 +181,37 @@ CudaModelWeights convert_cuda_weights(const ModelConfig& c, ModelWeights w) {
   return out;
 }
 
-CudaModelWeights load_cuda_weights(const ModelConfig& c, const std::string& model_dir) {
-  Checkpoint checkpoint(model_dir);
+CudaModelWeights load_cuda_weights(const ModelConfig& c, const Checkpoint& checkpoint, TpSlice slice,
+                                   ProgressBar* progress) {
+  const ModelConfig local = local_config(c, tp_dims(c, slice));
   if (c.fp8 && !fp8_kernels_fit(c)) {
-    NW_LOG(Warning) << model_dir << ": FP8 weights whose dims are not whole 128-blocks (or heads not 128 wide) "
-                    << "are dequantized to BF16 for the GPU";
-    return convert_cuda_weights(c, upload_dequantized(load_weights(c, checkpoint, Device::kCPU)));
+    if (slice.rank == 0) {
+      NW_LOG(Warning) << checkpoint.dir() << ": FP8 weights whose dims are not whole 128-blocks (or heads not 128 "
+                      << "wide) are dequantized to BF16 for the GPU";
+    }
+    return convert_cuda_weights(local,
+                                upload_dequantized(load_weights(c, checkpoint, Device::kCPU, slice, progress)));
   }
-  ModelWeights w = load_weights(c, checkpoint, Device::kCUDA);
+  ModelWeights w = load_weights(c, checkpoint, Device::kCUDA, slice, progress);
   w.mtp.clear();
-  return convert_cuda_weights(c, std::move(w));
+  return convert_cuda_weights(local, std::move(w));
 }
 
 namespace {
 
+// Makes each tensor from its own seed, the next of a sequence every rank walks alike; a tensor that TP splits adds
+// the rank to it, so that ranks hold different parts and the same replicated tensors.
 struct DummyMaker {
-  const ModelConfig& c;
+  const ModelConfig& c;  // the rank's shapes (local_config)
   bool fp8;
   uint64_t seed;
+  uint64_t rank_salt;
+  bool split = false;  // whether the tensors being made are split between ranks
 
+  uint64_t next_seed() { return seed++ + (split ? rank_salt : 0); }
   Tensor random(std::vector<int64_t> shape, float std) {
     Tensor t = Tensor::empty(DType::kBF16, std::move(shape), Device::kCUDA);
-    ops::cuda::fill_random(t, seed++, std, nullptr);
+    ops::cuda::fill_random(t, next_seed(), std, nullptr);
     return t;
   }
   Tensor ones(int64_t n) {
@@ -217,7 +226,7 @@ struct DummyMaker {
     if (!fp8) return {random(shape, std), {}};
     Linear l;
     l.weight = Tensor::empty(DType::kF8E4M3, shape, Device::kCUDA);
-    ops::cuda::fill_random_fp8(l.weight, seed++, 240.0f, nullptr);
+    ops::cuda::fill_random_fp8(l.weight, next_seed(), 240.0f, nullptr);
     std::vector<int64_t> scale_shape = shape;
     scale_shape[scale_shape.size() - 2] = (shape[shape.size() - 2] + kBlock - 1) / kBlock;
     scale_shape.back() = (in + kBlock - 1) / kBlock;
@@ -228,17 +237,28 @@ struct DummyMaker {
   MlpWeights mlp(int64_t inter) {
     return {linear({2 * inter, c.hidden_size}), linear({c.hidden_size, inter})};
   }
+  // What `make` returns, made as a split tensor.
+  template <typename F>
+  auto split_part(F make) {
+    split = true;
+    auto out = make();
+    split = false;
+    return out;
+  }
 };
 
 }  // namespace
 
-CudaModelWeights dummy_cuda_weights(const ModelConfig& c, uint64_t seed) {
-  DummyMaker m{c, c.fp8.has_value() && fp8_kernels_fit(c), seed};
-  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
+CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice) {
+  const TpDims dims = tp_dims(config, slice);
+  const ModelConfig c = local_config(config, dims);
+  DummyMaker m{c, c.fp8.has_value() && fp8_kernels_fit(c), seed, static_cast<uint64_t>(slice.rank) << 32};
+  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads, vocab_rows = dims.vocab.size;
+  const float head_std = 1.0f / std::sqrt(static_cast<float>(hidden));
   ModelWeights w;
-  w.embed = m.random({c.vocab_size, hidden}, 1.0f);
+  w.embed = m.split_part([&] { return m.random({vocab_rows, hidden}, 1.0f); });
   w.final_norm = m.ones(hidden);
-  w.lm_head = m.random({c.vocab_size, hidden}, 1.0f / std::sqrt(static_cast<float>(hidden)));
+  w.lm_head = m.split_part([&] { return m.random({vocab_rows, hidden}, head_std); });
   for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
     DecoderLayerWeights l;
     l.input_norm = m.ones(hidden);
@@ -247,28 +267,28 @@ CudaModelWeights dummy_cuda_weights(const ModelConfig& c, uint64_t seed) {
     if (c.q_lora_rank) {
       a.q_a_proj = m.linear({*c.q_lora_rank, hidden});
       a.q_a_norm = m.ones(*c.q_lora_rank);
-      a.q_b_proj = m.linear({heads * c.qk_head_dim(), *c.q_lora_rank});
+      a.q_b_proj = m.split_part([&] { return m.linear({heads * c.qk_head_dim(), *c.q_lora_rank}); });
     } else {
-      a.q_proj = m.linear({heads * c.qk_head_dim(), hidden});
+      a.q_proj = m.split_part([&] { return m.linear({heads * c.qk_head_dim(), hidden}); });
     }
     a.kv_a_proj = m.linear({c.kv_cache_dim(), hidden});
     a.kv_a_norm = m.ones(c.kv_lora_rank);
-    a.kv_b_proj = m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank});
-    a.o_proj = m.linear({hidden, heads * c.v_head_dim});
+    a.kv_b_proj = m.split_part([&] { return m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}); });
+    a.o_proj = m.split_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
     if (c.is_moe_layer(layer)) {
       MoeWeights moe;
       const int64_t e = c.n_routed_experts, inter = c.moe_intermediate_size;
-      moe.router = m.random({e, hidden}, 1.0f / std::sqrt(static_cast<float>(hidden)));
+      moe.router = m.random({e, hidden}, head_std);
       if (c.topk_method == TopkMethod::kNoauxTc) {
         moe.correction_bias = Tensor::empty(DType::kF32, {e}, Device::kCUDA);
-        ops::cuda::fill_random(moe.correction_bias, m.seed++, 0.01f, nullptr);
+        ops::cuda::fill_random(moe.correction_bias, m.next_seed(), 0.01f, nullptr);
       }
-      moe.experts_gate_up = m.linear({e, 2 * inter, hidden});
-      moe.experts_down = m.linear({e, hidden, inter});
-      if (c.n_shared_experts > 0) moe.shared = m.mlp(c.n_shared_experts * inter);
+      moe.experts_gate_up = m.split_part([&] { return m.linear({e, 2 * inter, hidden}); });
+      moe.experts_down = m.split_part([&] { return m.linear({e, hidden, inter}); });
+      if (c.n_shared_experts > 0) moe.shared = m.split_part([&] { return m.mlp(c.n_shared_experts * inter); });
       l.moe = std::move(moe);
     } else {
-      l.mlp = m.mlp(c.intermediate_size);
+      l.mlp = m.split_part([&] { return m.mlp(c.intermediate_size); });
     }
     w.layers.push_back(std::move(l));
   }

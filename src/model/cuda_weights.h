@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/model_config.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/moe.h"
@@ -55,17 +56,22 @@ struct CudaModelWeights {
 };
 
 // Whether FP8 linears can stay FP8 on the GPU: every fused or split dim a whole number of 128-blocks and
-// DeepSeek's head dims (nope = v = 128). Otherwise FP8 checkpoints are dequantized to BF16 at load.
+// DeepSeek's head dims (nope = v = 128). Otherwise FP8 checkpoints are dequantized to BF16 at load. Decided on the
+// whole config: a TP split that then cuts a block is refused by the loader (read_fp8), as SGLang refuses it.
 bool fp8_kernels_fit(const ModelConfig& config);
 
-// Reads a checkpoint directory straight into device weights (MTP layers are not kept).
-CudaModelWeights load_cuda_weights(const ModelConfig& config, const std::string& model_dir);
+// Reads a checkpoint straight into device weights (MTP layers are not kept): TP rank `slice`'s part of them (see
+// load_weights), advancing `progress` when given.
+CudaModelWeights load_cuda_weights(const ModelConfig& config, const Checkpoint& checkpoint, TpSlice slice = {},
+                                   ProgressBar* progress = nullptr);
 
-// Random weights generated on the GPU from the config alone (SGLang's --load-format dummy): BF16, or FP8 with
-// block scales when the config is FP8 and fp8_kernels_fit. std 1/sqrt(fan_in), norms 1.
-CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed);
+// Random weights generated on the GPU from the config alone (SGLang's --load-format dummy), TP rank `slice`'s part:
+// BF16, or FP8 with block scales when the config is FP8 and fp8_kernels_fit the rank's dims. std 1/sqrt(fan_in),
+// norms 1. Replicated tensors get the same values on every rank, split ones each rank's own.
+CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice = {});
 
-// Converts device weights in the loader's layout (weights.h, Device::kCUDA) into the kernel layouts.
+// Converts device weights in the loader's layout (weights.h, Device::kCUDA) into the kernel layouts; `config` is
+// the one the weights' shapes follow (a TP rank's local_config).
 CudaModelWeights convert_cuda_weights(const ModelConfig& config, ModelWeights weights);
 
 }  // namespace narwhal

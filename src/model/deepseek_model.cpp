@@ -63,14 +63,24 @@ ops::RouterParams router_params(const ModelConfig& c) {
   return p;
 }
 
-DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp)
+    : config_(std::move(config)),
+      tp_(tp && tp->size() > 1 ? tp : nullptr),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size()} : TpSlice{})),
+      local_(local_config(config_, tp_dims_)),
+      weights_(std::move(weights)) {
+  NW_CHECK(!tp_ || tp_->device() == Device::kCPU, "DeepSeekModel runs on the host: its TP group needs the host "
+           "backend");
+  const int64_t kv_b_rows = local_.num_attention_heads * (local_.qk_nope_head_dim + local_.v_head_dim);
+  const bool heads_fit = weights_.layers.empty() || weights_.layers[0].attn.kv_b_proj.weight.size(0) == kv_b_rows;
+  NW_CHECK(heads_fit && weights_.embed.size(0) == tp_dims_.vocab.size, "DeepSeekModel: the weights were not loaded ",
+           "for TP rank ", tp_dims_.slice.rank, " of ", tp_dims_.slice.size);
   rope_.inv_freq = config_.rope_inv_freq();
   rope_.scaling = config_.rope_attention_scaling();
   rope_.interleave = config_.rope.interleave;
   router_ = router_params(config_);
-  mla_ = {config_.num_attention_heads, config_.qk_nope_head_dim, config_.qk_rope_head_dim, config_.v_head_dim,
-          config_.kv_lora_rank, static_cast<float>(config_.softmax_scale())};
+  mla_ = {local_.num_attention_heads, local_.qk_nope_head_dim, local_.qk_rope_head_dim, local_.v_head_dim,
+          local_.kv_lora_rank, static_cast<float>(local_.softmax_scale())};
 }
 
 DeepSeekModel DeepSeekModel::load(const std::string& model_dir) {
@@ -106,7 +116,7 @@ void DeepSeekModel::check_batch(const ForwardBatch& batch, const KvCache& cache)
 
 Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, const ForwardBatch& batch,
                                 const KvCache& cache, AttentionForm form, const Tensor& x) const {
-  const int64_t t = x.size(0), heads = config_.num_attention_heads, qk = config_.qk_head_dim();
+  const int64_t t = x.size(0), heads = local_.num_attention_heads, qk = config_.qk_head_dim();
   const int64_t nope = config_.qk_nope_head_dim, kv_lora = config_.kv_lora_rank, width = config_.kv_cache_dim();
   Tensor q;
   if (config_.q_lora_rank) {
@@ -162,9 +172,35 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, RoutingTrace* tr
 void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer, const ForwardBatch& batch,
                                   const KvCache& cache, const ForwardOptions& options, Tensor& h) const {
   const double eps = config_.rms_norm_eps;
-  add_into(h, attention(w.attn, cache_layer, batch, cache, options.attention, rms_norm(h, w.input_norm, eps)));
+  // Each rank's heads and intermediate slice give a partial sum of the output projection: summed once per block.
+  Tensor attn = attention(w.attn, cache_layer, batch, cache, options.attention, rms_norm(h, w.input_norm, eps));
+  all_reduce(attn);
+  add_into(h, attn);
   Tensor x = rms_norm(h, w.post_attention_norm, eps);
-  add_into(h, w.moe ? moe(*w.moe, x, options.routing_trace) : mlp(*w.mlp, x));
+  Tensor ffn = w.moe ? moe(*w.moe, x, options.routing_trace) : mlp(*w.mlp, x);
+  all_reduce(ffn);
+  add_into(h, ffn);
+}
+
+Tensor DeepSeekModel::embed(const std::vector<int32_t>& ids, const Tensor& table) const {
+  Tensor h = empty(static_cast<int64_t>(ids.size()), config_.hidden_size);
+  ops::embedding(ids, table, h, tp_dims_.vocab.begin);  // ids of other ranks' rows give zeros
+  all_reduce(h);
+  return h;
+}
+
+void DeepSeekModel::all_reduce(Tensor& t) const {
+  if (tp_) tp_->all_reduce(t, t);
+}
+
+Tensor DeepSeekModel::join_logits(const Tensor& local) const {
+  if (!tp_) return local;
+  const int64_t rows = local.size(0);
+  Tensor shards = empty(tp_->size() * rows, local.size(1));
+  tp_->all_gather(local, shards);
+  Tensor logits = empty(rows, config_.vocab_size);
+  ops::join_vocab_shards(shards, tp_->size(), logits);
+  return logits;
 }
 
 ForwardOutput DeepSeekModel::head(const Tensor& h, const Tensor& norm, const Tensor& lm_head,
@@ -182,15 +218,14 @@ ForwardOutput DeepSeekModel::head(const Tensor& h, const Tensor& norm, const Ten
       std::memcpy(rows.f32() + i * h.size(1), normed.f32() + (end - 1) * h.size(1), h.size(1) * sizeof(float));
     }
   }
-  result.logits = linear(rows, lm_head);
+  result.logits = join_logits(linear(rows, lm_head));
   return result;
 }
 
 ForwardOutput DeepSeekModel::forward(const ForwardBatch& batch, const KvCache& cache,
                                      const ForwardOptions& options) const {
   check_batch(batch, cache);
-  Tensor h = empty(batch.num_tokens(), config_.hidden_size);
-  ops::embedding(batch.token_ids, weights_.embed, h);
+  Tensor h = embed(batch.token_ids, weights_.embed);
   for (int layer = 0; layer < config_.num_hidden_layers; ++layer)
     decoder_layer(weights_.layers[layer], layer, batch, cache, options, h);
   return head(h, weights_.final_norm, weights_.lm_head, batch, options);
@@ -205,8 +240,7 @@ ForwardOutput DeepSeekModel::forward_mtp(int k, const ForwardBatch& batch, const
   const MtpWeights& w = weights_.mtp[k];
   const int64_t t = batch.num_tokens(), hs = config_.hidden_size;
   const double eps = config_.rms_norm_eps;
-  Tensor embedded = empty(t, hs);
-  ops::embedding(batch.token_ids, w.embed, embedded);
+  Tensor embedded = embed(batch.token_ids, w.embed);
   Tensor e = rms_norm(embedded, w.enorm, eps), hn = rms_norm(hidden, w.hnorm, eps);
   Tensor joined = empty(t, 2 * hs);  // [enorm(embedding) ; hnorm(hidden)], the order of eh_proj's columns
   for (int64_t i = 0; i < t; ++i) {

@@ -6,9 +6,11 @@
 #include "model/forward_batch.h"
 #include "model/model_config.h"
 #include "model/routing_trace.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 #include "ops/moe.h"
 #include "ops/rope.h"
+#include "parallel/communicator.h"
 
 namespace narwhal {
 
@@ -31,13 +33,19 @@ struct ForwardOutput {
 // The router settings of a config's MoE layers (scoring, selection, renormalisation, scaling).
 ops::RouterParams router_params(const ModelConfig& config);
 
+// With a TP communicator `tp` (a host one, size > 1), the model is that rank's part: `weights` were loaded for
+// TpSlice{tp->rank(), tp->size()}, the code runs on local_config's counts, and the ranks meet at four points: the
+// vocab-parallel embedding (all_reduce), after o_proj and after the MLP / MoE (routed + shared summed first; one
+// all_reduce each), and the lm_head shards, all_gather'ed so that every rank returns the whole logits. The host
+// backend adds in rank order, so every rank gets the same bits. Null (or size 1): no TP.
 class DeepSeekModel {
  public:
-  DeepSeekModel(ModelConfig config, ModelWeights weights);
+  DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp = nullptr);
   // Reads config.json and the safetensors of a model directory.
   static DeepSeekModel load(const std::string& model_dir);
 
   const ModelConfig& config() const { return config_; }
+  const TpDims& tp_dims() const { return tp_dims_; }
   const ModelWeights& weights() const { return weights_; }
   int num_mtp_layers() const { return static_cast<int>(weights_.mtp.size()); }
   // Layers that need a latent cache: the main ones, then the MTP ones.
@@ -61,8 +69,15 @@ class DeepSeekModel {
   Tensor moe(const MoeWeights& w, const Tensor& x, RoutingTrace* trace) const;
   ForwardOutput head(const Tensor& h, const Tensor& norm, const Tensor& lm_head, const ForwardBatch& batch,
                      const ForwardOptions& options) const;
+  // The TP meeting points (no-ops without TP).
+  Tensor embed(const std::vector<int32_t>& ids, const Tensor& table) const;
+  void all_reduce(Tensor& t) const;
+  Tensor join_logits(const Tensor& local) const;
 
   ModelConfig config_;
+  Communicator* tp_;
+  TpDims tp_dims_;
+  ModelConfig local_;  // the counts this rank's code runs on
   ModelWeights weights_;
   ops::RopeParams rope_;
   ops::RouterParams router_;

@@ -117,32 +117,6 @@ const TensorInfo& Checkpoint::get(const std::string& name) const {
   return *info;
 }
 
-Tensor to_float(const TensorInfo& info) {
-  Tensor out = Tensor::zeros(DType::kF32, info.shape);
-  float* dst = out.f32();
-  const int64_t n = out.numel();
-  switch (info.dtype) {
-    case DType::kF32:
-      std::memcpy(dst, info.data, info.nbytes);
-      break;
-    case DType::kBF16:
-    case DType::kF16: {
-      const bool bf16 = info.dtype == DType::kBF16;
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t bits;
-        std::memcpy(&bits, info.data + 2 * i, 2);
-        dst[i] = bf16 ? bf16_to_float(bits) : f16_to_float(bits);
-      }
-      break;
-    }
-    default:
-      throw Error(cat(*info.file, ": tensor '", info.name, "' has dtype ", dtype_name(info.dtype),
-                      " where a floating-point tensor (F32, BF16, F16) is expected"));
-  }
-  return out;
-}
-
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors) {
   json header = json::object();
   size_t offset = 0;

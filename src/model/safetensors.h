@@ -56,9 +56,6 @@ class Checkpoint {
   std::map<std::string, const TensorInfo*> by_name_;
 };
 
-// Host F32 copy of a tensor stored as F32, BF16 or F16.
-Tensor to_float(const TensorInfo& info);
-
 // Writes tensors (any host dtype) in safetensors format, in the given order.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors);
 

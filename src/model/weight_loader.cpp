@@ -1,12 +1,14 @@
 // load_weights: checkpoint tensors -> ModelWeights, with name/shape checks, gate/up fusion and expert
 // stacking (per-expert official names or transformers v5's stacked 3D tensors). Tensors are composed on
 // the host in the target dtype (CPU: F32 with FP8 dequantized; GPU: BF16, FP8 kept with scales) and placed
-// on the device once composed.
+// on the device once composed. A TP rank cuts its rows or columns out of each split tensor as it reads it.
 #include <cstring>
+#include <optional>
 
 #include "core/error.h"
 #include "core/logging.h"
 #include "core/progress.h"
+#include "model/checkpoint_slice.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -25,6 +27,22 @@ Tensor concat_rows(const std::vector<Tensor>& parts, std::vector<int64_t> shape)
   return out;
 }
 
+// [.., ra, cols] and [.., rb, cols] of one dtype -> [.., ra + rb, cols]: each matrix's rows of a, then of b.
+Tensor concat_matrix_rows(const Tensor& a, const Tensor& b) {
+  std::vector<int64_t> shape = a.shape;
+  shape[shape.size() - 2] += b.size(-2);
+  Tensor out = Tensor::zeros(a.dtype, shape);
+  const int64_t matrices = a.numel() / (a.size(-2) * a.size(-1));
+  const size_t a_bytes = a.nbytes() / matrices, b_bytes = b.nbytes() / matrices;
+  char* dst = static_cast<char*>(out.data);
+  for (int64_t m = 0; m < matrices; ++m) {
+    std::memcpy(dst, static_cast<const char*>(a.data) + m * a_bytes, a_bytes);
+    std::memcpy(dst + a_bytes, static_cast<const char*>(b.data) + m * b_bytes, b_bytes);
+    dst += a_bytes + b_bytes;
+  }
+  return out;
+}
+
 Tensor to_bf16(const Tensor& f32) {
   Tensor out = Tensor::zeros(DType::kBF16, f32.shape);
 #pragma omp parallel for schedule(static)
@@ -34,34 +52,37 @@ Tensor to_bf16(const Tensor& f32) {
 
 class WeightReader {
  public:
-  WeightReader(const ModelConfig& config, const Checkpoint& ckpt, Device device)
-      : config_(config), ckpt_(ckpt), device_(device), blocks_(config.fp8.value_or(Fp8Config{})) {}
+  WeightReader(const ModelConfig& config, const Checkpoint& ckpt, Device device, int tp_size)
+      : config_(config), ckpt_(ckpt), device_(device), tp_size_(tp_size), blocks_(config.fp8.value_or(Fp8Config{})) {}
 
   bool has(const std::string& name) const { return ckpt_.find(name) != nullptr; }
   Device device() const { return device_; }
 
-  // Norms, embeddings, router: F32 on the CPU, BF16 on the GPU (still on the host here).
-  Tensor host_tensor(const std::string& name, std::vector<int64_t> shape) const {
+  // Norms, embeddings, router: F32 on the CPU, BF16 on the GPU (still on the host here). `shape` is the stored
+  // one; `cut` the part this rank reads.
+  Tensor host_tensor(const std::string& name, std::vector<int64_t> shape, const Cut& cut = {}) const {
     const TensorInfo& info = checked(name, shape);
-    Tensor f32 = info.dtype == DType::kF8E4M3 ? dequantize_fp8(info) : to_float(info);
+    Tensor f32 = read_f32(info, cut, info.dtype == DType::kF8E4M3 ? scales_of(info) : BlockScales{});
     return device_ == Device::kCPU ? f32 : to_bf16(f32);
   }
-  Tensor get(const std::string& name, std::vector<int64_t> shape) const { return place(host_tensor(name, shape)); }
+  Tensor get(const std::string& name, std::vector<int64_t> shape, const Cut& cut = {}) const {
+    return place(host_tensor(name, shape, cut));
+  }
   // Kept in F32 on every device (e_score_correction_bias, as DeepSeek-V3 stores it).
   Tensor get_f32(const std::string& name, std::vector<int64_t> shape) const {
-    return place(to_float(checked(name, shape)));
+    return place(read_f32(checked(name, shape), {}));
   }
 
-  // A linear weight on the host: dequantized F32 on the CPU; on the GPU its FP8 bytes and scales, or BF16.
-  Linear host_linear(const std::string& name, int64_t rows, int64_t cols) const {
+  // A linear weight (the `cut` of a stored [rows, cols]) on the host: dequantized F32 on the CPU; on the GPU its
+  // FP8 bytes and scales (cut with whole blocks), or BF16.
+  Linear host_linear(const std::string& name, int64_t rows, int64_t cols, const Cut& cut = {}) const {
     const TensorInfo& info = checked(name, {rows, cols});
-    if (info.dtype != DType::kF8E4M3 || device_ == Device::kCPU) return {host_tensor(name, {rows, cols}), {}};
-    Tensor raw = Tensor::zeros(DType::kF8E4M3, info.shape);
-    std::memcpy(raw.data, info.data, info.nbytes);
-    return {raw, to_float(scale_of(info))};
+    if (info.dtype != DType::kF8E4M3 || device_ == Device::kCPU) return {host_tensor(name, {rows, cols}, cut), {}};
+    Fp8Cut part = read_fp8(info, scales_of(info), cut, tp_size_);
+    return {part.q, part.scale};
   }
-  Linear linear(const std::string& name, int64_t rows, int64_t cols) const {
-    return place(host_linear(name, rows, cols));
+  Linear linear(const std::string& name, int64_t rows, int64_t cols, const Cut& cut = {}) const {
+    return place(host_linear(name, rows, cols, cut));
   }
 
   // Host linears of equal width stacked along rows (gate over up) or as a new leading dim (experts); on the host.
@@ -109,7 +130,7 @@ class WeightReader {
     return info;
   }
 
-  const TensorInfo& scale_of(const TensorInfo& info) const {
+  BlockScales scales_of(const TensorInfo& info) const {
     const int64_t block_rows = (info.shape[0] + blocks_.block_n - 1) / blocks_.block_n;
     const int64_t block_cols = (info.shape[1] + blocks_.block_k - 1) / blocks_.block_k;
     const std::string scale_name = info.name + "_scale_inv";
@@ -119,137 +140,154 @@ class WeightReader {
     NW_CHECK(scale.shape == std::vector<int64_t>({block_rows, block_cols}), *scale.file, ": tensor '", scale_name,
              "' has shape ", shape_to_string(scale.shape), ", expected ", shape_to_string({block_rows, block_cols}),
              " for ", blocks_.block_n, "x", blocks_.block_k, " blocks of a ", shape_to_string(info.shape), " weight");
-    return scale;
-  }
-
-  Tensor dequantize_fp8(const TensorInfo& info) const {
-    Tensor scale = to_float(scale_of(info));
-    const int64_t rows = info.shape[0], cols = info.shape[1], block_cols = scale.size(1);
-    Tensor out = Tensor::zeros(DType::kF32, info.shape);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* scale_row = scale.f32() + (r / blocks_.block_n) * block_cols;
-      for (int64_t c = 0; c < cols; ++c)
-        out.f32()[r * cols + c] = fp8_e4m3_to_float(info.data[r * cols + c]) * scale_row[c / blocks_.block_k];
-    }
-    return out;
+    return {read_f32(scale, {}), blocks_.block_n, blocks_.block_k};
   }
 
   const ModelConfig& config_;
   const Checkpoint& ckpt_;
   Device device_;
+  int tp_size_;
   Fp8Config blocks_;
 };
 
-// gate_proj and up_proj fused into one [2I, hidden] weight, and down_proj; on the host.
-std::pair<Linear, Linear> host_mlp(const WeightReader& r, const std::string& prefix, int64_t hidden, int64_t inter) {
-  Linear gate = r.host_linear(prefix + "gate_proj.weight", inter, hidden);
-  Linear up = r.host_linear(prefix + "up_proj.weight", inter, hidden);
+// gate_proj and up_proj fused into one [2I', hidden] weight, and down_proj; on the host. `part` is the range of
+// the intermediate dimension this rank holds (all of it without TP).
+std::pair<Linear, Linear> host_mlp(const WeightReader& r, const std::string& prefix, int64_t hidden, int64_t inter,
+                                   const Shard& part) {
+  Linear gate = r.host_linear(prefix + "gate_proj.weight", inter, hidden, Cut::rows(part));
+  Linear up = r.host_linear(prefix + "up_proj.weight", inter, hidden, Cut::rows(part));
   Linear gate_up = r.stack({gate, up}, false);
-  return {gate_up, r.host_linear(prefix + "down_proj.weight", hidden, inter)};
+  return {gate_up, r.host_linear(prefix + "down_proj.weight", hidden, inter, Cut::cols(part))};
 }
 
-MlpWeights load_mlp(const WeightReader& r, const std::string& prefix, int64_t hidden, int64_t inter) {
-  auto [gate_up, down] = host_mlp(r, prefix, hidden, inter);
+MlpWeights load_mlp(const WeightReader& r, const std::string& prefix, int64_t hidden, int64_t inter,
+                    const Shard& part) {
+  auto [gate_up, down] = host_mlp(r, prefix, hidden, inter, part);
   return {r.place(gate_up), r.place(down)};
 }
 
-AttentionWeights load_attention(const WeightReader& r, const ModelConfig& c, const std::string& p) {
+// q / q_b and kv_b by the rank's heads (rows), o_proj by their columns; q_a and kv_a whole.
+AttentionWeights load_attention(const WeightReader& r, const ModelConfig& c, const std::string& p, const TpDims& d) {
   const int64_t h = c.num_attention_heads, hidden = c.hidden_size;
+  const Cut q_rows = Cut::rows(scaled(d.heads, c.qk_head_dim()));
   AttentionWeights w;
   if (c.q_lora_rank) {
     w.q_a_proj = r.linear(p + "q_a_proj.weight", *c.q_lora_rank, hidden);
     w.q_a_norm = r.get(p + "q_a_layernorm.weight", {*c.q_lora_rank});
-    w.q_b_proj = r.linear(p + "q_b_proj.weight", h * c.qk_head_dim(), *c.q_lora_rank);
+    w.q_b_proj = r.linear(p + "q_b_proj.weight", h * c.qk_head_dim(), *c.q_lora_rank, q_rows);
   } else {
-    w.q_proj = r.linear(p + "q_proj.weight", h * c.qk_head_dim(), hidden);
+    w.q_proj = r.linear(p + "q_proj.weight", h * c.qk_head_dim(), hidden, q_rows);
   }
   w.kv_a_proj = r.linear(p + "kv_a_proj_with_mqa.weight", c.kv_cache_dim(), hidden);
   w.kv_a_norm = r.get(p + "kv_a_layernorm.weight", {c.kv_lora_rank});
-  w.kv_b_proj = r.linear(p + "kv_b_proj.weight", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
-  w.o_proj = r.linear(p + "o_proj.weight", hidden, h * c.v_head_dim);
+  const int64_t kv_b_rows = c.qk_nope_head_dim + c.v_head_dim;
+  w.kv_b_proj = r.linear(p + "kv_b_proj.weight", h * kv_b_rows, c.kv_lora_rank, Cut::rows(scaled(d.heads, kv_b_rows)));
+  w.o_proj = r.linear(p + "o_proj.weight", hidden, h * c.v_head_dim, Cut::cols(scaled(d.heads, c.v_head_dim)));
   return w;
 }
 
-MoeWeights load_moe(const WeightReader& r, const ModelConfig& c, const std::string& p) {
+// Every routed expert cut along its intermediate dimension (SGLang's TP MoE without EP); the router whole.
+MoeWeights load_moe(const WeightReader& r, const ModelConfig& c, const std::string& p, const TpDims& d) {
   const int64_t e = c.n_routed_experts, hidden = c.hidden_size, inter = c.moe_intermediate_size;
+  const Shard& part = d.moe_intermediate;
   MoeWeights w;
   w.router = r.get(p + "gate.weight", {e, hidden});
   if (c.topk_method == TopkMethod::kNoauxTc) w.correction_bias = r.get_f32(p + "gate.e_score_correction_bias", {e});
-  if (r.has(p + "experts.gate_up_proj")) {  // transformers v5 layout: experts already stacked
-    w.experts_gate_up = {r.get(p + "experts.gate_up_proj", {e, 2 * inter, hidden}), {}};
-    w.experts_down = {r.get(p + "experts.down_proj", {e, hidden, inter}), {}};
+  if (r.has(p + "experts.gate_up_proj")) {  // transformers v5 layout: experts already stacked, gate rows then up
+    const std::string gate_up = p + "experts.gate_up_proj";
+    const Tensor gate = r.host_tensor(gate_up, {e, 2 * inter, hidden}, Cut::rows(part));
+    const Tensor up = r.host_tensor(gate_up, {e, 2 * inter, hidden}, Cut::rows({inter + part.begin, part.size}));
+    w.experts_gate_up = {r.place(concat_matrix_rows(gate, up)), {}};
+    w.experts_down = {r.get(p + "experts.down_proj", {e, hidden, inter}, Cut::cols(part)), {}};
   } else {
     std::vector<Linear> gate_ups, downs;
     for (int64_t x = 0; x < e; ++x) {
-      auto [gate_up, down] = host_mlp(r, cat(p, "experts.", x, "."), hidden, inter);
+      auto [gate_up, down] = host_mlp(r, cat(p, "experts.", x, "."), hidden, inter, part);
       gate_ups.push_back(gate_up);
       downs.push_back(down);
     }
     w.experts_gate_up = r.place(r.stack(gate_ups, true));
     w.experts_down = r.place(r.stack(downs, true));
   }
-  if (c.n_shared_experts > 0) w.shared = load_mlp(r, p + "shared_experts.", hidden, c.n_shared_experts * inter);
+  if (c.n_shared_experts > 0)
+    w.shared = load_mlp(r, p + "shared_experts.", hidden, c.n_shared_experts * inter, d.shared_intermediate);
   return w;
 }
 
-DecoderLayerWeights load_layer(const WeightReader& r, const ModelConfig& c, int layer) {
+DecoderLayerWeights load_layer(const WeightReader& r, const ModelConfig& c, int layer, const TpDims& d) {
   const std::string p = cat("model.layers.", layer, ".");
   DecoderLayerWeights w;
   w.input_norm = r.get(p + "input_layernorm.weight", {c.hidden_size});
   w.post_attention_norm = r.get(p + "post_attention_layernorm.weight", {c.hidden_size});
-  w.attn = load_attention(r, c, p + "self_attn.");
-  if (c.is_moe_layer(layer)) w.moe = load_moe(r, c, p + "mlp.");
-  else w.mlp = load_mlp(r, p + "mlp.", c.hidden_size, c.intermediate_size);
+  w.attn = load_attention(r, c, p + "self_attn.", d);
+  if (c.is_moe_layer(layer)) w.moe = load_moe(r, c, p + "mlp.", d);
+  else w.mlp = load_mlp(r, p + "mlp.", c.hidden_size, c.intermediate_size, d.intermediate);
   return w;
 }
 
-MtpWeights load_mtp(const WeightReader& r, const ModelConfig& c, int layer, const ModelWeights& main) {
+// A vocabulary table [vocab, hidden], this rank's (padded) rows of it.
+Tensor load_vocab_table(const WeightReader& r, const ModelConfig& c, const std::string& name, const TpDims& d) {
+  return r.get(name, {c.vocab_size, c.hidden_size}, Cut::rows(d.vocab));
+}
+
+MtpWeights load_mtp(const WeightReader& r, const ModelConfig& c, int layer, const ModelWeights& main, const TpDims& d) {
   const std::string p = cat("model.layers.", layer, ".");
   const int64_t hidden = c.hidden_size;
   MtpWeights w;
-  w.embed = r.has(p + "embed_tokens.weight") ? r.get(p + "embed_tokens.weight", {c.vocab_size, hidden}) : main.embed;
+  w.embed = r.has(p + "embed_tokens.weight") ? load_vocab_table(r, c, p + "embed_tokens.weight", d) : main.embed;
   w.enorm = r.get(p + "enorm.weight", {hidden});
   w.hnorm = r.get(p + "hnorm.weight", {hidden});
   w.eh_proj = r.linear(p + "eh_proj.weight", hidden, 2 * hidden);
-  w.layer = load_layer(r, c, layer);
+  w.layer = load_layer(r, c, layer, d);
   w.head_norm = r.get(p + "shared_head.norm.weight", {hidden});
-  w.head = r.has(p + "shared_head.head.weight") ? r.get(p + "shared_head.head.weight", {c.vocab_size, hidden})
+  w.head = r.has(p + "shared_head.head.weight") ? load_vocab_table(r, c, p + "shared_head.head.weight", d)
                                                 : main.lm_head;
   return w;
 }
 
+// MTP layers count only when the checkpoint carries them (a config may announce them without weights).
+int mtp_layers_in(const ModelConfig& c, const Checkpoint& ckpt) {
+  int layers = 0;
+  while (layers < c.num_nextn_predict_layers &&
+         ckpt.find(cat("model.layers.", c.num_hidden_layers + layers, ".eh_proj.weight")))
+    ++layers;
+  return layers;
+}
+
 }  // namespace
 
-ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, Device device) {
-  WeightReader r(c, ckpt, device);
+int weight_load_steps(const ModelConfig& c, const Checkpoint& ckpt) {
+  return c.num_hidden_layers + mtp_layers_in(c, ckpt) + 1;
+}
+
+ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, Device device, TpSlice slice,
+                          ProgressBar* shared_progress) {
+  const TpDims d = tp_dims(c, slice);
+  WeightReader r(c, ckpt, device, slice.size);
   ModelWeights w;
-  // MTP layers count only when the checkpoint carries them (a config may announce them without weights).
-  int mtp_layers = 0;
-  while (mtp_layers < c.num_nextn_predict_layers &&
-         r.has(cat("model.layers.", c.num_hidden_layers + mtp_layers, ".eh_proj.weight")))
-    ++mtp_layers;
-  if (mtp_layers < c.num_nextn_predict_layers) {
+  const int mtp_layers = mtp_layers_in(c, ckpt);
+  if (mtp_layers < c.num_nextn_predict_layers && slice.rank == 0) {
     NW_LOG(Warning) << ckpt.dir() << ": config announces " << c.num_nextn_predict_layers
                     << " MTP layer(s) but the checkpoint has weights for " << mtp_layers
                     << "; running without the missing ones";
   }
 
-  ProgressBar progress("Loading weights", c.num_hidden_layers + mtp_layers + 1);
-  w.embed = r.get("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  std::optional<ProgressBar> own_progress;
+  if (!shared_progress) own_progress.emplace("Loading weights", weight_load_steps(c, ckpt));
+  ProgressBar& progress = shared_progress ? *shared_progress : *own_progress;
+  w.embed = load_vocab_table(r, c, "model.embed_tokens.weight", d);
   w.final_norm = r.get("model.norm.weight", {c.hidden_size});
-  w.lm_head = c.tie_word_embeddings && !r.has("lm_head.weight") ? w.embed
-                                                                : r.get("lm_head.weight", {c.vocab_size, c.hidden_size});
+  w.lm_head = c.tie_word_embeddings && !r.has("lm_head.weight") ? w.embed : load_vocab_table(r, c, "lm_head.weight", d);
   progress.advance();
   for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
-    w.layers.push_back(load_layer(r, c, layer));
+    w.layers.push_back(load_layer(r, c, layer, d));
     progress.advance();
   }
   for (int k = 0; k < mtp_layers; ++k) {
-    w.mtp.push_back(load_mtp(r, c, c.num_hidden_layers + k, w));
+    w.mtp.push_back(load_mtp(r, c, c.num_hidden_layers + k, w, d));
     progress.advance();
   }
-  progress.finish();
+  if (own_progress) own_progress->finish();
   return w;
 }
 

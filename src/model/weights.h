@@ -8,10 +8,12 @@
 
 #include "core/tensor.h"
 #include "model/model_config.h"
+#include "model/tensor_parallel.h"
 
 namespace narwhal {
 
 class Checkpoint;
+class ProgressBar;
 
 // A linear layer's weight [out, in] (nn.Linear layout; or [E, out, in] for stacked experts), and its
 // 128x128 block scales `scale_inv` [ceil(out/128), ceil(in/128)] when the weight stays FP8 (GPU only).
@@ -73,7 +75,13 @@ struct ModelWeights {
 
 // Reads every tensor the config needs from the checkpoint, checking names and shapes, fusing/stacking into
 // the layouts above, and placing them on `device`: the CPU gets float32 (FP8 dequantized), the GPU BF16
-// (FP8 kept). Shows a progress bar on stderr.
-ModelWeights load_weights(const ModelConfig& config, const Checkpoint& checkpoint, Device device = Device::kCPU);
+// (FP8 kept). A TP rank (`slice`) reads only its part of each split tensor (tensor_parallel.h says which), straight
+// from the mapped shards, so its shapes are local_config's and its vocabulary rows TpDims::vocab. Shows a
+// progress bar on stderr, or advances `progress` (shared by the ranks of a process) by weight_load_steps.
+ModelWeights load_weights(const ModelConfig& config, const Checkpoint& checkpoint, Device device = Device::kCPU,
+                          TpSlice slice = {}, ProgressBar* progress = nullptr);
+// How far load_weights advances a progress bar: one step for the embeddings and head, one per layer (MTP
+// layers included when the checkpoint has them).
+int weight_load_steps(const ModelConfig& config, const Checkpoint& checkpoint);
 
 }  // namespace narwhal

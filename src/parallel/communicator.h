@@ -35,6 +35,8 @@ class Communicator {
   int size() const { return size_; }
   const std::string& name() const { return name_; }  // "world", "tp", ...: for errors
   Device device() const { return device_; }          // where its tensors live
+  // Whether a CUDA graph may capture its collectives (NCCL's can; the exchange backends wait on the host).
+  virtual bool graph_capturable() const { return false; }
 
   // out = the elementwise sum of every rank's `in` (same shape; out may be in). The exchange backends add in rank
   // order (F32 accumulation for BF16, rounded once), so every rank gets the same bits on every run.

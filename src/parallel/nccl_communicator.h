@@ -27,6 +27,7 @@ class NcclCommunicator final : public Communicator {
                                                            const std::vector<int>& devices, double timeout_s,
                                                            std::shared_ptr<WorldStatus> status);
   ~NcclCommunicator() override;
+  bool graph_capturable() const override { return true; }
 
  private:
   NcclCommunicator(ncclComm* comm, int rank, int size, std::string name, int device, double timeout_s,

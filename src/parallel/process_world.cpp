@@ -2,7 +2,9 @@
 #include "parallel/process_world.h"
 
 #include <cuda_runtime.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
+#include "parallel/command_channel.h"
 #include "parallel/device_local_communicator.h"
 #include "parallel/host_communicator.h"
 #include "parallel/nccl_communicator.h"
@@ -55,13 +58,17 @@ ProcessWorld::ProcessWorld(const ParallelFlags& flags, Backend backend, const Fi
   else make_exchange_comms();
 
   if (store_) {
+    commands_ = std::make_unique<CommandChannel>(*store_, first, status_);
     // A lost node ends the host-side waits of every backend through the world status. NCCL kernels waiting for
-    // it would not end, so there the process exits at once (non-zero, naming the lost ranks).
-    const bool exit_now = backend == Backend::kNccl;
-    watchdog_ = std::make_unique<NodeWatchdog>(*store_, first, [status = status_, exit_now](const std::string& loss) {
+    // it would not end, so there the process exits (non-zero, naming the lost ranks) after a grace in which the
+    // host side learns of it: a server's engine stops and its /health says 503 first.
+    const bool exit_soon = backend == Backend::kNccl;
+    watchdog_ = std::make_unique<NodeWatchdog>(*store_, first, [status = status_, exit_soon](const std::string& loss) {
       status->fail(loss);
-      if (!exit_now) return;
-      NW_LOG(Error) << loss << "; exiting";
+      if (!exit_soon) return;
+      constexpr auto kGrace = std::chrono::seconds(3);
+      NW_LOG(Error) << loss << "; exiting in " << kGrace.count() << " s";
+      std::this_thread::sleep_for(kGrace);
       std::_Exit(1);
     });
   }
@@ -123,9 +130,13 @@ void ProcessWorld::run(const RankFn& fn) {
   std::vector<std::thread> threads;
   std::atomic<bool> any_failed{false};
   std::atomic<int> running{num_local_ranks()};
+  // Host ranks compute on the CPU side by side: each gets its share of the OpenMP threads, since more threads
+  // than cores spin-wait on each other (a TP 2 forward on 2 cores ran 10x slower with 2 threads per rank).
+  const int omp_threads = std::max(1, omp_get_max_threads() / num_local_ranks());
   for (int i = 0; i < num_local_ranks(); ++i) {
     threads.emplace_back([&, i] {
       try {
+        if (backend_ == Backend::kHost) omp_set_num_threads(omp_threads);
         if (devices_[i] >= 0) NW_CUDA_CHECK(cudaSetDevice(devices_[i]));
         fn(configs_[i], *comms_[i]);
       } catch (const std::exception& e) {

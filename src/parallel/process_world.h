@@ -16,6 +16,7 @@ namespace narwhal {
 
 class TcpStore;
 class NodeWatchdog;
+class CommandChannel;
 
 enum class Backend {
   kHost,         // CPU tensors: threads through shared memory, nodes over TCP (the CPU runner, CI)
@@ -30,8 +31,8 @@ class ProcessWorld {
  public:
   // Joins the world `flags` describe as node --node-rank and makes the world communicators of this node's ranks.
   // With --nnodes > 1: connects to the TcpStore at --dist-init-addr (node 0 serves it), meets every node there
-  // (join_nodes with `fingerprint`: missing nodes and differing flags are named), sets up the backend through it,
-  // then watches for nodes that die. Every wait is bounded by --dist-timeout.
+  // (join_nodes with `fingerprint`: missing nodes and differing flags are named), sets up the backend and node 0's
+  // command channel through it, then watches for nodes that die. Every wait is bounded by --dist-timeout.
   ProcessWorld(const ParallelFlags& flags, Backend backend, const Fingerprint& fingerprint = {});
   ~ProcessWorld();
   ProcessWorld(const ProcessWorld&) = delete;
@@ -40,6 +41,10 @@ class ProcessWorld {
   int num_local_ranks() const { return static_cast<int>(configs_.size()); }
   const ParallelConfig& config(int local_rank) const { return configs_.at(local_rank); }
   Communicator& comm(int local_rank) { return *comms_.at(local_rank); }
+  // This process's failure state: the first failure of a rank, a lost node (the watchdog), ...
+  const WorldStatus& status() const { return *status_; }
+  // Node 0's messages to the other nodes (null in a one-node world); set up after the communicators.
+  CommandChannel* commands() { return commands_.get(); }
 
   // Runs fn(config, world communicator) for every local rank, each on its own thread (with its GPU current on
   // device backends). A rank that throws fails the world, so the other ranks' waits end instead of hanging; then
@@ -59,6 +64,7 @@ class ProcessWorld {
   std::shared_ptr<WorldStatus> status_ = std::make_shared<WorldStatus>();
   std::unique_ptr<TcpStore> store_;
   std::vector<std::unique_ptr<Communicator>> comms_;
+  std::unique_ptr<CommandChannel> commands_;
   std::unique_ptr<NodeWatchdog> watchdog_;
 };
 

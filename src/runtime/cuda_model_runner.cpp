@@ -9,6 +9,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
+#include "model/safetensors.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/sampling.h"
 #include "runtime/kv_pool.h"
@@ -101,17 +102,21 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   NW_CUDA_CHECK(cudaEventCreateWithFlags(&draws_->done, cudaEventDisableTiming));
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
   model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
-                                       options.kernels);
+                                       options.kernels, options.tp);
   const ModelConfig& c = model_->config();
   max_seqs_ = std::min<int64_t>(max_tokens, 4096);
 
-  // The cache gets what the weights and buffers leave of mem_fraction_static x device memory.
+  // The cache gets what the weights and buffers leave of mem_fraction_static x device memory (a TP rank's share of
+  // it when ranks share the GPU). TP ranks measure once all of them have allocated, and take the fewest pages.
+  if (options.tp) options.tp->barrier();
   size_t free_bytes = 0, total_bytes = 0;
   NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const int64_t width = c.kv_cache_dim(), bytes_per_token = c.num_hidden_layers * width * 2;
   const int64_t budget = kv_budget_from_mem_fraction(static_cast<int64_t>(total_bytes),
-                                                     static_cast<int64_t>(free_bytes), options.mem_fraction_static);
+                                                     static_cast<int64_t>(free_bytes), options.mem_fraction_static) /
+                         std::max(1, options.ranks_per_device);
   num_pages_ = kv_pool_pages(budget, bytes_per_token, page_size_, options.max_total_tokens);
+  if (options.tp) num_pages_ = fewest_pages(*options.tp, num_pages_);
   const int64_t context = c.max_position_embeddings > 0 ? c.max_position_embeddings : num_pages_ * page_size_;
   max_pages_per_seq_ = (std::min(context, num_pages_ * page_size_) + page_size_ - 1) / page_size_;
   const int64_t layer_elems = num_pages_ * page_size_ * width;
@@ -119,7 +124,8 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   NW_CUDA_CHECK(cudaMemset(cache_storage_.data, 0, cache_storage_.nbytes()));
   for (int layer = 0; layer < c.num_hidden_layers; ++layer)
     cache_.push_back(cache_storage_.rows(layer, layer + 1).reshape({num_pages_, page_size_, width}));
-  NW_LOG(Info) << "cuda: weights " << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_
+  NW_LOG(Info) << (options.tp ? cat("cuda, TP rank ", options.tp->rank(), ": ") : std::string("cuda: ")) << "weights "
+               << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_
                << " pages x " << page_size_ << " tokens (" << cache_storage_.nbytes() / (1 << 20)
                << " MiB, --mem-fraction-static " << options.mem_fraction_static << ")";
 
@@ -145,28 +151,48 @@ CudaModelRunner::~CudaModelRunner() {
 
 namespace {
 
-ModelConfig gpu_config(const std::string& model_dir) {
+TpSlice slice_of(const CudaRunnerOptions& options) {
+  return options.tp ? TpSlice{options.tp->rank(), options.tp->size()} : TpSlice{};
+}
+
+ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   NW_CHECK(std::filesystem::exists(config_path), model_dir, ": no config.json (is --model-path a model directory?)");
   ModelConfig config = ModelConfig::from_file(config_path);
-  check_gpu_support(config);
+  check_gpu_support(config, slice);
   return config;
 }
 
 }  // namespace
 
+int64_t CudaModelRunner::fewest_pages(Communicator& tp, int64_t pages) {
+  const int32_t mine = static_cast<int32_t>(std::min<int64_t>(pages, INT32_MAX));
+  Tensor sent = Tensor::empty(DType::kI32, {1}, Device::kCUDA);
+  Tensor all = Tensor::empty(DType::kI32, {tp.size()}, Device::kCUDA);
+  NW_CUDA_CHECK(cudaMemcpyAsync(sent.data, &mine, 4, cudaMemcpyHostToDevice, stream_));
+  tp.all_gather(sent, all, stream_);
+  std::vector<int32_t> counts(static_cast<size_t>(tp.size()));
+  NW_CUDA_CHECK(cudaMemcpyAsync(counts.data(), all.data, counts.size() * 4, cudaMemcpyDeviceToHost, stream_));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return *std::min_element(counts.begin(), counts.end());
+}
+
 std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_dir,
                                                        const CudaRunnerOptions& options) {
-  ModelConfig config = gpu_config(model_dir);
-  CudaModelWeights weights = load_cuda_weights(config, model_dir);
+  const TpSlice slice = slice_of(options);
+  ModelConfig config = gpu_config(model_dir, slice);
+  CudaModelWeights weights = load_cuda_weights(config, Checkpoint(model_dir), slice, options.progress);
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }
 
 std::unique_ptr<CudaModelRunner> CudaModelRunner::dummy(const std::string& model_dir,
                                                         const CudaRunnerOptions& options, uint64_t seed) {
-  ModelConfig config = gpu_config(model_dir);
-  NW_LOG(Info) << "cuda: random weights for " << model_dir << "/config.json (--load-format dummy)";
-  CudaModelWeights weights = dummy_cuda_weights(config, seed);
+  const TpSlice slice = slice_of(options);
+  ModelConfig config = gpu_config(model_dir, slice);
+  if (slice.rank == 0) {
+    NW_LOG(Info) << "cuda: random weights for " << model_dir << "/config.json (--load-format dummy)";
+  }
+  CudaModelWeights weights = dummy_cuda_weights(config, seed, slice);
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }
 

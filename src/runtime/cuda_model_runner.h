@@ -23,6 +23,12 @@ struct CudaRunnerOptions {
   bool disable_cuda_graph = false;
   int64_t max_tokens_per_step = 16384;
   KernelChoice kernels = KernelChoice::kAuto;
+  // Tensor parallelism: this rank's TP group (NCCL, or device-local for tests; null without TP). Every rank of it
+  // builds its runner at the same time: they agree on the cache size (the fewest pages any rank can hold) and
+  // capture the same graphs, whose collectives only NCCL can capture.
+  Communicator* tp = nullptr;
+  int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
+  ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
 };
 
 // SGLang's capture sizes: 1, 2, 4, 8, 12, every 8 from 16 to 256, every 16 to 512, then every 32; those <= max_bs,
@@ -33,7 +39,8 @@ class CudaModelRunner : public ModelRunner {
  public:
   CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options);
   ~CudaModelRunner() override;
-  // Loads a checkpoint directory's config.json and weights onto the current GPU.
+  // Loads a checkpoint directory's config.json and weights onto the current GPU (with options.tp, that TP rank's
+  // part of the weights).
   static std::unique_ptr<CudaModelRunner> load(const std::string& model_dir, const CudaRunnerOptions& options);
   // The same with random weights made on the GPU from the directory's config.json alone (--load-format dummy).
   static std::unique_ptr<CudaModelRunner> dummy(const std::string& model_dir, const CudaRunnerOptions& options,
@@ -66,6 +73,8 @@ class CudaModelRunner : public ModelRunner {
   // (decode graphs); returns the step's views.
   CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs);
   void capture_graphs(int max_bs);
+  // The fewest of every TP rank's `pages`: the cache size they all hold (collective).
+  int64_t fewest_pages(Communicator& tp, int64_t pages);
   // Runs the step (graph or eager) and returns the device logits [>= B, vocab], not yet synchronized.
   Tensor forward(const ForwardBatch& batch, AttentionForm form);
 

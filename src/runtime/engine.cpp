@@ -140,24 +140,41 @@ void Engine::loop() {
   bool busy = false;
   for (;;) {
     publish_state();
+    bool idle_tick = false;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       const auto has_work = [&] { return stopping_ || !submitted_.empty() || !aborted_.empty() || flush_requested_; };
       // Idle, it still wakes every second to refresh the heartbeat, so a stale one means a stuck step.
-      while (!busy && !has_work()) {
-        if (!wake_.wait_for(lock, std::chrono::seconds(1), has_work)) publish_state();
-      }
+      if (!busy && !has_work()) idle_tick = !wake_.wait_for(lock, std::chrono::seconds(1), has_work);
       if (stopping_) return;
+    }
+    if (idle_tick) {
+      // A runner can break while idle too (a tensor-parallel node lost): then the loop ends, and /health says so.
+      if (const std::string lost = runner_->failure(); !lost.empty()) return stop_on_failure(lost);
+      continue;
     }
     try {
       busy = step();
     } catch (const std::exception& e) {
+      if (const std::string lost = runner_->failure(); !lost.empty()) return stop_on_failure(lost);
       // A failed step must not take the server down: its requests end with the error, the loop goes on.
       NW_LOG(Error) << "engine step failed: " << e.what();
       abort_everything(cat("internal error: ", e.what()));
       busy = false;
     }
   }
+}
+
+void Engine::stop_on_failure(const std::string& why) {
+  NW_LOG(Error) << "engine stopped: " << why;
+  abort_everything(cat("internal error: ", why));
+  std::lock_guard<std::mutex> lock(mutex_);
+  failure_ = why;
+}
+
+std::string Engine::failure() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failure_;
 }
 
 bool Engine::has_submissions() {

@@ -78,6 +78,9 @@ class Engine {
   void run_until_idle();
 
   const EngineStats& stats() const { return stats_; }
+  // Thread-safe. "" unless the loop stopped by itself because the runner failed for good (ModelRunner::failure):
+  // then why. Its requests were aborted with that message, and nothing runs any more.
+  std::string failure() const;
   // Loop-thread state, for tests and tools when the loop is not running.
   const KvPool& kv_pool() const { return pool_; }
   RadixCache& radix_cache() { return cache_; }
@@ -105,6 +108,8 @@ class Engine {
   void log_step(const StepPlan& plan);
   void emit(Sequence& seq, RequestOutput&& out);
   void abort_everything(const std::string& message);
+  // The runner failed for good: every request is aborted and the loop records why (it ends after this).
+  void stop_on_failure(const std::string& why);
   void drop_done();
   void publish_state();  // the liveness and occupancy fields of stats_
 
@@ -137,12 +142,13 @@ class Engine {
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
   std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end
 
-  std::mutex mutex_;  // guards the two queues below and wakes the loop
+  mutable std::mutex mutex_;  // guards the two queues below and failure_, and wakes the loop
   std::condition_variable wake_;
   std::vector<std::unique_ptr<RequestState>> submitted_;
   std::vector<uint64_t> aborted_;
   bool flush_requested_ = false;
   bool stopping_ = false;
+  std::string failure_;
   std::thread thread_;
 
   std::atomic<uint64_t> next_id_{1};

@@ -41,6 +41,9 @@ class ModelRunner {
   // Copies page `src` to page `dst` in every layer: a forked sequence's own copy of a shared partial page. Ordered
   // after the steps launched before it.
   virtual void copy_page(int32_t src, int32_t dst) = 0;
+  // "" while the runner can run steps; else why it never will again (a tensor-parallel rank or node was lost, so
+  // its world is broken). Thread-safe. The engine stops its loop on it, and checks it while idle too.
+  virtual std::string failure() const { return ""; }
 };
 
 // A runner whose forward gives host logits (the CPU reference, test runners): launch() runs run() and the host

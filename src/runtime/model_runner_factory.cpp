@@ -1,25 +1,155 @@
-// make_model_runner: one place that picks the ModelRunner implementation by device.
+// make_model_runner: one place that picks the ModelRunner implementation by device and parallelism.
 #include "runtime/model_runner_factory.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/logging.h"
+#include "core/progress.h"
+#include "model/safetensors.h"
+#include "parallel/process_world.h"
 #include "runtime/cpu_model_runner.h"
 #include "runtime/cuda_model_runner.h"
 #include "runtime/kv_pool.h"
+#include "runtime/tp_model_runner.h"
 
 namespace narwhal {
 
 namespace {
 
-std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
-  auto model = std::make_shared<const DeepSeekModel>(DeepSeekModel::load(options.model_path));
-  const int64_t bytes_per_token = CpuModelRunner::cache_bytes_per_token(model->config());
+ModelConfig read_config(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  NW_CHECK(std::filesystem::exists(path), model_dir, ": no config.json (is --model-path a model directory?)");
+  return ModelConfig::from_file(path);
+}
+
+int64_t cpu_cache_pages(const RunnerOptions& options, const ModelConfig& config, bool log) {
+  const int64_t bytes_per_token = CpuModelRunner::cache_bytes_per_token(config);
   const int64_t pages =
       kv_pool_pages(options.cpu_cache_bytes, bytes_per_token, options.page_size, options.max_total_tokens);
-  NW_LOG(Info) << "cpu KV cache: " << pages << " pages x " << options.page_size << " tokens x " << bytes_per_token
-               << " bytes (--cpu-cache-bytes " << options.cpu_cache_bytes << ")";
+  if (log) {
+    NW_LOG(Info) << "cpu KV cache: " << pages << " pages x " << options.page_size << " tokens x " << bytes_per_token
+                 << " bytes (--cpu-cache-bytes " << options.cpu_cache_bytes << ")";
+  }
+  return pages;
+}
+
+std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
+  auto model = std::make_shared<const DeepSeekModel>(DeepSeekModel::load(options.model_path));
+  const int64_t pages = cpu_cache_pages(options, model->config(), true);
   return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
+}
+
+CudaRunnerOptions cuda_options(const RunnerOptions& options) {
+  require_cuda_device("--device cuda", "; --device cpu runs the reference forward on the CPU");
+  CudaRunnerOptions cuda;
+  cuda.page_size = options.page_size;
+  cuda.max_total_tokens = options.max_total_tokens;
+  cuda.mem_fraction_static = options.mem_fraction_static;
+  cuda.cuda_graph_max_bs = options.cuda_graph_max_bs;
+  cuda.disable_cuda_graph = options.disable_cuda_graph;
+  cuda.max_tokens_per_step = options.max_tokens_per_step;
+  if (cuda.cuda_graph_max_bs == 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    cuda.cuda_graph_max_bs = auto_cuda_graph_max_bs(static_cast<int64_t>(total_bytes));
+  }
+  return cuda;
+}
+
+std::unique_ptr<CudaModelRunner> make_cuda_runner(const RunnerOptions& options, const CudaRunnerOptions& cuda) {
+  if (options.load_format == "dummy") return CudaModelRunner::dummy(options.model_path, cuda);
+  return CudaModelRunner::load(options.model_path, cuda);
+}
+
+bool device_local_requested() {
+  const char* v = std::getenv(kDeviceLocalEnv);
+  return v && std::string(v) == "1";
+}
+
+Backend tp_backend(const RunnerOptions& options) {
+  if (options.device == "cpu") return Backend::kHost;
+  return device_local_requested() ? Backend::kDeviceLocal : Backend::kNccl;
+}
+
+// config.json's bytes as 16 hex digits (FNV-1a): the same model under two paths, or two models under one.
+std::string config_digest(const std::string& model_dir) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : read_text_file((std::filesystem::path(model_dir) / "config.json").string()))
+    h = (h ^ c) * 0x100000001b3ull;
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+// What every node must agree on: the flags that shape each rank's weights, cache and step buffers (join_nodes adds
+// the parallel flags, --tp-size among them). The device decides the dtypes (F32 on the CPU, BF16 / FP8 on the GPU).
+Fingerprint runner_fingerprint(const RunnerOptions& o) {
+  return {{"--model-path", o.model_path},
+          {"config.json", config_digest(o.model_path)},
+          {"--device", o.device},
+          {"--load-format", o.load_format},
+          {"--page-size", std::to_string(o.page_size)},
+          {"--max-total-tokens", std::to_string(o.max_total_tokens)},
+          {"--cpu-cache-bytes", std::to_string(o.cpu_cache_bytes)},
+          {"--mem-fraction-static", cat(o.mem_fraction_static)},
+          {"--cuda-graph-max-bs", std::to_string(o.cuda_graph_max_bs)},
+          {"--disable-cuda-graph", o.disable_cuda_graph ? "true" : "false"},
+          {"tokens per step (--chunked-prefill-size, --max-prefill-tokens, --max-running-requests)",
+           std::to_string(o.max_tokens_per_step)}};
+}
+
+// Refuses a --tp-size the model cannot split before any node waits for the others (every node refuses alike).
+std::unique_ptr<ProcessWorld> join_world(const RunnerOptions& options) {
+  const ModelConfig config = read_config(options.model_path);
+  const TpSlice slice{0, options.parallel.tp_size};
+  tp_dims(config, slice);
+  if (options.device == "cuda") {
+    require_cuda_device("--device cuda", "; --device cpu runs tensor parallelism on the CPU");
+    check_gpu_support(config, slice);
+  }
+  return std::make_unique<ProcessWorld>(options.parallel, tp_backend(options), runner_fingerprint(options));
+}
+
+// Makes each local rank's runner on its thread: its slices of the weights (one progress bar for this process's
+// ranks) and its own latent cache.
+RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld& world) {
+  const ModelConfig config = read_config(options.model_path);
+  const int ranks = world.num_local_ranks();
+  std::shared_ptr<ProgressBar> progress;
+  if (options.load_format != "dummy")
+    progress = std::make_shared<ProgressBar>(
+        "Loading weights", ranks * weight_load_steps(config, Checkpoint(options.model_path)));
+  auto made = std::make_shared<std::atomic<int>>(0);
+  const auto done = [progress, made, ranks] {
+    if (++*made == ranks && progress) progress->finish();
+  };
+  if (options.device == "cpu") {
+    const int64_t pages = cpu_cache_pages(options, config, world.config(0).node_rank() == 0);
+    return [options, config, pages, progress, done](const ParallelConfig&, Communicator& tp) {
+      ModelWeights weights =
+          load_weights(config, Checkpoint(options.model_path), Device::kCPU, {tp.rank(), tp.size()}, progress.get());
+      auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp);
+      done();
+      return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
+    };
+  }
+  CudaRunnerOptions cuda = cuda_options(options);
+  const int ranks_per_device = tp_backend(options) == Backend::kDeviceLocal ? ranks : 1;
+  return [options, cuda, progress, done, ranks_per_device](const ParallelConfig&, Communicator& tp) {
+    CudaRunnerOptions mine = cuda;
+    mine.tp = &tp;
+    mine.ranks_per_device = ranks_per_device;
+    mine.progress = progress.get();
+    std::unique_ptr<ModelRunner> runner = make_cuda_runner(options, mine);
+    done();
+    return runner;
+  };
 }
 
 }  // namespace
@@ -29,26 +159,28 @@ int auto_cuda_graph_max_bs(int64_t total_bytes) {
   return gib >= 120 ? kMaxAutoCudaGraphBs : gib >= 70 ? 256 : 160;
 }
 
+bool is_worker_node(const RunnerOptions& options) { return options.parallel.node_rank != 0; }
+
 std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
-  if (options.device == "cpu") return make_cpu_runner(options);
-  if (options.device == "cuda") {
-    require_cuda_device("--device cuda", "; --device cpu runs the reference forward on the CPU");
-    CudaRunnerOptions cuda;
-    cuda.page_size = options.page_size;
-    cuda.max_total_tokens = options.max_total_tokens;
-    cuda.mem_fraction_static = options.mem_fraction_static;
-    cuda.cuda_graph_max_bs = options.cuda_graph_max_bs;
-    cuda.disable_cuda_graph = options.disable_cuda_graph;
-    cuda.max_tokens_per_step = options.max_tokens_per_step;
-    if (cuda.cuda_graph_max_bs == 0) {
-      size_t free_bytes = 0, total_bytes = 0;
-      NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-      cuda.cuda_graph_max_bs = auto_cuda_graph_max_bs(static_cast<int64_t>(total_bytes));
-    }
-    if (options.load_format == "dummy") return CudaModelRunner::dummy(options.model_path, cuda);
-    return CudaModelRunner::load(options.model_path, cuda);
+  NW_CHECK(options.device == "cpu" || options.device == "cuda", "--device ", options.device,
+           ": no model runner for it (available: cpu, cuda)");
+  if (options.parallel.tp_size > 1 || options.parallel.nnodes > 1) {
+    NW_CHECK(!is_worker_node(options), "--node-rank ", options.parallel.node_rank, " follows node 0: it runs no engine");
+    std::unique_ptr<ProcessWorld> world = join_world(options);
+    RankRunnerFactory make = rank_factory(options, *world);
+    return std::make_unique<TpModelRunner>(std::move(world), std::move(make));
   }
-  throw Error(cat("--device ", options.device, ": no model runner for it (available: cpu, cuda)"));
+  if (options.device == "cpu") return make_cpu_runner(options);
+  return make_cuda_runner(options, cuda_options(options));
+}
+
+void run_worker_node(const RunnerOptions& options) {
+  std::unique_ptr<ProcessWorld> world = join_world(options);
+  const ParallelConfig& first = world->config(0);
+  NW_LOG(Info) << first.describe_ranks(first.local_ranks()) << ": a worker of node 0 (" << options.parallel.dist_init_addr
+               << "), following its steps";
+  follow_node_zero(*world, rank_factory(options, *world));
+  NW_LOG(Info) << "node 0 stopped: node " << first.node_rank() << " stops too";
 }
 
 }  // namespace narwhal

@@ -41,6 +41,8 @@ std::optional<std::string> engine_problem(const EngineStats& stats, int64_t now_
 }
 
 void handle_health(const ServerContext& context, bool draining) {
+  if (const std::string failure = context.engine.failure(); !failure.empty())
+    throw unavailable("Unhealthy: the engine stopped: " + failure + ".");
   if (draining) throw unavailable("The server is shutting down.");
   if (auto problem = engine_problem(context.engine.stats(), steady_now_ns(), kHealthCheckTimeoutSeconds))
     throw unavailable("Unhealthy: " + *problem + ".");

@@ -82,7 +82,7 @@ void block_shutdown_signals() {
   std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error code, not a crash
 }
 
-void serve(ServerContext& context, const ServeOptions& options, const std::function<void(int port)>& on_listening) {
+int serve(ServerContext& context, const ServeOptions& options, const std::function<void(int port)>& on_listening) {
   Router router(context);
   HttpServer http(
       options.http, [&router](const HttpRequest& head) { return router.admit(head); },
@@ -96,9 +96,27 @@ void serve(ServerContext& context, const ServeOptions& options, const std::funct
   on_listening(http.port());
 
   int received = 0;
-  while (received == 0) received = wait_for_signal(-1);
+  std::string engine_failure;
+  while (received == 0 && engine_failure.empty()) {
+    received = wait_for_signal(0.1);
+    engine_failure = context.engine.failure();
+  }
   // In flight: generating in the engine, or admitted and still being read or handled (not yet submitted).
   const auto in_flight = [&] { return context.in_flight() + http.counters().requests_in_progress; };
+  if (!engine_failure.empty()) {
+    // Its requests were aborted with the failure; /health already says 503, new generation requests get it too.
+    NW_LOG(Error) << "the engine stopped (" << engine_failure << "): answering 503 for " << kFailedEngineGraceSeconds
+                  << " s, then exiting";
+    router.start_draining();
+    std::this_thread::sleep_for(std::chrono::duration<double>(kFailedEngineGraceSeconds));
+    http.stop_accepting();
+    context.abort_all();
+    wait_until_idle(in_flight, 1.0);
+    context.engine.stop();
+    http.stop();
+    NW_LOG(Info) << "server stopped";
+    return 1;
+  }
   NW_LOG(Info) << "received " << signal_name(received) << ": draining " << in_flight()
                << " in-flight requests (up to " << options.drain_timeout_seconds << " s)";
   router.start_draining();
@@ -112,6 +130,7 @@ void serve(ServerContext& context, const ServeOptions& options, const std::funct
   context.engine.stop();  // before the I/O threads: no output may arrive for a connection after them
   http.stop();
   NW_LOG(Info) << "server stopped";
+  return 0;
 }
 
 }  // namespace narwhal::server

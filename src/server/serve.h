@@ -17,9 +17,14 @@ struct ServeOptions {
 // first, before anything starts a thread; serve() then installs a handler and takes the signals on its thread.
 void block_shutdown_signals();
 
+// How long a server whose engine failed for good (a tensor-parallel rank lost) keeps answering, /health and every
+// generation request with 503, before it exits: long enough for health checkers and load balancers to see it.
+inline constexpr double kFailedEngineGraceSeconds = 2.0;
+
 // Serves until SIGINT/SIGTERM, stops accepting, waits up to the drain timeout for in-flight requests (a second
-// signal meanwhile is logged, and the drain goes on), aborts the rest, stops the engine, and returns.
+// signal meanwhile is logged, and the drain goes on), aborts the rest, stops the engine, and returns 0. When the
+// engine stops by itself (Engine::failure) it answers 503 for kFailedEngineGraceSeconds, stops and returns 1.
 // `on_listening` gets the bound port.
-void serve(ServerContext& context, const ServeOptions& options, const std::function<void(int port)>& on_listening);
+int serve(ServerContext& context, const ServeOptions& options, const std::function<void(int port)>& on_listening);
 
 }  // namespace narwhal::server

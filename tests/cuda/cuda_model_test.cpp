@@ -104,34 +104,9 @@ TEST_P(CudaFixture, LogitsMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(All, CudaFixture,
                          ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
 
-// DeepSeek's real attention dims (so the tuned MLA and MoE kernels run), few layers and experts.
-json deepseek_dims_json(bool fp8) {
-  json j = testing::small_v3_config();
-  j["hidden_size"] = 1024;
-  j["num_hidden_layers"] = 2;
-  j["num_attention_heads"] = 16;
-  j["q_lora_rank"] = 512;
-  j["kv_lora_rank"] = 512;
-  j["qk_nope_head_dim"] = 128;
-  j["qk_rope_head_dim"] = 64;
-  j["v_head_dim"] = 128;
-  j["intermediate_size"] = 1024;
-  j["moe_intermediate_size"] = 256;
-  j["n_routed_experts"] = 16;
-  j["num_experts_per_tok"] = 4;
-  j["n_shared_experts"] = 1;
-  j["n_group"] = 4;
-  j["topk_group"] = 2;
-  j["vocab_size"] = 1000;
-  j["max_position_embeddings"] = 4096;
-  j["num_nextn_predict_layers"] = 0;
-  if (fp8)
-    j["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
-                                {"weight_block_size", {128, 128}}};
-  return j;
+ModelConfig deepseek_dims_config(bool fp8) {
+  return ModelConfig::from_json(testing::deepseek_dims_json(fp8), "test config");
 }
-
-ModelConfig deepseek_dims_config(bool fp8) { return ModelConfig::from_json(deepseek_dims_json(fp8), "test config"); }
 
 std::unique_ptr<CudaModelRunner> dummy_runner(bool fp8, CudaRunnerOptions o) {
   ModelConfig c = deepseek_dims_config(fp8);
@@ -186,7 +161,7 @@ TEST(CudaModel, TunedForwardMatchesCpuReference) {
   for (bool fp8 : {false, true}) {
     int within = 0;
     testing::TempDir dir;
-    testing::write_random_checkpoint(dir.path(), deepseek_dims_json(fp8), 11, fp8);
+    testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(fp8), 11, fp8);
     DeepSeekModel cpu = DeepSeekModel::load(dir.path());
     KvCache cache(cpu.config(), cpu.config().num_hidden_layers, 16, 16);
     auto gpu = CudaModelRunner::load(dir.path(), small_options());

@@ -1,4 +1,4 @@
-// GPU memory-bound ops against the CPU reference ops, at DeepSeek shapes and odd ones.
+// GPU memory-bound ops against the CPU reference ops, at DeepSeek shapes and odd ones (and the vocab-parallel ones).
 // Tolerance: inputs are exact BF16 values on both sides, math is FP32; the GPU rounds its BF16 outputs
 // once, so the error is BF16 rounding: relative 2^-8 = 3.9e-3 per element, checked as max|diff|/max|ref| <= 8e-3.
 #include <gtest/gtest.h>
@@ -161,6 +161,28 @@ TEST(CudaElementwise, SiluAndMulAndArgmax) {
     for (int64_t b = 0; b < batch; ++b)
       EXPECT_EQ(got.ptr<int32_t>()[b], ops::argmax(host + b * vocab, vocab)) << "row " << b << " vocab " << vocab;
   }
+}
+
+// A vocab-parallel rank's embedding (ids outside its rows give zeros) and the join of lm_head shards (the last
+// shard padded), against the CPU twins: both copy values, so they agree exactly.
+TEST(CudaElementwise, VocabParallelEmbeddingAndJoinedShards) {
+  NW_REQUIRE_GPU();
+  const int64_t rows = 136, hidden = 200, first = 272;  // rank 2 of a 1000-word vocabulary split in 8-row groups
+  auto table = random_bf16({rows, hidden}, 11);
+  const std::vector<int32_t> ids = {0, 271, 272, 300, 407, 408, 999};
+  Tensor out = poisoned(DType::kF32, {static_cast<int64_t>(ids.size()), hidden});
+  ops::cuda::embedding(device_ints(ids), table.device, out, nullptr, first);
+  Tensor ref = Tensor::zeros(DType::kF32, {static_cast<int64_t>(ids.size()), hidden});
+  ops::embedding(ids, table.host, ref, first);
+  expect_close(out, ref, 0.0, "embedding shard");
+
+  const int64_t parts = 8, per_rank = 128, vocab = 1000, batch = 3;  // the last shard has 104 real columns
+  const Tensor shards_host = random_bf16({parts * batch, per_rank}, 12).host;
+  Tensor joined = poisoned(DType::kF32, {batch, vocab});
+  ops::cuda::join_vocab_shards(shards_host.to(Device::kCUDA), parts, joined, nullptr);
+  Tensor want = Tensor::zeros(DType::kF32, {batch, vocab});
+  ops::join_vocab_shards(shards_host, parts, want);
+  expect_close(joined, want, 0.0, "joined shards");
 }
 
 }  // namespace

@@ -116,4 +116,30 @@ ErrorStats expect_close(const Tensor& device_result, const Tensor& reference, do
   return e;
 }
 
+json deepseek_dims_json(bool fp8) {
+  json j = small_v3_config();
+  j["hidden_size"] = 1024;
+  j["num_hidden_layers"] = 2;
+  j["num_attention_heads"] = 16;
+  j["q_lora_rank"] = 512;
+  j["kv_lora_rank"] = 512;
+  j["qk_nope_head_dim"] = 128;
+  j["qk_rope_head_dim"] = 64;
+  j["v_head_dim"] = 128;
+  j["intermediate_size"] = 1024;
+  j["moe_intermediate_size"] = 256;
+  j["n_routed_experts"] = 16;
+  j["num_experts_per_tok"] = 4;
+  j["n_shared_experts"] = 1;
+  j["n_group"] = 4;
+  j["topk_group"] = 2;
+  j["vocab_size"] = 1000;
+  j["max_position_embeddings"] = 4096;
+  j["num_nextn_predict_layers"] = 0;
+  if (fp8)
+    j["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
+                                {"weight_block_size", {128, 128}}};
+  return j;
+}
+
 }  // namespace narwhal::testing

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "core/tensor.h"
 #include "test_util.h"
 
@@ -46,6 +47,10 @@ struct ScatteredPages {
   int64_t max_pages = 0, pool_pages = 0;
 };
 ScatteredPages scattered_pages(const std::vector<int64_t>& lengths, int64_t page_size, uint64_t seed);
+
+// A small config at DeepSeek's real attention dims (so the tuned MLA and MoE kernels run; 16 heads, hidden 1024,
+// moe_intermediate 256, 16 experts, vocab 1000), few layers and experts; FP8 with 128x128 blocks when asked.
+json deepseek_dims_json(bool fp8);
 
 // Compares a device result (F32 or BF16) with a host F32 reference of equal size: prints max-abs and relative
 // error (max |diff| / max |ref|) under `what`, expects rel <= tolerance (NaN fails), returns the numbers.

@@ -47,6 +47,15 @@ TEST(GpuSupport, RefusalsNameTheField) {
     const std::string message = refusal(c);
     EXPECT_NE(message.find(std::string("'") + field + "' is " + value.dump()), std::string::npos) << message;
   }
+  // A TP rank's slice is what the kernels get: moe_intermediate_size 24 leaves 12 per rank at TP 2.
+  try {
+    check_gpu_support(ModelConfig::from_json(base, "config.json"), {1, 2});
+    ADD_FAILURE() << "a 12-wide expert slice passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'moe_intermediate_size' is 24, 12 per rank at --tp-size 2"),
+              std::string::npos)
+        << e.what();
+  }
   json many = base;
   many["n_routed_experts"] = 480;
   many["n_group"] = 6;

@@ -1,5 +1,5 @@
-// Helpers of the parallel tests: a free local port, and child processes of this test binary (the multi-node
-// tests run each node as one), with their exit status, timing and output.
+// Helpers of the parallel tests: a free local port, and child processes (of this test binary, or of any program:
+// the multi-node tests run each node as one), with their exit status, timing and output.
 #pragma once
 
 #include <fcntl.h>
@@ -30,7 +30,7 @@ inline int free_port() {
   return local_port(s);
 }
 
-// A child running this binary's ParallelChild.Run with extra environment variables.
+// A child process: its stdout and stderr go to `log`.
 struct Child {
   pid_t pid = -1;
   std::string log;  // its stdout and stderr
@@ -45,10 +45,8 @@ struct Child {
   }
 };
 
-inline Child spawn_child(const std::vector<std::string>& env, const std::string& log) {
-  char self[4096] = {};
-  NW_CHECK(::readlink("/proc/self/exe", self, sizeof self - 1) > 0, "cannot find this test binary");
-  std::vector<std::string> args = {self, "--gtest_filter=ParallelChild.Run"};
+// Runs `args` (args[0] the program's path) with this process's environment plus `env`.
+inline Child spawn_process(std::vector<std::string> args, const std::vector<std::string>& env, const std::string& log) {
   std::vector<std::string> vars = env;
   for (char** e = environ; *e; ++e) vars.push_back(*e);
   std::vector<char*> argv, envp;
@@ -62,10 +60,17 @@ inline Child spawn_child(const std::vector<std::string>& env, const std::string&
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   Child child;
   child.log = log;
-  const int rc = ::posix_spawn(&child.pid, self, &actions, nullptr, argv.data(), envp.data());
+  const int rc = ::posix_spawn(&child.pid, args[0].c_str(), &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   NW_CHECK(rc == 0, "posix_spawn failed: ", rc);
   return child;
+}
+
+// A child running this test binary's ParallelChild.Run with extra environment variables.
+inline Child spawn_child(const std::vector<std::string>& env, const std::string& log) {
+  char self[4096] = {};
+  NW_CHECK(::readlink("/proc/self/exe", self, sizeof self - 1) > 0, "cannot find this test binary");
+  return spawn_process({self, "--gtest_filter=ParallelChild.Run"}, env, log);
 }
 
 // Waits for every child, killing those still running after limit_s (their exit_code stays -1).

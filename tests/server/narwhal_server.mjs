@@ -10,21 +10,27 @@ export const bin = process.env.NARWHAL_BIN ?? "build/narwhal";
 const root = process.env.NARWHAL_SOURCE_DIR ?? process.cwd();
 export const KEY = "test-key";
 
-// The bundled tiny model, made here if the checkout has none.
+// The bundled tiny model, made here (once) if the checkout has none.
+let made;
 export function modelDir() {
   const bundled = path.join(root, "models/tiny");
   if (existsSync(path.join(bundled, "config.json"))) return bundled;
-  const dir = mkdtempSync(path.join(tmpdir(), "narwhal-tiny-"));
-  execFileSync(bin, ["make-model", "--preset", "tiny", "--output-dir", dir], { stdio: "inherit" });
-  return dir;
+  if (made) return made;
+  made = mkdtempSync(path.join(tmpdir(), "narwhal-tiny-"));
+  execFileSync(bin, ["make-model", "--preset", "tiny", "--output-dir", made], { stdio: "inherit" });
+  return made;
 }
 
-// Starts `narwhal serve` (served as "tiny", API key KEY) with `args` added; resolves once it listens. A 256 MiB
-// KV cache is plenty here and starts seconds sooner than the 1 GiB default.
-export async function startServer(args = []) {
-  const process_ = spawn(bin, ["serve", "--model-path", modelDir(), "--port", "0", "--api-key", KEY,
-                               "--served-model-name", "tiny", "--cpu-cache-bytes", String(256 << 20), ...args],
-                         { stdio: ["ignore", "pipe", "inherit"] });
+// The `narwhal serve` arguments of startServer: the bundled model served as "tiny" with API key KEY, `args` added.
+// A 256 MiB KV cache is plenty here and starts seconds sooner than the 1 GiB default.
+export function serveArgs(args = []) {
+  return ["serve", "--model-path", modelDir(), "--port", "0", "--api-key", KEY, "--served-model-name", "tiny",
+          "--cpu-cache-bytes", String(256 << 20), ...args];
+}
+
+// Starts `narwhal serve` with serveArgs(args) (and `env`, when given, as its environment); resolves once it listens.
+export async function startServer(args = [], env = process.env) {
+  const process_ = spawn(bin, serveArgs(args), { stdio: ["ignore", "pipe", "inherit"], env });
   const base = await new Promise((resolve, reject) => {
     let out = "";
     process_.stdout.on("data", (d) => {

@@ -32,11 +32,17 @@ __device__ float block_sum(float v) {
   return v;
 }
 
-__global__ void embedding_kernel(const int32_t* ids, const bf16* table, float* out, int64_t hidden) {
+__global__ void embedding_kernel(const int32_t* ids, const bf16* table, float* out, int64_t hidden, int64_t first_id,
+                                 int64_t rows) {
   grid_dependency_wait();
-  const bf16* row = table + static_cast<int64_t>(ids[blockIdx.x]) * hidden;
+  const int64_t row = static_cast<int64_t>(ids[blockIdx.x]) - first_id;
   float* dst = out + blockIdx.x * hidden;
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = __bfloat162float(row[i]);
+  if (row < 0 || row >= rows) {  // another rank's row of a vocab-parallel table
+    for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = 0.0f;
+    return;
+  }
+  const bf16* src = table + row * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = __bfloat162float(src[i]);
 }
 
 // add_rms_norm over 8-element chunks, at most kNormChunks per thread, held in registers between the two passes.
@@ -197,6 +203,18 @@ __global__ void gather_rows_kernel(const bf16* x, const int32_t* rows, bf16* out
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
 }
 
+// Row b of out (blockIdx.y), its columns strided over the x blocks: column v is rank v / per's column v % per.
+__global__ void join_vocab_shards_kernel(const float* shards, int64_t rows, int64_t per_rank, int64_t vocab,
+                                         float* out) {
+  grid_dependency_wait();
+  const int64_t b = blockIdx.y;
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < vocab;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = v / per_rank;
+    out[b * vocab + v] = shards[(r * rows + b) * per_rank + (v - r * per_rank)];
+  }
+}
+
 __global__ void bf16_to_f32_kernel(const bf16* x, float* out, int64_t n) {
   grid_dependency_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -271,13 +289,13 @@ void check_cuda(const Tensor& t, DType dtype, const char* what) {
 
 }  // namespace
 
-void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t stream) {
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t stream, int64_t first_id) {
   check_cuda(ids, DType::kI32, "embedding ids");
   check_cuda(table, DType::kBF16, "embedding table");
   check_cuda(out, DType::kF32, "embedding out");
   if (ids.numel() == 0) return;
   launch(embedding_kernel, ids.numel(), kThreads, 0, stream, ids.ptr<int32_t>(), device_ptr<bf16>(table), out.f32(),
-         table.size(1));
+         table.size(1), first_id, table.size(0));
 }
 
 void add_rms_norm(Tensor& residual, const Tensor& delta, const Tensor& weight, float eps, Tensor& out,
@@ -370,6 +388,18 @@ void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream) {
   if (x.numel() == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(x.numel(), kThreads), 4096));
   launch(bf16_to_f32_kernel, blocks, kThreads, 0, stream, device_ptr<bf16>(x), out.f32(), x.numel());
+}
+
+void join_vocab_shards(const Tensor& shards, int64_t parts, Tensor& out, cudaStream_t stream) {
+  check_cuda(shards, DType::kF32, "join_vocab_shards shards");
+  check_cuda(out, DType::kF32, "join_vocab_shards out");
+  const int64_t rows = out.size(0), vocab = out.size(1), per_rank = shards.size(1);
+  NW_CHECK(parts >= 1 && shards.size(0) == parts * rows && parts * per_rank >= vocab && rows <= 65535,
+           "join_vocab_shards: ", parts, " shards ", shards.shape_string(), " cannot make logits ", out.shape_string());
+  if (rows == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(vocab, kThreads), 64));
+  launch(join_vocab_shards_kernel, dim3(blocks, static_cast<unsigned>(rows)), kThreads, 0, stream, shards.f32(), rows,
+         per_rank, vocab, out.f32());
 }
 
 void argmax(const Tensor& logits, Tensor& ids, cudaStream_t stream) {

@@ -1,5 +1,6 @@
 // Memory-bound ops of the GPU forward: embedding, residual add + RMSNorm, RoPE + latent cache store,
-// SiLU-and-mul, greedy choice. BF16 activations, FP32 statistics and residual stream.
+// SiLU-and-mul, greedy choice, the join of vocab-parallel logits. BF16 activations, FP32 statistics and residual
+// stream.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,8 +9,10 @@
 
 namespace narwhal::ops::cuda {
 
-// out[t, :] = table[ids[t], :] as FP32 (the residual stream). ids [T] I32, table [V, H] BF16, out [T, H] F32.
-void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t stream);
+// out[t, :] = table[ids[t] - first_id, :] as FP32 (the residual stream), or zeros where ids[t] is outside
+// [first_id, first_id + V): a vocab-parallel rank's rows (first_id 0 and the whole table without TP).
+// ids [T] I32, table [V, H] BF16, out [T, H] F32. The CPU twin is ops::embedding.
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out, cudaStream_t stream, int64_t first_id = 0);
 
 // residual += delta (when delta is defined); out = rms_norm(residual) * weight.
 // residual [T, H] F32 (updated in place), delta [T, H] BF16 or undefined, weight [H] BF16, out [T, H] BF16;
@@ -46,6 +49,11 @@ void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t 
 
 // out = float(x), elementwise (BF16 -> F32), for logits and router scores.
 void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream);
+
+// out [B, V] = `parts` ranks' vocabulary shards as all_gather stacks them, shards [parts * B, per_rank] F32 (rank r's
+// rows r * B ..) into columns r * per_rank .. of out; the last rank's columns past V are dropped. The CPU twin is
+// ops::join_vocab_shards.
+void join_vocab_shards(const Tensor& shards, int64_t parts, Tensor& out, cudaStream_t stream);
 
 // ids[b] = argmax(logits[b, :]) (lowest index on ties). logits [B, V] F32, ids [B] I32.
 void argmax(const Tensor& logits, Tensor& ids, cudaStream_t stream);

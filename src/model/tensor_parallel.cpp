@@ -1,0 +1,43 @@
+// tp_dims: the per-rank split of heads, intermediate sizes and vocabulary; local_config: the config they imply.
+#include "model/tensor_parallel.h"
+
+#include "core/error.h"
+
+namespace narwhal {
+
+TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
+  NW_CHECK(slice.size >= 1 && slice.rank >= 0 && slice.rank < slice.size, "TP rank ", slice.rank, " of ", slice.size,
+           " is out of range");
+  const auto split = [&](int64_t total, const char* field) {
+    return shard(total, slice.rank, slice.size, cat("config.json's ", field));
+  };
+  bool dense_layer = false;
+  for (int layer = 0; layer < c.num_hidden_layers + c.num_nextn_predict_layers; ++layer)
+    dense_layer = dense_layer || !c.is_moe_layer(layer);
+  const bool moe = c.n_routed_experts > 0;
+  TpDims d;
+  d.slice = slice;
+  d.heads = split(c.num_attention_heads, "num_attention_heads");
+  // A dimension no layer uses is not split (and may be anything).
+  d.intermediate = dense_layer ? split(c.intermediate_size, "intermediate_size") : Shard{0, c.intermediate_size};
+  d.moe_intermediate =
+      moe ? split(c.moe_intermediate_size, "moe_intermediate_size") : Shard{0, c.moe_intermediate_size};
+  const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
+  d.shared_intermediate =
+      moe && shared > 0 ? split(shared, "n_shared_experts x moe_intermediate_size") : Shard{0, shared};
+  // Split, a shard is a whole number of 8-row groups: its rows of logits stay 16-byte aligned for the GPU's GEMMs.
+  const int64_t per_rank =
+      slice.size == 1 ? c.vocab_size : ((c.vocab_size + slice.size - 1) / slice.size + 7) / 8 * 8;
+  d.vocab = {slice.rank * per_rank, per_rank};
+  return d;
+}
+
+ModelConfig local_config(const ModelConfig& c, const TpDims& d) {
+  ModelConfig local = c;
+  local.num_attention_heads = static_cast<int>(d.heads.size);
+  local.intermediate_size = d.intermediate.size;
+  local.moe_intermediate_size = d.moe_intermediate.size;
+  return local;
+}
+
+}  // namespace narwhal

@@ -1,0 +1,46 @@
+// Tensor parallelism's shapes: which rank of how many (TpSlice), and the part of every split dimension that rank
+// holds (TpDims), computed once from the config; the loader cuts by them and the model code reads them.
+#pragma once
+
+#include "model/model_config.h"
+#include "parallel/parallel_config.h"
+
+namespace narwhal {
+
+// This rank's place in its TP group (SGLang's tp_rank, tp_size).
+struct TpSlice {
+  int rank = 0;
+  int size = 1;
+};
+
+// What one TP rank holds of the dimensions TP splits, as SGLang shards DeepSeek without expert parallelism:
+//  - attention heads: q_proj / q_b_proj and kv_b_proj rows, o_proj columns (q_a, kv_a and the latent cache are
+//    replicated: every rank needs the whole latent of every token);
+//  - the dense MLP's intermediate dimension, and every routed expert's: gate / up rows, down columns;
+//  - the shared experts' n_shared x moe_intermediate as one MLP, split the same way;
+//  - the vocabulary: embed_tokens and lm_head rows.
+// Norms, the router and MTP's eh_proj are replicated.
+struct TpDims {
+  TpSlice slice;
+  Shard heads;
+  Shard intermediate;
+  Shard moe_intermediate;
+  Shard shared_intermediate;
+  // ceil(vocab_size / size) rows per rank, rounded up to a multiple of 8 when split: the rows past vocab_size (the
+  // last ranks') are zeros, so every vocabulary splits (SGLang pads its vocab-parallel tables to 64). Their logits
+  // are dropped when the shards are joined.
+  Shard vocab;
+};
+
+// Throws an Error naming the config.json field when the heads or an intermediate size that the model uses do not
+// split evenly over slice.size ranks.
+TpDims tp_dims(const ModelConfig& config, TpSlice slice);
+
+// The config as one rank's model code sees it: num_attention_heads, intermediate_size and moe_intermediate_size
+// divided by the TP size. vocab_size stays whole: the logits are joined whole before anyone reads them.
+ModelConfig local_config(const ModelConfig& config, const TpDims& dims);
+
+// s scaled by k: the rows of `s`'s heads in a tensor of k rows per head.
+inline Shard scaled(const Shard& s, int64_t k) { return {s.begin * k, s.size * k}; }
+
+}  // namespace narwhal

@@ -1,0 +1,261 @@
+// The GPU forward split over TP ranks on ONE GPU (the device-local backend: a thread per rank, exchanging device
+// memory), against the same checkpoint at TP 1 on the GPU: the fixtures at TP 2, 4 and 8 (or the refusal naming
+// the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8, random configs at TP 2, and
+// DeepSeek-V3's per-rank shapes at TP 8 with dummy weights; with two GPUs or more, NCCL with graphs too.
+// The TP ranks run their experts with TP 1's routing (set_routing_override): a near tie of expert scores, which
+// BF16 noise decides either way, must not make the two a different computation (forward_diff_test.cpp).
+// Tolerance 2e-2 in ||tp - tp1||_2 / ||tp1||_2 per row, as between any two GPU paths (cuda_model_test.cpp): each
+// rank rounds its partial sums of o_proj, down_proj and the experts to BF16 before the F32 all_reduce, one BF16
+// rounding (2^-9) more per block than TP 1 makes; FP8 kept FP8 quantizes the same activations on both sides.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "core/logging.h"
+#include "cuda/gpu_test_util.h"
+#include "model/cuda_weights.h"
+#include "parallel/process_world.h"
+#include "random_config.h"
+#include "runtime/cuda_model_runner.h"
+#include "step_script.h"
+#include "test_util.h"
+
+namespace narwhal {
+namespace {
+
+constexpr double kTpTolerance = 2e-2;
+constexpr int64_t kPageSize = 16;
+
+CudaRunnerOptions options_for(const testing::StepScript& script) {
+  CudaRunnerOptions o;
+  o.page_size = kPageSize;
+  o.max_total_tokens = script.pages_needed * kPageSize;
+  o.max_tokens_per_step = 512;
+  o.cuda_graph_max_bs = 3;
+  o.disable_cuda_graph = true;
+  return o;
+}
+
+// TP 1's logits at every step of the script, and its routing.
+struct Tp1Run {
+  std::vector<Tensor> logits;
+  std::vector<RoutingTrace> routing;
+};
+
+Tp1Run run_tp1(const std::string& dir, const testing::StepScript& script) {
+  auto runner = CudaModelRunner::load(dir, options_for(script));
+  Tp1Run out;
+  out.routing.resize(script.steps.size());
+  for (size_t i = 0; i < script.steps.size(); ++i) {
+    runner->set_routing_trace(&out.routing[i]);
+    out.logits.push_back(runner->run(script.steps[i]));
+  }
+  return out;
+}
+
+ParallelFlags tp_flags(int tp) {
+  ParallelFlags flags;
+  flags.tp_size = tp;
+  flags.dist_timeout_s = 300;
+  return flags;
+}
+
+// The script on `tp` ranks made by `make` (TP 1's routing when given): rank 0's logits, after checking that every
+// rank's equal them bit for bit. Throws the world's error (a refusal).
+using RankRunnerFn = std::function<std::unique_ptr<CudaModelRunner>(CudaRunnerOptions&)>;
+std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& script, const Tp1Run* tp1,
+                           const RankRunnerFn& make, bool graphs = false) {
+  std::vector<std::vector<Tensor>> by_rank(tp);
+  run_ranks(tp_flags(tp), [&](const ParallelConfig& rank, Communicator& comm) {
+    CudaRunnerOptions o = options_for(script);
+    o.tp = &comm;
+    o.ranks_per_device = backend == Backend::kDeviceLocal ? tp : 1;
+    o.disable_cuda_graph = !graphs;
+    auto runner = make(o);
+    for (size_t i = 0; i < script.steps.size(); ++i) {
+      if (tp1) runner->set_routing_override(&tp1->routing[i]);
+      by_rank[rank.tp_rank()].push_back(runner->run(script.steps[i]));
+    }
+  }, backend);
+  for (int r = 1; r < tp; ++r)
+    for (size_t i = 0; i < script.steps.size(); ++i)
+      EXPECT_EQ(std::memcmp(by_rank[r][i].data, by_rank[0][i].data, by_rank[0][i].nbytes()), 0)
+          << "rank " << r << " step " << i;
+  return by_rank[0];
+}
+
+// Worst row error of `got` against `want`, expecting every row within the tolerance.
+double expect_close(const std::vector<Tensor>& got, const std::vector<Tensor>& want, const std::string& what,
+                    double tolerance = kTpTolerance) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const int64_t vocab = want[i].size(1);
+    for (int64_t s = 0; s < want[i].size(0); ++s) {
+      const double err = testing::l2_rel_error(got[i].f32() + s * vocab, want[i].f32() + s * vocab, vocab);
+      EXPECT_LE(err, tolerance) << what << ": step " << i << " sequence " << s;
+      worst = std::max(worst, err);
+    }
+  }
+  ::testing::Test::RecordProperty(what, cat(worst));
+  std::printf("%s: worst row error %.3g\n", what.c_str(), worst);
+  return worst;
+}
+
+// The checkpoint at TP 1 and at TP 2, 4 and 8 on this GPU. A TP size the config cannot take must be refused with
+// a message naming the config.json field or the FP8 block (`expect_split` lists the sizes that must work).
+void compare_tp_sizes(const std::string& dir, uint64_t seed, const std::string& name,
+                      const std::vector<int>& expect_split) {
+  const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
+  const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kPageSize);
+  const Tp1Run tp1 = run_tp1(dir, script);
+  for (int tp : {2, 4, 8}) {
+    const std::string what = cat(name, " tp ", tp);
+    try {
+      const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &tp1, [&](CudaRunnerOptions& o) {
+        return CudaModelRunner::load(dir, o);
+      });
+      expect_close(got, tp1.logits, what);
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      const bool named = message.find("config.json") != std::string::npos ||
+                         message.find("FP8 scale block") != std::string::npos;
+      EXPECT_TRUE(named) << what << ": " << message;
+      EXPECT_EQ(std::find(expect_split.begin(), expect_split.end(), tp), expect_split.end()) << what << ": " << message;
+      std::printf("%s: refused: %s\n", what.c_str(), message.c_str());
+    }
+  }
+}
+
+class CudaTpFixture : public ::testing::TestWithParam<const char*> {};
+
+// Most fixtures' dims leave a TP rank a moe_intermediate_size that is no multiple of 8 (24 / 2 = 12), which the
+// GPU kernels refuse; v2_lite splits in two.
+TEST_P(CudaTpFixture, MatchesTp1OrIsRefused) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  const std::string name = GetParam();
+  compare_tp_sizes(testing::fixture_dir(name), 3, name, name == std::string("v2_lite") ? std::vector<int>{2}
+                                                                                       : std::vector<int>{});
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CudaTpFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
+
+// The tuned MLA and MoE kernels at TP 2, 4 and 8 (2 heads per rank at TP 8). FP8 keeps FP8 where a rank's expert
+// slice is whole 128-blocks: moe_intermediate 1024 splits into 512, 256 and 128.
+TEST(CudaTp, DeepSeekDimsMatchTp1) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  for (bool fp8 : {false, true}) {
+    json config = testing::deepseek_dims_json(fp8);
+    if (fp8) config["moe_intermediate_size"] = 1024;
+    testing::TempDir dir;
+    testing::write_random_checkpoint(dir.path(), config, 13, fp8);
+    compare_tp_sizes(dir.path(), 4, fp8 ? "deepseek dims fp8" : "deepseek dims bf16", {2, 4, 8});
+  }
+}
+
+// FP8 that stays FP8 with a rank's slice inside a 128-block is refused naming the tensor, --tp-size and the block.
+TEST(CudaTp, Fp8SplitInsideABlockIsRefused) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  testing::TempDir dir;
+  testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(true), 13, true);  // moe 256
+  const testing::StepScript script = testing::make_step_script(1, 1000, kPageSize);
+  try {
+    run_tp(4, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
+      return CudaModelRunner::load(dir.path(), o);
+    });
+    ADD_FAILURE() << "moe_intermediate_size 256 at TP 4 cut its FP8 blocks";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    for (const char* part : {"experts.0.gate_proj.weight", "--tp-size 4", "falls inside FP8 scale block"})
+      EXPECT_NE(message.find(part), std::string::npos) << message;
+  }
+}
+
+// The random-config generator's configs at TP 2, where their dims split and the GPU takes them.
+TEST(CudaTp, RandomConfigsAtTp2MatchTp1) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  int tested = 0;
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    const testing::RandomModel drawn = testing::random_model(seed);
+    const ModelConfig config = ModelConfig::from_json(drawn.config, "config.json");
+    try {
+      check_gpu_support(config, {0, 2});
+    } catch (const Error&) {
+      continue;
+    }
+    testing::TempDir dir;
+    testing::write_random_checkpoint(dir.path(), drawn.config, seed, drawn.fp8);
+    const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kPageSize);
+    const Tp1Run tp1 = run_tp1(dir.path(), script);
+    try {
+      expect_close(run_tp(2, Backend::kDeviceLocal, script, &tp1, [&](CudaRunnerOptions& o) {
+                     return CudaModelRunner::load(dir.path(), o);
+                   }), tp1.logits, drawn.summary);
+      ++tested;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("FP8 scale block"), std::string::npos) << drawn.summary << ": " << e.what();
+    }
+  }
+  std::printf("random configs at TP 2: %d compared\n", tested);
+  EXPECT_GE(tested, 5);
+}
+
+// DeepSeek-V3's per-rank shapes at TP 8 (16 of 128 heads, hidden 7168, 256 experts of 2048 / 8, vocab 129280 / 8,
+// FP8), two layers (one dense, one MoE), dummy weights: the whole forward runs on every rank and gives finite
+// logits, the same on every rank.
+TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  json c = testing::deepseek_dims_json(true);
+  c["hidden_size"] = 7168;
+  c["num_attention_heads"] = 128;
+  c["q_lora_rank"] = 1536;
+  c["intermediate_size"] = 18432;
+  c["moe_intermediate_size"] = 2048;
+  c["n_routed_experts"] = 256;
+  c["num_experts_per_tok"] = 8;
+  c["n_group"] = 8;
+  c["topk_group"] = 4;
+  c["vocab_size"] = 129280;
+  const ModelConfig config = ModelConfig::from_json(c, "config.json");
+  const testing::StepScript script = testing::make_step_script(2, config.vocab_size, kPageSize);
+  const std::vector<Tensor> logits = run_tp(8, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
+    const TpSlice slice{o.tp->rank(), o.tp->size()};
+    return std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7, slice), o);
+  });
+  for (const Tensor& step : logits)
+    for (int64_t i = 0; i < step.numel(); ++i) ASSERT_TRUE(std::isfinite(step.f32()[i])) << "logit " << i;
+}
+
+int gpu_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+// NCCL, a GPU per rank: decode steps replayed from CUDA graphs that captured the collectives equal eager steps
+// (the same kernels and sums; graphs for 1..3 sequences are never padded), and eager NCCL matches TP 1.
+TEST(CudaTp, NcclWithGraphsMatchesEagerAndTp1) {
+  NW_REQUIRE_GPU();
+  if (gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
+  set_log_level(LogLevel::kWarning);
+  testing::TempDir dir;
+  testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(false), 17);
+  const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
+  const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kPageSize);
+  const auto load = [&](CudaRunnerOptions& o) { return CudaModelRunner::load(dir.path(), o); };
+  const Tp1Run tp1 = run_tp1(dir.path(), script);
+  const std::vector<Tensor> eager = run_tp(2, Backend::kNccl, script, &tp1, load);
+  expect_close(eager, tp1.logits, "nccl tp 2");
+  expect_close(run_tp(2, Backend::kNccl, script, nullptr, load, true), run_tp(2, Backend::kNccl, script, nullptr, load),
+               "nccl graphs vs eager", 1e-5);
+}
+
+}  // namespace
+}  // namespace narwhal

@@ -1,0 +1,143 @@
+// The engine over a TpModelRunner in one process (rank threads on the host backend): greedy outputs and logits
+// of a batch with forks (n = 2, page copies on every rank), chunked prefill and the prefix cache equal TP 1's
+// (logits within 1e-5 relative, as tests/model/tensor_parallel_test.cpp measures); a rank that fails mid-run stops
+// the engine's loop, with every request aborted and Engine::failure naming the rank; and commands' wire form.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "runtime/engine.h"
+#include "runtime/model_runner_factory.h"
+#include "runtime/runtime_test_util.h"
+#include "runtime/tp_model_runner.h"
+#include "test_util.h"
+
+namespace narwhal {
+namespace {
+
+constexpr double kTolerance = 1e-5;
+
+struct Choice {
+  std::vector<int32_t> ids;
+  std::vector<std::vector<float>> logits;
+};
+
+// Three prompts (two sharing a prefix, one odd-length so its forks copy a partial page), n = 2 each, through the
+// engine on the v3 fixture at `tp`; choices in (prompt, index) order.
+std::vector<Choice> generate(int tp) {
+  RunnerOptions options;
+  options.model_path = testing::fixture_dir("v3");
+  options.page_size = 2;
+  options.max_total_tokens = 512;
+  options.parallel.tp_size = tp;
+  EngineConfig config;
+  config.chunked_prefill_size = 6;
+  Engine engine(make_model_runner(options), config);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42, 7, 9, 11, 3}, {5, 17, 42, 7, 9, 11, 3, 8, 1, 4}, {99}};
+  std::vector<Choice> choices(prompts.size() * 2);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    RequestInput input;
+    input.input_ids = prompts[p];
+    input.params.temperature = 0.0;
+    input.params.max_new_tokens = 6;
+    input.params.ignore_eos = true;
+    input.params.n = 2;
+    input.return_logits = true;
+    input.on_output = [&choices, p](RequestOutput&& out) {
+      Choice& c = choices[p * 2 + static_cast<size_t>(out.index)];
+      c.ids.insert(c.ids.end(), out.token_ids.begin(), out.token_ids.end());
+      for (auto& row : out.logits) c.logits.push_back(std::move(row));
+    };
+    engine.submit(std::move(input));
+  }
+  engine.run_until_idle();
+  return choices;
+}
+
+TEST(TpRunner, EngineOutputsEqualTp1) {
+  set_log_level(LogLevel::kWarning);
+  const std::vector<Choice> tp1 = generate(1);
+  for (int tp : {2, 4}) {
+    const std::vector<Choice> got = generate(tp);
+    double worst = 0;
+    for (size_t c = 0; c < tp1.size(); ++c) {
+      EXPECT_EQ(got[c].ids, tp1[c].ids) << "tp " << tp << " choice " << c;
+      ASSERT_EQ(got[c].logits.size(), tp1[c].logits.size());
+      for (size_t i = 0; i < tp1[c].logits.size(); ++i)
+        worst = std::max(worst, testing::compare(got[c].logits[i].data(), tp1[c].logits[i].data(),
+                                                 static_cast<int64_t>(tp1[c].logits[i].size()))
+                                    .rel);
+    }
+    EXPECT_LE(worst, kTolerance) << "tp " << tp;
+  }
+}
+
+// A rank runner that fails at its `fail_at`-th forward.
+class FailingRunner : public testing::ContextHashRunner {
+ public:
+  FailingRunner(int fail_at) : ContextHashRunner(64, 64, 4), fail_at_(fail_at) {}
+  Tensor run(const ForwardBatch& batch) override {
+    NW_CHECK(++runs_ != fail_at_, "boom at step ", runs_);
+    return ContextHashRunner::run(batch);
+  }
+
+ private:
+  int fail_at_;
+  int runs_ = 0;
+};
+
+TEST(TpRunner, ARankThatFailsStopsTheEngine) {
+  ParallelFlags flags;
+  flags.tp_size = 2;
+  flags.dist_timeout_s = 30;
+  auto runner = std::make_unique<TpModelRunner>(std::make_unique<ProcessWorld>(flags, Backend::kHost),
+                                                [](const ParallelConfig& rank, Communicator&) {
+                                                  return std::make_unique<FailingRunner>(rank.rank() == 1 ? 3 : -1);
+                                                });
+  Engine engine(std::move(runner), EngineConfig{});
+  engine.start();
+  std::mutex mutex;
+  std::optional<FinishReason> finish;
+  RequestInput input;
+  input.input_ids = {1, 2, 3};
+  input.params.temperature = 0.0;
+  input.params.max_new_tokens = 20;
+  input.on_output = [&](RequestOutput&& out) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (out.finish) finish = out.finish;
+  };
+  engine.submit(std::move(input));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (engine.stats().loop_running && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_FALSE(engine.stats().loop_running) << "the loop went on after its runner broke";
+  EXPECT_NE(engine.failure().find("rank 1 failed: boom at step 3"), std::string::npos) << engine.failure();
+  std::lock_guard<std::mutex> lock(mutex);
+  ASSERT_TRUE(finish.has_value());
+  EXPECT_EQ(finish->kind, FinishReason::Kind::kAbort);
+}
+
+TEST(TpCommand, RoundTripsAndRefusesForeignBytes) {
+  TpCommand c;
+  c.kind = TpCommand::Kind::kStep;
+  c.return_logits = true;
+  c.batch.add_sequence({5, 6, 7}, 4, {3, 1, 2});
+  c.batch.add_sequence({9}, 0, {0});
+  const TpCommand back = decode_command(encode_command(c));
+  EXPECT_EQ(back.kind, c.kind);
+  EXPECT_TRUE(back.return_logits);
+  EXPECT_EQ(back.batch.token_ids, c.batch.token_ids);
+  EXPECT_EQ(back.batch.positions, c.batch.positions);
+  ASSERT_EQ(back.batch.seqs.size(), 2u);
+  EXPECT_EQ(back.batch.seqs[0].page_table, (std::vector<int32_t>{3, 1, 2}));
+  EXPECT_EQ(back.batch.seqs[0].prefix_len, 4);
+  const std::string bytes = encode_command(c);
+  EXPECT_THROW(decode_command(bytes.substr(0, bytes.size() - 3)), Error);
+  EXPECT_THROW(decode_command("not a command at all"), Error);
+}
+
+}  // namespace
+}  // namespace narwhal
