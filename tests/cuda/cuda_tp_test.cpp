@@ -1,12 +1,15 @@
 // The GPU forward split over TP ranks on ONE GPU (the device-local backend: a thread per rank, exchanging device
-// memory), against the same checkpoint at TP 1 on the GPU: the fixtures at TP 2, 4 and 8 (or the refusal naming
+// memory), against the CPU reference on the same checkpoint: the fixtures at TP 2, 4 and 8 (or the refusal naming
 // the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8, random configs at TP 2, and
 // DeepSeek-V3's per-rank shapes at TP 8 with dummy weights; with two GPUs or more, NCCL with graphs too.
-// The TP ranks run their experts with TP 1's routing (set_routing_override): a near tie of expert scores, which
-// BF16 noise decides either way, must not make the two a different computation (forward_diff_test.cpp).
-// Tolerance 2e-2 in ||tp - tp1||_2 / ||tp1||_2 per row, as between any two GPU paths (cuda_model_test.cpp): each
-// rank rounds its partial sums of o_proj, down_proj and the experts to BF16 before the F32 all_reduce, one BF16
-// rounding (2^-9) more per block than TP 1 makes; FP8 kept FP8 quantizes the same activations on both sides.
+// TP must be exactly as accurate as TP 1, so it is held to forward_diff_test.cpp's tolerances against the same CPU
+// reference (which equals transformers to ~1e-6): 2e-2 in ||tp - cpu||_2 / ||cpu||_2 per row for BF16
+// activations, 8e-2 where FP8 weights stay FP8 (activations quantized to e4m3 per 128). Comparing TP n with GPU
+// TP 1 instead would hold two BF16 paths, each up to 2e-2 from the truth, to 2e-2 from each other: measured
+// 2.15e-2 on one random config, 3.7e-2 with FP8 kept, while each was within tolerance of the truth.
+// The TP ranks run their experts with the CPU's routing (set_routing_override): a near tie of expert scores, which
+// BF16 noise decides either way, must not make the two a different computation (forward_diff_test.cpp). Greedy
+// ids must equal the reference's wherever its top-2 margin exceeds the tolerance times its largest logit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +21,7 @@
 #include "core/logging.h"
 #include "cuda/gpu_test_util.h"
 #include "model/cuda_weights.h"
+#include "model/deepseek_model.h"
 #include "parallel/process_world.h"
 #include "random_config.h"
 #include "runtime/cuda_model_runner.h"
@@ -27,7 +31,8 @@
 namespace narwhal {
 namespace {
 
-constexpr double kTpTolerance = 2e-2;
+constexpr double kTolerance = 2e-2;
+constexpr double kFp8ActivationTolerance = 8e-2;
 constexpr int64_t kPageSize = 16;
 
 CudaRunnerOptions options_for(const testing::StepScript& script) {
@@ -40,19 +45,24 @@ CudaRunnerOptions options_for(const testing::StepScript& script) {
   return o;
 }
 
-// TP 1's logits at every step of the script, and its routing.
-struct Tp1Run {
+// The CPU reference's logits at every step of the script, its routing, and the tolerance its config is held to.
+struct Reference {
   std::vector<Tensor> logits;
   std::vector<RoutingTrace> routing;
+  double tolerance = kTolerance;
 };
 
-Tp1Run run_tp1(const std::string& dir, const testing::StepScript& script) {
-  auto runner = CudaModelRunner::load(dir, options_for(script));
-  Tp1Run out;
+Reference run_reference(const std::string& dir, const testing::StepScript& script) {
+  const DeepSeekModel cpu = DeepSeekModel::load(dir);
+  const ModelConfig& c = cpu.config();
+  KvCache cache(c, c.num_hidden_layers, script.pages_needed, kPageSize);
+  Reference out;
+  out.tolerance = c.fp8 && fp8_kernels_fit(c) ? kFp8ActivationTolerance : kTolerance;
   out.routing.resize(script.steps.size());
   for (size_t i = 0; i < script.steps.size(); ++i) {
-    runner->set_routing_trace(&out.routing[i]);
-    out.logits.push_back(runner->run(script.steps[i]));
+    ForwardOptions options;
+    options.routing_trace = &out.routing[i];
+    out.logits.push_back(cpu.forward(script.steps[i], cache, options).logits);
   }
   return out;
 }
@@ -64,10 +74,10 @@ ParallelFlags tp_flags(int tp) {
   return flags;
 }
 
-// The script on `tp` ranks made by `make` (TP 1's routing when given): rank 0's logits, after checking that every
+// The script on `tp` ranks made by `make` (the reference's routing when given): rank 0's logits, after checking that every
 // rank's equal them bit for bit. Throws the world's error (a refusal).
 using RankRunnerFn = std::function<std::unique_ptr<CudaModelRunner>(CudaRunnerOptions&)>;
-std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& script, const Tp1Run* tp1,
+std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& script, const Reference* ref,
                            const RankRunnerFn& make, bool graphs = false) {
   std::vector<std::vector<Tensor>> by_rank(tp);
   run_ranks(tp_flags(tp), [&](const ParallelConfig& rank, Communicator& comm) {
@@ -77,7 +87,7 @@ std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& s
     o.disable_cuda_graph = !graphs;
     auto runner = make(o);
     for (size_t i = 0; i < script.steps.size(); ++i) {
-      if (tp1) runner->set_routing_override(&tp1->routing[i]);
+      if (ref) runner->set_routing_override(&ref->routing[i]);
       by_rank[rank.tp_rank()].push_back(runner->run(script.steps[i]));
     }
   }, backend);
@@ -88,37 +98,47 @@ std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& s
   return by_rank[0];
 }
 
-// Worst row error of `got` against `want`, expecting every row within the tolerance.
+// Worst row error of `got` against `want`, expecting every row within the tolerance and the greedy id equal
+// wherever `want`'s top-2 margin is clear of it.
 double expect_close(const std::vector<Tensor>& got, const std::vector<Tensor>& want, const std::string& what,
-                    double tolerance = kTpTolerance) {
+                    double tolerance) {
   double worst = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     const int64_t vocab = want[i].size(1);
     for (int64_t s = 0; s < want[i].size(0); ++s) {
-      const double err = testing::l2_rel_error(got[i].f32() + s * vocab, want[i].f32() + s * vocab, vocab);
+      const float* g = got[i].f32() + s * vocab;
+      const float* w = want[i].f32() + s * vocab;
+      const double err = testing::l2_rel_error(g, w, vocab);
       EXPECT_LE(err, tolerance) << what << ": step " << i << " sequence " << s;
       worst = std::max(worst, err);
+      std::vector<float> sorted(w, w + vocab);
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+      const float largest = std::max(std::fabs(sorted[0]), std::fabs(*std::min_element(w, w + vocab)));
+      if (sorted[0] - sorted[1] > tolerance * largest) {
+        EXPECT_EQ(std::max_element(g, g + vocab) - g, std::max_element(w, w + vocab) - w)
+            << what << ": greedy id, step " << i << " sequence " << s;
+      }
     }
   }
   ::testing::Test::RecordProperty(what, cat(worst));
-  std::printf("%s: worst row error %.3g\n", what.c_str(), worst);
+  std::printf("%s: worst row error %.3g (tolerance %.0e)\n", what.c_str(), worst, tolerance);
   return worst;
 }
 
-// The checkpoint at TP 1 and at TP 2, 4 and 8 on this GPU. A TP size the config cannot take must be refused with
+// The checkpoint at TP 2, 4 and 8 on this GPU against the CPU reference. A TP size the config cannot take must be refused with
 // a message naming the config.json field or the FP8 block (`expect_split` lists the sizes that must work).
 void compare_tp_sizes(const std::string& dir, uint64_t seed, const std::string& name,
                       const std::vector<int>& expect_split) {
   const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
   const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kPageSize);
-  const Tp1Run tp1 = run_tp1(dir, script);
+  const Reference ref = run_reference(dir, script);
   for (int tp : {2, 4, 8}) {
     const std::string what = cat(name, " tp ", tp);
     try {
-      const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &tp1, [&](CudaRunnerOptions& o) {
+      const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
         return CudaModelRunner::load(dir, o);
       });
-      expect_close(got, tp1.logits, what);
+      expect_close(got, ref.logits, what, ref.tolerance);
     } catch (const Error& e) {
       const std::string message = e.what();
       const bool named = message.find("config.json") != std::string::npos ||
@@ -134,7 +154,7 @@ class CudaTpFixture : public ::testing::TestWithParam<const char*> {};
 
 // Most fixtures' dims leave a TP rank a moe_intermediate_size that is no multiple of 8 (24 / 2 = 12), which the
 // GPU kernels refuse; v2_lite splits in two.
-TEST_P(CudaTpFixture, MatchesTp1OrIsRefused) {
+TEST_P(CudaTpFixture, MatchesTheReferenceOrIsRefused) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   const std::string name = GetParam();
@@ -146,7 +166,7 @@ INSTANTIATE_TEST_SUITE_P(All, CudaTpFixture, ::testing::Values("v2_lite", "v2", 
 
 // The tuned MLA and MoE kernels at TP 2, 4 and 8 (2 heads per rank at TP 8). FP8 keeps FP8 where a rank's expert
 // slice is whole 128-blocks: moe_intermediate 1024 splits into 512, 256 and 128.
-TEST(CudaTp, DeepSeekDimsMatchTp1) {
+TEST(CudaTp, DeepSeekDimsMatchTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   for (bool fp8 : {false, true}) {
@@ -178,7 +198,7 @@ TEST(CudaTp, Fp8SplitInsideABlockIsRefused) {
 }
 
 // The random-config generator's configs at TP 2, where their dims split and the GPU takes them.
-TEST(CudaTp, RandomConfigsAtTp2MatchTp1) {
+TEST(CudaTp, RandomConfigsAtTp2MatchTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   int tested = 0;
@@ -193,11 +213,11 @@ TEST(CudaTp, RandomConfigsAtTp2MatchTp1) {
     testing::TempDir dir;
     testing::write_random_checkpoint(dir.path(), drawn.config, seed, drawn.fp8);
     const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kPageSize);
-    const Tp1Run tp1 = run_tp1(dir.path(), script);
+    const Reference ref = run_reference(dir.path(), script);
     try {
-      expect_close(run_tp(2, Backend::kDeviceLocal, script, &tp1, [&](CudaRunnerOptions& o) {
+      expect_close(run_tp(2, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
                      return CudaModelRunner::load(dir.path(), o);
-                   }), tp1.logits, drawn.summary);
+                   }), ref.logits, drawn.summary, ref.tolerance);
       ++tested;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("FP8 scale block"), std::string::npos) << drawn.summary << ": " << e.what();
@@ -240,8 +260,8 @@ int gpu_count() {
 }
 
 // NCCL, a GPU per rank: decode steps replayed from CUDA graphs that captured the collectives equal eager steps
-// (the same kernels and sums; graphs for 1..3 sequences are never padded), and eager NCCL matches TP 1.
-TEST(CudaTp, NcclWithGraphsMatchesEagerAndTp1) {
+// (the same kernels and sums; graphs for 1..3 sequences are never padded), and eager NCCL matches the reference.
+TEST(CudaTp, NcclWithGraphsMatchesEagerAndTheReference) {
   NW_REQUIRE_GPU();
   if (gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
   set_log_level(LogLevel::kWarning);
@@ -250,9 +270,9 @@ TEST(CudaTp, NcclWithGraphsMatchesEagerAndTp1) {
   const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
   const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kPageSize);
   const auto load = [&](CudaRunnerOptions& o) { return CudaModelRunner::load(dir.path(), o); };
-  const Tp1Run tp1 = run_tp1(dir.path(), script);
-  const std::vector<Tensor> eager = run_tp(2, Backend::kNccl, script, &tp1, load);
-  expect_close(eager, tp1.logits, "nccl tp 2");
+  const Reference ref = run_reference(dir.path(), script);
+  const std::vector<Tensor> eager = run_tp(2, Backend::kNccl, script, &ref, load);
+  expect_close(eager, ref.logits, "nccl tp 2", ref.tolerance);
   expect_close(run_tp(2, Backend::kNccl, script, nullptr, load, true), run_tp(2, Backend::kNccl, script, nullptr, load),
                "nccl graphs vs eager", 1e-5);
 }
