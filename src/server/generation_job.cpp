@@ -68,7 +68,12 @@ void GenerationJob::start() {
     input.return_logprob = options_.logprobs;
     input.top_logprobs_num = options_.top_logprobs;
     input.fairness_group = i == 0 ? 0 : request_ids_[0];  // all prompts of this request share one fair share
-    input.on_output = [self = shared_from_this(), i](RequestOutput&& out) { self->on_output(i, std::move(out)); };
+    // Called on the engine loop: the chunk is built and written on an output worker (this job's, in order).
+    input.on_output = [self = shared_from_this(), i](RequestOutput&& out) {
+      GenerationJob* job = self.get();
+      job->context_.outputs.post(reinterpret_cast<uintptr_t>(job) >> 4,
+                                 [self, i, out = std::move(out)]() mutable { self->on_output(i, std::move(out)); });
+    };
     try {
       request_ids_[i] = context_.engine.submit(std::move(input));
     } catch (const Error& e) {
@@ -154,10 +159,17 @@ void GenerationJob::send_chunk(const json& chunk) {
   responder_->write("data: " + dump_json(chunk) + "\n\n");
 }
 
+int64_t GenerationJob::cached_tokens() const {
+  int64_t cached = 0;
+  for (int64_t c : cached_tokens_) cached += c;
+  return cached;
+}
+
 json GenerationJob::usage() const {
-  int64_t prompt = 0, cached = 0, completion = 0;
-  for (size_t i = 0; i < prompts_.size(); ++i) prompt += prompt_tokens_[i], cached += cached_tokens_[i];
+  int64_t prompt = 0, completion = 0;
+  for (int64_t p : prompt_tokens_) prompt += p;
   for (const ChoiceState& c : choices_) completion += c.completion_tokens;
+  const int64_t cached = cached_tokens();
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion},

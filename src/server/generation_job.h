@@ -28,7 +28,7 @@ struct ChoiceState {
 };
 
 // The engine side is shared; subclasses say how outputs become OpenAI chunks and the final body.
-// Outputs arrive on the engine's loop thread and are handled under the job's mutex.
+// Outputs leave the engine's loop thread at once and are handled on an output worker, under the job's mutex.
 class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
  public:
   GenerationJob(ServerContext& context, std::shared_ptr<Responder> responder, GenerationOptions options,
@@ -51,6 +51,7 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
 
   void send_chunk(const json& chunk);
   json usage() const;
+  int64_t cached_tokens() const;  // of every prompt, found in the prefix cache
   json base(const char* object) const;  // id, object, created, model
   static const char* finish_reason_name(const FinishReason& finish);
 

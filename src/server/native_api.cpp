@@ -37,7 +37,7 @@ class NativeJob : public GenerationJob {
     json meta = {{"id", id_},
                  {"prompt_tokens", prompts_[0].size()},
                  {"completion_tokens", c.completion_tokens},
-                 {"cached_tokens", usage()["prompt_tokens_details"]["cached_tokens"]},
+                 {"cached_tokens", cached_tokens()},
                  {"finish_reason", c.finish ? c.finish->to_json(c.completion_tokens) : json(nullptr)}};
     if (options_.logprobs) {
       json lp = json::array();

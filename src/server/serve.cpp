@@ -113,6 +113,7 @@ int serve(ServerContext& context, const ServeOptions& options, const std::functi
     context.abort_all();
     wait_until_idle(in_flight, 1.0);
     context.engine.stop();
+    context.outputs.stop();
     http.stop();
     NW_LOG(Info) << "server stopped";
     return 1;
@@ -127,7 +128,8 @@ int serve(ServerContext& context, const ServeOptions& options, const std::functi
     wait_until_idle(in_flight, 10.0);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last responses' bytes reach their sockets
-  context.engine.stop();  // before the I/O threads: no output may arrive for a connection after them
+  context.engine.stop();  // then the output workers, then the I/O threads: no output may arrive after them
+  context.outputs.stop();
   http.stop();
   NW_LOG(Info) << "server stopped";
   return 0;

@@ -12,7 +12,8 @@ ServerContext::ServerContext(Engine& e, const text::Tokenizer& t, const text::Ch
       options(std::move(o)),
       context_length(e.max_sequence_len()),
       started_at(unix_seconds()),
-      metrics(options.model_name) {}
+      metrics(options.model_name),
+      outputs(options.output_threads) {}
 
 void ServerContext::track(uint64_t request_id) {
   std::lock_guard<std::mutex> lock(mutex_);

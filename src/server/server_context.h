@@ -10,6 +10,7 @@
 
 #include "runtime/engine.h"
 #include "server/metrics.h"
+#include "server/output_workers.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -23,6 +24,7 @@ struct ServerOptions {
   std::string reasoning_parser;  // "" or deepseek-r1
   std::string tool_call_parser;  // "" or deepseekv3
   int64_t max_sequences_per_request = 2048;  // prompts x n of one request (--max-sequences-per-request)
+  int output_threads = OutputWorkers::default_threads();  // threads formatting and writing streamed outputs
 };
 
 class ServerContext {
@@ -37,6 +39,7 @@ class ServerContext {
   const int64_t context_length;             // prompt + output tokens one request may have (Engine::max_sequence_len)
   const int64_t started_at;                 // unix seconds
   Metrics metrics;
+  OutputWorkers outputs;                    // where engine outputs become response bytes (off the engine loop)
 
   // Engine requests still producing output, so that a drain can wait for them or abort them.
   void track(uint64_t request_id);
