@@ -308,8 +308,9 @@ void Engine::log_step(const StepPlan& plan) {
     }
     new_tokens += item.new_tokens;
   }
-  const double usage = pool_.num_pages() == 0 ? 0.0 : static_cast<double>(pool_.num_pages() - pool_.num_free() -
-                                                                           pool_.num_evictable()) / pool_.num_pages();
+  // As SGLang: tokens held by running requests (pages only the radix cache holds are free to take).
+  const int64_t used_pages = pool_.num_pages() - pool_.num_free() - pool_.num_evictable();
+  const double usage = pool_.num_pages() == 0 ? 0.0 : static_cast<double>(used_pages) / pool_.num_pages();
   if (new_tokens > 0)
     NW_LOG(Info) << "Prefill batch. #new-seq: " << new_seqs << ", #new-token: " << new_tokens << ", #cached-token: "
                  << cached << ", token usage: " << fixed2(usage) << ", #running-req: " << scheduler_.num_running()
@@ -320,7 +321,7 @@ void Engine::log_step(const StepPlan& plan) {
   const int64_t generated = stats_.generated_tokens.load();
   const int64_t prompt = stats_.prompt_tokens.load();
   NW_LOG(Info) << "Decode batch. #running-req: " << scheduler_.num_running() << ", #token: "
-               << (pool_.num_pages() - pool_.num_free()) * pool_.page_size() << ", token usage: " << fixed2(usage)
+               << used_pages * pool_.page_size() << ", token usage: " << fixed2(usage)
                << ", cache hit rate: " << fixed2(prompt > 0 ? static_cast<double>(stats_.cached_tokens) / prompt : 0.0)
                << ", gen throughput (token/s): " << fixed2((generated - generated_at_last_log_) / seconds)
                << ", #queue-req: " << scheduler_.num_waiting();
