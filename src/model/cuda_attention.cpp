@@ -1,4 +1,5 @@
-// CudaModel's MLA: projections, RoPE + latent store, then the absorbed (decode) or decompressed (prefill) form.
+// CudaModel's MLA: projections, RoPE + latent store, then the absorbed (decode) or decompressed (prefill) form,
+// per part in a mixed step.
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "model/cuda_model.h"
@@ -27,7 +28,7 @@ void CudaModel::attention(const CudaLayerWeights& lw, const CudaStep& step, cons
                           cudaStream_t stream) {
   const CudaAttentionWeights& w = lw.attn;
   const int64_t t = step.num_tokens, heads = local_.num_attention_heads, qk = local_.qk_head_dim();
-  const int64_t kv_lora = local_.kv_lora_rank, width = local_.kv_cache_dim();
+  const int64_t width = local_.kv_cache_dim();
   const float eps = static_cast<float>(local_.rms_norm_eps);
   const Tensor x = buffer(kNormed, DType::kBF16, {t, local_.hidden_size});
   Tensor q = buffer(kQ, DType::kBF16, {t, heads * qk});
@@ -39,22 +40,36 @@ void CudaModel::attention(const CudaLayerWeights& lw, const CudaStep& step, cons
   } else {
     linear(x, w.q_proj, q, stream);
   }
-  // kv_a's output is [compressed kv | k_pe]: one kernel normalises the first part, rotates k_pe and q_pe, and
-  // stores each token's latent in its cache slot. The absorbed form takes q_pe straight into the tail of its
-  // kv_lora + rope wide query; the decompressed form rotates q in place.
   Tensor latent = buffer(kLatent, DType::kBF16, {t, width});
   linear(x, w.kv_a_proj, latent, stream);
   Tensor q3 = q.reshape({t, heads, qk});
-  Tensor q_abs = step.absorbed ? buffer(kQAbsorbed, DType::kBF16, {t, heads, width}) : Tensor();
-  Tensor cache_pages = cache;
-  const int64_t nope = local_.qk_nope_head_dim;
-  ops::cuda::mla_rope_and_store(q3, nope, latent, w.kv_a_norm, eps, step.positions, step.slots, rope_, cache_pages,
-                                step.absorbed ? q_abs : q3, step.absorbed ? kv_lora : nope, stream);
   Tensor out = buffer(kAttnOut, DType::kBF16, {t, heads, local_.v_head_dim});
-  if (step.absorbed) attend_absorbed(w, step, cache, q3, q_abs, out, stream);
-  else attend_decompressed(w, step, cache, q3, out, stream);
+  if (step.parts.empty()) {
+    attend(w, step, cache, q3, latent, out, stream);
+  } else {
+    for (const CudaStep& part : step.parts) {
+      const int64_t begin = part.first_token, end = begin + part.num_tokens;
+      attend(w, part, cache, q3.rows(begin, end), latent.rows(begin, end), out.rows(begin, end), stream);
+    }
+  }
   Tensor delta = buffer(kDelta, DType::kBF16, {t, local_.hidden_size});
   linear(out.reshape({t, heads * local_.v_head_dim}), w.o_proj, delta, stream);
+}
+
+// kv_a's output is [compressed kv | k_pe]: one kernel normalises the first part, rotates k_pe and q_pe, and
+// stores each token's latent in its cache slot. The absorbed form takes q_pe straight into the tail of its
+// kv_lora + rope wide query; the decompressed form rotates q in place.
+void CudaModel::attend(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache, Tensor q,
+                       const Tensor& latent, Tensor out, cudaStream_t stream) {
+  const int64_t t = step.num_tokens, heads = local_.num_attention_heads, width = local_.kv_cache_dim();
+  Tensor q_abs = step.absorbed ? buffer(kQAbsorbed, DType::kBF16, {t, heads, width}) : Tensor();
+  Tensor cache_pages = cache;
+  const int64_t nope = local_.qk_nope_head_dim, kv_lora = local_.kv_lora_rank;
+  ops::cuda::mla_rope_and_store(q, nope, latent, w.kv_a_norm, static_cast<float>(local_.rms_norm_eps),
+                                step.positions, step.slots, rope_, cache_pages, step.absorbed ? q_abs : q,
+                                step.absorbed ? kv_lora : nope, stream);
+  if (step.absorbed) attend_absorbed(w, step, cache, q, q_abs, out, stream);
+  else attend_decompressed(w, step, cache, q, out, stream);
 }
 
 Tensor CudaModel::gather_keys(const CudaStep& step, const Tensor& cache, cudaStream_t stream) {

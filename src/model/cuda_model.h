@@ -39,6 +39,13 @@ struct CudaStep {
   int64_t num_tokens = 0, num_seqs = 0;
   int64_t max_seqlen_q = 0, max_seqlen_k = 0, total_keys = 0;  // host-known bounds (prefill grids)
   bool absorbed = false;  // absorbed MLA (decode form) instead of the decompressed (prefill) form
+  // A mixed step (decodes beside a prefill chunk), as the CPU reference runs it: two parts, sequences [0, k) and
+  // [k, B), the one-token part absorbed and the other decompressed, so that the decodes' keys are never
+  // decompressed (at 256 decodes of 1k tokens beside an 8k chunk that would be 2 GB per layer for V2-Lite).
+  // Each part's views start at its own first token and sequence (its cu_seqlens from 0); attention runs per
+  // part, everything else on the whole step. Empty: the whole step in one form.
+  std::vector<CudaStep> parts;
+  int64_t first_token = 0;  // a part's first row in the whole step
 };
 
 // Which kernels run: kAuto picks the tuned ones where the shapes allow; kPortable forces the shape-generic
@@ -86,6 +93,9 @@ class CudaModel {
 
   void linear(const Tensor& x, const CudaLinear& w, Tensor& y, cudaStream_t stream);
   void attention(const CudaLayerWeights& w, const CudaStep& step, const Tensor& cache, cudaStream_t stream);
+  // RoPE, the latent store and attention of one form over the step's (or part's) rows of q, latent and out.
+  void attend(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache, Tensor q, const Tensor& latent,
+              Tensor out, cudaStream_t stream);
   void attend_absorbed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache, const Tensor& q,
                        Tensor& q_abs, Tensor& out, cudaStream_t stream);
   void attend_decompressed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,

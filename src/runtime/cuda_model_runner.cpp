@@ -27,13 +27,14 @@ std::vector<int> cuda_graph_batch_sizes(int max_bs) {
 
 // Pinned host mirrors of the step buffers: the copies run asynchronously, and nothing is rewritten before the
 // previous step's copies finished (every step ends with a stream sync).
+// cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0).
 struct CudaModelRunner::HostStaging {
   std::shared_ptr<void> block;
   int32_t *ids, *positions, *lens, *cu_q, *cu_k, *last, *table;
   int64_t* slots;
 
   HostStaging(int64_t tokens, int64_t seqs, int64_t max_pages) {
-    const size_t words = static_cast<size_t>(tokens * 4 + seqs * 4 + 2 + seqs * max_pages);
+    const size_t words = static_cast<size_t>(tokens * 4 + seqs * 6 + 4 + seqs * max_pages);
     void* p = nullptr;
     NW_CUDA_CHECK(cudaMallocHost(&p, words * 4));
     block = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
@@ -42,8 +43,8 @@ struct CudaModelRunner::HostStaging {
     positions = ids + tokens;
     lens = positions + tokens;
     cu_q = lens + seqs;
-    cu_k = cu_q + seqs + 1;
-    last = cu_k + seqs + 1;
+    cu_k = cu_q + 2 * (seqs + 1);
+    last = cu_k + 2 * (seqs + 1);
     table = last + seqs;
   }
 };
@@ -134,8 +135,8 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   slots_ = Tensor::empty(DType::kI64, {max_tokens}, Device::kCUDA);
   page_table_ = Tensor::empty(DType::kI32, {max_seqs_, max_pages_per_seq_}, Device::kCUDA);
   seq_lens_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
-  cu_seqlens_q_ = Tensor::empty(DType::kI32, {max_seqs_ + 1}, Device::kCUDA);
-  cu_seqlens_k_ = Tensor::empty(DType::kI32, {max_seqs_ + 1}, Device::kCUDA);
+  cu_seqlens_q_ = Tensor::empty(DType::kI32, {2 * (max_seqs_ + 1)}, Device::kCUDA);  // HostStaging's two arrays
+  cu_seqlens_k_ = Tensor::empty(DType::kI32, {2 * (max_seqs_ + 1)}, Device::kCUDA);
   last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_);
   greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
@@ -196,7 +197,7 @@ std::unique_ptr<CudaModelRunner> CudaModelRunner::dummy(const std::string& model
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }
 
-CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs) {
+CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed) {
   const ModelConfig& c = model_->config();
   const int64_t real_seqs = static_cast<int64_t>(batch.seqs.size());
   const int64_t b = std::max(real_seqs, padded_seqs), t = batch.num_tokens() + (b - real_seqs);
@@ -271,7 +272,57 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   step.num_seqs = b;
   step.total_keys = h.cu_k[b];
   step.absorbed = absorbed;
+  if (split_mixed && padded_seqs == 0) split_into_parts(step);
   return step;
+}
+
+// One run of one-token sequences and one of longer ones, either way round (the engine plans decodes first, then
+// the chunk): two parts, the one-token one absorbed. Anything else stays one decompressed step.
+void CudaModelRunner::split_into_parts(CudaStep& step) {
+  HostStaging& h = *host_;
+  const int64_t b = step.num_seqs;
+  const auto one_token = [&](int64_t s) { return h.cu_q[s + 1] - h.cu_q[s] == 1; };
+  int64_t k = 1;
+  while (k < b && one_token(k) == one_token(0)) ++k;
+  for (int64_t s = k; s < b; ++s)
+    if (one_token(s) != one_token(k)) return;
+  if (k == b) return;
+  const auto part = [&](int64_t begin, int64_t end) {
+    CudaStep p;
+    const int64_t t0 = h.cu_q[begin], t1 = h.cu_q[end];
+    p.token_ids = step.token_ids.rows(t0, t1);
+    p.positions = step.positions.rows(t0, t1);
+    p.slots = step.slots.rows(t0, t1);
+    p.page_table = step.page_table.rows(begin, end);
+    p.seq_lens = step.seq_lens.rows(begin, end);
+    const int64_t n = end - begin;
+    if (begin == 0) {
+      p.cu_seqlens_q = step.cu_seqlens_q.rows(0, n + 1);
+      p.cu_seqlens_k = step.cu_seqlens_k.rows(0, n + 1);
+    } else {  // the second arrays, from 0
+      const int64_t at = max_seqs_ + 1;
+      for (int64_t i = 0; i <= n; ++i) {
+        h.cu_q[at + i] = h.cu_q[begin + i] - h.cu_q[begin];
+        h.cu_k[at + i] = h.cu_k[begin + i] - h.cu_k[begin];
+      }
+      for (const auto& [device, host] : {std::pair{&cu_seqlens_q_, h.cu_q}, std::pair{&cu_seqlens_k_, h.cu_k}})
+        NW_CUDA_CHECK(cudaMemcpyAsync(static_cast<int32_t*>(device->data) + at, host + at, (n + 1) * 4,
+                                      cudaMemcpyHostToDevice, stream_));
+      p.cu_seqlens_q = cu_seqlens_q_.rows(at, at + n + 1);
+      p.cu_seqlens_k = cu_seqlens_k_.rows(at, at + n + 1);
+    }
+    for (int64_t s = begin; s < end; ++s) {
+      p.max_seqlen_q = std::max<int64_t>(p.max_seqlen_q, h.cu_q[s + 1] - h.cu_q[s]);
+      p.max_seqlen_k = std::max<int64_t>(p.max_seqlen_k, h.cu_k[s + 1] - h.cu_k[s]);
+    }
+    p.num_tokens = t1 - t0;
+    p.num_seqs = n;
+    p.total_keys = h.cu_k[end] - h.cu_k[begin];
+    p.absorbed = one_token(begin);
+    p.first_token = t0;
+    return p;
+  };
+  step.parts = {part(0, k), part(k, b)};
 }
 
 void CudaModelRunner::capture_graphs(int max_bs) {
@@ -314,7 +365,8 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   });
   const bool absorbed = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && decode);
   auto graph = decode && absorbed ? graphs_.lower_bound(static_cast<int>(batch.seqs.size())) : graphs_.end();
-  if (graph == graphs_.end()) return model_->forward(upload(batch, absorbed, 0), cache_, stream_);
+  if (graph == graphs_.end())
+    return model_->forward(upload(batch, absorbed, 0, form == AttentionForm::kAuto && !absorbed), cache_, stream_);
   upload(batch, true, graph->first);
   NW_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
   return graph_logits_;

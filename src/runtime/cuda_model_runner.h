@@ -70,8 +70,9 @@ class CudaModelRunner : public ModelRunner {
 
  private:
   // Copies the batch into the persistent device buffers, padded to `padded_seqs` one-token sequences
-  // (decode graphs); returns the step's views.
-  CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs);
+  // (decode graphs); returns the step's views, a mixed step in parts when `split_mixed`.
+  CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed = false);
+  void split_into_parts(CudaStep& step);
   void capture_graphs(int max_bs);
   // The fewest of every TP rank's `pages`: the cache size they all hold (collective).
   int64_t fewest_pages(Communicator& tp, int64_t pages);

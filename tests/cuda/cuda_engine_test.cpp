@@ -89,7 +89,9 @@ TEST(CudaEngine, RunnerDrawsEqualTheHostSampler) {
     Sampler(vocab).sample(logits, samples, want);
     for (size_t i = 0; i < samples.size(); ++i) {
       EXPECT_EQ(got.sampled[i].token, want[i].token) << "sample " << i << " round " << round;
-      if (samples[i].logprob) EXPECT_NEAR(got.sampled[i].logprob, want[i].logprob, 1e-5) << "sample " << i;
+      if (samples[i].logprob) {
+        EXPECT_NEAR(got.sampled[i].logprob, want[i].logprob, 1e-5) << "sample " << i;
+      }
       ASSERT_EQ(got.sampled[i].top.size(), want[i].top.size()) << "sample " << i;
       for (size_t j = 0; j < want[i].top.size(); ++j) {
         EXPECT_EQ(got.sampled[i].top[j].token, want[i].top[j].token) << "sample " << i << " top " << j;

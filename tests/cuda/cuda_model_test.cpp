@@ -222,6 +222,35 @@ TEST(CudaModel, AbsorbedMatchesDecompressed) {
   }
 }
 
+// A mixed step (decodes beside a prompt chunk) runs in two parts, the decodes absorbed (the runner splits it,
+// CudaStep::parts); it must equal the same step all decompressed, with the decodes first (as the engine plans),
+// last, and between two chunks (three runs: not split).
+TEST(CudaModel, MixedStepMatchesOneForm) {
+  NW_REQUIRE_GPU();
+  for (bool fp8 : {false, true}) {
+    CudaRunnerOptions o = small_options();
+    o.disable_cuda_graph = true;
+    auto split = dummy_runner(fp8, o);
+    auto whole = dummy_runner(fp8, o);
+    prompts_then_decode(*split, kPrompts, 0);
+    prompts_then_decode(*whole, kPrompts, 0);
+    const auto prefix = [](size_t s) { return static_cast<int64_t>(kPrompts[s].size()); };
+    const auto decode = [&](ForwardBatch& b, size_t s) { b.add_sequence({7}, prefix(s), iota_pages(s * 32, 32)); };
+    const auto chunk = [&](ForwardBatch& b, size_t s) {
+      b.add_sequence(tokens(20, static_cast<int>(s) + 9), prefix(s), iota_pages(s * 32, 32));
+    };
+    ForwardBatch decodes_first, decodes_last, three_runs;
+    decode(decodes_first, 0), decode(decodes_first, 1), chunk(decodes_first, 2);
+    chunk(decodes_last, 0), decode(decodes_last, 1), decode(decodes_last, 2);
+    chunk(three_runs, 0), decode(three_runs, 1), chunk(three_runs, 2);
+    for (const ForwardBatch* b : {&decodes_first, &decodes_last, &three_runs}) {
+      // The same positions are rewritten by each batch: both runners store the same latents there.
+      expect_close({split->run(*b, AttentionForm::kAuto)}, {whole->run(*b, AttentionForm::kDecompressed)},
+                   fp8 ? kFp8FormTolerance : kPathTolerance, fp8 ? "fp8 mixed step" : "mixed step");
+    }
+  }
+}
+
 TEST(CudaModel, RaggedBatchMatchesEachAlone) {
   NW_REQUIRE_GPU();
   CudaRunnerOptions o = small_options();
