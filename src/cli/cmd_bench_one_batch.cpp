@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -160,6 +161,9 @@ int run_bench_one_batch(int argc, char** argv) {
 
   std::mt19937 rng(static_cast<uint32_t>(args.random_seed));
   std::vector<Result> results;
+  // Profilers started with --capture-range=cudaProfilerApi see the timed decode steps, or with this set the timed
+  // prefill (scripts/gpu-check GPU_CHECK_PROFILE=prefill).
+  const bool profile_prefill = std::getenv("NARWHAL_PROFILE_PREFILL") != nullptr;
   for (int batch : batches) {
     for (int input : inputs) {
       std::vector<std::vector<int32_t>> tables(batch), prompts(batch);
@@ -174,6 +178,7 @@ int run_bench_one_batch(int argc, char** argv) {
       std::vector<double> steps;
       for (int pass = 0; pass < 2; ++pass) {
         next.clear();
+        if (pass == 1 && profile_prefill) NW_CUDA_CHECK(cudaProfilerStart());
         const double t0 = now_s();
         for (int first = 0; first < batch;) {
           ForwardBatch fb;
@@ -184,9 +189,9 @@ int run_bench_one_batch(int argc, char** argv) {
           first = s;
         }
         prefill_s = now_s() - t0;
+        if (pass == 1 && profile_prefill) NW_CUDA_CHECK(cudaProfilerStop());
         steps.clear();
-        // Profilers started with --capture-range=cudaProfilerApi see the timed decode steps only.
-        if (pass == 1) NW_CUDA_CHECK(cudaProfilerStart());
+        if (pass == 1 && !profile_prefill) NW_CUDA_CHECK(cudaProfilerStart());
         for (int step = 0; step < (pass == 0 ? 1 : f.output_len); ++step) {
           ForwardBatch fb;
           for (int s = 0; s < batch; ++s) fb.add_sequence({next[s]}, input + step, tables[s]);
@@ -194,7 +199,7 @@ int run_bench_one_batch(int argc, char** argv) {
           next = greedy_step(*runner, fb);
           steps.push_back(now_s() - t1);
         }
-        if (pass == 1) NW_CUDA_CHECK(cudaProfilerStop());
+        if (pass == 1 && !profile_prefill) NW_CUDA_CHECK(cudaProfilerStop());
       }
       const double decode_s = median(steps);
       std::printf("batch %d input %d: Prefill. latency: %.5f s, throughput: %.2f token/s\n", batch, input, prefill_s,
