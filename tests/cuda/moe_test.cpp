@@ -16,6 +16,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -96,11 +97,13 @@ TEST(CudaMoeRoute, GroupsNotPowersOfTwo) {
 }
 
 // The router product: FP32 logits from an F32 input (the model's: rms_norm's unrounded output) or a BF16 one,
-// against the CPU's float32 product of the same values. Relative 1e-5: FP32 sums in another order.
+// against the CPU's float32 product of the same values. Relative 1e-5: FP32 sums in another order. 7 tokens
+// take the warp kernel; 4105 (a partial 16-token tile) the tiled one, with 72 experts (a partial 64-column tile)
+// and 384 (the most it takes).
 TEST(CudaMoeRoute, RouterLogitsFromF32AndBf16Inputs) {
   NW_REQUIRE_GPU();
-  for (int64_t hidden : {64, 136, 2048, 7168}) {
-    const int64_t tokens = 7, experts = 72;
+  for (auto [hidden, tokens, experts] : {std::tuple<int64_t, int64_t, int64_t>{64, 7, 72}, {136, 7, 72},
+                                         {2048, 7, 72}, {7168, 7, 72}, {2048, 4105, 72}, {136, 4105, 384}}) {
     auto x = random_bf16({tokens, hidden}, 30 + hidden);
     auto w = random_bf16({experts, hidden}, 31 + hidden, 0.05f);
     Tensor ref = Tensor::zeros(DType::kF32, {tokens, experts});
@@ -113,7 +116,8 @@ TEST(CudaMoeRoute, RouterLogitsFromF32AndBf16Inputs) {
     for (bool f32 : {true, false}) {
       Tensor logits = testing::poisoned(DType::kF32, {tokens, experts});
       ops::cuda::router_logits_f32(f32 ? x.host.to(Device::kCUDA) : x.device, w.device, logits, nullptr);
-      testing::expect_close(logits, ref, 1e-5, cat("router logits, hidden ", hidden, f32 ? " (F32 x)" : " (BF16 x)"));
+      testing::expect_close(logits, ref, 1e-5, cat("router logits, hidden ", hidden, ", ", tokens, " tokens, ", experts,
+                                                   " experts", f32 ? " (F32 x)" : " (BF16 x)"));
     }
   }
 }

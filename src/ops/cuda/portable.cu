@@ -134,6 +134,66 @@ __global__ void router_kernel(const In* x, const bf16* w, float* logits, int hid
   if (lane == 0) logits[static_cast<int64_t>(blockIdx.x) * experts + e] = s;
 }
 
+// Prefill-sized batches: a block computes 16 tokens x every expert (E <= 384), staging 32-wide slices of x (F32)
+// and of the weights (BF16) in shared memory, so the weights are read once per 16 tokens instead of once per
+// token. Thread i owns tokens 4 (i / 64) .. +3 and experts i % 64 + 64 j, and reads 4 columns at a time (one
+// 16-byte load per token, one 8-byte load per expert for 16 FMAs each). At 8192 tokens x 64 experts x 2048
+// (V2-Lite's prefill chunk): 254 us per layer, the warp kernel above 535 us.
+constexpr int kRouterTileTokens = 16, kRouterTileK = 32, kRouterMaxExpertTiles = 6;  // 6 x 64 = 384 experts
+constexpr int64_t kRouterTiledMinTokens = 4096;  // 256 blocks: about two per SM
+
+template <typename In>
+__global__ void __launch_bounds__(256) router_tiled_kernel(const In* x, const bf16* w, float* logits, int64_t tokens,
+                                                           int hidden, int experts) {
+  // Rows padded to 36: 16-byte aligned x rows; weight rows 72 bytes apart, so 16 lanes' 8-byte loads hit 32 banks.
+  __shared__ __align__(16) float xs[kRouterTileTokens][kRouterTileK + 4];
+  __shared__ __align__(16) bf16 ws[kRouterMaxExpertTiles * 64][kRouterTileK + 4];
+  grid_dependency_wait();
+  const int tid = threadIdx.x, row0 = (tid / 64) * 4, col = tid % 64;
+  const int64_t token0 = static_cast<int64_t>(blockIdx.x) * kRouterTileTokens;
+  float acc[4][kRouterMaxExpertTiles] = {};
+  for (int k0 = 0; k0 < hidden; k0 += kRouterTileK) {
+    for (int i = tid; i < kRouterTileTokens * kRouterTileK; i += 256) {
+      const int r = i / kRouterTileK, k = i % kRouterTileK;
+      const int64_t token = token0 + r;
+      xs[r][k] = token < tokens && k0 + k < hidden ? static_cast<float>(x[token * hidden + k0 + k]) : 0.0f;
+    }
+    for (int i = tid; i < experts * kRouterTileK; i += 256) {
+      const int e = i / kRouterTileK, k = i % kRouterTileK;
+      ws[e][k] = k0 + k < hidden ? w[static_cast<int64_t>(e) * hidden + k0 + k] : __float2bfloat16(0.0f);
+    }
+    __syncthreads();
+#pragma unroll 2
+    for (int k = 0; k < kRouterTileK; k += 4) {
+      float4 xv[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) xv[r] = *reinterpret_cast<const float4*>(&xs[row0 + r][k]);
+#pragma unroll
+      for (int j = 0; j < kRouterMaxExpertTiles; ++j) {
+        const int e = col + 64 * j;
+        if (e >= experts) break;
+        const uint2 packed = *reinterpret_cast<const uint2*>(&ws[e][k]);
+        const float2 w01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&packed.x));
+        const float2 w23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&packed.y));
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+          acc[r][j] += xv[r].x * w01.x + xv[r].y * w01.y + xv[r].z * w23.x + xv[r].w * w23.y;
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int64_t token = token0 + row0 + r;
+    if (token >= tokens) break;
+#pragma unroll
+    for (int j = 0; j < kRouterMaxExpertTiles; ++j) {
+      const int e = col + 64 * j;
+      if (e < experts) logits[token * experts + e] = acc[r][j];
+    }
+  }
+}
+
 __global__ void combine_kernel(const bf16* expert_out, const int32_t* ids, const float* weights, int top_k,
                                int num_routed, int num_shared, int64_t tokens, int64_t hidden, bf16* out) {
   grid_dependency_wait();
@@ -212,8 +272,21 @@ void router_logits_f32(const Tensor& x, const Tensor& w, Tensor& logits, cudaStr
            logits.shape_string());
   NW_CHECK(x.size(1) % 8 == 0, "router_logits_f32: hidden ", x.size(1), " must be a multiple of 8");
   if (x.size(0) == 0) return;
-  const dim3 grid(static_cast<unsigned>(x.size(0)), static_cast<unsigned>(ceil_div(w.size(0), 8)));
   const int hidden = static_cast<int>(x.size(1)), experts = static_cast<int>(w.size(0));
+  // From 4096 tokens the tiled kernel (weights read once per 16 tokens; 6.6 vs 13.9 ms over V2-Lite's 26 MoE
+  // layers at 8192 tokens); below, a warp per (token, expert): at a decode batch of 256 the tiled kernel's 16
+  // blocks left most SMs idle (served ITL 15.4 -> 20.3 ms).
+  if (x.size(0) >= kRouterTiledMinTokens && experts <= kRouterMaxExpertTiles * 64) {
+    const unsigned blocks = static_cast<unsigned>(ceil_div(x.size(0), kRouterTileTokens));
+    if (x.dtype == DType::kF32)
+      launch(router_tiled_kernel<float>, blocks, 256, 0, stream, x.f32(), device_ptr<bf16>(w), logits.f32(),
+             x.size(0), hidden, experts);
+    else
+      launch(router_tiled_kernel<bf16>, blocks, 256, 0, stream, device_ptr<bf16>(x), device_ptr<bf16>(w),
+             logits.f32(), x.size(0), hidden, experts);
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>(x.size(0)), static_cast<unsigned>(ceil_div(w.size(0), 8)));
   if (x.dtype == DType::kF32)
     launch(router_kernel<float>, grid, 256, 0, stream, x.f32(), device_ptr<bf16>(w), logits.f32(), hidden, experts);
   else
