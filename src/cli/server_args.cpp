@@ -44,17 +44,21 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.add("dist-init-addr", &dist_init_addr, "HOST:PORT of node 0, where the nodes meet (needed with --nnodes > 1)");
   p.add("dist-timeout", &dist_timeout,
         "seconds any wait for another rank or node may take (joining, each collective, node 0's next command)");
-  const char* kNextIssue = "data-parallel attention and expert parallelism come with the next part of issue 14";
+  p.add("ep-size", &ep_size,
+        "expert parallel size: the routed experts are split over this many groups of the --tp-size ranks (it must "
+        "divide it; each group's tp-size / ep-size ranks split their experts' intermediate dimension). cpu only");
+  p.alias("ep", "ep-size");
+  p.add_switch("enable-ep-moe", &enable_ep_moe, "expert parallelism over all TP ranks: --ep-size = --tp-size");
+  const char* kNextIssue = "data-parallel attention comes with the next part of issue 15";
   p.add_unsupported("enable-dp-attention", kNextIssue);
   p.add_unsupported("dp-size", kNextIssue);
   p.add_unsupported("dp", kNextIssue);
-  p.add_unsupported("ep-size", kNextIssue);
-  p.add_unsupported("enable-ep-moe", kNextIssue);
 }
 
 ParallelFlags ServerArgs::parallel_flags() const {
   ParallelFlags f;
   f.tp_size = tp_size;
+  f.ep_size = enable_ep_moe && ep_size == 1 ? tp_size : ep_size;
   f.nnodes = nnodes;
   f.node_rank = node_rank;
   f.dist_init_addr = dist_init_addr;
@@ -169,6 +173,11 @@ void ServerArgs::validate() const {
   NW_CHECK(!model_path.empty(), "--model-path is required");
   NW_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cuda or cpu");
   NW_CHECK(load_format == "auto" || load_format == "dummy", "--load-format ", load_format, ": expected auto or dummy");
+  const int ep = parallel_flags().ep_size;
+  NW_CHECK(ep >= 1 && tp_size >= 1 && tp_size % ep == 0, "--ep-size ", ep, " must divide --tp-size ", tp_size,
+           " (the routed experts are split over groups of the TP ranks)");
+  NW_CHECK(ep == 1 || device == "cpu", "--ep-size ", ep, " runs on --device cpu for now: the GPU's MoE kernels "
+           "take tensor parallelism's experts (every expert split over the ranks) only");
   NW_CHECK(load_format == "auto" || device == "cuda", "--load-format dummy makes its random weights on the GPU: it "
            "needs --device cuda");
   NW_CHECK(cuda_graph_max_bs >= 0 && cuda_graph_max_bs <= 4096, "--cuda-graph-max-bs must be in [0, 4096], got ",

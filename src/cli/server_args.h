@@ -20,6 +20,8 @@ struct ServerArgs {
 
   // Parallelism (SGLang's names and defaults; --dist-timeout, which SGLang leaves to torch, is 300 s here).
   int tp_size = 1;
+  int ep_size = 1;             // routed experts split over this many groups of the TP ranks (EP-MoE)
+  bool enable_ep_moe = false;  // SGLang's older switch: --ep-size = --tp-size
   int nnodes = 1;
   int node_rank = 0;
   std::string dist_init_addr;  // HOST:PORT where node 0 serves the rendezvous

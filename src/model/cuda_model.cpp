@@ -30,6 +30,8 @@ ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_toke
 // released checkpoint's are; --device cpu runs any); then the rope and router limits of elementwise.h and moe.h,
 // and the portable attention's (portable.h). A TP rank's intermediate sizes are its slices.
 void check_gpu_support(const ModelConfig& c, TpSlice slice) {
+  NW_CHECK(slice.ep_size == 1, "--ep-size ", slice.ep_size, ": expert parallelism runs on --device cpu for now (the "
+           "GPU's MoE kernels take tensor parallelism's experts, every expert split over the ranks)");
   const ops::RouterParams router = router_params(c);
   const ModelConfig local = local_config(c, tp_dims(c, slice));
   const std::tuple<const char*, int64_t, int64_t> dims[] = {  // field, config.json's value, this rank's

@@ -63,18 +63,22 @@ ops::RouterParams router_params(const ModelConfig& c) {
   return p;
 }
 
-DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp)
+DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp, int ep_size)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size()} : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)) {
   NW_CHECK(!tp_ || tp_->device() == Device::kCPU, "DeepSeekModel runs on the host: its TP group needs the host "
            "backend");
   const int64_t kv_b_rows = local_.num_attention_heads * (local_.qk_nope_head_dim + local_.v_head_dim);
   const bool heads_fit = weights_.layers.empty() || weights_.layers[0].attn.kv_b_proj.weight.size(0) == kv_b_rows;
-  NW_CHECK(heads_fit && weights_.embed.size(0) == tp_dims_.vocab.size, "DeepSeekModel: the weights were not loaded ",
-           "for TP rank ", tp_dims_.slice.rank, " of ", tp_dims_.slice.size);
+  bool experts_fit = true;
+  for (const DecoderLayerWeights& l : weights_.layers)
+    if (l.moe) experts_fit = experts_fit && l.moe->experts_gate_up.weight.size(0) == tp_dims_.routed_experts.size;
+  NW_CHECK(heads_fit && experts_fit && weights_.embed.size(0) == tp_dims_.vocab.size, "DeepSeekModel: the weights ",
+           "were not loaded for TP rank ", tp_dims_.slice.rank, " of ", tp_dims_.slice.size, " at --ep-size ",
+           tp_dims_.slice.ep_size);
   rope_.inv_freq = config_.rope_inv_freq();
   rope_.scaling = config_.rope_attention_scaling();
   rope_.interleave = config_.rope.interleave;
@@ -165,7 +169,8 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, RoutingTrace* tr
                              {ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel()},
                              {weights.f32(), weights.f32() + weights.numel()}});
   Tensor out = w.shared ? mlp(*w.shared, x) : empty(t, x.size(1));
-  ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out);
+  ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out,
+                   tp_dims_.routed_experts.begin);
   return out;
 }
 

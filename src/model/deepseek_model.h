@@ -34,13 +34,16 @@ struct ForwardOutput {
 ops::RouterParams router_params(const ModelConfig& config);
 
 // With a TP communicator `tp` (a host one, size > 1), the model is that rank's part: `weights` were loaded for
-// TpSlice{tp->rank(), tp->size()}, the code runs on local_config's counts, and the ranks meet at four points: the
-// vocab-parallel embedding (all_reduce), after o_proj and after the MLP / MoE (routed + shared summed first; one
-// all_reduce each), and the lm_head shards, all_gather'ed so that every rank returns the whole logits. The host
-// backend adds in rank order, so every rank gets the same bits. Null (or size 1): no TP.
+// TpSlice{tp->rank(), tp->size(), ep_size}, the code runs on local_config's counts, and the ranks meet at four
+// points: the vocab-parallel embedding (all_reduce), after o_proj and after the MLP / MoE (routed + shared summed
+// first; one all_reduce each), and the lm_head shards, all_gather'ed so that every rank returns the whole logits.
+// With expert parallelism (ep_size > 1) a rank runs only the choices of the experts it holds: every rank has
+// every token (attention is TP), so the same all_reduce after the MoE gathers each token's experts from their
+// ranks, and no all-to-all is needed. The host backend adds in rank order, so every rank gets the same bits.
+// Null (or size 1): no TP.
 class DeepSeekModel {
  public:
-  DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp = nullptr);
+  DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp = nullptr, int ep_size = 1);
   // Reads config.json and the safetensors of a model directory.
   static DeepSeekModel load(const std::string& model_dir);
 

@@ -8,6 +8,9 @@ namespace narwhal {
 TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
   NW_CHECK(slice.size >= 1 && slice.rank >= 0 && slice.rank < slice.size, "TP rank ", slice.rank, " of ", slice.size,
            " is out of range");
+  NW_CHECK(slice.ep_size >= 1 && slice.size % slice.ep_size == 0, "--ep-size ", slice.ep_size,
+           " does not divide --tp-size ", slice.size);
+  const int moe_tp = slice.size / slice.ep_size;  // the ranks that share each expert (SGLang's moe_tp_size)
   const auto split = [&](int64_t total, const char* field) {
     return shard(total, slice.rank, slice.size, cat("config.json's ", field));
   };
@@ -20,8 +23,12 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
   d.heads = split(c.num_attention_heads, "num_attention_heads");
   // A dimension no layer uses is not split (and may be anything).
   d.intermediate = dense_layer ? split(c.intermediate_size, "intermediate_size") : Shard{0, c.intermediate_size};
-  d.moe_intermediate =
-      moe ? split(c.moe_intermediate_size, "moe_intermediate_size") : Shard{0, c.moe_intermediate_size};
+  d.moe_intermediate = moe ? shard(c.moe_intermediate_size, slice.rank % moe_tp, moe_tp,
+                                   "config.json's moe_intermediate_size")
+                            : Shard{0, c.moe_intermediate_size};
+  d.routed_experts = moe ? shard(c.n_routed_experts, slice.rank / moe_tp, slice.ep_size,
+                                 "config.json's n_routed_experts at this --ep-size")
+                         : Shard{0, c.n_routed_experts};
   const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
   d.shared_intermediate =
       moe && shared > 0 ? split(shared, "n_shared_experts x moe_intermediate_size") : Shard{0, shared};

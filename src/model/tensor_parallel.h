@@ -7,16 +7,20 @@
 
 namespace narwhal {
 
-// This rank's place in its TP group (SGLang's tp_rank, tp_size).
+// This rank's place in its TP group (SGLang's tp_rank, tp_size), and how many expert-parallel groups the group's
+// routed experts are split over (SGLang's ep_size; 1: none).
 struct TpSlice {
   int rank = 0;
   int size = 1;
+  int ep_size = 1;
 };
 
 // What one TP rank holds of the dimensions TP splits, as SGLang shards DeepSeek without expert parallelism:
 //  - attention heads: q_proj / q_b_proj and kv_b_proj rows, o_proj columns (q_a, kv_a and the latent cache are
 //    replicated: every rank needs the whole latent of every token);
-//  - the dense MLP's intermediate dimension, and every routed expert's: gate / up rows, down columns;
+//  - the dense MLP's intermediate dimension, and every routed expert's: gate / up rows, down columns; with expert
+//    parallelism (ep_size > 1, SGLang's EP-MoE) rank r holds the experts of EP rank r / (size / ep_size) whole
+//    but for their intermediate dimension, split over the size / ep_size ranks of its MoE-TP group (r % that);
 //  - the shared experts' n_shared x moe_intermediate as one MLP, split the same way;
 //  - the vocabulary: embed_tokens and lm_head rows.
 // Norms, the router and MTP's eh_proj are replicated.
@@ -25,6 +29,7 @@ struct TpDims {
   Shard heads;
   Shard intermediate;
   Shard moe_intermediate;
+  Shard routed_experts;  // the routed experts whose weights this rank holds (all of them without EP)
   Shard shared_intermediate;
   // ceil(vocab_size / size) rows per rank, rounded up to a multiple of 8 when split: the rows past vocab_size (the
   // last ranks') are zeros, so every vocabulary splits (SGLang pads its vocab-parallel tables to 64). Their logits
@@ -33,7 +38,7 @@ struct TpDims {
 };
 
 // Throws an Error naming the config.json field when the heads or an intermediate size that the model uses do not
-// split evenly over slice.size ranks.
+// split evenly over slice.size ranks, or the routed experts over slice.ep_size groups.
 TpDims tp_dims(const ModelConfig& config, TpSlice slice);
 
 // The config as one rank's model code sees it: num_attention_heads, intermediate_size and moe_intermediate_size

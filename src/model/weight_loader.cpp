@@ -186,22 +186,36 @@ AttentionWeights load_attention(const WeightReader& r, const ModelConfig& c, con
   return w;
 }
 
-// Every routed expert cut along its intermediate dimension (SGLang's TP MoE without EP); the router whole.
+// The leading-dimension rows [s.begin, s.end) of a host tensor, as a tensor of their own.
+Tensor leading_rows(const Tensor& t, const Shard& s) {
+  if (s.begin == 0 && s.size == t.size(0)) return t;
+  Tensor out = Tensor::zeros(t.dtype, [&] { auto shape = t.shape; shape[0] = s.size; return shape; }());
+  std::memcpy(out.data, t.rows(s.begin, s.begin + s.size).data, out.nbytes());
+  return out;
+}
+
+// Every routed expert this rank holds (all of them without EP) cut along its intermediate dimension (SGLang's TP
+// MoE; with EP only the MoE-TP group's ranks share an expert); the router whole.
 MoeWeights load_moe(const WeightReader& r, const ModelConfig& c, const std::string& p, const TpDims& d) {
   const int64_t e = c.n_routed_experts, hidden = c.hidden_size, inter = c.moe_intermediate_size;
   const Shard& part = d.moe_intermediate;
+  const Shard& experts = d.routed_experts;
   MoeWeights w;
   w.router = r.get(p + "gate.weight", {e, hidden});
   if (c.topk_method == TopkMethod::kNoauxTc) w.correction_bias = r.get_f32(p + "gate.e_score_correction_bias", {e});
   if (r.has(p + "experts.gate_up_proj")) {  // transformers v5 layout: experts already stacked, gate rows then up
+    // Cuts apply to each expert's matrix, so every expert is read and this rank's are kept (the official layout,
+    // one tensor per expert, reads only this rank's).
     const std::string gate_up = p + "experts.gate_up_proj";
     const Tensor gate = r.host_tensor(gate_up, {e, 2 * inter, hidden}, Cut::rows(part));
     const Tensor up = r.host_tensor(gate_up, {e, 2 * inter, hidden}, Cut::rows({inter + part.begin, part.size}));
-    w.experts_gate_up = {r.place(concat_matrix_rows(gate, up)), {}};
-    w.experts_down = {r.get(p + "experts.down_proj", {e, hidden, inter}, Cut::cols(part)), {}};
+    w.experts_gate_up = {r.place(leading_rows(concat_matrix_rows(gate, up), experts)), {}};
+    w.experts_down = {r.place(leading_rows(r.host_tensor(p + "experts.down_proj", {e, hidden, inter}, Cut::cols(part)),
+                                           experts)),
+                      {}};
   } else {
     std::vector<Linear> gate_ups, downs;
-    for (int64_t x = 0; x < e; ++x) {
+    for (int64_t x = experts.begin; x < experts.begin + experts.size; ++x) {
       auto [gate_up, down] = host_mlp(r, cat(p, "experts.", x, "."), hidden, inter, part);
       gate_ups.push_back(gate_up);
       downs.push_back(down);

@@ -311,10 +311,11 @@ void Engine::log_step(const StepPlan& plan) {
   // As SGLang: tokens held by running requests (pages only the radix cache holds are free to take).
   const int64_t used_pages = pool_.num_pages() - pool_.num_free() - pool_.num_evictable();
   const double usage = pool_.num_pages() == 0 ? 0.0 : static_cast<double>(used_pages) / pool_.num_pages();
-  if (new_tokens > 0)
+  if (new_tokens > 0) {
     NW_LOG(Info) << "Prefill batch. #new-seq: " << new_seqs << ", #new-token: " << new_tokens << ", #cached-token: "
                  << cached << ", token usage: " << fixed2(usage) << ", #running-req: " << scheduler_.num_running()
                  << ", #queue-req: " << scheduler_.num_waiting();
+  }
   if (decodes == 0 || ++decode_steps_since_log_ < config_.decode_log_interval) return;
   const auto now = std::chrono::steady_clock::now();
   const double seconds = std::chrono::duration<double>(now - last_decode_log_).count();

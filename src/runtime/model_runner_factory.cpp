@@ -107,7 +107,7 @@ Fingerprint runner_fingerprint(const RunnerOptions& o) {
 // Refuses a --tp-size the model cannot split before any node waits for the others (every node refuses alike).
 std::unique_ptr<ProcessWorld> join_world(const RunnerOptions& options) {
   const ModelConfig config = read_config(options.model_path);
-  const TpSlice slice{0, options.parallel.tp_size};
+  const TpSlice slice{0, options.parallel.tp_size, options.parallel.ep_size};
   tp_dims(config, slice);
   if (options.device == "cuda") {
     require_cuda_device("--device cuda", "; --device cpu runs tensor parallelism on the CPU");
@@ -131,10 +131,10 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
   };
   if (options.device == "cpu") {
     const int64_t pages = cpu_cache_pages(options, config, world.config(0).node_rank() == 0);
-    return [options, config, pages, progress, done](const ParallelConfig&, Communicator& tp) {
-      ModelWeights weights =
-          load_weights(config, Checkpoint(options.model_path), Device::kCPU, {tp.rank(), tp.size()}, progress.get());
-      auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp);
+    return [options, config, pages, progress, done](const ParallelConfig& rank, Communicator& tp) {
+      const TpSlice slice{tp.rank(), tp.size(), rank.ep_size()};
+      ModelWeights weights = load_weights(config, Checkpoint(options.model_path), Device::kCPU, slice, progress.get());
+      auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, rank.ep_size());
       done();
       return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
     };

@@ -1,7 +1,7 @@
 // The CPU forward split over TP ranks (rank threads on the host backend) against the same model at TP 1: every
 // fixture at TP 2 and 4 (the splits that do not divide are refused, naming the field), the MTP module, random
-// configs at TP 2, transformers v5's stacked experts and tied embeddings, and the FP8 rule that a kept-FP8 weight is
-// cut with whole blocks.
+// configs at TP 2, transformers v5's stacked experts and tied embeddings, expert parallelism (EP 2, 4 and 8), and
+// the FP8 rule that a kept-FP8 weight is cut with whole blocks.
 // Tolerance 1e-5 relative (max |diff| / max |ref| per step): TP adds the same float32 products in another
 // grouping (per-rank partial sums of o_proj, down_proj and the experts, then summed in rank order); measured at
 // most 1.2e-6 on the fixtures. The greedy ids must be equal, and every rank must hold the same bits.
@@ -71,14 +71,15 @@ Outputs run_model(const DeepSeekModel& model, uint64_t seed) {
   return out;
 }
 
-// Runs `model_dir` split over `tp` rank threads; returns each rank's outputs.
-std::vector<Outputs> run_tp(const std::string& model_dir, int tp, uint64_t seed) {
+// Runs `model_dir` split over `tp` rank threads (the routed experts over `ep` groups of them); returns each
+// rank's outputs.
+std::vector<Outputs> run_tp(const std::string& model_dir, int tp, uint64_t seed, int ep = 1) {
   const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
   const Checkpoint checkpoint(model_dir);
   std::vector<Outputs> outputs(tp);
   run_ranks(tp, [&](const ParallelConfig& rank, Communicator& comm) {
-    ModelWeights weights = load_weights(config, checkpoint, Device::kCPU, {rank.tp_rank(), tp});
-    const DeepSeekModel model(config, std::move(weights), &comm);
+    ModelWeights weights = load_weights(config, checkpoint, Device::kCPU, {rank.tp_rank(), tp, ep});
+    const DeepSeekModel model(config, std::move(weights), &comm, ep);
     outputs[rank.tp_rank()] = run_model(model, seed);
   });
   return outputs;
@@ -142,7 +143,43 @@ TEST_P(TpFixture, Tp2And4GiveTp1Logits) {
   }
 }
 
+// Expert parallelism (EP-MoE) with TP attention: EP 2 at TP 2 (each expert whole on one rank), EP 2 at TP 4 (each
+// expert split over a pair of ranks) and EP 4 at TP 4, against TP 1. The odd fixtures' heads do not split.
+TEST_P(TpFixture, ExpertParallelGivesTp1Logits) {
+  set_log_level(LogLevel::kWarning);
+  const std::string dir = testing::fixture_dir(GetParam());
+  if (std::string(GetParam()).find("odd") != std::string::npos) GTEST_SKIP() << "its heads do not split";
+  const Outputs tp1 = run_model(DeepSeekModel::load(dir), 5);
+  for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}}) {
+    const std::string what = cat(GetParam(), " tp ", tp, " ep ", ep);
+    const double err = expect_tp_matches(tp1, run_tp(dir, tp, 5, ep), what);
+    std::printf("%s: max rel error vs TP 1 %.2e\n", what.c_str(), err);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, TpFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
+
+// Routed experts that do not split over the EP groups, and an EP size that does not divide the TP size.
+TEST(TensorParallel, UnevenExpertSplitsAreRefused) {
+  json c = testing::small_v3_config();
+  c["n_routed_experts"] = 6;
+  c["n_group"] = 1;
+  c["topk_group"] = 1;
+  c["num_attention_heads"] = 4;
+  c["moe_intermediate_size"] = 64;
+  c["intermediate_size"] = 256;
+  const ModelConfig config = ModelConfig::from_json(c, "config.json");
+  for (const auto& [slice, expected] :
+       {std::pair{TpSlice{0, 4, 4}, "config.json's n_routed_experts at this --ep-size = 6 does not split evenly over 4"},
+        std::pair{TpSlice{0, 4, 3}, "--ep-size 3 does not divide --tp-size 4"}}) {
+    try {
+      tp_dims(config, slice);
+      ADD_FAILURE() << "ep " << slice.ep_size << " was not refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  }
+}
 
 TEST(TensorParallel, UnevenSplitsAreRefusedNamingTheField) {
   EXPECT_NE(refusal(testing::fixture_dir("v2_odd"), 2).find("config.json's num_attention_heads = 5 does not split "
@@ -253,6 +290,27 @@ TEST(TensorParallel, StackedExpertsAndTiedEmbeddingsGiveTp1Logits) {
   testing::TempDir tied;
   testing::write_random_checkpoint(tied.path(), c, 10);
   expect_tp_matches(run_model(DeepSeekModel::load(tied.path()), 10), run_tp(tied.path(), 2, 10), "tied tp 2");
+}
+
+// EP 8 at TP 8 (8 heads, one routed expert of 8 per rank: most tokens' choices are on other ranks, and experts
+// no token picks leave their rank with nothing to add), EP 4 at TP 8, and transformers v5's stacked experts at
+// EP 2 (every expert read, this rank's kept).
+TEST(TensorParallel, ExpertParallelAtTp8AndStackedExperts) {
+  set_log_level(LogLevel::kWarning);
+  json c = testing::small_v3_config();
+  c["num_attention_heads"] = 8;
+  c["n_routed_experts"] = 8;
+  c["n_group"] = 4;
+  c["topk_group"] = 2;
+  c["num_experts_per_tok"] = 2;
+  c["moe_intermediate_size"] = 64;
+  c["intermediate_size"] = 256;
+  testing::TempDir per_expert, stacked;
+  testing::write_random_checkpoint(per_expert.path(), c, 12);
+  const Outputs tp1 = run_model(DeepSeekModel::load(per_expert.path()), 12);
+  for (int ep : {8, 4}) expect_tp_matches(tp1, run_tp(per_expert.path(), 8, 12, ep), cat("tp 8 ep ", ep));
+  write_stacked_experts(per_expert.path(), stacked.path());
+  expect_tp_matches(tp1, run_tp(stacked.path(), 2, 12, 2), "stacked experts tp 2 ep 2");
 }
 
 // A mapped-like FP8 tensor [256, 384] with 2 x 3 block scales, for the cut rules.

@@ -87,6 +87,12 @@ TEST_P(TpGenerate, Tp2And4InOneProcessEqualTp1) {
   const std::vector<json> tp1 = run_alone(generate_args(GetParam(), 1), dir, "tp1.log");
   for (int tp : {2, 4})
     expect_same(run_alone(generate_args(GetParam(), tp), dir, cat("tp", tp, ".log")), tp1, cat("tp ", tp));
+  // Expert parallelism: --ep-size 2 at TP 2, and SGLang's --enable-ep-moe (EP over all four ranks) at TP 4.
+  std::vector<std::string> ep2 = generate_args(GetParam(), 2), ep4 = generate_args(GetParam(), 4);
+  ep2.insert(ep2.end(), {"--ep-size", "2"});
+  ep4.push_back("--enable-ep-moe");
+  expect_same(run_alone(ep2, dir, "ep2.log"), tp1, "tp 2 ep 2");
+  expect_same(run_alone(ep4, dir, "ep4.log"), tp1, "tp 4 --enable-ep-moe");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TpGenerate, ::testing::Values("v3", "v2_lite", "v3_fp8"));
@@ -173,17 +179,23 @@ TEST(TpGenerateNodes, AModelThatDoesNotSplitIsRefusedAtOnce) {
   }
 }
 
-TEST(TpGenerateNodes, DataAndExpertParallelismAreRefusedForNow) {
+// DP attention is refused for now, and so are an EP size that does not divide the TP size and EP on the GPU.
+TEST(TpGenerateNodes, DataParallelAttentionAndGpuExpertParallelismAreRefusedForNow) {
   testing::TempDir dir;
-  std::vector<std::string> args = generate_args("v3", 2);
-  args.insert(args.end(), {"--dp-size", "2"});
-  std::vector<Child> one = {testing::spawn_process(args, {}, dir.file("dp.log"))};
-  testing::wait_children(one, 30);
-  EXPECT_EQ(one[0].exit_code, 1);
-  EXPECT_NE(one[0].output().find("--dp-size is an SGLang flag not supported by narwhal: data-parallel attention and "
-                                 "expert parallelism come with the next part of issue 14"),
-            std::string::npos)
-      << one[0].output();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--dp-size", "2"},
+       "--dp-size is an SGLang flag not supported by narwhal: data-parallel attention comes with the next part of "
+       "issue 15"},
+      {{"--ep-size", "3"}, "--ep-size 3 must divide --tp-size 2"},
+      {{"--ep-size", "2", "--device", "cuda"}, "--ep-size 2 runs on --device cpu for now"}};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    std::vector<std::string> args = generate_args("v3", 2);
+    args.insert(args.end(), cases[i].first.begin(), cases[i].first.end());
+    std::vector<Child> one = {testing::spawn_process(args, {}, dir.file(cat("refused", i, ".log")))};
+    testing::wait_children(one, 30);
+    EXPECT_EQ(one[0].exit_code, 1);
+    EXPECT_NE(one[0].output().find(cases[i].second), std::string::npos) << one[0].output();
+  }
 }
 
 }  // namespace

@@ -1,11 +1,12 @@
 // `narwhal serve` split over local processes (--tp N --nnodes N --node-rank r --dist-init-addr 127.0.0.1:PORT, the
 // same command on each): node 0 answers OpenAI requests as the TP 1 server does while the workers serve no HTTP and
 // stop when node 0 stops; a worker killed mid-serve, idle or busy, turns node 0's /health 503, then node 0 exits 1.
+// Expert parallelism (--tp 2 --ep-size 2 in one process) answers concurrent requests as TP 1 does, leaking nothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import net from "node:net";
-import { bin, serveArgs, startServer, eventually } from "./narwhal_server.mjs";
+import { bin, serveArgs, startServer, eventually, expectNoLeaks } from "./narwhal_server.mjs";
 
 // Several processes of OpenMP threads on a few cores: spinning threads would starve each other.
 const env = { ...process.env, OMP_WAIT_POLICY: "passive" };
@@ -68,6 +69,23 @@ test("two and four processes answer as the TP 1 server does", async () => {
     } finally {
       world.kill();
     }
+  }
+});
+
+test("expert parallelism answers concurrent requests as the TP 1 server does", async () => {
+  const prompts = ["The capital of France is", "Once upon a time", "1, 2, 3,", "def main():", "Hello"];
+  const complete = (client, prompt) =>
+    client.completions.create({ model: "tiny", prompt, max_tokens: 10, temperature: 0 }).then((r) => r.choices[0].text);
+  const single = await startServer(kSmallCache, env);
+  const want = await Promise.all(prompts.map((p) => complete(single.client, p)));
+  single.kill();
+  const ep = await startServer(["--tp", "2", "--ep-size", "2", ...kSmallCache], env);
+  try {
+    const got = await Promise.all([...prompts, ...prompts].map((p) => complete(ep.client, p)));
+    assert.deepEqual(got, [...want, ...want]);
+    await expectNoLeaks(ep.base);
+  } finally {
+    ep.kill();
   }
 });
 
