@@ -7,6 +7,7 @@
 // most 1.2e-6 on the fixtures. The greedy ids must be equal, and every rank must hold the same bits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <numeric>
@@ -159,16 +160,23 @@ TEST_P(TpFixture, ExpertParallelGivesTp1Logits) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TpFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
 
-// Routed experts that do not split over the EP groups, and an EP size that does not divide the TP size.
-TEST(TensorParallel, UnevenExpertSplitsAreRefused) {
+// small_v3_config with `heads` heads and `experts` routed experts in `groups` groups (top-2 of them, top-2
+// experts), its intermediate sizes split over up to 8 ranks.
+json expert_parallel_config(int heads, int experts, int groups) {
   json c = testing::small_v3_config();
-  c["n_routed_experts"] = 6;
-  c["n_group"] = 1;
-  c["topk_group"] = 1;
-  c["num_attention_heads"] = 4;
+  c["num_attention_heads"] = heads;
+  c["n_routed_experts"] = experts;
+  c["n_group"] = groups;
+  c["topk_group"] = std::min(groups, 2);
+  c["num_experts_per_tok"] = 2;
   c["moe_intermediate_size"] = 64;
   c["intermediate_size"] = 256;
-  const ModelConfig config = ModelConfig::from_json(c, "config.json");
+  return c;
+}
+
+// Routed experts that do not split over the EP groups, and an EP size that does not divide the TP size.
+TEST(TensorParallel, UnevenExpertSplitsAreRefused) {
+  const ModelConfig config = ModelConfig::from_json(expert_parallel_config(4, 6, 1), "config.json");
   for (const auto& [slice, expected] :
        {std::pair{TpSlice{0, 4, 4}, "config.json's n_routed_experts at this --ep-size = 6 does not split evenly over 4"},
         std::pair{TpSlice{0, 4, 3}, "--ep-size 3 does not divide --tp-size 4"}}) {
@@ -297,14 +305,7 @@ TEST(TensorParallel, StackedExpertsAndTiedEmbeddingsGiveTp1Logits) {
 // EP 2 (every expert read, this rank's kept).
 TEST(TensorParallel, ExpertParallelAtTp8AndStackedExperts) {
   set_log_level(LogLevel::kWarning);
-  json c = testing::small_v3_config();
-  c["num_attention_heads"] = 8;
-  c["n_routed_experts"] = 8;
-  c["n_group"] = 4;
-  c["topk_group"] = 2;
-  c["num_experts_per_tok"] = 2;
-  c["moe_intermediate_size"] = 64;
-  c["intermediate_size"] = 256;
+  const json c = expert_parallel_config(8, 8, 4);
   testing::TempDir per_expert, stacked;
   testing::write_random_checkpoint(per_expert.path(), c, 12);
   const Outputs tp1 = run_model(DeepSeekModel::load(per_expert.path()), 12);
