@@ -46,7 +46,7 @@ void ServerArgs::register_flags(ArgParser& p) {
         "seconds any wait for another rank or node may take (joining, each collective, node 0's next command)");
   p.add("ep-size", &ep_size,
         "expert parallel size: the routed experts are split over this many groups of the --tp-size ranks (it must "
-        "divide it; each group's tp-size / ep-size ranks split their experts' intermediate dimension). cpu only");
+        "divide it; each group's tp-size / ep-size ranks split their experts' intermediate dimension)");
   p.alias("ep", "ep-size");
   p.add_switch("enable-ep-moe", &enable_ep_moe, "expert parallelism over all TP ranks: --ep-size = --tp-size");
   const char* kNextIssue = "data-parallel attention comes with the next part of issue 15";
@@ -176,8 +176,6 @@ void ServerArgs::validate() const {
   const int ep = parallel_flags().ep_size;
   NW_CHECK(ep >= 1 && tp_size >= 1 && tp_size % ep == 0, "--ep-size ", ep, " must divide --tp-size ", tp_size,
            " (the routed experts are split over groups of the TP ranks)");
-  NW_CHECK(ep == 1 || device == "cpu", "--ep-size ", ep, " runs on --device cpu for now: the GPU's MoE kernels "
-           "take tensor parallelism's experts (every expert split over the ranks) only");
   NW_CHECK(load_format == "auto" || device == "cuda", "--load-format dummy makes its random weights on the GPU: it "
            "needs --device cuda");
   NW_CHECK(cuda_graph_max_bs >= 0 && cuda_graph_max_bs <= 4096, "--cuda-graph-max-bs must be in [0, 4096], got ",

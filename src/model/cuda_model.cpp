@@ -30,8 +30,6 @@ ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_toke
 // released checkpoint's are; --device cpu runs any); then the rope and router limits of elementwise.h and moe.h,
 // and the portable attention's (portable.h). A TP rank's intermediate sizes are its slices.
 void check_gpu_support(const ModelConfig& c, TpSlice slice) {
-  NW_CHECK(slice.ep_size == 1, "--ep-size ", slice.ep_size, ": expert parallelism runs on --device cpu for now (the "
-           "GPU's MoE kernels take tensor parallelism's experts, every expert split over the ranks)");
   const ops::RouterParams router = router_params(c);
   const ModelConfig local = local_config(c, tp_dims(c, slice));
   const std::tuple<const char*, int64_t, int64_t> dims[] = {  // field, config.json's value, this rank's
@@ -79,16 +77,26 @@ bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
 }  // namespace
 
 CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-                     KernelChoice kernels, Communicator* tp)
+                     KernelChoice kernels, Communicator* tp, int ep_size)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size()} : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)),
       max_tokens_(max_tokens),
       page_size_(page_size),
       gemm_(gemm_options(local_, max_tokens)) {
   NW_CHECK(max_tokens > 0, "CudaModel: max_tokens must be positive");
+  for (CudaLayerWeights& l : weights_.layers) {
+    if (!l.moe) continue;
+    ops::cuda::MoeExpertWeights& e = l.moe->experts;
+    NW_CHECK(e.gate_up.size(0) == tp_dims_.routed_experts.size + e.num_shared, "CudaModel: the weights hold ",
+             e.gate_up.size(0) - e.num_shared, " routed experts, TP rank ", tp_dims_.slice.rank, " at --ep-size ",
+             tp_dims_.slice.ep_size, " holds ", tp_dims_.routed_experts.size);
+    e.first_expert = static_cast<int>(tp_dims_.routed_experts.begin);
+    e.shared_token_stride = tp_dims_.shared_token_stride;
+    e.shared_token_offset = tp_dims_.shared_token_offset;
+  }
   NW_CHECK(!tp_ || tp_->device() == Device::kCUDA, "CudaModel: its TP group needs a device backend (NCCL or ",
            "device-local)");
   NW_CHECK(weights_.embed.size(0) == tp_dims_.vocab.size, "CudaModel: the weights were not loaded for TP rank ",
@@ -101,6 +109,8 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   const bool portable = kernels == KernelChoice::kPortable;
   fast_attention_ = !portable && fits_mla_kernels(local_) && page_size >= 16 && (page_size & (page_size - 1)) == 0;
   fast_moe_ = !portable && fits_moe_kernels(local_, weights_);
+  NW_CHECK(fast_moe_ || tp_dims_.slice.ep_size == 1, "--ep-size ", tp_dims_.slice.ep_size, ": expert parallelism ",
+           "on the GPU runs in the tuned MoE kernels, which these shapes (or --kernels portable) rule out");
   rope_.inv_freq = Tensor::from_floats(local_.rope_inv_freq(), {local_.qk_rope_head_dim / 2}).to(Device::kCUDA);
   rope_.scaling = local_.rope_attention_scaling();
   rope_.interleave = local_.rope.interleave;

@@ -61,7 +61,7 @@ class CudaModel {
  public:
   // max_tokens: the most tokens one step may carry (token-indexed buffers are reserved for it up front).
   CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-            KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr);
+            KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr, int ep_size = 1);
 
   const ModelConfig& config() const { return config_; }
   const TpDims& tp_dims() const { return tp_dims_; }

@@ -277,14 +277,14 @@ CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, Tp
     a.o_proj = m.split_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
     if (c.is_moe_layer(layer)) {
       MoeWeights moe;
-      const int64_t e = c.n_routed_experts, inter = c.moe_intermediate_size;
+      const int64_t e = c.n_routed_experts, mine = dims.routed_experts.size, inter = c.moe_intermediate_size;
       moe.router = m.random({e, hidden}, head_std);
       if (c.topk_method == TopkMethod::kNoauxTc) {
         moe.correction_bias = Tensor::empty(DType::kF32, {e}, Device::kCUDA);
         ops::cuda::fill_random(moe.correction_bias, m.next_seed(), 0.01f, nullptr);
       }
-      moe.experts_gate_up = m.split_part([&] { return m.linear({e, 2 * inter, hidden}); });
-      moe.experts_down = m.split_part([&] { return m.linear({e, hidden, inter}); });
+      moe.experts_gate_up = m.split_part([&] { return m.linear({mine, 2 * inter, hidden}); });
+      moe.experts_down = m.split_part([&] { return m.linear({mine, hidden, inter}); });
       if (c.n_shared_experts > 0) moe.shared = m.split_part([&] { return m.mlp(c.n_shared_experts * inter); });
       l.moe = std::move(moe);
     } else {

@@ -1,6 +1,7 @@
 // DeepSeekModel forward: embedding -> decoder layers (MLA, dense MLP or MoE) -> final norm -> lm_head.
 #include "model/deepseek_model.h"
 
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
@@ -168,9 +169,26 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, RoutingTrace* tr
                              {router_logits.f32(), router_logits.f32() + router_logits.numel()},
                              {ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel()},
                              {weights.f32(), weights.f32() + weights.numel()}});
-  Tensor out = w.shared ? mlp(*w.shared, x) : empty(t, x.size(1));
+  Tensor out = w.shared ? shared_experts(*w.shared, x) : empty(t, x.size(1));
   ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out,
                    tp_dims_.routed_experts.begin);
+  return out;
+}
+
+// The shared experts of the tokens this rank runs them for (TpDims' shared_token_*: all of them without EP);
+// the other rows stay zero.
+Tensor DeepSeekModel::shared_experts(const MlpWeights& w, const Tensor& x) const {
+  const int64_t stride = tp_dims_.shared_token_stride, offset = tp_dims_.shared_token_offset, hidden = x.size(1);
+  if (stride == 1) return mlp(w, x);
+  const int64_t t = x.size(0), mine = t > offset ? (t - offset + stride - 1) / stride : 0;
+  Tensor out = empty(t, hidden);
+  if (mine == 0) return out;
+  Tensor rows = empty(mine, hidden);
+  for (int64_t i = 0; i < mine; ++i)
+    std::memcpy(rows.f32() + i * hidden, x.f32() + (offset + i * stride) * hidden, hidden * sizeof(float));
+  const Tensor y = mlp(w, rows);
+  for (int64_t i = 0; i < mine; ++i)
+    std::memcpy(out.f32() + (offset + i * stride) * hidden, y.f32() + i * hidden, hidden * sizeof(float));
   return out;
 }
 

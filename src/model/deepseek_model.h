@@ -70,6 +70,7 @@ class DeepSeekModel {
   Tensor attention(const AttentionWeights& w, int cache_layer, const ForwardBatch& batch, const KvCache& cache,
                    AttentionForm form, const Tensor& x) const;
   Tensor moe(const MoeWeights& w, const Tensor& x, RoutingTrace* trace) const;
+  Tensor shared_experts(const MlpWeights& w, const Tensor& x) const;
   ForwardOutput head(const Tensor& h, const Tensor& norm, const Tensor& lm_head, const ForwardBatch& batch,
                      const ForwardOptions& options) const;
   // The TP meeting points (no-ops without TP).

@@ -30,8 +30,11 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
                                  "config.json's n_routed_experts at this --ep-size")
                          : Shard{0, c.n_routed_experts};
   const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
-  d.shared_intermediate =
-      moe && shared > 0 ? split(shared, "n_shared_experts x moe_intermediate_size") : Shard{0, shared};
+  d.shared_intermediate = moe && shared > 0 ? shard(shared, slice.rank % moe_tp, moe_tp,
+                                                    "config.json's n_shared_experts x moe_intermediate_size")
+                                              : Shard{0, shared};
+  d.shared_token_stride = slice.ep_size;
+  d.shared_token_offset = slice.rank / moe_tp;
   // Split, a shard is a whole number of 8-row groups: its rows of logits stay 16-byte aligned for the GPU's GEMMs.
   const int64_t per_rank =
       slice.size == 1 ? c.vocab_size : ((c.vocab_size + slice.size - 1) / slice.size + 7) / 8 * 8;

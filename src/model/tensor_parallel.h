@@ -21,7 +21,9 @@ struct TpSlice {
 //  - the dense MLP's intermediate dimension, and every routed expert's: gate / up rows, down columns; with expert
 //    parallelism (ep_size > 1, SGLang's EP-MoE) rank r holds the experts of EP rank r / (size / ep_size) whole
 //    but for their intermediate dimension, split over the size / ep_size ranks of its MoE-TP group (r % that);
-//  - the shared experts' n_shared x moe_intermediate as one MLP, split the same way;
+//  - the shared experts' n_shared x moe_intermediate as one MLP, split as the routed experts' intermediate
+//    dimension is (over the MoE-TP group: all ranks without EP). With EP every EP group holds them, and EP rank e
+//    runs them for the tokens t with t % ep_size == e, so the groups share that work and each token gets it once;
 //  - the vocabulary: embed_tokens and lm_head rows.
 // Norms, the router and MTP's eh_proj are replicated.
 struct TpDims {
@@ -31,6 +33,7 @@ struct TpDims {
   Shard moe_intermediate;
   Shard routed_experts;  // the routed experts whose weights this rank holds (all of them without EP)
   Shard shared_intermediate;
+  int shared_token_stride = 1, shared_token_offset = 0;  // the tokens whose shared experts this rank runs
   // ceil(vocab_size / size) rows per rank, rounded up to a multiple of 8 when split: the rows past vocab_size (the
   // last ranks') are zeros, so every vocabulary splits (SGLang pads its vocab-parallel tables to 64). Their logits
   // are dropped when the shards are joined.

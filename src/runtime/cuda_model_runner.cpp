@@ -103,7 +103,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   NW_CUDA_CHECK(cudaEventCreateWithFlags(&draws_->done, cudaEventDisableTiming));
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
   model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
-                                       options.kernels, options.tp);
+                                       options.kernels, options.tp, options.ep_size);
   const ModelConfig& c = model_->config();
   max_seqs_ = std::min<int64_t>(max_tokens, 4096);
 
@@ -153,7 +153,7 @@ CudaModelRunner::~CudaModelRunner() {
 namespace {
 
 TpSlice slice_of(const CudaRunnerOptions& options) {
-  return options.tp ? TpSlice{options.tp->rank(), options.tp->size()} : TpSlice{};
+  return options.tp ? TpSlice{options.tp->rank(), options.tp->size(), options.ep_size} : TpSlice{};
 }
 
 ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {

@@ -27,6 +27,7 @@ struct CudaRunnerOptions {
   // builds its runner at the same time: they agree on the cache size (the fewest pages any rank can hold) and
   // capture the same graphs, whose collectives only NCCL can capture.
   Communicator* tp = nullptr;
+  int ep_size = 1;                  // with tp: the EP groups its ranks split the routed experts over (--ep-size)
   int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
 };

@@ -141,9 +141,10 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
   }
   CudaRunnerOptions cuda = cuda_options(options);
   const int ranks_per_device = tp_backend(options) == Backend::kDeviceLocal ? ranks : 1;
-  return [options, cuda, progress, done, ranks_per_device](const ParallelConfig&, Communicator& tp) {
+  return [options, cuda, progress, done, ranks_per_device](const ParallelConfig& rank, Communicator& tp) {
     CudaRunnerOptions mine = cuda;
     mine.tp = &tp;
+    mine.ep_size = rank.ep_size();
     mine.ranks_per_device = ranks_per_device;
     mine.progress = progress.get();
     std::unique_ptr<ModelRunner> runner = make_cuda_runner(options, mine);

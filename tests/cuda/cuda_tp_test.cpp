@@ -1,7 +1,8 @@
 // The GPU forward split over TP ranks on ONE GPU (the device-local backend: a thread per rank, exchanging device
 // memory), against the CPU reference on the same checkpoint: the fixtures at TP 2, 4 and 8 (or the refusal naming
-// the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8, random configs at TP 2, and
-// DeepSeek-V3's per-rank shapes at TP 8 with dummy weights; with two GPUs or more, NCCL with graphs too.
+// the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8 and with expert parallelism,
+// random configs at TP 2, and DeepSeek-V3's per-rank shapes at TP 8 (and EP 8) with dummy weights; with two GPUs or
+// more, NCCL with graphs too.
 // TP must be exactly as accurate as TP 1, so it is held to forward_diff_test.cpp's tolerances against the same CPU
 // reference (which equals transformers to ~1e-6): 2e-2 in ||tp - cpu||_2 / ||cpu||_2 per row for BF16
 // activations, 8e-2 where FP8 weights stay FP8 (activations quantized to e4m3 per 128). Comparing TP n with GPU
@@ -74,8 +75,8 @@ ParallelFlags tp_flags(int tp) {
   return flags;
 }
 
-// The script on `tp` ranks made by `make` (the reference's routing when given): rank 0's logits, after checking that every
-// rank's equal them bit for bit. Throws the world's error (a refusal).
+// The script on `tp` ranks made by `make` (the reference's routing when given): rank 0's logits, after checking that
+// every rank's equal them bit for bit. Throws the world's error (a refusal).
 using RankRunnerFn = std::function<std::unique_ptr<CudaModelRunner>(CudaRunnerOptions&)>;
 std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& script, const Reference* ref,
                            const RankRunnerFn& make, bool graphs = false) {
@@ -125,8 +126,9 @@ double expect_close(const std::vector<Tensor>& got, const std::vector<Tensor>& w
   return worst;
 }
 
-// The checkpoint at TP 2, 4 and 8 on this GPU against the CPU reference. A TP size the config cannot take must be refused with
-// a message naming the config.json field or the FP8 block (`expect_split` lists the sizes that must work).
+// The checkpoint at TP 2, 4 and 8 on this GPU against the CPU reference. A TP size the config cannot take must be
+// refused with a message naming the config.json field or the FP8 block (`expect_split` lists the sizes that must
+// work).
 void compare_tp_sizes(const std::string& dir, uint64_t seed, const std::string& name,
                       const std::vector<int>& expect_split) {
   const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
@@ -175,6 +177,30 @@ TEST(CudaTp, DeepSeekDimsMatchTheReference) {
     testing::TempDir dir;
     testing::write_random_checkpoint(dir.path(), config, 13, fp8);
     compare_tp_sizes(dir.path(), 4, fp8 ? "deepseek dims fp8" : "deepseek dims bf16", {2, 4, 8});
+  }
+}
+
+// Expert parallelism in the tuned MoE kernels (each rank's choices of other ranks' experts skipped, the shared
+// experts run for its EP rank's share of the tokens): DeepSeek's dims at TP 2 / EP 2, TP 4 / EP 2 and 4, TP 8 /
+// EP 8, in BF16 and FP8 kept FP8, against the CPU reference.
+TEST(CudaTp, ExpertParallelMatchesTheReference) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  for (bool fp8 : {false, true}) {
+    json config = testing::deepseek_dims_json(fp8);
+    if (fp8) config["moe_intermediate_size"] = 1024;
+    testing::TempDir dir;
+    testing::write_random_checkpoint(dir.path(), config, 13, fp8);
+    const ModelConfig c = ModelConfig::from_file(dir.path() + "/config.json");
+    const testing::StepScript script = testing::make_step_script(6, c.vocab_size, kPageSize);
+    const Reference ref = run_reference(dir.path(), script);
+    for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}, std::pair{8, 8}}) {
+      const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
+        o.ep_size = ep;
+        return CudaModelRunner::load(dir.path(), o);
+      });
+      expect_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep), ref.tolerance);
+    }
   }
 }
 
@@ -228,8 +254,8 @@ TEST(CudaTp, RandomConfigsAtTp2MatchTheReference) {
 }
 
 // DeepSeek-V3's per-rank shapes at TP 8 (16 of 128 heads, hidden 7168, 256 experts of 2048 / 8, vocab 129280 / 8,
-// FP8), two layers (one dense, one MoE), dummy weights: the whole forward runs on every rank and gives finite
-// logits, the same on every rank.
+// FP8), and at TP 8 with EP 8, two layers (one dense, one MoE), dummy weights: the whole forward runs on every
+// rank and gives finite logits, the same on every rank.
 TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
@@ -246,12 +272,16 @@ TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
   c["vocab_size"] = 129280;
   const ModelConfig config = ModelConfig::from_json(c, "config.json");
   const testing::StepScript script = testing::make_step_script(2, config.vocab_size, kPageSize);
-  const std::vector<Tensor> logits = run_tp(8, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
-    const TpSlice slice{o.tp->rank(), o.tp->size()};
-    return std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7, slice), o);
-  });
-  for (const Tensor& step : logits)
-    for (int64_t i = 0; i < step.numel(); ++i) ASSERT_TRUE(std::isfinite(step.f32()[i])) << "logit " << i;
+  for (int ep : {1, 8}) {  // TP 8, and TP 8 with EP 8 (32 whole experts of 2048 per rank)
+    const std::vector<Tensor> logits = run_tp(8, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
+      o.ep_size = ep;
+      const TpSlice slice{o.tp->rank(), o.tp->size(), ep};
+      return std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7, slice), o);
+    });
+    for (const Tensor& step : logits)
+      for (int64_t i = 0; i < step.numel(); ++i)
+        ASSERT_TRUE(std::isfinite(step.f32()[i])) << "ep " << ep << " logit " << i;
+  }
 }
 
 int gpu_count() {

@@ -33,6 +33,11 @@ struct MoeExpertWeights {
   Tensor gate_up_scale_inv;  // F8E4M3 only: F32 [E + S, 2I / 128, H / 128] (weight = fp8 * scale_inv)
   Tensor down_scale_inv;     // F8E4M3 only: F32 [E + S, H / 128, I / 128]
   int num_shared = 0;        // S
+  // Expert parallelism: the routed experts are ids first_expert .. first_expert + E - 1 (a choice of another id is
+  // another rank's and adds nothing here), and the shared experts run for the tokens t with
+  // t % shared_token_stride == shared_token_offset (each EP rank its share of the tokens).
+  int first_expert = 0;
+  int shared_token_stride = 1, shared_token_offset = 0;
 };
 
 // Device bytes moe_experts needs for `tokens` tokens; a workspace sized for T serves any smaller T.

@@ -62,11 +62,20 @@ Layout make_layout(int64_t pairs, int64_t experts, int64_t hidden, int64_t inter
   return l;
 }
 
+// Which of a call's (token, slot) pairs are this rank's (MoeExpertWeights' expert-parallel fields).
+struct ExpertSlice {
+  int first_expert = 0;
+  int shared_token_stride = 1, shared_token_offset = 0;
+};
+
+// The pair's expert in the stacked weights: a routed choice as its local index, a shared slot after the routed
+// experts, or -1 for a pair that runs nowhere here (another rank's expert or shared tokens, an invalid id).
 __device__ __forceinline__ int pair_expert(const int32_t* topk_ids, int pair, int top_k, int pair_width,
-                                           int num_routed) {
+                                           int num_routed, const ExpertSlice& slice) {
   const int token = pair / pair_width, slot = pair % pair_width;
-  if (slot >= top_k) return num_routed + slot - top_k;
-  const int e = topk_ids[token * top_k + slot];
+  if (slot >= top_k)
+    return token % slice.shared_token_stride == slice.shared_token_offset ? num_routed + slot - top_k : -1;
+  const int e = topk_ids[token * top_k + slot] - slice.first_expert;
   return e >= 0 && e < num_routed ? e : -1;  // an invalid id routes nowhere rather than out of bounds
 }
 
@@ -76,6 +85,7 @@ struct AlignArgs {
   int32_t* sorted;
   int32_t* tile_expert;
   int32_t* num_tiles;
+  ExpertSlice slice;
 };
 
 // One block: with `route_first`, the top-k routing of every token (a warp each; decode sizes) writes topk_ids;
@@ -95,7 +105,7 @@ __global__ void __launch_bounds__(kAlignThreads) align_kernel(const AlignArgs a,
   for (int e = threadIdx.x; e < a.experts; e += blockDim.x) counts[e] = 0;
   __syncthreads();  // the routed ids (global) and the zeroed counts are visible block-wide
   for (int p = threadIdx.x; p < a.pairs; p += blockDim.x) {
-    const int e = pair_expert(a.topk_ids, p, a.top_k, a.pair_width, a.num_routed);
+    const int e = pair_expert(a.topk_ids, p, a.top_k, a.pair_width, a.num_routed, a.slice);
     if (e >= 0) atomicAdd(&counts[e], 1);
   }
   __syncthreads();
@@ -132,7 +142,7 @@ __global__ void __launch_bounds__(kAlignThreads) align_kernel(const AlignArgs a,
     for (int i = tile_start[e]; i < tile_start[e + 1]; ++i) a.tile_expert[i] = e;
   __syncthreads();  // padding stores land before the pairs overwrite their rows
   for (int p = threadIdx.x; p < a.pairs; p += blockDim.x) {
-    const int e = pair_expert(a.topk_ids, p, a.top_k, a.pair_width, a.num_routed);
+    const int e = pair_expert(a.topk_ids, p, a.top_k, a.pair_width, a.num_routed, a.slice);
     if (e >= 0) a.sorted[atomicAdd(&cursor[e], 1)] = p;
   }
 }
@@ -140,13 +150,15 @@ __global__ void __launch_bounds__(kAlignThreads) align_kernel(const AlignArgs a,
 // out[t] = sum over the token's valid slots, in slot order, of its weighted expert rows y[t * pair_width + slot].
 // Grid (token, column block): a decode token spreads over several SMs; every slot's load is independent.
 __global__ void __launch_bounds__(kSumThreads) sum_kernel(const bf16* y, const int32_t* topk_ids, int top_k,
-                                                          int pair_width, int num_routed, int hidden, bf16* out) {
+                                                          int pair_width, int num_routed, ExpertSlice slice,
+                                                          int hidden, bf16* out) {
   grid_dependency_wait();
   const int token = blockIdx.x, c = (blockIdx.y * kSumThreads + threadIdx.x) * kSumCols;
   if (c >= hidden) return;
   uint32_t valid = 0;  // pair_width <= 32
   for (int slot = 0; slot < pair_width; ++slot)
-    if (pair_expert(topk_ids, token * pair_width + slot, top_k, pair_width, num_routed) >= 0) valid |= 1u << slot;
+    if (pair_expert(topk_ids, token * pair_width + slot, top_k, pair_width, num_routed, slice) >= 0)
+      valid |= 1u << slot;
   const bf16* rows = y + static_cast<int64_t>(token) * pair_width * hidden + c;
   float acc[kSumCols] = {};
 #pragma unroll 4
@@ -183,6 +195,10 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
            "cuda::moe_experts: gate_up", w.gate_up.shape_string(), " ", dtype_name(w.gate_up.dtype), " down",
            w.down.shape_string(), " ", dtype_name(w.down.dtype), " with ", w.num_shared,
            " shared experts (stacked BF16 or F8_E4M3 expected)");
+  NW_CHECK(w.first_expert >= 0 && w.shared_token_stride >= 1 && w.shared_token_offset >= 0 &&
+               w.shared_token_offset < w.shared_token_stride,
+           "cuda::moe_experts: first expert ", w.first_expert, ", shared tokens every ", w.shared_token_stride,
+           " from ", w.shared_token_offset);
   const int64_t experts = w.gate_up.size(0), inter = w.gate_up.size(1) / 2, hidden = w.gate_up.size(2);
   const int64_t tokens = x.ndim() == 2 ? x.size(0) : -1, top_k = topk_ids.ndim() == 2 ? topk_ids.size(1) : -1;
   NW_CHECK(x.dtype == DType::kBF16 && out.dtype == DType::kBF16 && x.shape == out.shape && tokens >= 0 &&
@@ -229,7 +245,8 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
                         static_cast<int>(max_tiles * tile_m),
                         sorted,
                         tile_expert,
-                        num_tiles};
+                        num_tiles,
+                        {w.first_expert, w.shared_token_stride, w.shared_token_offset}};
   const size_t align_smem = (3 * experts + 1) * sizeof(int) + (routing ? kAlignWarps * experts * sizeof(float) : 0);
   // Past 48 KB (384 experts routed in the kernel) a kernel must ask for its dynamic shared memory, on each device.
   if (align_smem > 48 * 1024)
@@ -272,8 +289,8 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   const dim3 sum_grid(static_cast<unsigned>(tokens),
                       static_cast<unsigned>(ceil_div(hidden, kSumThreads * kSumCols)));
   launch(sum_kernel, sum_grid, kSumThreads, 0, stream, y, device_ptr<const int32_t>(topk_ids),
-         static_cast<int>(top_k), static_cast<int>(pair_width), align.num_routed, static_cast<int>(hidden),
-         device_ptr<bf16>(out));
+         static_cast<int>(top_k), static_cast<int>(pair_width), align.num_routed, align.slice,
+         static_cast<int>(hidden), device_ptr<bf16>(out));
 }
 
 }  // namespace
