@@ -87,13 +87,20 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
       page_size_(page_size),
       gemm_(gemm_options(local_, max_tokens)) {
   NW_CHECK(max_tokens > 0, "CudaModel: max_tokens must be positive");
+  // The MoE kernels take a rank's experts as one range of ids from first_expert (ExpertPlacement's contiguous
+  // default); a placement that scatters them would need the kernels to read its lookup row instead.
+  const std::vector<int32_t>& mine = tp_dims_.routed_experts;
+  for (size_t i = 1; i < mine.size(); ++i)
+    NW_CHECK(mine[i] == mine[0] + static_cast<int32_t>(i), "CudaModel: the GPU's MoE kernels take a contiguous range ",
+             "of experts per rank; this placement gives TP rank ", tp_dims_.slice.rank, " expert ", mine[i],
+             " after ", mine[i - 1]);
   for (CudaLayerWeights& l : weights_.layers) {
     if (!l.moe) continue;
     ops::cuda::MoeExpertWeights& e = l.moe->experts;
-    NW_CHECK(e.gate_up.size(0) == tp_dims_.routed_experts.size + e.num_shared, "CudaModel: the weights hold ",
+    NW_CHECK(e.gate_up.size(0) == static_cast<int64_t>(mine.size()) + e.num_shared, "CudaModel: the weights hold ",
              e.gate_up.size(0) - e.num_shared, " routed experts, TP rank ", tp_dims_.slice.rank, " at --ep-size ",
-             tp_dims_.slice.ep_size, " holds ", tp_dims_.routed_experts.size);
-    e.first_expert = static_cast<int>(tp_dims_.routed_experts.begin);
+             tp_dims_.slice.ep_size, " holds ", mine.size());
+    e.first_expert = mine.empty() ? 0 : mine[0];
     e.shared_token_stride = tp_dims_.shared_token_stride;
     e.shared_token_offset = tp_dims_.shared_token_offset;
   }

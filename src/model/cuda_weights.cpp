@@ -277,7 +277,8 @@ CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, Tp
     a.o_proj = m.split_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
     if (c.is_moe_layer(layer)) {
       MoeWeights moe;
-      const int64_t e = c.n_routed_experts, mine = dims.routed_experts.size, inter = c.moe_intermediate_size;
+      const int64_t e = c.n_routed_experts, mine = static_cast<int64_t>(dims.routed_experts.size());
+      const int64_t inter = c.moe_intermediate_size;
       moe.router = m.random({e, hidden}, head_std);
       if (c.topk_method == TopkMethod::kNoauxTc) {
         moe.correction_bias = Tensor::empty(DType::kF32, {e}, Device::kCUDA);

@@ -76,7 +76,9 @@ DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communica
   const bool heads_fit = weights_.layers.empty() || weights_.layers[0].attn.kv_b_proj.weight.size(0) == kv_b_rows;
   bool experts_fit = true;
   for (const DecoderLayerWeights& l : weights_.layers)
-    if (l.moe) experts_fit = experts_fit && l.moe->experts_gate_up.weight.size(0) == tp_dims_.routed_experts.size;
+    if (l.moe)
+      experts_fit = experts_fit && l.moe->experts_gate_up.weight.size(0) ==
+                                       static_cast<int64_t>(tp_dims_.routed_experts.size());
   NW_CHECK(heads_fit && experts_fit && weights_.embed.size(0) == tp_dims_.vocab.size, "DeepSeekModel: the weights ",
            "were not loaded for TP rank ", tp_dims_.slice.rank, " of ", tp_dims_.slice.size, " at --ep-size ",
            tp_dims_.slice.ep_size);
@@ -171,7 +173,7 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, RoutingTrace* tr
                              {weights.f32(), weights.f32() + weights.numel()}});
   Tensor out = w.shared ? shared_experts(*w.shared, x) : empty(t, x.size(1));
   ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out,
-                   tp_dims_.routed_experts.begin);
+                   tp_dims_.slice.ep_size > 1 ? &tp_dims_.expert_index : nullptr);
   return out;
 }
 

@@ -2,6 +2,7 @@
 #include "model/tensor_parallel.h"
 
 #include "core/error.h"
+#include "model/expert_placement.h"
 
 namespace narwhal {
 
@@ -26,9 +27,12 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
   d.moe_intermediate = moe ? shard(c.moe_intermediate_size, slice.rank % moe_tp, moe_tp,
                                    "config.json's moe_intermediate_size")
                             : Shard{0, c.moe_intermediate_size};
-  d.routed_experts = moe ? shard(c.n_routed_experts, slice.rank / moe_tp, slice.ep_size,
-                                 "config.json's n_routed_experts at this --ep-size")
-                         : Shard{0, c.n_routed_experts};
+  if (moe) {
+    const ExpertPlacement placement =
+        ExpertPlacement::contiguous(c.n_routed_experts, slice.ep_size, "config.json's n_routed_experts at this --ep-size");
+    d.routed_experts = placement.experts_of(slice.rank / moe_tp);
+    d.expert_index = placement.local_index(slice.rank / moe_tp);
+  }
   const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
   d.shared_intermediate = moe && shared > 0 ? shard(shared, slice.rank % moe_tp, moe_tp,
                                                     "config.json's n_shared_experts x moe_intermediate_size")

@@ -2,6 +2,9 @@
 // holds (TpDims), computed once from the config; the loader cuts by them and the model code reads them.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "model/model_config.h"
 #include "parallel/parallel_config.h"
 
@@ -19,8 +22,9 @@ struct TpSlice {
 //  - attention heads: q_proj / q_b_proj and kv_b_proj rows, o_proj columns (q_a, kv_a and the latent cache are
 //    replicated: every rank needs the whole latent of every token);
 //  - the dense MLP's intermediate dimension, and every routed expert's: gate / up rows, down columns; with expert
-//    parallelism (ep_size > 1, SGLang's EP-MoE) rank r holds the experts of EP rank r / (size / ep_size) whole
-//    but for their intermediate dimension, split over the size / ep_size ranks of its MoE-TP group (r % that);
+//    parallelism (ep_size > 1, SGLang's EP-MoE) rank r holds the experts ExpertPlacement gives EP rank
+//    r / (size / ep_size), whole but for their intermediate dimension, split over the size / ep_size ranks of its
+//    MoE-TP group (r % that);
 //  - the shared experts' n_shared x moe_intermediate as one MLP, split as the routed experts' intermediate
 //    dimension is (over the MoE-TP group: all ranks without EP). With EP every EP group holds them, and EP rank e
 //    runs them for the tokens t with t % ep_size == e, so the groups share that work and each token gets it once;
@@ -31,7 +35,11 @@ struct TpDims {
   Shard heads;
   Shard intermediate;
   Shard moe_intermediate;
-  Shard routed_experts;  // the routed experts whose weights this rank holds (all of them without EP)
+  // The routed experts whose weights this rank holds, in the order it stacks them (all of them without EP), and
+  // for every routed expert its index there, -1 where another rank holds it: ExpertPlacement's rows for this
+  // rank's EP rank.
+  std::vector<int32_t> routed_experts;
+  std::vector<int32_t> expert_index;
   Shard shared_intermediate;
   int shared_token_stride = 1, shared_token_offset = 0;  // the tokens whose shared experts this rank runs
   // ceil(vocab_size / size) rows per rank, rounded up to a multiple of 8 when split: the rows past vocab_size (the

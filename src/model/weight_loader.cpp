@@ -186,11 +186,17 @@ AttentionWeights load_attention(const WeightReader& r, const ModelConfig& c, con
   return w;
 }
 
-// The leading-dimension rows [s.begin, s.end) of a host tensor, as a tensor of their own.
-Tensor leading_rows(const Tensor& t, const Shard& s) {
-  if (s.begin == 0 && s.size == t.size(0)) return t;
-  Tensor out = Tensor::zeros(t.dtype, [&] { auto shape = t.shape; shape[0] = s.size; return shape; }());
-  std::memcpy(out.data, t.rows(s.begin, s.begin + s.size).data, out.nbytes());
+// The leading-dimension rows `rows` of a host tensor, in that order, as a tensor of their own.
+Tensor leading_rows(const Tensor& t, const std::vector<int32_t>& rows) {
+  bool all_in_order = static_cast<int64_t>(rows.size()) == t.size(0);
+  for (size_t i = 0; all_in_order && i < rows.size(); ++i) all_in_order = rows[i] == static_cast<int32_t>(i);
+  if (all_in_order) return t;
+  std::vector<int64_t> shape = t.shape;
+  shape[0] = static_cast<int64_t>(rows.size());
+  Tensor out = Tensor::zeros(t.dtype, shape);
+  const size_t row_bytes = t.nbytes() / static_cast<size_t>(t.size(0));
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::memcpy(static_cast<char*>(out.data) + i * row_bytes, t.rows(rows[i], rows[i] + 1).data, row_bytes);
   return out;
 }
 
@@ -199,7 +205,7 @@ Tensor leading_rows(const Tensor& t, const Shard& s) {
 MoeWeights load_moe(const WeightReader& r, const ModelConfig& c, const std::string& p, const TpDims& d) {
   const int64_t e = c.n_routed_experts, hidden = c.hidden_size, inter = c.moe_intermediate_size;
   const Shard& part = d.moe_intermediate;
-  const Shard& experts = d.routed_experts;
+  const std::vector<int32_t>& experts = d.routed_experts;
   MoeWeights w;
   w.router = r.get(p + "gate.weight", {e, hidden});
   if (c.topk_method == TopkMethod::kNoauxTc) w.correction_bias = r.get_f32(p + "gate.e_score_correction_bias", {e});
@@ -215,7 +221,7 @@ MoeWeights load_moe(const WeightReader& r, const ModelConfig& c, const std::stri
                       {}};
   } else {
     std::vector<Linear> gate_ups, downs;
-    for (int64_t x = experts.begin; x < experts.begin + experts.size; ++x) {
+    for (int32_t x : experts) {
       auto [gate_up, down] = host_mlp(r, cat(p, "experts.", x, "."), hidden, inter, part);
       gate_ups.push_back(gate_up);
       downs.push_back(down);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -29,17 +30,17 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
                Tensor& topk_ids, Tensor& topk_weights);
 
 // out[t] += sum_j topk_weights[t, j] * down_e(silu(gate_e(x_t)) * up_e(x_t)), e = topk_ids[t, j].
-// gate_up [E, 2I, H] (gate rows first), down [E, H, I]; x [T, H]; out [T, H] accumulates. The weights are those
-// of experts first_expert .. first_expert + E - 1 (an expert-parallel rank's); choices of other experts are
-// another rank's work and skipped.
+// gate_up [E, 2I, H] (gate rows first), down [E, H, I]; x [T, H]; out [T, H] accumulates. With `expert_index`
+// (an expert-parallel rank's ExpertPlacement row: per routed expert id, its index in these weights or -1) the
+// choices of other ranks' experts are skipped; null: the weights are every expert, by id.
 void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
-                 const Tensor& down, Tensor& out, int64_t first_expert = 0);
+                 const Tensor& down, Tensor& out, const std::vector<int32_t>* expert_index = nullptr);
 
 // The same with expert weights in F32, BF16 or F8E4M3; FP8 ones come with DeepSeek-V3's 128x128 block scales
 // (`*_scale_inv` F32 [E, ceil(rows/128), ceil(cols/128)], weight = fp8 * scale_inv; undefined otherwise).
 // Each routed-to expert is converted to F32 on its own, so host memory stays one expert's worth above the inputs.
 void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
                  const Tensor& gate_up_scale_inv, const Tensor& down, const Tensor& down_scale_inv, Tensor& out,
-                 int64_t first_expert = 0);
+                 const std::vector<int32_t>* expert_index = nullptr);
 
 }  // namespace narwhal::ops

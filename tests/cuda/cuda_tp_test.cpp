@@ -166,16 +166,21 @@ TEST_P(CudaTpFixture, MatchesTheReferenceOrIsRefused) {
 
 INSTANTIATE_TEST_SUITE_P(All, CudaTpFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
 
-// The tuned MLA and MoE kernels at TP 2, 4 and 8 (2 heads per rank at TP 8). FP8 keeps FP8 where a rank's expert
-// slice is whole 128-blocks: moe_intermediate 1024 splits into 512, 256 and 128.
+// A checkpoint at DeepSeek's attention dims. FP8 keeps FP8 where a rank's expert slice is whole 128-blocks: its
+// moe_intermediate 1024 splits into 512, 256 and 128.
+void write_deepseek_dims(const std::string& dir, bool fp8) {
+  json config = testing::deepseek_dims_json(fp8);
+  if (fp8) config["moe_intermediate_size"] = 1024;
+  testing::write_random_checkpoint(dir, config, 13, fp8);
+}
+
+// The tuned MLA and MoE kernels at TP 2, 4 and 8 (2 heads per rank at TP 8).
 TEST(CudaTp, DeepSeekDimsMatchTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   for (bool fp8 : {false, true}) {
-    json config = testing::deepseek_dims_json(fp8);
-    if (fp8) config["moe_intermediate_size"] = 1024;
     testing::TempDir dir;
-    testing::write_random_checkpoint(dir.path(), config, 13, fp8);
+    write_deepseek_dims(dir.path(), fp8);
     compare_tp_sizes(dir.path(), 4, fp8 ? "deepseek dims fp8" : "deepseek dims bf16", {2, 4, 8});
   }
 }
@@ -187,10 +192,8 @@ TEST(CudaTp, ExpertParallelMatchesTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   for (bool fp8 : {false, true}) {
-    json config = testing::deepseek_dims_json(fp8);
-    if (fp8) config["moe_intermediate_size"] = 1024;
     testing::TempDir dir;
-    testing::write_random_checkpoint(dir.path(), config, 13, fp8);
+    write_deepseek_dims(dir.path(), fp8);
     const ModelConfig c = ModelConfig::from_file(dir.path() + "/config.json");
     const testing::StepScript script = testing::make_step_script(6, c.vocab_size, kPageSize);
     const Reference ref = run_reference(dir.path(), script);

@@ -119,13 +119,13 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
 }
 
 void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
-                 const Tensor& down, Tensor& out, int64_t first_expert) {
-  moe_experts(x, topk_ids, topk_weights, gate_up, Tensor(), down, Tensor(), out, first_expert);
+                 const Tensor& down, Tensor& out, const std::vector<int32_t>* expert_index) {
+  moe_experts(x, topk_ids, topk_weights, gate_up, Tensor(), down, Tensor(), out, expert_index);
 }
 
 void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights, const Tensor& gate_up,
                  const Tensor& gate_up_scale_inv, const Tensor& down, const Tensor& down_scale_inv, Tensor& out,
-                 int64_t first_expert) {
+                 const std::vector<int32_t>* expert_index) {
   const int64_t tokens = x.size(0), hidden = x.size(1), top_k = topk_ids.size(1);
   const int64_t num_experts = gate_up.size(0), inter = gate_up.size(1) / 2;
   NW_CHECK(gate_up.size(2) == hidden && down.size(0) == num_experts && down.size(1) == hidden &&
@@ -135,7 +135,8 @@ void moe_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   std::vector<std::vector<std::pair<int64_t, float>>> routed(num_experts);
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t j = 0; j < top_k; ++j) {
-      const int64_t e = topk_ids.ptr<int32_t>()[t * top_k + j] - first_expert;
+      int64_t e = topk_ids.ptr<int32_t>()[t * top_k + j];
+      if (expert_index) e = e >= 0 && e < static_cast<int64_t>(expert_index->size()) ? (*expert_index)[e] : -1;
       if (e >= 0 && e < num_experts) routed[e].emplace_back(t, topk_weights.f32()[t * top_k + j]);
     }
   for (int64_t e = 0; e < num_experts; ++e) {
