@@ -139,6 +139,11 @@ TEST(TpGenerateNodes, FlagsThatDifferBetweenNodesAreNamed) {
     EXPECT_EQ(c.exit_code, 1) << c.output();
     EXPECT_NE(c.output().find("flags differ between nodes: --tp-size: 2 on "), std::string::npos) << c.output();
   }
+  for (const Child& c : run_nodes(generate_args("v3", 2), 2, dir, 30, {0, 1}, {"--ep-size", "2"})) {
+    EXPECT_EQ(c.exit_code, 1) << c.output();
+    EXPECT_NE(c.output().find("--ep-size: 1 on rank 0 (node 0), 2 on rank 1 (node 1)"), std::string::npos)
+        << c.output();
+  }
 }
 
 // A worker killed while node 0 generates (a small model with a 16k context, so it is still at it): node 0 exits
