@@ -173,9 +173,6 @@ void ServerArgs::validate() const {
   NW_CHECK(!model_path.empty(), "--model-path is required");
   NW_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cuda or cpu");
   NW_CHECK(load_format == "auto" || load_format == "dummy", "--load-format ", load_format, ": expected auto or dummy");
-  const int ep = parallel_flags().ep_size;
-  NW_CHECK(ep >= 1 && tp_size >= 1 && tp_size % ep == 0, "--ep-size ", ep, " must divide --tp-size ", tp_size,
-           " (the routed experts are split over groups of the TP ranks)");
   NW_CHECK(load_format == "auto" || device == "cuda", "--load-format dummy makes its random weights on the GPU: it "
            "needs --device cuda");
   NW_CHECK(cuda_graph_max_bs >= 0 && cuda_graph_max_bs <= 4096, "--cuda-graph-max-bs must be in [0, 4096], got ",

@@ -191,7 +191,7 @@ TEST(TpGenerateNodes, DataParallelAttentionAndUnevenExpertGroupsAreRefused) {
       {{"--dp-size", "2"},
        "--dp-size is an SGLang flag not supported by narwhal: data-parallel attention comes with the next part of "
        "issue 15"},
-      {{"--ep-size", "3"}, "--ep-size 3 must divide --tp-size 2"}};
+      {{"--ep-size", "3"}, "--ep-size 3 does not divide --tp-size 2"}};
   for (size_t i = 0; i < cases.size(); ++i) {
     std::vector<std::string> args = generate_args("v3", 2);
     args.insert(args.end(), cases[i].first.begin(), cases[i].first.end());
