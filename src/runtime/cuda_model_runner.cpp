@@ -284,9 +284,9 @@ void CudaModelRunner::split_into_parts(CudaStep& step) {
   const auto one_token = [&](int64_t s) { return h.cu_q[s + 1] - h.cu_q[s] == 1; };
   int64_t k = 1;
   while (k < b && one_token(k) == one_token(0)) ++k;
-  for (int64_t s = k; s < b; ++s)
-    if (one_token(s) != one_token(k)) return;
-  if (k == b) return;
+  if (k == b) return;  // one form throughout
+  for (int64_t s = k + 1; s < b; ++s)
+    if (one_token(s) != one_token(k)) return;  // three runs or more
   const auto part = [&](int64_t begin, int64_t end) {
     CudaStep p;
     const int64_t t0 = h.cu_q[begin], t1 = h.cu_q[end];
