@@ -1,6 +1,7 @@
 // DeepSeekModel forward: embedding -> decoder layers (MLA, dense MLP or MoE) -> final norm -> lm_head.
 #include "model/deepseek_model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -64,14 +65,20 @@ ops::RouterParams router_params(const ModelConfig& c) {
   return p;
 }
 
-DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp, int ep_size)
+DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp, int ep_size,
+                             Communicator* dp_group, int dp_size)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size} : TpSlice{})),
+      attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
+      dp_size_(tp_ ? dp_size : 1),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)) {
   NW_CHECK(!tp_ || tp_->device() == Device::kCPU, "DeepSeekModel runs on the host: its TP group needs the host "
            "backend");
+  NW_CHECK(dp_size_ == 1 || (dp_group ? dp_group->size() : 1) == tp_dims_.slice.attn_size(),
+           "DeepSeekModel: DP attention's group has ", dp_group ? dp_group->size() : 1, " ranks, not ",
+           tp_dims_.slice.attn_size());
   const int64_t kv_b_rows = local_.num_attention_heads * (local_.qk_nope_head_dim + local_.v_head_dim);
   const bool heads_fit = weights_.layers.empty() || weights_.layers[0].attn.kv_b_proj.weight.size(0) == kv_b_rows;
   bool experts_fit = true;
@@ -198,19 +205,63 @@ void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer,
                                   const KvCache& cache, const ForwardOptions& options, Tensor& h) const {
   const double eps = config_.rms_norm_eps;
   // Each rank's heads and intermediate slice give a partial sum of the output projection: summed once per block.
-  Tensor attn = attention(w.attn, cache_layer, batch, cache, options.attention, rms_norm(h, w.input_norm, eps));
-  all_reduce(attn);
+  Tensor attn = h.size(0) == 0 ? empty(0, h.size(1))  // an idle DP group still meets the others around the FFN
+                               : attention(w.attn, cache_layer, batch, cache, options.attention,
+                                           rms_norm(h, w.input_norm, eps));
+  attention_all_reduce(attn);
   add_into(h, attn);
   Tensor x = rms_norm(h, w.post_attention_norm, eps);
-  Tensor ffn = w.moe ? moe(*w.moe, x, options.routing_trace) : mlp(*w.mlp, x);
+  // DP attention: the FFN runs, split over every rank, on all DP groups' tokens; each group keeps its own rows.
+  std::vector<int64_t> counts;
+  const Tensor all = dp_size_ > 1 ? gather_dp_groups(x, counts) : x;
+  Tensor ffn = w.moe ? moe(*w.moe, all, options.routing_trace) : mlp(*w.mlp, all);
   all_reduce(ffn);
-  add_into(h, ffn);
+  add_into(h, dp_size_ > 1 ? own_dp_rows(ffn, counts) : ffn);
+}
+
+// Every DP group's rows of `x` (each group's ranks hold the same ones), in group order; counts[g] is group g's.
+// One all_gather of the counts, one of the rows padded to the largest group's.
+Tensor DeepSeekModel::gather_dp_groups(const Tensor& x, std::vector<int64_t>& counts) const {
+  const int n = tp_->size(), per_group = tp_dims_.slice.attn_size();
+  const int64_t hidden = x.size(1);
+  Tensor mine = Tensor::from_floats({static_cast<float>(x.size(0))}, {1, 1});
+  Tensor all_counts = empty(n, 1);
+  tp_->all_gather(mine, all_counts);
+  counts.assign(static_cast<size_t>(dp_size_), 0);
+  int64_t most = 0, total = 0;
+  for (int g = 0; g < dp_size_; ++g) {
+    counts[g] = static_cast<int64_t>(all_counts.f32()[g * per_group]);
+    most = std::max(most, counts[g]);
+    total += counts[g];
+  }
+  Tensor padded = empty(most, hidden);
+  if (x.size(0) > 0) std::memcpy(padded.f32(), x.f32(), x.nbytes());
+  Tensor rows = empty(n * most, hidden);
+  tp_->all_gather(padded, rows);
+  Tensor out = empty(total, hidden);
+  int64_t at = 0;
+  for (int g = 0; g < dp_size_; ++g) {
+    const float* from = rows.f32() + static_cast<int64_t>(g) * per_group * most * hidden;  // the group's first rank
+    std::memcpy(out.f32() + at * hidden, from, static_cast<size_t>(counts[g] * hidden) * sizeof(float));
+    at += counts[g];
+  }
+  return out;
+}
+
+// This rank's DP group's rows of `all` (gather_dp_groups' order).
+Tensor DeepSeekModel::own_dp_rows(const Tensor& all, const std::vector<int64_t>& counts) const {
+  const int group = tp_->rank() / tp_dims_.slice.attn_size();
+  int64_t begin = 0;
+  for (int g = 0; g < group; ++g) begin += counts[g];
+  Tensor out = empty(counts[group], all.size(1));
+  if (counts[group] > 0) std::memcpy(out.f32(), all.f32() + begin * all.size(1), out.nbytes());
+  return out;
 }
 
 Tensor DeepSeekModel::embed(const std::vector<int32_t>& ids, const Tensor& table) const {
   Tensor h = empty(static_cast<int64_t>(ids.size()), config_.hidden_size);
   ops::embedding(ids, table, h, tp_dims_.vocab.begin);  // ids of other ranks' rows give zeros
-  all_reduce(h);
+  attention_all_reduce(h);
   return h;
 }
 
@@ -218,13 +269,17 @@ void DeepSeekModel::all_reduce(Tensor& t) const {
   if (tp_) tp_->all_reduce(t, t);
 }
 
+void DeepSeekModel::attention_all_reduce(Tensor& t) const {
+  if (attn_) attn_->all_reduce(t, t);
+}
+
 Tensor DeepSeekModel::join_logits(const Tensor& local) const {
-  if (!tp_) return local;
+  if (!attn_) return local;
   const int64_t rows = local.size(0);
-  Tensor shards = empty(tp_->size() * rows, local.size(1));
-  tp_->all_gather(local, shards);
+  Tensor shards = empty(attn_->size() * rows, local.size(1));
+  attn_->all_gather(local, shards);
   Tensor logits = empty(rows, config_.vocab_size);
-  ops::join_vocab_shards(shards, tp_->size(), logits);
+  ops::join_vocab_shards(shards, attn_->size(), logits);
   return logits;
 }
 

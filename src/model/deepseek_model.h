@@ -43,7 +43,12 @@ ops::RouterParams router_params(const ModelConfig& config);
 // Null (or size 1): no TP.
 class DeepSeekModel {
  public:
-  DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp = nullptr, int ep_size = 1);
+  // DP attention (dp_size > 1, SGLang's --enable-dp-attention): `tp` is the whole TP group and `dp_group` this
+  // rank's DP group of tp->size() / dp_size ranks. Each DP group runs its own batch (possibly empty) through
+  // attention, TP over its ranks; before each MLP / MoE the groups' tokens are gathered, the FFN runs split over
+  // every rank as without DP, and each group keeps its rows. Every rank of the TP group calls forward together.
+  DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp = nullptr, int ep_size = 1,
+                Communicator* dp_group = nullptr, int dp_size = 1);
   // Reads config.json and the safetensors of a model directory.
   static DeepSeekModel load(const std::string& model_dir);
 
@@ -73,13 +78,19 @@ class DeepSeekModel {
   Tensor shared_experts(const MlpWeights& w, const Tensor& x) const;
   ForwardOutput head(const Tensor& h, const Tensor& norm, const Tensor& lm_head, const ForwardBatch& batch,
                      const ForwardOptions& options) const;
-  // The TP meeting points (no-ops without TP).
+  // The TP meeting points (no-ops without TP): the embedding, attention and lm_head meet in the attention group
+  // (the TP group, or with DP attention the DP group), the FFN in the TP group.
   Tensor embed(const std::vector<int32_t>& ids, const Tensor& table) const;
   void all_reduce(Tensor& t) const;
+  void attention_all_reduce(Tensor& t) const;
   Tensor join_logits(const Tensor& local) const;
+  Tensor gather_dp_groups(const Tensor& x, std::vector<int64_t>& counts) const;
+  Tensor own_dp_rows(const Tensor& all, const std::vector<int64_t>& counts) const;
 
   ModelConfig config_;
   Communicator* tp_;
+  Communicator* attn_;  // where attention meets: tp_, or the DP group with DP attention (null at one rank)
+  int dp_size_;
   TpDims tp_dims_;
   ModelConfig local_;  // the counts this rank's code runs on
   ModelWeights weights_;

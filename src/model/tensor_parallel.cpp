@@ -11,7 +11,10 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
            " is out of range");
   NW_CHECK(slice.ep_size >= 1 && slice.size % slice.ep_size == 0, "--ep-size ", slice.ep_size,
            " does not divide --tp-size ", slice.size);
+  NW_CHECK(slice.dp_size >= 1 && slice.size % slice.dp_size == 0, "--dp-size ", slice.dp_size,
+           " does not divide --tp-size ", slice.size);
   const int moe_tp = slice.size / slice.ep_size;  // the ranks that share each expert (SGLang's moe_tp_size)
+  const int attn = slice.attn_size(), attn_rank = slice.attn_rank();
   const auto split = [&](int64_t total, const char* field) {
     return shard(total, slice.rank, slice.size, cat("config.json's ", field));
   };
@@ -21,7 +24,7 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
   const bool moe = c.n_routed_experts > 0;
   TpDims d;
   d.slice = slice;
-  d.heads = split(c.num_attention_heads, "num_attention_heads");
+  d.heads = shard(c.num_attention_heads, attn_rank, attn, "config.json's num_attention_heads");
   // A dimension no layer uses is not split (and may be anything).
   d.intermediate = dense_layer ? split(c.intermediate_size, "intermediate_size") : Shard{0, c.intermediate_size};
   d.moe_intermediate = moe ? shard(c.moe_intermediate_size, slice.rank % moe_tp, moe_tp,
@@ -40,9 +43,8 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
   d.shared_token_stride = slice.ep_size;
   d.shared_token_offset = slice.rank / moe_tp;
   // Split, a shard is a whole number of 8-row groups: its rows of logits stay 16-byte aligned for the GPU's GEMMs.
-  const int64_t per_rank =
-      slice.size == 1 ? c.vocab_size : ((c.vocab_size + slice.size - 1) / slice.size + 7) / 8 * 8;
-  d.vocab = {slice.rank * per_rank, per_rank};
+  const int64_t per_rank = attn == 1 ? c.vocab_size : ((c.vocab_size + attn - 1) / attn + 7) / 8 * 8;
+  d.vocab = {attn_rank * per_rank, per_rank};
   return d;
 }
 

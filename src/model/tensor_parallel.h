@@ -12,10 +12,15 @@ namespace narwhal {
 
 // This rank's place in its TP group (SGLang's tp_rank, tp_size), and how many expert-parallel groups the group's
 // routed experts are split over (SGLang's ep_size; 1: none).
+// With DP attention (dp_size > 1, SGLang's --enable-dp-attention) attention and the vocabulary split over the
+// size / dp_size ranks of a DP group (rank % that), while the MLP and MoE stay split over all `size` ranks.
 struct TpSlice {
   int rank = 0;
   int size = 1;
   int ep_size = 1;
+  int dp_size = 1;
+  int attn_size() const { return size / dp_size; }
+  int attn_rank() const { return rank % attn_size(); }
 };
 
 // What one TP rank holds of the dimensions TP splits, as SGLang shards DeepSeek without expert parallelism:

@@ -1,0 +1,101 @@
+// DP attention in the CPU forward (rank threads on the host backend): each DP group runs its own batch through
+// attention, TP over the group's ranks, and all groups meet around every MLP / MoE, split over all ranks (with and
+// without EP). Each group's logits must equal TP 1's on that group's batch alone, every rank of a group must hold
+// the same bits, and a group with nothing to run (empty batches) must still meet the others.
+// Tolerance 1e-5 relative, as tensor_parallel_test.cpp: the same float32 products in another grouping.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/logging.h"
+#include "model/deepseek_model.h"
+#include "model/safetensors.h"
+#include "parallel/process_world.h"
+#include "step_script.h"
+#include "test_util.h"
+
+namespace narwhal {
+namespace {
+
+constexpr double kTolerance = 1e-5;
+constexpr int64_t kPageSize = 8;
+
+testing::StepScript group_script(int group, int64_t vocab) {
+  return testing::make_step_script(11 + group, vocab, kPageSize);
+}
+
+// The fixture at TP `tp` with `dp` DP-attention groups (EP `ep`); group g runs group_script(g), or empty batches
+// when it is in `idle`. Returns every rank's logits per step.
+std::vector<std::vector<Tensor>> run_dp(const std::string& dir, int tp, int dp, int ep, const std::vector<int>& idle) {
+  const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
+  const Checkpoint checkpoint(dir);
+  std::vector<std::vector<Tensor>> by_rank(tp);
+  ParallelFlags flags;
+  flags.tp_size = tp;
+  flags.dp_size = dp;
+  flags.enable_dp_attention = true;
+  flags.ep_size = ep;
+  run_ranks(flags, [&](const ParallelConfig& rank, Communicator& world) {
+    ParallelGroups groups = split_groups(world, rank);
+    Communicator& tp_group = groups.tp ? *groups.tp : world;
+    ModelWeights weights = load_weights(config, checkpoint, Device::kCPU, {tp_group.rank(), tp, ep, dp});
+    const DeepSeekModel model(config, std::move(weights), &tp_group, ep, groups.attn_tp.get(), dp);
+    const int group = rank.dp_rank();
+    const bool is_idle = std::find(idle.begin(), idle.end(), group) != idle.end();
+    const testing::StepScript script = group_script(group, config.vocab_size);
+    KvCache cache(config, config.num_hidden_layers, script.pages_needed, kPageSize);
+    for (const ForwardBatch& step : script.steps)
+      by_rank[rank.tp_rank()].push_back(model.forward(is_idle ? ForwardBatch() : step, cache).logits);
+  });
+  return by_rank;
+}
+
+void expect_dp_matches(const std::string& fixture, int tp, int dp, int ep, const std::vector<int>& idle) {
+  const std::string dir = testing::fixture_dir(fixture);
+  const std::string what = cat(fixture, " tp ", tp, " dp ", dp, " ep ", ep, idle.empty() ? "" : " (a group idle)");
+  const DeepSeekModel alone = DeepSeekModel::load(dir);
+  const std::vector<std::vector<Tensor>> got = run_dp(dir, tp, dp, ep, idle);
+  const int per_group = tp / dp;
+  double worst = 0;
+  for (int g = 0; g < dp; ++g) {
+    const std::vector<Tensor>& first = got[g * per_group];
+    const bool is_idle = std::find(idle.begin(), idle.end(), g) != idle.end();
+    const testing::StepScript script = group_script(g, alone.config().vocab_size);
+    KvCache cache(alone.config(), alone.config().num_hidden_layers, script.pages_needed, kPageSize);
+    for (size_t i = 0; i < script.steps.size(); ++i) {
+      if (is_idle) {
+        EXPECT_EQ(first[i].numel(), 0) << what << ": idle group " << g << " step " << i;
+        continue;
+      }
+      const Tensor want = alone.forward(script.steps[i], cache).logits;
+      ASSERT_EQ(first[i].shape, want.shape) << what;
+      const double err = testing::compare(first[i].f32(), want.f32(), want.numel()).rel;
+      EXPECT_LE(err, kTolerance) << what << ": group " << g << " step " << i;
+      worst = std::max(worst, err);
+      for (int r = 1; r < per_group; ++r)
+        EXPECT_EQ(std::memcmp(got[g * per_group + r][i].data, first[i].data, first[i].nbytes()), 0)
+            << what << ": rank " << g * per_group + r << " step " << i;
+    }
+  }
+  std::printf("%s: max rel error vs TP 1 %.2e\n", what.c_str(), worst);
+}
+
+TEST(DpAttention, EachGroupGivesTp1LogitsOnItsOwnBatch) {
+  set_log_level(LogLevel::kWarning);
+  for (const char* fixture : {"v3", "v2_lite"}) {
+    expect_dp_matches(fixture, 2, 2, 1, {});  // attention whole on each rank, the MoE split over both
+    expect_dp_matches(fixture, 4, 2, 1, {});  // attention TP 2 in each of two groups
+    expect_dp_matches(fixture, 4, 4, 1, {});
+    expect_dp_matches(fixture, 4, 2, 4, {});  // with EP over all four ranks
+  }
+}
+
+TEST(DpAttention, AnIdleGroupStillMeetsTheOthers) {
+  set_log_level(LogLevel::kWarning);
+  expect_dp_matches("v3", 4, 2, 1, {1});
+  expect_dp_matches("v3", 4, 4, 2, {0, 2});
+}
+
+}  // namespace
+}  // namespace narwhal
