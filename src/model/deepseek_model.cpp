@@ -212,28 +212,24 @@ void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer,
   add_into(h, attn);
   Tensor x = rms_norm(h, w.post_attention_norm, eps);
   // DP attention: the FFN runs, split over every rank, on all DP groups' tokens; each group keeps its own rows.
-  std::vector<int64_t> counts;
-  const Tensor all = dp_size_ > 1 ? gather_dp_groups(x, counts) : x;
+  const Tensor all = dp_size_ > 1 ? gather_dp_groups(x, batch.dp_tokens) : x;
   Tensor ffn = w.moe ? moe(*w.moe, all, options.routing_trace) : mlp(*w.mlp, all);
   all_reduce(ffn);
-  add_into(h, dp_size_ > 1 ? own_dp_rows(ffn, counts) : ffn);
+  add_into(h, dp_size_ > 1 ? own_dp_rows(ffn, batch.dp_tokens) : ffn);
 }
 
-// Every DP group's rows of `x` (each group's ranks hold the same ones), in group order; counts[g] is group g's.
-// One all_gather of the counts, one of the rows padded to the largest group's.
-Tensor DeepSeekModel::gather_dp_groups(const Tensor& x, std::vector<int64_t>& counts) const {
+// Every DP group's rows of `x` (each group's ranks hold the same ones), in group order; counts[g] is group g's
+// (ForwardBatch::dp_tokens). One all_gather of the rows, padded to the largest group's.
+Tensor DeepSeekModel::gather_dp_groups(const Tensor& x, const std::vector<int64_t>& counts) const {
   const int n = tp_->size(), per_group = tp_dims_.slice.attn_size();
+  NW_CHECK(static_cast<int>(counts.size()) == dp_size_, "DP attention: the batch gives ", counts.size(),
+           " DP groups' token counts, not ", dp_size_);
+  NW_CHECK(counts[static_cast<size_t>(tp_->rank() / per_group)] == x.size(0), "DP attention: this group runs ",
+           x.size(0), " tokens, not the ", counts[static_cast<size_t>(tp_->rank() / per_group)], " its batch names");
   const int64_t hidden = x.size(1);
-  Tensor mine = Tensor::from_floats({static_cast<float>(x.size(0))}, {1, 1});
-  Tensor all_counts = empty(n, 1);
-  tp_->all_gather(mine, all_counts);
-  counts.assign(static_cast<size_t>(dp_size_), 0);
-  int64_t most = 0, total = 0;
-  for (int g = 0; g < dp_size_; ++g) {
-    counts[g] = static_cast<int64_t>(all_counts.f32()[g * per_group]);
-    most = std::max(most, counts[g]);
-    total += counts[g];
-  }
+  const int64_t most = *std::max_element(counts.begin(), counts.end());
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
   Tensor padded = empty(most, hidden);
   if (x.size(0) > 0) std::memcpy(padded.f32(), x.f32(), x.nbytes());
   Tensor rows = empty(n * most, hidden);

@@ -84,7 +84,7 @@ class DeepSeekModel {
   void all_reduce(Tensor& t) const;
   void attention_all_reduce(Tensor& t) const;
   Tensor join_logits(const Tensor& local) const;
-  Tensor gather_dp_groups(const Tensor& x, std::vector<int64_t>& counts) const;
+  Tensor gather_dp_groups(const Tensor& x, const std::vector<int64_t>& counts) const;
   Tensor own_dp_rows(const Tensor& all, const std::vector<int64_t>& counts) const;
 
   ModelConfig config_;

@@ -21,6 +21,10 @@ struct ForwardBatch {
   std::vector<int32_t> token_ids;
   std::vector<int32_t> positions;
   std::vector<SequenceInfo> seqs;
+  // DP attention: the token count of every DP group's batch this step (this one's included), in group order, so
+  // that every rank sizes the gathered MLP / MoE rows (and a GPU its padded graph) without asking the others.
+  // Empty without DP attention.
+  std::vector<int64_t> dp_tokens;
 
   void add_sequence(const std::vector<int32_t>& new_tokens, int64_t prefix_len, std::vector<int32_t> page_table);
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }

@@ -43,10 +43,17 @@ std::vector<std::vector<Tensor>> run_dp(const std::string& dir, int tp, int dp, 
     const DeepSeekModel model(config, std::move(weights), &tp_group, ep, groups.attn_tp.get(), dp);
     const int group = rank.dp_rank();
     const bool is_idle = std::find(idle.begin(), idle.end(), group) != idle.end();
-    const testing::StepScript script = group_script(group, config.vocab_size);
-    KvCache cache(config, config.num_hidden_layers, script.pages_needed, kPageSize);
-    for (const ForwardBatch& step : script.steps)
-      by_rank[rank.tp_rank()].push_back(model.forward(is_idle ? ForwardBatch() : step, cache).logits);
+    std::vector<testing::StepScript> scripts;
+    for (int g = 0; g < dp; ++g) scripts.push_back(group_script(g, config.vocab_size));
+    KvCache cache(config, config.num_hidden_layers, scripts[group].pages_needed, kPageSize);
+    for (size_t i = 0; i < scripts[group].steps.size(); ++i) {
+      ForwardBatch step = is_idle ? ForwardBatch() : scripts[group].steps[i];
+      for (int g = 0; g < dp; ++g) {
+        const bool g_idle = std::find(idle.begin(), idle.end(), g) != idle.end();
+        step.dp_tokens.push_back(g_idle ? 0 : scripts[g].steps[i].num_tokens());
+      }
+      by_rank[rank.tp_rank()].push_back(model.forward(step, cache).logits);
+    }
   });
   return by_rank;
 }
