@@ -215,7 +215,7 @@ int run_generate(int argc, char** argv) {
     run_worker_node(options);
     return 0;
   }
-  Engine engine(make_model_runner(options), args.engine_config(), token_text.get());
+  Engine engine(make_model_runners(options), args.engine_config(), token_text.get());
 
   std::vector<std::vector<ChoiceResult>> results(prompts.size(), std::vector<ChoiceResult>(f.n));
   std::map<uint64_t, size_t> prompt_of;

@@ -67,7 +67,7 @@ int run_serve(int argc, char** argv) {
         template_source, own_template ? args.chat_template : tokenizer.config().chat_template_origin);
 
   TokenizerTokenText token_text(tokenizer);
-  auto engine = std::make_unique<Engine>(make_model_runner(runner_options), args.engine_config(), &token_text);
+  auto engine = std::make_unique<Engine>(make_model_runners(runner_options), args.engine_config(), &token_text);
   server::ServerContext context(*engine, tokenizer, chat_template.get(),
                                 {.model_name = args.model_name(),
                                  .model_path = args.model_path,

@@ -49,16 +49,24 @@ void ServerArgs::register_flags(ArgParser& p) {
         "divide it; each group's tp-size / ep-size ranks split their experts' intermediate dimension)");
   p.alias("ep", "ep-size");
   p.add_switch("enable-ep-moe", &enable_ep_moe, "expert parallelism over all TP ranks: --ep-size = --tp-size");
-  const char* kNextIssue = "data-parallel attention comes with the next part of issue 15";
-  p.add_unsupported("enable-dp-attention", kNextIssue);
-  p.add_unsupported("dp-size", kNextIssue);
-  p.add_unsupported("dp", kNextIssue);
+  p.add_switch("enable-dp-attention", &enable_dp_attention,
+               "data-parallel attention: the TP ranks form --dp-size groups, each with its own scheduler, radix cache "
+               "and KV cache, running attention TP over its tp-size / dp-size ranks; their tokens meet around "
+               "every MLP / MoE, which stays split over all ranks");
+  p.add("dp-size", &dp_size, "data-parallel size: DP-attention groups (with --enable-dp-attention; it must divide "
+        "--tp-size)");
+  p.alias("dp", "dp-size");
+  p.add("load-balance-method", &load_balance_method,
+        "which DP rank a new request goes to: round_robin (in turn) or shortest_queue (the fewest running and "
+        "waiting sequences)");
 }
 
 ParallelFlags ServerArgs::parallel_flags() const {
   ParallelFlags f;
   f.tp_size = tp_size;
   f.ep_size = enable_ep_moe && ep_size == 1 ? tp_size : ep_size;
+  f.dp_size = dp_size;
+  f.enable_dp_attention = enable_dp_attention;
   f.nnodes = nnodes;
   f.node_rank = node_rank;
   f.dist_init_addr = dist_init_addr;
@@ -78,6 +86,7 @@ EngineConfig ServerArgs::engine_config() const {
   config.disable_radix_cache = disable_radix_cache;
   config.schedule_conservativeness = schedule_conservativeness;
   config.random_seed = static_cast<uint64_t>(random_seed);
+  config.load_balance_method = parse_load_balance_method(load_balance_method);
   config.validate();
   return config;
 }
@@ -184,6 +193,9 @@ void ServerArgs::validate() const {
   NW_CHECK(max_total_tokens >= 0, "--max-total-tokens must be >= 0 (0 = from the memory budget), got ",
            max_total_tokens);
   engine_config();  // checks the scheduling flags
+  NW_CHECK(dp_size == 1 || enable_dp_attention, "--dp-size ", dp_size, " without --enable-dp-attention asks for "
+           "data-parallel replicas, which narwhal does not run yet: add --enable-dp-attention (DP groups inside the "
+           "--tp-size ranks), or start one server per replica behind a load balancer");
   ParallelConfig::validate(parallel_flags());
 }
 

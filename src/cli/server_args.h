@@ -22,6 +22,9 @@ struct ServerArgs {
   int tp_size = 1;
   int ep_size = 1;             // routed experts split over this many groups of the TP ranks (EP-MoE)
   bool enable_ep_moe = false;  // SGLang's older switch: --ep-size = --tp-size
+  bool enable_dp_attention = false;  // DP attention: --dp-size groups of the TP ranks, each with its own batch
+  int dp_size = 1;
+  std::string load_balance_method = "round_robin";  // round_robin or shortest_queue: a new request's DP rank
   int nnodes = 1;
   int node_rank = 0;
   std::string dist_init_addr;  // HOST:PORT where node 0 serves the rendezvous

@@ -28,20 +28,48 @@ int default_max_running(const ModelRunner& runner) {
   return static_cast<int>(std::clamp<int64_t>(runner.num_pages() * runner.page_size() / 2, 1, 4096));
 }
 
+std::vector<std::unique_ptr<ModelRunner>> one_runner(std::unique_ptr<ModelRunner> runner) {
+  std::vector<std::unique_ptr<ModelRunner>> runners;
+  runners.push_back(std::move(runner));
+  return runners;
+}
+
 }  // namespace
 
+std::vector<DpRankLoad> EngineStats::dp_loads() const {
+  std::lock_guard<std::mutex> lock(dp_mutex_);
+  return dp_loads_;
+}
+
+void EngineStats::set_dp_loads(std::vector<DpRankLoad> loads) {
+  std::lock_guard<std::mutex> lock(dp_mutex_);
+  dp_loads_ = std::move(loads);
+}
+
+DpRank::DpRank(int i, std::unique_ptr<ModelRunner> r, const EngineConfig& config, int max_running)
+    : index(i),
+      runner(std::move(r)),
+      pool(runner->num_pages(), runner->page_size()),
+      cache(pool, !config.disable_radix_cache),
+      scheduler(config, max_running, pool, cache) {}
+
 Engine::Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config, const TokenText* text)
-    : runner_(std::move(runner)),
-      config_(validated(config)),
-      text_(text),
-      pool_(runner_->num_pages(), runner_->page_size()),
-      cache_(pool_, !config.disable_radix_cache),
-      max_running_(config.max_running_requests > 0 ? config.max_running_requests : default_max_running(*runner_)),
-      scheduler_(config_, max_running_, pool_, cache_),
-      max_sequence_len_(std::min(runner_->config().max_position_embeddings, pool_.num_pages() * pool_.page_size())) {
-  NW_LOG(Info) << "Engine: " << pool_.num_pages() << " cache pages of " << pool_.page_size() << " tokens, "
-               << max_running_ << " running requests at most, radix cache "
-               << (cache_.enabled() ? "on" : "off");
+    : Engine(one_runner(std::move(runner)), config, text) {}
+
+Engine::Engine(std::vector<std::unique_ptr<ModelRunner>> runners, const EngineConfig& config, const TokenText* text)
+    : config_(validated(config)), text_(text) {
+  NW_CHECK(!runners.empty(), "Engine: no model runner");
+  const int dp = static_cast<int>(runners.size());
+  // --max-running-requests counts over all DP ranks; each takes its share.
+  max_running_ = config_.max_running_requests > 0 ? std::max(1, (config_.max_running_requests + dp - 1) / dp)
+                                                  : default_max_running(*runners[0]);
+  for (auto& runner : runners)
+    ranks_.push_back(std::make_unique<DpRank>(static_cast<int>(ranks_.size()), std::move(runner), config_, max_running_));
+  const KvPool& pool = ranks_[0]->pool;
+  max_sequence_len_ = std::min(model_config().max_position_embeddings, pool.num_pages() * pool.page_size());
+  NW_LOG(Info) << "Engine: " << (dp > 1 ? cat(dp, " DP ranks, each with ") : "") << pool.num_pages()
+               << " cache pages of " << pool.page_size() << " tokens, " << max_running_
+               << " running requests at most, radix cache " << (ranks_[0]->cache.enabled() ? "on" : "off");
 }
 
 Engine::~Engine() { stop(); }
@@ -49,16 +77,18 @@ Engine::~Engine() { stop(); }
 uint64_t Engine::submit(RequestInput input) {
   SamplingParams& p = input.params;
   p.validate();
-  const int64_t vocab = runner_->config().vocab_size;
+  const int64_t vocab = model_config().vocab_size;
+  const KvPool& pool = ranks_[0]->pool;  // every DP rank's has this size
   const int64_t prompt_len = static_cast<int64_t>(input.input_ids.size());
   NW_CHECK(prompt_len > 0, "the prompt is empty");
   for (int32_t id : input.input_ids)
     NW_CHECK(id >= 0 && id < vocab, "token id ", id, " is outside the vocabulary (size ", vocab, ")");
   NW_CHECK(prompt_len < max_sequence_len_, "the prompt has ", prompt_len, " tokens; at most ", max_sequence_len_ - 1,
-           " fit (context length ", runner_->config().max_position_embeddings, ", KV cache ",
-           pool_.num_pages() * pool_.page_size(), " tokens)");
+           " fit (context length ", model_config().max_position_embeddings, ", KV cache ",
+           pool.num_pages() * pool.page_size(), " tokens)");
   NW_CHECK(p.stop.empty() || text_, "stop strings need a tokenizer");
-  NW_CHECK(p.n <= max_running_, "n = ", p.n, " exceeds --max-running-requests ", max_running_);
+  NW_CHECK(p.n <= max_running_, "n = ", p.n, " exceeds the ", max_running_, " running requests of a ",
+           ranks_.size() > 1 ? "DP rank (--max-running-requests over --dp-size)" : "step (--max-running-requests)");
   const int64_t max_top = std::min<int64_t>(vocab, ops::kMaxTopLogprobs);
   NW_CHECK(input.top_logprobs_num >= 0 && input.top_logprobs_num <= max_top, "top_logprobs_num must be in [0, ",
            max_top, "], got ", input.top_logprobs_num);
@@ -71,7 +101,7 @@ uint64_t Engine::submit(RequestInput input) {
   request->id = next_id_++;
   request->stop_ids = p.stop_token_ids;
   if (!p.ignore_eos)
-    for (int eos : runner_->config().eos_token_ids) request->stop_ids.push_back(eos);
+    for (int eos : model_config().eos_token_ids) request->stop_ids.push_back(eos);
   const uint64_t seed = p.seed.value_or(ops::mix_bits(config_.random_seed ^ ops::mix_bits(request->id)));
   const uint64_t group = input.fairness_group != 0 ? input.fairness_group : request->id;
   for (int i = 0; i < p.n; ++i) {
@@ -150,13 +180,13 @@ void Engine::loop() {
     }
     if (idle_tick) {
       // A runner can break while idle too (a tensor-parallel node lost): then the loop ends, and /health says so.
-      if (const std::string lost = runner_->failure(); !lost.empty()) return stop_on_failure(lost);
+      if (const std::string lost = failure_of_runners(); !lost.empty()) return stop_on_failure(lost);
       continue;
     }
     try {
       busy = step();
     } catch (const std::exception& e) {
-      if (const std::string lost = runner_->failure(); !lost.empty()) return stop_on_failure(lost);
+      if (const std::string lost = failure_of_runners(); !lost.empty()) return stop_on_failure(lost);
       // A failed step must not take the server down: its requests end with the error, the loop goes on.
       NW_LOG(Error) << "engine step failed: " << e.what();
       abort_everything(cat("internal error: ", e.what()));
@@ -175,6 +205,16 @@ void Engine::stop_on_failure(const std::string& why) {
 std::string Engine::failure() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return failure_;
+}
+
+std::string Engine::failure_of_runners() const {
+  for (const auto& rank : ranks_)
+    if (std::string why = rank->runner->failure(); !why.empty()) return why;
+  return "";
+}
+
+bool Engine::any_rank_busy() const {
+  return std::any_of(ranks_.begin(), ranks_.end(), [](const auto& rank) { return !rank->scheduler.idle(); });
 }
 
 bool Engine::has_submissions() {
@@ -197,7 +237,8 @@ void Engine::drain_submissions() {
     aborted.swap(aborted_);
     std::swap(flush, flush_requested_);
   }
-  if (flush) cache_.evict(cache_.cached_pages());
+  if (flush)
+    for (auto& rank : ranks_) rank->cache.evict(rank->cache.cached_pages());
   for (auto& request : submitted) admit(std::move(request));
   for (uint64_t id : aborted) finish_aborted(id, "aborted by the client");
 }
@@ -213,7 +254,20 @@ void Engine::admit(std::unique_ptr<RequestState> request) {
     }
     return;
   }
-  scheduler_.enqueue(r.seqs[0].get());
+  r.dp_rank = pick_dp_rank();
+  ranks_[static_cast<size_t>(r.dp_rank)]->scheduler.enqueue(r.seqs[0].get());
+}
+
+int Engine::pick_dp_rank() {
+  if (ranks_.size() == 1) return 0;
+  if (config_.load_balance_method == LoadBalanceMethod::kRoundRobin) return static_cast<int>(next_rank_++ % ranks_.size());
+  size_t best = 0;
+  for (size_t i = 1; i < ranks_.size(); ++i) {
+    const Scheduler& s = ranks_[i]->scheduler;
+    const Scheduler& b = ranks_[best]->scheduler;
+    if (s.num_running() + s.num_waiting() < b.num_running() + b.num_waiting()) best = i;
+  }
+  return static_cast<int>(best);
 }
 
 void Engine::finish_aborted(uint64_t request_id, const std::string& message) {
@@ -222,7 +276,7 @@ void Engine::finish_aborted(uint64_t request_id, const std::string& message) {
   ++stats_.aborted_requests;
   for (auto& seq : it->second->seqs) {
     if (seq->finished) continue;
-    scheduler_.remove(seq.get());
+    rank_of(*seq).scheduler.remove(seq.get());
     RequestOutput out;
     out.text = seq->text.take(true);
     out.finish = FinishReason::abort(message);
@@ -243,11 +297,27 @@ void Engine::abort_everything(const std::string& message) {
 void Engine::publish_state() {
   stats_.heartbeat_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now().time_since_epoch()).count();
-  stats_.running_requests = scheduler_.num_running();
-  stats_.waiting_requests = scheduler_.num_waiting();
-  stats_.kv_total_pages = pool_.num_pages();
-  stats_.kv_used_pages = pool_.num_pages() - pool_.num_free();
-  stats_.kv_evictable_pages = pool_.num_evictable();
+  std::vector<DpRankLoad> loads;
+  int64_t used = 0, evictable = 0;
+  for (const auto& rank : ranks_) {
+    const KvPool& pool = rank->pool;
+    loads.push_back({rank->scheduler.num_running(), rank->scheduler.num_waiting(),
+                     pool.num_pages() - pool.num_free() - pool.num_evictable(), pool.num_pages()});
+    used += pool.num_pages() - pool.num_free();
+    evictable += pool.num_evictable();
+  }
+  int64_t running = 0, waiting = 0, total = 0;
+  for (const DpRankLoad& l : loads) {
+    running += l.running;
+    waiting += l.waiting;
+    total += l.kv_total_pages;
+  }
+  stats_.running_requests = running;
+  stats_.waiting_requests = waiting;
+  stats_.kv_total_pages = total;
+  stats_.kv_used_pages = used;
+  stats_.kv_evictable_pages = evictable;
+  stats_.set_dp_loads(std::move(loads));
 }
 
 void Engine::drop_done() {
@@ -257,47 +327,63 @@ void Engine::drop_done() {
 
 // One step, overlapped: the batch is launched, then the previous step's tokens become text and are streamed while
 // the device runs, then this step's tokens are accepted (stop tokens and length end sequences at once; a stop
-// string is found one step later, and the token its sequence drew meanwhile is dropped).
+// string is found one step later, and the token its sequence drew meanwhile is dropped). With DP attention every
+// rank launches its part (an idle one an empty batch, so the ranks' collectives meet) when any rank has work.
 bool Engine::step() {
   drain_submissions();
-  StepPlan plan = scheduler_.plan();
-  step_in_flight_ = !plan.empty();
-  if (step_in_flight_) {
-    batch_.token_ids.clear();
-    batch_.positions.clear();
-    batch_.seqs.clear();
-    bool return_logits = false;
-    for (const ScheduledSequence& item : plan.items) {
-      const Sequence& s = *item.seq;
-      batch_.add_sequence({s.tokens.begin() + s.kv_len, s.tokens.begin() + s.kv_len + item.new_tokens}, s.kv_len,
-                          s.pages);
-      return_logits = return_logits || s.request->input.return_logits;
-    }
-    plan_samples(plan);
-    runner_->launch(batch_, samples_, return_logits);
+  step_in_flight_ = false;
+  for (auto& rank : ranks_) {
+    rank->plan = rank->scheduler.plan();
+    step_in_flight_ = step_in_flight_ || !rank->plan.empty();
   }
+  if (step_in_flight_)
+    for (auto& rank : ranks_) launch(*rank);
   if (!config_.disable_overlap_schedule) flush_outputs();
   if (step_in_flight_) {
-    StepOutput out = runner_->finish();
-    scheduler_.complete(plan);
+    std::vector<StepOutput> outs;
+    for (auto& rank : ranks_) {
+      outs.push_back(rank->runner->finish());
+      rank->scheduler.complete(rank->plan);
+    }
     step_in_flight_ = false;
     remove_stopped();
-    process_step(out);
-    log_step(plan);
+    int64_t retractions = 0;
+    for (size_t i = 0; i < ranks_.size(); ++i) {
+      DpRank& rank = *ranks_[i];
+      process_step(rank, outs[i]);
+      log_step(rank);
+      stats_.forward_tokens += rank.batch.num_tokens();
+      retractions += rank.scheduler.num_retractions();
+    }
     ++stats_.steps;
-    stats_.forward_tokens += batch_.num_tokens();
-    stats_.retractions = scheduler_.num_retractions();
+    stats_.retractions = retractions;
   }
   if (config_.disable_overlap_schedule) flush_outputs();
   drop_done();
-  return !scheduler_.idle() || !pending_outputs_.empty();
+  return any_rank_busy() || !pending_outputs_.empty();
+}
+
+void Engine::launch(DpRank& rank) {
+  ForwardBatch& batch = rank.batch;
+  batch.token_ids.clear();
+  batch.positions.clear();
+  batch.seqs.clear();
+  bool return_logits = false;
+  for (const ScheduledSequence& item : rank.plan.items) {
+    const Sequence& s = *item.seq;
+    batch.add_sequence({s.tokens.begin() + s.kv_len, s.tokens.begin() + s.kv_len + item.new_tokens}, s.kv_len,
+                       s.pages);
+    return_logits = return_logits || s.request->input.return_logits;
+  }
+  plan_samples(rank);
+  rank.runner->launch(batch, rank.samples, return_logits);
 }
 
 // SGLang's server log: a line per prefill batch, and every --decode-log-interval decode steps a line with the load
 // and the generation throughput since the last one.
-void Engine::log_step(const StepPlan& plan) {
+void Engine::log_step(DpRank& rank) {
   int64_t new_seqs = 0, new_tokens = 0, cached = 0, decodes = 0;
-  for (const ScheduledSequence& item : plan.items) {
+  for (const ScheduledSequence& item : rank.plan.items) {
     if (item.decode) {
       ++decodes;
       continue;
@@ -309,36 +395,40 @@ void Engine::log_step(const StepPlan& plan) {
     new_tokens += item.new_tokens;
   }
   // As SGLang: tokens held by running requests (pages only the radix cache holds are free to take).
-  const int64_t used_pages = pool_.num_pages() - pool_.num_free() - pool_.num_evictable();
-  const double usage = pool_.num_pages() == 0 ? 0.0 : static_cast<double>(used_pages) / pool_.num_pages();
+  const KvPool& pool = rank.pool;
+  const Scheduler& scheduler = rank.scheduler;
+  const int64_t used_pages = pool.num_pages() - pool.num_free() - pool.num_evictable();
+  const double usage = pool.num_pages() == 0 ? 0.0 : static_cast<double>(used_pages) / pool.num_pages();
+  // As SGLang's DP schedulers: each rank logs its own lines.
+  const std::string who = ranks_.size() > 1 ? cat("[DP", rank.index, "] ") : "";
   if (new_tokens > 0) {
-    NW_LOG(Info) << "Prefill batch. #new-seq: " << new_seqs << ", #new-token: " << new_tokens << ", #cached-token: "
-                 << cached << ", token usage: " << fixed2(usage) << ", #running-req: " << scheduler_.num_running()
-                 << ", #queue-req: " << scheduler_.num_waiting();
+    NW_LOG(Info) << who << "Prefill batch. #new-seq: " << new_seqs << ", #new-token: " << new_tokens << ", #cached-token: "
+                 << cached << ", token usage: " << fixed2(usage) << ", #running-req: " << scheduler.num_running()
+                 << ", #queue-req: " << scheduler.num_waiting();
   }
-  if (decodes == 0 || ++decode_steps_since_log_ < config_.decode_log_interval) return;
+  if (decodes == 0 || ++rank.decode_steps_since_log < config_.decode_log_interval) return;
   const auto now = std::chrono::steady_clock::now();
-  const double seconds = std::chrono::duration<double>(now - last_decode_log_).count();
-  const int64_t generated = stats_.generated_tokens.load();
+  const double seconds = std::chrono::duration<double>(now - rank.last_decode_log).count();
   const int64_t prompt = stats_.prompt_tokens.load();
-  NW_LOG(Info) << "Decode batch. #running-req: " << scheduler_.num_running() << ", #token: "
-               << used_pages * pool_.page_size() << ", token usage: " << fixed2(usage)
+  NW_LOG(Info) << who << "Decode batch. #running-req: " << scheduler.num_running() << ", #token: "
+               << used_pages * pool.page_size() << ", token usage: " << fixed2(usage)
                << ", cache hit rate: " << fixed2(prompt > 0 ? static_cast<double>(stats_.cached_tokens) / prompt : 0.0)
-               << ", gen throughput (token/s): " << fixed2((generated - generated_at_last_log_) / seconds)
-               << ", #queue-req: " << scheduler_.num_waiting();
-  decode_steps_since_log_ = 0;
-  last_decode_log_ = now;
-  generated_at_last_log_ = generated;
+               << ", gen throughput (token/s): " << fixed2((rank.generated - rank.generated_at_last_log) / seconds)
+               << ", #queue-req: " << scheduler.num_waiting();
+  rank.decode_steps_since_log = 0;
+  rank.last_decode_log = now;
+  rank.generated_at_last_log = rank.generated;
 }
 
-void Engine::plan_samples(const StepPlan& plan) {
-  samples_.clear();
-  sample_seqs_.clear();
+void Engine::plan_samples(DpRank& rank) {
+  const StepPlan& plan = rank.plan;
+  rank.samples.clear();
+  rank.sample_seqs.clear();
   const auto add = [&](Sequence* s, int64_t row) {
     const RequestState& r = *s->request;
     const bool masked = s->output_len() < r.input.params.min_new_tokens && !r.stop_ids.empty();
-    sample_seqs_.push_back(s);
-    samples_.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
+    rank.sample_seqs.push_back(s);
+    rank.samples.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
                         s->output_len(), r.input.return_logprob, r.input.top_logprobs_num});
   };
   for (size_t row = 0; row < plan.items.size(); ++row) {
@@ -351,17 +441,18 @@ void Engine::plan_samples(const StepPlan& plan) {
   }
 }
 
-void Engine::process_step(StepOutput& out) {
-  for (size_t i = 0; i < sample_seqs_.size();) {
-    Sequence* s = sample_seqs_[i];
-    const int64_t row = samples_[i].row;
+void Engine::process_step(DpRank& rank, StepOutput& out) {
+  const std::vector<Sequence*>& sample_seqs = rank.sample_seqs;
+  for (size_t i = 0; i < sample_seqs.size();) {
+    Sequence* s = sample_seqs[i];
+    const int64_t row = rank.samples[i].row;
     // The other choices take the prompt's pages before its own token may end it; those that got their own copy
     // of its partial last page take their draw, the others recompute that page in a later step (and draw then).
     const std::vector<Sequence*> ready = s->forks > 1 ? fork(*s) : std::vector<Sequence*>();
     accept_token(*s, out.sampled[i], out.logits, row);
-    for (++i; i < sample_seqs_.size() && samples_[i].row == row && sample_seqs_[i]->request == s->request; ++i)
-      if (std::find(ready.begin(), ready.end(), sample_seqs_[i]) != ready.end())
-        accept_token(*sample_seqs_[i], out.sampled[i], out.logits, row);
+    for (++i; i < sample_seqs.size() && rank.samples[i].row == row && sample_seqs[i]->request == s->request; ++i)
+      if (std::find(ready.begin(), ready.end(), sample_seqs[i]) != ready.end())
+        accept_token(*sample_seqs[i], out.sampled[i], out.logits, row);
   }
 }
 
@@ -370,7 +461,8 @@ void Engine::process_step(StepOutput& out) {
 // choices that can sample now.
 std::vector<Sequence*> Engine::fork(Sequence& parent) {
   std::vector<Sequence*> ready;
-  const int64_t ps = pool_.page_size();
+  DpRank& rank = rank_of(parent);
+  const int64_t ps = rank.pool.page_size();
   const int64_t full = parent.kv_len / ps;
   for (size_t i = 1; i < parent.request->seqs.size(); ++i) {
     Sequence& child = *parent.request->seqs[i];
@@ -378,17 +470,17 @@ std::vector<Sequence*> Engine::fork(Sequence& parent) {
     child.admitted = true;
     child.cached_tokens = parent.cached_tokens;
     child.pages.assign(parent.pages.begin(), parent.pages.begin() + full);
-    for (int32_t page : child.pages) pool_.retain(page);
+    for (int32_t page : child.pages) rank.pool.retain(page);
     if (parent.kv_len % ps != 0) {
       std::vector<int32_t> own;
-      if (scheduler_.allocate(1, own)) {
-        runner_->copy_page(parent.pages[full], own[0]);
+      if (rank.scheduler.allocate(1, own)) {
+        rank.runner->copy_page(parent.pages[full], own[0]);
         child.pages.push_back(own[0]);
       } else {
         child.kv_len = full * ps;  // no free page: it recomputes the partial page in a later step
       }
     }
-    scheduler_.add_running(&child);
+    rank.scheduler.add_running(&child);
     if (child.pending() == 0) ready.push_back(&child);
   }
   parent.forks = 1;
@@ -403,6 +495,7 @@ void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tens
   seq.tokens.push_back(sampled.token);
   ++seq.output_counts[sampled.token];
   ++stats_.generated_tokens;
+  ++rank_of(seq).generated;
   if (seq.output_len() == 1 && seq.index == 0) {
     stats_.prompt_tokens += seq.prompt_len;
     stats_.cached_tokens += seq.cached_tokens;
@@ -416,7 +509,7 @@ void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tens
   if (seq.output_len() >= seq.max_new_tokens) out.finish = FinishReason::length();
   else if (std::find(stop_ids.begin(), stop_ids.end(), sampled.token) != stop_ids.end())
     out.finish = FinishReason::stop_token(sampled.token);
-  if (out.finish) scheduler_.remove(&seq);
+  if (out.finish) rank_of(seq).scheduler.remove(&seq);
   pending_outputs_.push_back(std::move(out));
 }
 
@@ -446,7 +539,7 @@ void Engine::flush_outputs() {
 }
 
 void Engine::remove_stopped() {
-  for (Sequence* seq : stopped_) scheduler_.remove(seq);
+  for (Sequence* seq : stopped_) rank_of(*seq).scheduler.remove(seq);
   stopped_.clear();
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -25,10 +26,19 @@ namespace narwhal {
 // One request in the engine: its input and its choices (one Sequence each once the prompt forks).
 struct RequestState {
   uint64_t id = 0;
+  int dp_rank = 0;  // the DP rank whose cache holds all its choices
   RequestInput input;
   std::vector<int32_t> stop_ids;  // eos (unless ignore_eos) and stop_token_ids: finish, and masked before min_new_tokens
   std::vector<std::unique_ptr<Sequence>> seqs;  // all n from the start; choices 1.. wait until choice 0 forks
   int unfinished = 0;
+};
+
+// One DP rank's load, as publish_state last saw it.
+struct DpRankLoad {
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t kv_used_pages = 0;  // held by running requests (not pages only the radix cache holds)
+  int64_t kv_total_pages = 0;
 };
 
 // Counters since start, readable from any thread.
@@ -49,12 +59,43 @@ struct EngineStats {
   std::atomic<int64_t> kv_total_pages{0};
   std::atomic<int64_t> kv_used_pages{0};     // pages with any holder (requests or the radix cache)
   std::atomic<int64_t> kv_evictable_pages{0};  // of those, pages only the radix cache holds
+  // Each DP rank's load (one entry without DP attention); the occupancy fields above are their sums.
+  std::vector<DpRankLoad> dp_loads() const;
+  void set_dp_loads(std::vector<DpRankLoad> loads);
+
+ private:
+  mutable std::mutex dp_mutex_;
+  std::vector<DpRankLoad> dp_loads_;
+};
+
+// One DP rank's share of the engine (the whole of it without DP attention, SGLang's one scheduler per DP rank): its
+// runner, cache pool, radix cache and scheduler, the batch and draws of its part of the step, and its log counters.
+struct DpRank {
+  DpRank(int index, std::unique_ptr<ModelRunner> runner, const EngineConfig& config, int max_running);
+  int index;
+  std::unique_ptr<ModelRunner> runner;
+  KvPool pool;
+  RadixCache cache;
+  Scheduler scheduler;
+  StepPlan plan;
+  ForwardBatch batch;  // reused so the loop does not allocate
+  std::vector<SampleRequest> samples;
+  std::vector<Sequence*> sample_seqs;
+  int64_t generated = 0;  // tokens its sequences accepted, for its decode log line
+  int decode_steps_since_log = 0;
+  int64_t generated_at_last_log = 0;
+  std::chrono::steady_clock::time_point last_decode_log = std::chrono::steady_clock::now();
 };
 
 class Engine {
  public:
   // `text` (optional, must outlive the engine) turns tokens into text for stop strings and streamed text.
   Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config, const TokenText* text = nullptr);
+  // DP attention: a runner per DP rank (make_model_runners). Each rank schedules its own requests in its own cache;
+  // every step launches every rank's part, an idle rank's empty, so their collectives meet; new requests go to a
+  // rank by --load-balance-method.
+  Engine(std::vector<std::unique_ptr<ModelRunner>> runners, const EngineConfig& config,
+         const TokenText* text = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -82,15 +123,19 @@ class Engine {
   // then why. Its requests were aborted with that message, and nothing runs any more.
   std::string failure() const;
   // Loop-thread state, for tests and tools when the loop is not running.
-  const KvPool& kv_pool() const { return pool_; }
-  RadixCache& radix_cache() { return cache_; }
-  const ModelConfig& model_config() const { return runner_->config(); }
+  int num_dp_ranks() const { return static_cast<int>(ranks_.size()); }
+  const KvPool& kv_pool(int dp_rank = 0) const { return ranks_.at(dp_rank)->pool; }
+  RadixCache& radix_cache(int dp_rank = 0) { return ranks_.at(dp_rank)->cache; }
+  const ModelConfig& model_config() const { return ranks_[0]->runner->config(); }
   // The most tokens (prompt + output) one request can have: the context length or the whole KV cache, whichever
   // is less (SGLang's max_req_len). submit() refuses longer prompts and clips max_new_tokens to fit.
   int64_t max_sequence_len() const { return max_sequence_len_; }
-  int max_running_requests() const { return max_running_; }
+  // Over all DP ranks.
+  int max_running_requests() const { return max_running_ * num_dp_ranks(); }
 
  private:
+  DpRank& rank_of(const Sequence& seq) { return *ranks_[static_cast<size_t>(seq.request->dp_rank)]; }
+  int pick_dp_rank();  // --load-balance-method's choice for a new request
   void loop();
   bool has_submissions();
   void drain_submissions();
@@ -98,14 +143,17 @@ class Engine {
   void finish_aborted(uint64_t request_id, const std::string& message);
   // The step's draws: every planned sequence that finishes its pending tokens, and the choices that fork off a
   // prompt finished now (they draw from its row).
-  void plan_samples(const StepPlan& plan);
-  void process_step(StepOutput& out);
+  void plan_samples(DpRank& rank);
+  void launch(DpRank& rank);
+  void process_step(DpRank& rank, StepOutput& out);
   std::vector<Sequence*> fork(Sequence& parent);
   void accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row);
   // Text, stop strings and streaming of the accepted tokens: with overlap, while the device runs the next step.
   void flush_outputs();
   void remove_stopped();
-  void log_step(const StepPlan& plan);
+  void log_step(DpRank& rank);
+  std::string failure_of_runners() const;  // the first runner's failure(), or ""
+  bool any_rank_busy() const;
   void emit(Sequence& seq, RequestOutput&& out);
   void abort_everything(const std::string& message);
   // The runner failed for good: every request is aborted and the loop records why (it ends after this).
@@ -113,13 +161,11 @@ class Engine {
   void drop_done();
   void publish_state();  // the liveness and occupancy fields of stats_
 
-  std::unique_ptr<ModelRunner> runner_;
   EngineConfig config_;
   const TokenText* text_;
-  KvPool pool_;
-  RadixCache cache_;
-  int max_running_;
-  Scheduler scheduler_;
+  int max_running_;  // per DP rank
+  std::vector<std::unique_ptr<DpRank>> ranks_;
+  size_t next_rank_ = 0;  // round robin's
   // A token accepted but not yet turned into text and streamed (overlap defers that by one step). By ids, so
   // that an abort in between leaves nothing dangling.
   struct PendingOutput {
@@ -129,15 +175,9 @@ class Engine {
     std::vector<float> logits;             // when the request asked for them
     std::optional<FinishReason> finish;    // length or a stop token, decided at acceptance
   };
-  ForwardBatch batch_;                     // the step's batch and draws, reused so the loop does not allocate
-  std::vector<SampleRequest> samples_;
-  std::vector<Sequence*> sample_seqs_;
   std::vector<PendingOutput> pending_outputs_;
   std::vector<Sequence*> stopped_;         // ended by a stop string while in flight: removed once their step ends
   bool step_in_flight_ = false;
-  int decode_steps_since_log_ = 0;
-  int64_t generated_at_last_log_ = 0;
-  std::chrono::steady_clock::time_point last_decode_log_ = std::chrono::steady_clock::now();
   int64_t max_sequence_len_;  // prompt + output, within the context and the cache
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
   std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end

@@ -11,6 +11,12 @@ SchedulePolicy parse_schedule_policy(const std::string& name) {
   throw Error(cat("--schedule-policy ", name, ": expected fcfs or lpm"));
 }
 
+LoadBalanceMethod parse_load_balance_method(const std::string& name) {
+  if (name == "round_robin") return LoadBalanceMethod::kRoundRobin;
+  if (name == "shortest_queue") return LoadBalanceMethod::kShortestQueue;
+  throw Error(cat("--load-balance-method ", name, ": expected round_robin or shortest_queue"));
+}
+
 void EngineConfig::validate() const {
   NW_CHECK(max_running_requests >= 0, "--max-running-requests must be >= 0 (0 = automatic), got ",
            max_running_requests);

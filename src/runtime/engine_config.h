@@ -14,6 +14,14 @@ enum class SchedulePolicy {
 // Parses --schedule-policy ("fcfs" or "lpm"); throws Error otherwise.
 SchedulePolicy parse_schedule_policy(const std::string& name);
 
+// Which DP rank a new request goes to (DP attention, SGLang's --load-balance-method).
+enum class LoadBalanceMethod {
+  kRoundRobin,     // in turn: SGLang's default; even over many similar requests, blind to their lengths
+  kShortestQueue,  // the rank with the fewest running and waiting sequences: evens out uneven request lengths
+};
+// Parses --load-balance-method ("round_robin" or "shortest_queue"); throws Error otherwise.
+LoadBalanceMethod parse_load_balance_method(const std::string& name);
+
 struct EngineConfig {
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   int max_running_requests = 0;        // 0: half the cache's tokens, at most 4096 (SGLang's rule)
@@ -27,6 +35,7 @@ struct EngineConfig {
   // runs (outputs are identical either way; overlap hides that host work behind the device's).
   bool disable_overlap_schedule = false;
   int decode_log_interval = 40;        // decode steps between two "Decode batch." log lines (SGLang's default)
+  LoadBalanceMethod load_balance_method = LoadBalanceMethod::kRoundRobin;
 
   // Throws Error naming the flag whose value cannot work.
   void validate() const;

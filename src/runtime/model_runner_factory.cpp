@@ -104,10 +104,32 @@ Fingerprint runner_fingerprint(const RunnerOptions& o) {
            std::to_string(o.max_tokens_per_step)}};
 }
 
+bool dp_attention(const ParallelFlags& flags) { return flags.enable_dp_attention && flags.dp_size > 1; }
+
+// The TP group's split of the model (rank 0's; every rank's has the same shape).
+TpSlice world_slice(const ParallelFlags& flags) {
+  return {0, flags.tp_size, flags.ep_size, dp_attention(flags) ? flags.dp_size : 1};
+}
+
+// Each DP group's first rank draws the group's tokens for the engine, which runs on node 0: with more than one
+// node some group would start on another (its drawn tokens have no way back yet), so DP attention is one node's.
+void check_dp_groups_start_on_node_zero(const ParallelFlags& flags) {
+  if (!dp_attention(flags)) return;
+  const int ranks_per_node = ParallelConfig::world_size_of(flags) / flags.nnodes;
+  const int group_size = flags.tp_size / flags.dp_size;
+  const int last_first = (flags.dp_size - 1) * group_size;
+  NW_CHECK(last_first < ranks_per_node, "--enable-dp-attention --dp-size ", flags.dp_size, " over --nnodes ",
+           flags.nnodes, ": DP group ", flags.dp_size - 1, " would start at rank ", last_first, " on node ",
+           last_first / ranks_per_node, ", but the engine on node 0 draws every group's tokens, so DP attention "
+           "runs on one node for now (--nnodes 1)");
+}
+
 // Refuses a --tp-size the model cannot split before any node waits for the others (every node refuses alike).
 std::unique_ptr<ProcessWorld> join_world(const RunnerOptions& options) {
   const ModelConfig config = read_config(options.model_path);
-  const TpSlice slice{0, options.parallel.tp_size, options.parallel.ep_size};
+  ParallelConfig::validate(options.parallel);
+  check_dp_groups_start_on_node_zero(options.parallel);
+  const TpSlice slice = world_slice(options.parallel);
   tp_dims(config, slice);
   if (options.device == "cuda") {
     require_cuda_device("--device cuda", "; --device cpu runs tensor parallelism on the CPU");
@@ -131,17 +153,23 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
   };
   if (options.device == "cpu") {
     const int64_t pages = cpu_cache_pages(options, config, world.config(0).node_rank() == 0);
-    return [options, config, pages, progress, done](const ParallelConfig& rank, Communicator& tp) {
-      const TpSlice slice{tp.rank(), tp.size(), rank.ep_size()};
+    return [options, config, pages, progress, done](const ParallelConfig& rank, Communicator& tp,
+                                                    Communicator* dp_group) {
+      TpSlice slice = world_slice(rank.flags());
+      slice.rank = tp.rank();
       ModelWeights weights = load_weights(config, Checkpoint(options.model_path), Device::kCPU, slice, progress.get());
-      auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, rank.ep_size());
+      auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, slice.ep_size, dp_group,
+                                                         slice.dp_size);
       done();
       return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
     };
   }
   CudaRunnerOptions cuda = cuda_options(options);
   const int ranks_per_device = tp_backend(options) == Backend::kDeviceLocal ? ranks : 1;
-  return [options, cuda, progress, done, ranks_per_device](const ParallelConfig& rank, Communicator& tp) {
+  NW_CHECK(!dp_attention(options.parallel), "--enable-dp-attention on --device cuda is not built yet; "
+           "--device cpu runs it");
+  return [options, cuda, progress, done, ranks_per_device](const ParallelConfig& rank, Communicator& tp,
+                                                           Communicator*) {
     CudaRunnerOptions mine = cuda;
     mine.tp = &tp;
     mine.ep_size = rank.ep_size();
@@ -162,17 +190,34 @@ int auto_cuda_graph_max_bs(int64_t total_bytes) {
 
 bool is_worker_node(const RunnerOptions& options) { return options.parallel.node_rank != 0; }
 
-std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
+std::vector<std::unique_ptr<ModelRunner>> make_model_runners(const RunnerOptions& options) {
   NW_CHECK(options.device == "cpu" || options.device == "cuda", "--device ", options.device,
            ": no model runner for it (available: cpu, cuda)");
+  std::vector<std::unique_ptr<ModelRunner>> runners;
   if (options.parallel.tp_size > 1 || options.parallel.nnodes > 1) {
     NW_CHECK(!is_worker_node(options), "--node-rank ", options.parallel.node_rank, " follows node 0: it runs no engine");
     std::unique_ptr<ProcessWorld> world = join_world(options);
     RankRunnerFactory make = rank_factory(options, *world);
-    return std::make_unique<TpModelRunner>(std::move(world), std::move(make));
+    if (!dp_attention(options.parallel)) {
+      runners.push_back(std::make_unique<TpModelRunner>(std::move(world), std::move(make)));
+      return runners;
+    }
+    auto tp = std::make_shared<TpModelRunner>(std::move(world), std::move(make));
+    for (int g = 0; g < tp->dp_size(); ++g) runners.push_back(std::make_unique<DpGroupRunner>(tp, g));
+    return runners;
   }
-  if (options.device == "cpu") return make_cpu_runner(options);
-  return make_cuda_runner(options, cuda_options(options));
+  NW_CHECK(!dp_attention(options.parallel), "--enable-dp-attention --dp-size ", options.parallel.dp_size,
+           " splits the --tp-size ranks into DP groups: it needs --tp-size >= --dp-size");
+  runners.push_back(options.device == "cpu" ? make_cpu_runner(options)
+                                            : make_cuda_runner(options, cuda_options(options)));
+  return runners;
+}
+
+std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options) {
+  NW_CHECK(!dp_attention(options.parallel), "--enable-dp-attention gives a runner per DP group: this command "
+           "drives one model runner, so it takes no --dp-size");
+  std::vector<std::unique_ptr<ModelRunner>> runners = make_model_runners(options);
+  return std::move(runners.front());
 }
 
 void run_worker_node(const RunnerOptions& options) {

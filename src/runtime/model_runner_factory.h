@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/parallel_config.h"
 #include "runtime/model_runner.h"
@@ -48,6 +49,9 @@ bool is_worker_node(const RunnerOptions& options);
 // runners, or all of them fail naming the flag) and every rank loads only its slices. Throws Error for an unknown
 // or unbuilt device.
 std::unique_ptr<ModelRunner> make_model_runner(const RunnerOptions& options);
+// The engine's runners: one per DP group with --enable-dp-attention (views of one TpModelRunner, see DpGroupRunner;
+// every DP group's first rank must be on node 0), else make_model_runner's one.
+std::vector<std::unique_ptr<ModelRunner>> make_model_runners(const RunnerOptions& options);
 
 // A node other than 0: joins the world, loads its ranks' slices and runs node 0's steps until node 0 stops (returns)
 // or is lost (throws, naming it).

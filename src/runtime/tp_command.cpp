@@ -1,4 +1,4 @@
-// TpCommand's wire form: little-endian fields in a fixed order, the batch's vectors each led by its length.
+// TpCommand's wire form: little-endian fields in a fixed order, the batches' vectors each led by its length.
 #include "runtime/tp_command.h"
 
 #include <cstring>
@@ -67,15 +67,20 @@ std::string encode_command(const TpCommand& c) {
   w.put(kMagic);
   w.put(static_cast<uint8_t>(c.kind));
   w.put(static_cast<uint8_t>(c.return_logits));
+  w.put(c.group);
   w.put(c.src);
   w.put(c.dst);
-  w.put_vector(c.batch.token_ids);
-  w.put_vector(c.batch.positions);
-  w.put<uint64_t>(c.batch.seqs.size());
-  for (const SequenceInfo& s : c.batch.seqs) {
-    w.put(s.prefix_len);
-    w.put(s.new_len);
-    w.put_vector(s.page_table);
+  w.put<uint64_t>(c.batches.size());
+  for (const ForwardBatch& b : c.batches) {
+    w.put_vector(b.token_ids);
+    w.put_vector(b.positions);
+    w.put_vector(b.dp_tokens);
+    w.put<uint64_t>(b.seqs.size());
+    for (const SequenceInfo& s : b.seqs) {
+      w.put(s.prefix_len);
+      w.put(s.new_len);
+      w.put_vector(s.page_table);
+    }
   }
   return w.take();
 }
@@ -88,17 +93,24 @@ TpCommand decode_command(const std::string& bytes) {
   NW_CHECK(kind <= static_cast<uint8_t>(TpCommand::Kind::kStop), "TP command: unknown kind ", int{kind});
   c.kind = static_cast<TpCommand::Kind>(kind);
   c.return_logits = r.get<uint8_t>() != 0;
+  c.group = r.get<int32_t>();
   c.src = r.get<int32_t>();
   c.dst = r.get<int32_t>();
-  c.batch.token_ids = r.get_vector<int32_t>();
-  c.batch.positions = r.get_vector<int32_t>();
-  const uint64_t seqs = r.get<uint64_t>();
-  NW_CHECK(seqs <= bytes.size(), "TP command: ", seqs, " sequences in a message of ", bytes.size(), " bytes");
-  c.batch.seqs.resize(seqs);
-  for (SequenceInfo& s : c.batch.seqs) {
-    s.prefix_len = r.get<int64_t>();
-    s.new_len = r.get<int64_t>();
-    s.page_table = r.get_vector<int32_t>();
+  const uint64_t batches = r.get<uint64_t>();
+  NW_CHECK(batches <= bytes.size(), "TP command: ", batches, " batches in a message of ", bytes.size(), " bytes");
+  c.batches.resize(batches);
+  for (ForwardBatch& b : c.batches) {
+    b.token_ids = r.get_vector<int32_t>();
+    b.positions = r.get_vector<int32_t>();
+    b.dp_tokens = r.get_vector<int64_t>();
+    const uint64_t seqs = r.get<uint64_t>();
+    NW_CHECK(seqs <= bytes.size(), "TP command: ", seqs, " sequences in a message of ", bytes.size(), " bytes");
+    b.seqs.resize(seqs);
+    for (SequenceInfo& s : b.seqs) {
+      s.prefix_len = r.get<int64_t>();
+      s.new_len = r.get<int64_t>();
+      s.page_table = r.get_vector<int32_t>();
+    }
   }
   NW_CHECK(r.done(), "TP command: bytes left after the command");
   return c;

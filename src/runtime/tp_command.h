@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/forward_batch.h"
 
@@ -18,8 +19,11 @@ struct TpCommand {
     kStop,       // the engine is done: every rank ends
   };
   Kind kind = Kind::kHeartbeat;
-  ForwardBatch batch;          // kStep, kRun
+  // kStep, kRun: a batch per DP-attention group (DP rank), in group order; one without DP attention. An idle
+  // group's is empty: its ranks still meet the others around each MLP / MoE.
+  std::vector<ForwardBatch> batches;
   bool return_logits = false;  // kStep
+  int32_t group = 0;           // kCopyPage: the DP group whose cache it is
   int32_t src = 0, dst = 0;    // kCopyPage
 };
 

@@ -23,6 +23,10 @@ TpModelRunner::TpModelRunner(std::unique_ptr<ProcessWorld> world, RankRunnerFact
   NW_CHECK(world_->config(0).node_rank() == 0, "TpModelRunner runs on node 0; the others follow it");
   // Beating starts before the load: the other nodes wait for the first command meanwhile.
   if (world_->commands()) heartbeat_ = std::thread([this] { beat(); });
+  const ParallelConfig& first = world_->config(0);
+  dp_size_ = first.flags().enable_dp_attention ? first.dp_size() : 1;
+  staged_groups_.assign(static_cast<size_t>(dp_size_), false);
+  staged_samples_.resize(static_cast<size_t>(dp_size_));
   try {
     ranks_ = std::make_unique<TpRanks>(*world_, std::move(make));
   } catch (...) {
@@ -83,35 +87,72 @@ void TpModelRunner::send(const TpCommand& command) {
   last_send_ = std::chrono::steady_clock::now();
 }
 
-uint64_t TpModelRunner::issue(std::shared_ptr<TpCommand> command, std::span<const SampleRequest> samples) {
+uint64_t TpModelRunner::issue(std::shared_ptr<TpCommand> command,
+                              std::vector<std::span<const SampleRequest>> samples) {
   send(*command);
-  return ranks_->post(std::move(command), samples);
+  return ranks_->post(std::move(command), std::move(samples));
+}
+
+void TpModelRunner::count_group_tokens(TpCommand& command) const {
+  if (dp_size_ == 1) return;
+  std::vector<int64_t> counts;
+  for (const ForwardBatch& b : command.batches) counts.push_back(b.num_tokens());
+  for (ForwardBatch& b : command.batches) b.dp_tokens = counts;
 }
 
 void TpModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
-  auto command = std::make_shared<TpCommand>();
-  command->kind = TpCommand::Kind::kStep;
-  command->batch = batch;
-  command->return_logits = return_logits;
-  launched_ = issue(std::move(command), samples);
+  launch_group(0, batch, samples, return_logits);
 }
 
-StepOutput TpModelRunner::finish() {
+StepOutput TpModelRunner::finish() { return finish_group(0); }
+
+Tensor TpModelRunner::run(const ForwardBatch& batch) { return run_group(0, batch); }
+
+void TpModelRunner::copy_page(int32_t src, int32_t dst) { copy_page_in_group(0, src, dst); }
+
+void TpModelRunner::launch_group(int group, const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                 bool return_logits) {
+  NW_CHECK(group >= 0 && group < dp_size_, "DP group ", group, " of ", dp_size_);
+  NW_CHECK(!staged_groups_[static_cast<size_t>(group)], "DP group ", group,
+           " launched twice before every group launched its part of the step");
+  if (!staged_) {
+    staged_ = std::make_shared<TpCommand>();
+    staged_->kind = TpCommand::Kind::kStep;
+    staged_->batches.resize(static_cast<size_t>(dp_size_));
+  }
+  staged_->batches[static_cast<size_t>(group)] = batch;
+  staged_->return_logits = staged_->return_logits || return_logits;
+  staged_samples_[static_cast<size_t>(group)] = samples;
+  staged_groups_[static_cast<size_t>(group)] = true;
+  if (std::find(staged_groups_.begin(), staged_groups_.end(), false) != staged_groups_.end()) return;
+  count_group_tokens(*staged_);
+  launched_ = issue(std::move(staged_), staged_samples_);
+  staged_.reset();
+  staged_groups_.assign(staged_groups_.size(), false);
+}
+
+StepOutput TpModelRunner::finish_group(int group) {
+  NW_CHECK(!staged_, "DP group ", group, " waits for a step that not every group has launched");
   ranks_->wait(launched_);
-  return ranks_->take_step_output();
+  return ranks_->take_step_output(group);
 }
 
-Tensor TpModelRunner::run(const ForwardBatch& batch) {
+Tensor TpModelRunner::run_group(int group, const ForwardBatch& batch) {
+  NW_CHECK(!staged_, "a run while a step is being launched");
   auto command = std::make_shared<TpCommand>();
   command->kind = TpCommand::Kind::kRun;
-  command->batch = batch;
+  command->batches.resize(static_cast<size_t>(dp_size_));
+  command->batches.at(static_cast<size_t>(group)) = batch;
+  count_group_tokens(*command);
   ranks_->wait(issue(std::move(command)));
-  return ranks_->take_run_logits();
+  return ranks_->take_run_logits(group);
 }
 
-void TpModelRunner::copy_page(int32_t src, int32_t dst) {
+void TpModelRunner::copy_page_in_group(int group, int32_t src, int32_t dst) {
+  NW_CHECK(!staged_, "a page copy while a step is being launched would run before it");
   auto command = std::make_shared<TpCommand>();
   command->kind = TpCommand::Kind::kCopyPage;
+  command->group = group;
   command->src = src;
   command->dst = dst;
   issue(std::move(command));  // queued after the steps before it; a failure shows at the next wait

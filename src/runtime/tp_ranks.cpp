@@ -53,11 +53,12 @@ std::string TpRanks::failure() const {
   return world_.status().failed() ? world_.status().message() : std::string();
 }
 
-uint64_t TpRanks::post(std::shared_ptr<const TpCommand> command, std::span<const SampleRequest> samples) {
+uint64_t TpRanks::post(std::shared_ptr<const TpCommand> command,
+                       std::vector<std::span<const SampleRequest>> samples) {
   std::lock_guard<std::mutex> lock(mutex_);
   NW_CHECK(!ended_ && !stop_posted_, "the TP ranks have stopped", failure_.empty() ? "" : ": " + failure_);
   stop_posted_ = command->kind == TpCommand::Kind::kStop;
-  queue_.push_back({++posted_, std::move(command), samples});
+  queue_.push_back({++posted_, std::move(command), std::move(samples)});
   cv_.notify_all();
   return posted_;
 }
@@ -75,14 +76,14 @@ void TpRanks::wait(uint64_t seq) {
   throw Error(why.empty() ? "the TP ranks ended before the step" : why);
 }
 
-StepOutput TpRanks::take_step_output() {
+StepOutput TpRanks::take_step_output(int group) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return std::move(step_output_);
+  return std::move(step_outputs_.at(static_cast<size_t>(group)));
 }
 
-Tensor TpRanks::take_run_logits() {
+Tensor TpRanks::take_run_logits(int group) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return std::move(run_logits_);
+  return std::move(run_logits_.at(static_cast<size_t>(group)));
 }
 
 std::string TpRanks::stop() {
@@ -113,12 +114,25 @@ TpRanks::Entry TpRanks::next_command(uint64_t seq) {
 void TpRanks::rank_main(const ParallelConfig& config, Communicator& world) {
   const size_t me = static_cast<size_t>(config.local_rank());
   try {
-    // The TP group is the whole world while --dp-size and --ep-size are 1 (the only sizes the CLI takes so far).
+    // One TP group is the whole world: DP attention splits it (replicas without DP attention are refused by the CLI).
     NW_CHECK(config.tp_size() == config.world_size(), "TpRanks runs one TP group, not a world of ",
              config.world_size(), " ranks");
-    std::unique_ptr<ModelRunner> runner = make_(config, world);
+    const bool dp_attention = config.flags().enable_dp_attention && config.dp_size() > 1;
+    std::unique_ptr<Communicator> dp_group;
+    if (dp_attention) {
+      const RankGroup g = config.attn_tp_group();
+      dp_group = world.split(g.color(), g.index, "attn_tp");
+    }
+    const int group = dp_attention ? config.dp_rank() : 0;
+    // The first rank of each DP group draws its tokens (make_model_runner keeps them all on node 0, the engine's).
+    const bool draws = (dp_attention ? config.attn_tp_rank() : config.rank()) == 0;
+    std::unique_ptr<ModelRunner> runner = make_(config, world, dp_group.get());
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (step_outputs_.empty()) {
+        step_outputs_.resize(static_cast<size_t>(dp_attention ? config.dp_size() : 1));
+        run_logits_.resize(step_outputs_.size());
+      }
       if (me == 0) first_ = runner.get();
       ++ready_;
       cv_.notify_all();
@@ -126,7 +140,7 @@ void TpRanks::rank_main(const ParallelConfig& config, Communicator& world) {
     for (uint64_t seq = 1;; ++seq) {
       const Entry entry = next_command(seq);
       if (entry.command->kind == TpCommand::Kind::kStop) return;
-      execute(*runner, entry, config.rank() == 0);
+      execute(*runner, entry, group, draws);
       std::lock_guard<std::mutex> lock(mutex_);
       done_[me] = seq;
       while (!queue_.empty() && all_done(queue_.front().seq)) queue_.pop_front();
@@ -140,29 +154,32 @@ void TpRanks::rank_main(const ParallelConfig& config, Communicator& world) {
   }
 }
 
-void TpRanks::execute(ModelRunner& runner, const Entry& entry, bool draws) {
+void TpRanks::execute(ModelRunner& runner, const Entry& entry, int group, bool draws) {
   const TpCommand& c = *entry.command;
   switch (c.kind) {
     case TpCommand::Kind::kStep:
-    case TpCommand::Kind::kRun:
+    case TpCommand::Kind::kRun: {
+      const ForwardBatch& batch = c.batches.at(static_cast<size_t>(group));
       if (draws && c.kind == TpCommand::Kind::kRun) {
-        Tensor logits = runner.run(c.batch);
+        Tensor logits = runner.run(batch);
         std::lock_guard<std::mutex> lock(mutex_);
-        run_logits_ = std::move(logits);
+        run_logits_[static_cast<size_t>(group)] = std::move(logits);
         return;
       }
-      // Rank 0 draws the step's tokens; the others run the same forward (their collectives meet rank 0's), and the
-      // kRun of a rank other than 0 is such a step too, so no logits cross to its host.
-      runner.launch(c.batch, draws ? entry.samples : std::span<const SampleRequest>(), draws && c.return_logits);
-      {
-        StepOutput out = runner.finish();
-        if (!draws) return;
-        std::lock_guard<std::mutex> lock(mutex_);
-        step_output_ = std::move(out);
-      }
+      // A group's first rank draws its tokens; the others run the same forward (their collectives meet the first
+      // rank's), and the kRun of a rank other than the first is such a step too, so no logits cross to its host.
+      const std::span<const SampleRequest> samples =
+          draws && static_cast<size_t>(group) < entry.samples.size() ? entry.samples[static_cast<size_t>(group)]
+                                                                      : std::span<const SampleRequest>();
+      runner.launch(batch, samples, draws && c.return_logits);
+      StepOutput out = runner.finish();
+      if (!draws) return;
+      std::lock_guard<std::mutex> lock(mutex_);
+      step_outputs_[static_cast<size_t>(group)] = std::move(out);
       return;
+    }
     case TpCommand::Kind::kCopyPage:
-      runner.copy_page(c.src, c.dst);
+      if (c.group == group) runner.copy_page(c.src, c.dst);
       return;
     case TpCommand::Kind::kHeartbeat:
     case TpCommand::Kind::kStop:

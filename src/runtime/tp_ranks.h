@@ -20,8 +20,9 @@
 namespace narwhal {
 
 // Makes one rank's runner on the rank's own thread (its GPU current): `rank` is its place in the world, `tp` its TP
-// group's communicator, which outlives the runner.
-using RankRunnerFactory = std::function<std::unique_ptr<ModelRunner>(const ParallelConfig& rank, Communicator& tp)>;
+// group's communicator and `dp_group`, with DP attention, its DP group's (null without it); both outlive the runner.
+using RankRunnerFactory =
+    std::function<std::unique_ptr<ModelRunner>(const ParallelConfig& rank, Communicator& tp, Communicator* dp_group)>;
 
 class TpRanks {
  public:
@@ -35,15 +36,15 @@ class TpRanks {
 
   // The first local rank's runner: its config and cache are every rank's (read-only here; its thread drives it).
   const ModelRunner& first() const { return *first_; }
-  // Queues `command` for every local rank and returns its number. World rank 0 (TP rank 0 of node 0) draws the
-  // tokens of a kStep with `samples`, which must stay valid until wait() returns for it; the other ranks only run
-  // the forward.
-  uint64_t post(std::shared_ptr<const TpCommand> command, std::span<const SampleRequest> samples = {});
+  // Queues `command` for every local rank and returns its number. The first rank of each DP group (world rank 0
+  // without DP attention; all on node 0) draws the tokens of its group's batch of a kStep with samples[group], which
+  // must stay valid until wait() returns for it; the other ranks only run the forward.
+  uint64_t post(std::shared_ptr<const TpCommand> command, std::vector<std::span<const SampleRequest>> samples = {});
   // Waits until every local rank has run command `seq`; throws the failure when a rank or the world failed.
   void wait(uint64_t seq);
-  // World rank 0's result of the last kStep (its drawn tokens) or kRun (its logits), once wait() returned.
-  StepOutput take_step_output();
-  Tensor take_run_logits();
+  // A DP group's result of the last kStep (its drawn tokens) or kRun (its logits), once wait() returned.
+  StepOutput take_step_output(int group = 0);
+  Tensor take_run_logits(int group = 0);
   // "" while every rank can go on; else the first failure (a rank that threw, a lost node, ...).
   std::string failure() const;
   // Queues kStop (once) and waits until the rank threads have ended; returns failure().
@@ -53,12 +54,12 @@ class TpRanks {
   struct Entry {
     uint64_t seq = 0;
     std::shared_ptr<const TpCommand> command;
-    std::span<const SampleRequest> samples;
+    std::vector<std::span<const SampleRequest>> samples;  // by DP group
   };
   void rank_main(const ParallelConfig& config, Communicator& world);
   // Blocks until command `seq` is queued; throws once something failed.
   Entry next_command(uint64_t seq);
-  void execute(ModelRunner& runner, const Entry& entry, bool draws);
+  void execute(ModelRunner& runner, const Entry& entry, int group, bool draws);
   void record_failure(const std::string& message);
   bool all_done(uint64_t seq) const;  // under mutex_
 
@@ -74,8 +75,8 @@ class TpRanks {
   bool ended_ = false;          // the rank threads have ended
   std::string failure_;
   const ModelRunner* first_ = nullptr;
-  StepOutput step_output_;
-  Tensor run_logits_;
+  std::vector<StepOutput> step_outputs_;  // by DP group
+  std::vector<Tensor> run_logits_;
   std::thread thread_;  // runs world_.run, which runs the rank threads
 };
 

@@ -132,6 +132,21 @@ std::string Metrics::render(const EngineStats& engine, const TransportCounters& 
                                : 0.0);
   write_metric(out, "narwhal:engine_alive", "gauge", "1 while the engine loop runs", labels_,
                engine.loop_running ? 1.0 : 0.0);
+  // Each DP rank's load (one rank without DP attention): a rank that lags shows here before it shows in latency.
+  const std::vector<DpRankLoad> loads = engine.dp_loads();
+  const auto per_rank = [&](const std::string& name, const char* help, double (*value)(const DpRankLoad&)) {
+    out += "# HELP " + name + " " + help + "\n# TYPE " + name + " gauge\n";
+    for (size_t r = 0; r < loads.size(); ++r)
+      out += name + "{" + labels_ + ",dp_rank=\"" + std::to_string(r) + "\"} " + number(value(loads[r])) + "\n";
+  };
+  per_rank("narwhal:dp_rank_running_seqs", "sequences in a DP rank's running batch",
+           [](const DpRankLoad& l) { return static_cast<double>(l.running); });
+  per_rank("narwhal:dp_rank_waiting_seqs", "sequences waiting for admission to a DP rank",
+           [](const DpRankLoad& l) { return static_cast<double>(l.waiting); });
+  per_rank("narwhal:dp_rank_token_usage", "fraction of a DP rank's KV cache held by requests",
+           [](const DpRankLoad& l) {
+             return l.kv_total_pages > 0 ? static_cast<double>(l.kv_used_pages) / l.kv_total_pages : 0.0;
+           });
   ttft_.write(out, "narwhal:time_to_first_token_seconds", "time to first token", labels_);
   inter_token_.write(out, "narwhal:inter_token_latency_seconds", "time per output token after the first", labels_);
   e2e_.write(out, "narwhal:e2e_request_latency_seconds", "request latency from submit to the last token", labels_);

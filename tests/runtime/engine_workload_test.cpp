@@ -1,5 +1,6 @@
-// Engine under random workloads (shared prefixes, aborts, a cache too small for all): outputs equal each request
-// alone, nothing leaks, and the prefix cache hit rate equals the shared-prefix fraction.
+// Engine under random workloads (shared prefixes, aborts, a cache too small for all), also over several DP ranks
+// (each its own cache and scheduler, all launched every step): outputs equal each request alone, nothing leaks, and
+// the prefix cache hit rate equals the shared-prefix fraction.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -36,13 +37,15 @@ struct Results {
   }
 };
 
-// Every page is free or held by the cache alone, and the cache gives all of them back.
+// Every page is free or held by the cache alone, and the cache gives all of them back (on every DP rank).
 void expect_quiescent(Engine& engine) {
-  const KvPool& pool = engine.kv_pool();
-  EXPECT_EQ(pool.num_free() + pool.num_evictable(), pool.num_pages()) << "pages leaked";
-  EXPECT_EQ(engine.radix_cache().cached_pages(), pool.num_evictable());
-  engine.radix_cache().evict(pool.num_pages());
-  EXPECT_EQ(pool.num_free(), pool.num_pages());
+  for (int r = 0; r < engine.num_dp_ranks(); ++r) {
+    const KvPool& pool = engine.kv_pool(r);
+    EXPECT_EQ(pool.num_free() + pool.num_evictable(), pool.num_pages()) << "pages leaked on DP rank " << r;
+    EXPECT_EQ(engine.radix_cache(r).cached_pages(), pool.num_evictable());
+    engine.radix_cache(r).evict(pool.num_pages());
+    EXPECT_EQ(pool.num_free(), pool.num_pages());
+  }
 }
 
 struct WorkloadRequest {
@@ -91,6 +94,7 @@ std::vector<int32_t> alone(const WorkloadRequest& r) {
 struct WorkloadCase {
   const char* name;
   EngineConfig config;
+  int dp_ranks = 1;
 };
 
 class EngineWorkload : public ::testing::TestWithParam<WorkloadCase> {};
@@ -100,8 +104,17 @@ TEST_P(EngineWorkload, EveryRequestFinishesOrAbortsCleanlyWithItsAloneOutput) {
   int64_t retractions = 0;
   for (uint32_t seed = 1; seed <= 4; ++seed) {
     const std::vector<WorkloadRequest> workload = make_workload(seed, 40);
-    // 24 pages of 4 tokens: a few requests at a time, so admission waits, retractions and evictions happen.
-    Engine engine(std::make_unique<ContextHashRunner>(kVocab, 24, kPageSize), config);
+    // 24 pages of 4 tokens (16 per DP rank): a few requests at a time, so admission waits, retractions and
+    // evictions happen.
+    const int dp = GetParam().dp_ranks;
+    std::vector<std::unique_ptr<ModelRunner>> runners;
+    std::vector<const ContextHashRunner*> by_rank;
+    for (int r = 0; r < dp; ++r) {
+      auto runner = std::make_unique<ContextHashRunner>(kVocab, dp == 1 ? 24 : 16, kPageSize);
+      by_rank.push_back(runner.get());
+      runners.push_back(std::move(runner));
+    }
+    Engine engine(std::move(runners), config);
     Results results;
     std::mt19937 rng(seed * 77);
     std::vector<uint64_t> ids;
@@ -134,6 +147,8 @@ TEST_P(EngineWorkload, EveryRequestFinishesOrAbortsCleanlyWithItsAloneOutput) {
     EXPECT_GT(engine.stats().finished_requests, 20) << "most requests run to the end";
     retractions += engine.stats().retractions;
     EXPECT_EQ(engine.stats().finished_requests + engine.stats().aborted_requests, static_cast<int64_t>(ids.size()));
+    // Every step launched every DP rank, so that the ranks' collectives would meet.
+    for (const ContextHashRunner* runner : by_rank) EXPECT_EQ(runner->steps(), engine.stats().steps);
     expect_quiescent(engine);
   }
   if (GetParam().config.schedule_conservativeness < 1.0) {
@@ -141,8 +156,10 @@ TEST_P(EngineWorkload, EveryRequestFinishesOrAbortsCleanlyWithItsAloneOutput) {
   }
 }
 
-EngineConfig config_of(SchedulePolicy policy, int64_t chunk, bool mixed, bool radix, double conservativeness) {
+EngineConfig config_of(SchedulePolicy policy, int64_t chunk, bool mixed, bool radix, double conservativeness,
+                       LoadBalanceMethod balance = LoadBalanceMethod::kRoundRobin) {
   EngineConfig c;
+  c.load_balance_method = balance;
   c.schedule_policy = policy;
   c.chunked_prefill_size = chunk;
   c.enable_mixed_chunk = mixed;
@@ -157,7 +174,12 @@ INSTANTIATE_TEST_SUITE_P(
                       WorkloadCase{"lpm_chunked", config_of(SchedulePolicy::kLpm, 8, false, true, 1.0)},
                       WorkloadCase{"mixed_chunk", config_of(SchedulePolicy::kFcfs, 6, true, true, 1.0)},
                       WorkloadCase{"no_radix", config_of(SchedulePolicy::kFcfs, 8, false, false, 1.0)},
-                      WorkloadCase{"eager_admission", config_of(SchedulePolicy::kLpm, 8, true, true, 0.05)}),
+                      WorkloadCase{"eager_admission", config_of(SchedulePolicy::kLpm, 8, true, true, 0.05)},
+                      WorkloadCase{"dp2_round_robin", config_of(SchedulePolicy::kLpm, 8, false, true, 1.0), 2},
+                      WorkloadCase{"dp3_shortest_queue_eager",
+                                   config_of(SchedulePolicy::kFcfs, 6, true, true, 0.05,
+                                             LoadBalanceMethod::kShortestQueue),
+                                   3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // Page-aligned shared prefixes: once the prefix is cached, exactly the prefix is served from the cache.

@@ -93,6 +93,17 @@ TEST_P(TpGenerate, Tp2And4InOneProcessEqualTp1) {
   ep4.push_back("--enable-ep-moe");
   expect_same(run_alone(ep2, dir, "ep2.log"), tp1, "tp 2 ep 2");
   expect_same(run_alone(ep4, dir, "ep4.log"), tp1, "tp 4 --enable-ep-moe");
+  // DP attention: the two prompts go to two DP ranks (round robin), each its own scheduler and cache; with one
+  // prompt per rank of four, two ranks run idle; and with EP over all ranks.
+  const std::vector<std::pair<int, std::vector<std::string>>> dp_cases = {
+      {2, {"--enable-dp-attention", "--dp-size", "2"}},
+      {4, {"--enable-dp-attention", "--dp", "2", "--load-balance-method", "shortest_queue"}},
+      {4, {"--enable-dp-attention", "--dp-size", "4", "--enable-ep-moe"}}};
+  for (const auto& [tp, flags] : dp_cases) {
+    std::vector<std::string> args = generate_args(GetParam(), tp);
+    args.insert(args.end(), flags.begin(), flags.end());
+    expect_same(run_alone(args, dir, cat("dp", tp, ".log")), tp1, cat("tp ", tp, " ", flags[2], " ", flags.back()));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TpGenerate, ::testing::Values("v3", "v2_lite", "v3_fp8"));
@@ -184,13 +195,15 @@ TEST(TpGenerateNodes, AModelThatDoesNotSplitIsRefusedAtOnce) {
   }
 }
 
-// DP attention is refused for now, and an EP size that does not divide the TP size always.
-TEST(TpGenerateNodes, DataParallelAttentionAndUnevenExpertGroupsAreRefused) {
+// DP replicas (--dp-size without DP attention), DP groups that --tp-size cannot hold or that span nodes, and an EP size that does not
+// divide the TP size are refused by name.
+TEST(TpGenerateNodes, DataParallelReplicasAndUnevenGroupsAreRefused) {
   testing::TempDir dir;
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"--dp-size", "2"},
-       "--dp-size is an SGLang flag not supported by narwhal: data-parallel attention comes with the next part of "
-       "issue 15"},
+      {{"--dp-size", "2"}, "--dp-size 2 without --enable-dp-attention asks for data-parallel replicas"},
+      {{"--dp-size", "3", "--enable-dp-attention"}, "which needs --tp-size divisible by --dp-size"},
+      {{"--enable-dp-attention", "--dp-size", "2", "--nnodes", "2", "--dist-init-addr", "127.0.0.1:1"},
+       "DP group 1 would start at rank 1 on node 1, but the engine on node 0 draws every group's tokens"},
       {{"--ep-size", "3"}, "--ep-size 3 does not divide --tp-size 2"}};
   for (size_t i = 0; i < cases.size(); ++i) {
     std::vector<std::string> args = generate_args("v3", 2);

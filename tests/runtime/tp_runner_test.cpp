@@ -1,5 +1,6 @@
 // The engine over a TpModelRunner in one process (rank threads on the host backend): greedy outputs and logits
-// of a batch with forks (n = 2, page copies on every rank), chunked prefill and the prefix cache equal TP 1's
+// of a batch with forks (n = 2, page copies on every rank), chunked prefill and the prefix cache equal TP 1's, also
+// with DP attention (a DpGroupRunner per DP rank) and EP
 // (logits within 1e-5 relative, as tests/model/tensor_parallel_test.cpp measures); a rank that fails mid-run stops
 // the engine's loop, with every request aborted and Engine::failure naming the rank; and commands' wire form.
 #include <gtest/gtest.h>
@@ -25,17 +26,26 @@ struct Choice {
   std::vector<std::vector<float>> logits;
 };
 
+ParallelFlags tp_flags(int tp, int dp = 1, int ep = 1) {
+  ParallelFlags flags;
+  flags.tp_size = tp;
+  flags.dp_size = dp;
+  flags.enable_dp_attention = dp > 1;
+  flags.ep_size = ep;
+  return flags;
+}
+
 // Three prompts (two sharing a prefix, one odd-length so its forks copy a partial page), n = 2 each, through the
-// engine on the v3 fixture at `tp`; choices in (prompt, index) order.
-std::vector<Choice> generate(int tp) {
+// engine on the v3 fixture split as `flags` say; choices in (prompt, index) order.
+std::vector<Choice> generate(const ParallelFlags& flags) {
   RunnerOptions options;
   options.model_path = testing::fixture_dir("v3");
   options.page_size = 2;
   options.max_total_tokens = 512;
-  options.parallel.tp_size = tp;
+  options.parallel = flags;
   EngineConfig config;
   config.chunked_prefill_size = 6;
-  Engine engine(make_model_runner(options), config);
+  Engine engine(make_model_runners(options), config);
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42, 7, 9, 11, 3}, {5, 17, 42, 7, 9, 11, 3, 8, 1, 4}, {99}};
   std::vector<Choice> choices(prompts.size() * 2);
   for (size_t p = 0; p < prompts.size(); ++p) {
@@ -57,21 +67,24 @@ std::vector<Choice> generate(int tp) {
   return choices;
 }
 
+// TP 2 and 4; DP attention (prompts round robin over the DP ranks, each forking in its own cache; at DP 4 one rank
+// runs idle throughout), with EP over all ranks too.
 TEST(TpRunner, EngineOutputsEqualTp1) {
   set_log_level(LogLevel::kWarning);
-  const std::vector<Choice> tp1 = generate(1);
-  for (int tp : {2, 4}) {
-    const std::vector<Choice> got = generate(tp);
+  const std::vector<Choice> tp1 = generate(tp_flags(1));
+  for (const ParallelFlags& flags : {tp_flags(2), tp_flags(4), tp_flags(2, 2), tp_flags(4, 2, 4), tp_flags(4, 4)}) {
+    const std::vector<Choice> got = generate(flags);
+    const std::string what = cat("tp ", flags.tp_size, " dp ", flags.dp_size, " ep ", flags.ep_size);
     double worst = 0;
     for (size_t c = 0; c < tp1.size(); ++c) {
-      EXPECT_EQ(got[c].ids, tp1[c].ids) << "tp " << tp << " choice " << c;
+      EXPECT_EQ(got[c].ids, tp1[c].ids) << what << " choice " << c;
       ASSERT_EQ(got[c].logits.size(), tp1[c].logits.size());
       for (size_t i = 0; i < tp1[c].logits.size(); ++i)
         worst = std::max(worst, testing::compare(got[c].logits[i].data(), tp1[c].logits[i].data(),
                                                  static_cast<int64_t>(tp1[c].logits[i].size()))
                                     .rel);
     }
-    EXPECT_LE(worst, kTolerance) << "tp " << tp;
+    EXPECT_LE(worst, kTolerance) << what;
   }
 }
 
@@ -94,7 +107,7 @@ TEST(TpRunner, ARankThatFailsStopsTheEngine) {
   flags.tp_size = 2;
   flags.dist_timeout_s = 30;
   auto runner = std::make_unique<TpModelRunner>(std::make_unique<ProcessWorld>(flags, Backend::kHost),
-                                                [](const ParallelConfig& rank, Communicator&) {
+                                                [](const ParallelConfig& rank, Communicator&, Communicator*) {
                                                   return std::make_unique<FailingRunner>(rank.rank() == 1 ? 3 : -1);
                                                 });
   Engine engine(std::move(runner), EngineConfig{});
@@ -124,16 +137,24 @@ TEST(TpCommand, RoundTripsAndRefusesForeignBytes) {
   TpCommand c;
   c.kind = TpCommand::Kind::kStep;
   c.return_logits = true;
-  c.batch.add_sequence({5, 6, 7}, 4, {3, 1, 2});
-  c.batch.add_sequence({9}, 0, {0});
+  c.batches.resize(2);  // two DP groups
+  c.batches[0].add_sequence({5, 6, 7}, 4, {3, 1, 2});
+  c.batches[0].add_sequence({9}, 0, {0});
+  c.batches[1].add_sequence({4}, 2, {7});
+  for (ForwardBatch& b : c.batches) b.dp_tokens = {4, 1};
+  c.group = 1;
   const TpCommand back = decode_command(encode_command(c));
   EXPECT_EQ(back.kind, c.kind);
   EXPECT_TRUE(back.return_logits);
-  EXPECT_EQ(back.batch.token_ids, c.batch.token_ids);
-  EXPECT_EQ(back.batch.positions, c.batch.positions);
-  ASSERT_EQ(back.batch.seqs.size(), 2u);
-  EXPECT_EQ(back.batch.seqs[0].page_table, (std::vector<int32_t>{3, 1, 2}));
-  EXPECT_EQ(back.batch.seqs[0].prefix_len, 4);
+  EXPECT_EQ(back.group, 1);
+  ASSERT_EQ(back.batches.size(), 2u);
+  EXPECT_EQ(back.batches[0].token_ids, c.batches[0].token_ids);
+  EXPECT_EQ(back.batches[0].positions, c.batches[0].positions);
+  EXPECT_EQ(back.batches[1].dp_tokens, (std::vector<int64_t>{4, 1}));
+  ASSERT_EQ(back.batches[0].seqs.size(), 2u);
+  EXPECT_EQ(back.batches[0].seqs[0].page_table, (std::vector<int32_t>{3, 1, 2}));
+  EXPECT_EQ(back.batches[0].seqs[0].prefix_len, 4);
+  EXPECT_EQ(back.batches[1].seqs[0].page_table, (std::vector<int32_t>{7}));
   const std::string bytes = encode_command(c);
   EXPECT_THROW(decode_command(bytes.substr(0, bytes.size() - 3)), Error);
   EXPECT_THROW(decode_command("not a command at all"), Error);

@@ -1,7 +1,7 @@
 // `narwhal serve` split over local processes (--tp N --nnodes N --node-rank r --dist-init-addr 127.0.0.1:PORT, the
 // same command on each): node 0 answers OpenAI requests as the TP 1 server does while the workers serve no HTTP and
 // stop when node 0 stops; a worker killed mid-serve, idle or busy, turns node 0's /health 503, then node 0 exits 1.
-// Expert parallelism (--tp 2 --ep-size 2 in one process) answers concurrent requests as TP 1 does, leaking nothing.
+// Expert parallelism and DP attention (in one process) answer concurrent requests as TP 1 does, leaking nothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -72,20 +72,34 @@ test("two and four processes answer as the TP 1 server does", async () => {
   }
 });
 
-test("expert parallelism answers concurrent requests as the TP 1 server does", async () => {
+// Expert parallelism, DP attention (each DP rank its own scheduler and cache, requests spread round robin or to the
+// shortest queue) and both together answer concurrent requests as TP 1 does, and leak nothing; /metrics shows each
+// DP rank's load.
+test("expert parallelism and DP attention answer concurrent requests as the TP 1 server does", async () => {
   const prompts = ["The capital of France is", "Once upon a time", "1, 2, 3,", "def main():", "Hello"];
   const complete = (client, prompt) =>
     client.completions.create({ model: "tiny", prompt, max_tokens: 10, temperature: 0 }).then((r) => r.choices[0].text);
   const single = await startServer(kSmallCache, env);
   const want = await Promise.all(prompts.map((p) => complete(single.client, p)));
   single.kill();
-  const ep = await startServer(["--tp", "2", "--ep-size", "2", ...kSmallCache], env);
-  try {
-    const got = await Promise.all([...prompts, ...prompts].map((p) => complete(ep.client, p)));
-    assert.deepEqual(got, [...want, ...want]);
-    await expectNoLeaks(ep.base);
-  } finally {
-    ep.kill();
+  const configs = [["--tp", "2", "--ep-size", "2"],
+                   ["--tp", "2", "--enable-dp-attention", "--dp-size", "2"],
+                   ["--tp", "4", "--enable-dp-attention", "--dp", "2", "--enable-ep-moe",
+                    "--load-balance-method", "shortest_queue"]];
+  for (const flags of configs) {
+    const server = await startServer([...flags, ...kSmallCache], env);
+    try {
+      const got = await Promise.all([...prompts, ...prompts].map((p) => complete(server.client, p)));
+      assert.deepEqual(got, [...want, ...want], flags.join(" "));
+      await expectNoLeaks(server.base);
+      const text = await (await fetch(`${server.base}/metrics`)).text();
+      const ranks = flags.includes("--enable-dp-attention") ? 2 : 1;
+      for (let r = 0; r < ranks; ++r)
+        assert.match(text, new RegExp(`narwhal:dp_rank_running_seqs\\{[^}]*dp_rank="${r}"\\} 0`), flags.join(" "));
+      assert.doesNotMatch(text, new RegExp(`dp_rank="${ranks}"`));
+    } finally {
+      server.kill();
+    }
   }
 });
 
