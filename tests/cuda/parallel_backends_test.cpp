@@ -6,6 +6,7 @@
 #include "core/cuda_check.h"
 #include "cuda/gpu_test_util.h"
 #include "parallel/collective_checks.h"
+#include "parallel/parallel_test_util.h"
 #include "parallel/process_world.h"
 
 namespace narwhal {
@@ -34,15 +35,7 @@ std::string run_on(const ParallelFlags& flags, Backend backend,
   return "";
 }
 
-ParallelFlags tp_flags(int tp, int dp = 1, int ep = 1) {
-  ParallelFlags flags;
-  flags.tp_size = tp;
-  flags.dp_size = dp;
-  flags.enable_dp_attention = dp > 1;
-  flags.ep_size = ep;
-  flags.dist_timeout_s = 120;
-  return flags;
-}
+ParallelFlags tp_flags(int tp, int dp = 1, int ep = 1) { return testing::parallel_flags(tp, dp, ep, 120); }
 
 int gpu_count() {
   int n = 0;

@@ -1,4 +1,4 @@
-// Helpers of the parallel tests: a free local port, and child processes (of this test binary, or of any program:
+// Helpers of the parallel tests: flags for a world, a free local port, and child processes (of this test binary, or of any program:
 // the multi-node tests run each node as one), with their exit status, timing and output.
 #pragma once
 
@@ -18,11 +18,23 @@
 #include <vector>
 
 #include "core/error.h"
+#include "parallel/parallel_config.h"
 #include "parallel/socket.h"
 
 extern char** environ;
 
 namespace narwhal::testing {
+
+// One node's flags for TP `tp`, with `dp` DP-attention groups and EP `ep`.
+inline ParallelFlags parallel_flags(int tp, int dp = 1, int ep = 1, double timeout_s = 60) {
+  ParallelFlags flags;
+  flags.tp_size = tp;
+  flags.dp_size = dp;
+  flags.enable_dp_attention = dp > 1;
+  flags.ep_size = ep;
+  flags.dist_timeout_s = timeout_s;
+  return flags;
+}
 
 // A port nothing listens on right now (the kernel's pick), for a test's rendezvous.
 inline int free_port() {

@@ -12,6 +12,7 @@
 #include "core/logging.h"
 #include "runtime/engine.h"
 #include "runtime/model_runner_factory.h"
+#include "parallel/parallel_test_util.h"
 #include "runtime/runtime_test_util.h"
 #include "runtime/tp_model_runner.h"
 #include "test_util.h"
@@ -26,14 +27,7 @@ struct Choice {
   std::vector<std::vector<float>> logits;
 };
 
-ParallelFlags tp_flags(int tp, int dp = 1, int ep = 1) {
-  ParallelFlags flags;
-  flags.tp_size = tp;
-  flags.dp_size = dp;
-  flags.enable_dp_attention = dp > 1;
-  flags.ep_size = ep;
-  return flags;
-}
+using testing::parallel_flags;
 
 // Three prompts (two sharing a prefix, one odd-length so its forks copy a partial page), n = 2 each, through the
 // engine on the v3 fixture split as `flags` say; choices in (prompt, index) order.
@@ -71,8 +65,8 @@ std::vector<Choice> generate(const ParallelFlags& flags) {
 // runs idle throughout), with EP over all ranks too.
 TEST(TpRunner, EngineOutputsEqualTp1) {
   set_log_level(LogLevel::kWarning);
-  const std::vector<Choice> tp1 = generate(tp_flags(1));
-  for (const ParallelFlags& flags : {tp_flags(2), tp_flags(4), tp_flags(2, 2), tp_flags(4, 2, 4), tp_flags(4, 4)}) {
+  const std::vector<Choice> tp1 = generate(parallel_flags(1));
+  for (const ParallelFlags& flags : {parallel_flags(2), parallel_flags(4), parallel_flags(2, 2), parallel_flags(4, 2, 4), parallel_flags(4, 4)}) {
     const std::vector<Choice> got = generate(flags);
     const std::string what = cat("tp ", flags.tp_size, " dp ", flags.dp_size, " ep ", flags.ep_size);
     double worst = 0;
