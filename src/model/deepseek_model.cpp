@@ -167,13 +167,15 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   return linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj.weight);
 }
 
-Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, RoutingTrace* trace) const {
+Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, const ForwardOptions& options) const {
   const int64_t t = x.size(0);
   Tensor router_logits = linear(x, w.router);
   Tensor ids = Tensor::zeros(DType::kI32, {t, int64_t{router_.top_k}});
   Tensor weights = empty(t, router_.top_k);
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
-  if (trace)
+  if (options.expert_tokens)
+    for (int64_t i = 0; i < ids.numel(); ++i) ++(*options.expert_tokens)[static_cast<size_t>(ids.ptr<int32_t>()[i])];
+  if (RoutingTrace* trace = options.routing_trace)
     trace->layers.push_back({t, router_.num_experts, router_.top_k,
                              {router_logits.f32(), router_logits.f32() + router_logits.numel()},
                              {ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel()},
@@ -213,7 +215,7 @@ void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer,
   Tensor x = rms_norm(h, w.post_attention_norm, eps);
   // DP attention: the FFN runs, split over every rank, on all DP groups' tokens; each group keeps its own rows.
   const Tensor all = dp_size_ > 1 ? gather_dp_groups(x, batch.dp_tokens) : x;
-  Tensor ffn = w.moe ? moe(*w.moe, all, options.routing_trace) : mlp(*w.mlp, all);
+  Tensor ffn = w.moe ? moe(*w.moe, all, options) : mlp(*w.mlp, all);
   all_reduce(ffn);
   add_into(h, dp_size_ > 1 ? own_dp_rows(ffn, batch.dp_tokens) : ffn);
 }

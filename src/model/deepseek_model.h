@@ -23,6 +23,9 @@ struct ForwardOptions {
   bool all_logits = false;     // logits for every token instead of each sequence's last one
   bool return_hidden = false;  // keep the final-normed hidden states of every token, for MTP
   RoutingTrace* routing_trace = nullptr;  // tests: every MoE layer's router logits and choices are appended
+  // [n_routed_experts]: each routed (token, expert) choice of every MoE layer adds 1 to its expert (/metrics'
+  // expert load, what a load balancer would rebalance the placement from).
+  std::vector<int64_t>* expert_tokens = nullptr;
 };
 
 struct ForwardOutput {
@@ -74,7 +77,7 @@ class DeepSeekModel {
                      const ForwardOptions& options, Tensor& h) const;
   Tensor attention(const AttentionWeights& w, int cache_layer, const ForwardBatch& batch, const KvCache& cache,
                    AttentionForm form, const Tensor& x) const;
-  Tensor moe(const MoeWeights& w, const Tensor& x, RoutingTrace* trace) const;
+  Tensor moe(const MoeWeights& w, const Tensor& x, const ForwardOptions& options) const;
   Tensor shared_experts(const MlpWeights& w, const Tensor& x) const;
   ForwardOutput head(const Tensor& h, const Tensor& norm, const Tensor& lm_head, const ForwardBatch& batch,
                      const ForwardOptions& options) const;

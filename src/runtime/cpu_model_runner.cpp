@@ -10,13 +10,18 @@ namespace narwhal {
 CpuModelRunner::CpuModelRunner(std::shared_ptr<const DeepSeekModel> model, int64_t num_pages, int64_t page_size)
     : HostSamplingRunner(model->config().vocab_size),
       model_(std::move(model)),
-      cache_(model_->config(), model_->config().num_hidden_layers, num_pages, page_size) {}
+      cache_(model_->config(), model_->config().num_hidden_layers, num_pages, page_size),
+      expert_tokens_(static_cast<size_t>(model_->config().n_routed_experts), 0) {}
 
 int64_t CpuModelRunner::cache_bytes_per_token(const ModelConfig& config) {
   return config.kv_cache_dim() * config.num_hidden_layers * static_cast<int64_t>(sizeof(float));
 }
 
-Tensor CpuModelRunner::run(const ForwardBatch& batch) { return model_->forward(batch, cache_).logits; }
+Tensor CpuModelRunner::run(const ForwardBatch& batch) {
+  ForwardOptions options;
+  options.expert_tokens = &expert_tokens_;
+  return model_->forward(batch, cache_, options).logits;
+}
 
 void CpuModelRunner::copy_page(int32_t src, int32_t dst) {
   NW_CHECK(src >= 0 && src < num_pages() && dst >= 0 && dst < num_pages(), "copy_page: page ", src, " -> ", dst,

@@ -21,10 +21,12 @@ class CpuModelRunner : public HostSamplingRunner {
   int64_t page_size() const override { return cache_.page_size(); }
   Tensor run(const ForwardBatch& batch) override;
   void copy_page(int32_t src, int32_t dst) override;
+  std::vector<int64_t> expert_tokens() const override { return expert_tokens_; }
 
  private:
   std::shared_ptr<const DeepSeekModel> model_;
   KvCache cache_;
+  std::vector<int64_t> expert_tokens_;
 };
 
 }  // namespace narwhal

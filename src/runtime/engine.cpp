@@ -37,13 +37,23 @@ std::vector<std::unique_ptr<ModelRunner>> one_runner(std::unique_ptr<ModelRunner
 }  // namespace
 
 std::vector<DpRankLoad> EngineStats::dp_loads() const {
-  std::lock_guard<std::mutex> lock(dp_mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   return dp_loads_;
 }
 
 void EngineStats::set_dp_loads(std::vector<DpRankLoad> loads) {
-  std::lock_guard<std::mutex> lock(dp_mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   dp_loads_ = std::move(loads);
+}
+
+std::vector<int64_t> EngineStats::expert_tokens() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return expert_tokens_;
+}
+
+void EngineStats::set_expert_tokens(std::vector<int64_t> tokens) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  expert_tokens_ = std::move(tokens);
 }
 
 DpRank::DpRank(int i, std::unique_ptr<ModelRunner> r, const EngineConfig& config, int max_running)
@@ -180,6 +190,17 @@ void Engine::publish_state() {
   stats_.kv_used_pages = used;
   stats_.kv_evictable_pages = evictable;
   stats_.set_dp_loads(std::move(loads));
+  // The counts may take a device copy: not at every step.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - expert_tokens_published_ < std::chrono::milliseconds(500)) return;
+  expert_tokens_published_ = now;
+  std::vector<int64_t> experts;
+  for (const auto& rank : ranks_) {
+    const std::vector<int64_t> mine = rank->runner->expert_tokens();
+    experts.resize(std::max(experts.size(), mine.size()), 0);
+    for (size_t e = 0; e < mine.size(); ++e) experts[e] += mine[e];
+  }
+  stats_.set_expert_tokens(std::move(experts));
 }
 
 void Engine::drop_done() {

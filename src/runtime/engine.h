@@ -62,10 +62,14 @@ struct EngineStats {
   // Each DP rank's load (one entry without DP attention); the occupancy fields above are their sums.
   std::vector<DpRankLoad> dp_loads() const;
   void set_dp_loads(std::vector<DpRankLoad> loads);
+  // ModelRunner::expert_tokens of the runners (summed), refreshed about twice a second.
+  std::vector<int64_t> expert_tokens() const;
+  void set_expert_tokens(std::vector<int64_t> tokens);
 
  private:
-  mutable std::mutex dp_mutex_;
+  mutable std::mutex mutex_;  // guards the two vectors
   std::vector<DpRankLoad> dp_loads_;
+  std::vector<int64_t> expert_tokens_;
 };
 
 // One DP rank's share of the engine (the whole of it without DP attention, SGLang's one scheduler per DP rank): its
@@ -181,6 +185,7 @@ class Engine {
   int64_t max_sequence_len_;  // prompt + output, within the context and the cache
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
   std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end
+  std::chrono::steady_clock::time_point expert_tokens_published_{};
 
   mutable std::mutex mutex_;  // guards the two queues below and failure_, and wakes the loop
   std::condition_variable wake_;

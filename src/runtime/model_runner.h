@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -44,6 +45,9 @@ class ModelRunner {
   // "" while the runner can run steps; else why it never will again (a tensor-parallel rank or node was lost, so
   // its world is broken). Thread-safe. The engine stops its loop on it, and checks it while idle too.
   virtual std::string failure() const { return ""; }
+  // Tokens the router sent to each routed expert since start, over all MoE layers ([n_routed_experts]; empty where
+  // the runner does not count). Between steps only.
+  virtual std::vector<int64_t> expert_tokens() const { return {}; }
 };
 
 // A runner whose forward gives host logits (the CPU reference, test runners): launch() runs run() and the host

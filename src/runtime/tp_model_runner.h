@@ -36,6 +36,8 @@ class TpModelRunner : public ModelRunner {
   Tensor run(const ForwardBatch& batch) override;
   void copy_page(int32_t src, int32_t dst) override;
   std::string failure() const override;
+  // World rank 0's count: with DP attention it routes every group's tokens too.
+  std::vector<int64_t> expert_tokens() const override { return ranks_->first().expert_tokens(); }
 
   // DP attention (SGLang's --enable-dp-attention): the world runs dp_size() groups, each with its own batch and
   // cache, driven per group; the calls above are group 0's, for a world of one group. A step is issued, as one
@@ -88,6 +90,10 @@ class DpGroupRunner : public ModelRunner {
   Tensor run(const ForwardBatch& batch) override { return tp_->run_group(group_, batch); }
   void copy_page(int32_t src, int32_t dst) override { tp_->copy_page_in_group(group_, src, dst); }
   std::string failure() const override { return tp_->failure(); }
+  // Group 0's view reports the world's count (the engine sums its ranks').
+  std::vector<int64_t> expert_tokens() const override {
+    return group_ == 0 ? tp_->expert_tokens() : std::vector<int64_t>();
+  }
 
  private:
   std::shared_ptr<TpModelRunner> tp_;

@@ -143,6 +143,14 @@ std::string Metrics::render(const EngineStats& engine, const TransportCounters& 
            [](const DpRankLoad& l) { return static_cast<double>(l.running); });
   per_rank("narwhal:dp_rank_waiting_seqs", "sequences waiting for admission to a DP rank",
            [](const DpRankLoad& l) { return static_cast<double>(l.waiting); });
+  const std::vector<int64_t> experts = engine.expert_tokens();
+  if (!experts.empty()) {
+    const std::string name = "narwhal:expert_routed_tokens_total";
+    out += "# HELP " + name + " tokens the router sent to a routed expert, over all MoE layers\n# TYPE " + name +
+           " counter\n";
+    for (size_t e = 0; e < experts.size(); ++e)
+      out += name + "{" + labels_ + ",expert=\"" + std::to_string(e) + "\"} " + number(static_cast<double>(experts[e])) + "\n";
+  }
   per_rank("narwhal:dp_rank_token_usage", "fraction of a DP rank's KV cache held by requests",
            [](const DpRankLoad& l) {
              return l.kv_total_pages > 0 ? static_cast<double>(l.kv_used_pages) / l.kv_total_pages : 0.0;

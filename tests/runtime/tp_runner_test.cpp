@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <numeric>
 #include <thread>
 
 #include "core/error.h"
@@ -39,7 +40,9 @@ std::vector<Choice> generate(const ParallelFlags& flags) {
   options.parallel = flags;
   EngineConfig config;
   config.chunked_prefill_size = 6;
-  Engine engine(make_model_runners(options), config);
+  std::vector<std::unique_ptr<ModelRunner>> runners = make_model_runners(options);
+  const ModelRunner& first = *runners[0];
+  Engine engine(std::move(runners), config);
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42, 7, 9, 11, 3}, {5, 17, 42, 7, 9, 11, 3, 8, 1, 4}, {99}};
   std::vector<Choice> choices(prompts.size() * 2);
   for (size_t p = 0; p < prompts.size(); ++p) {
@@ -58,6 +61,14 @@ std::vector<Choice> generate(const ParallelFlags& flags) {
     engine.submit(std::move(input));
   }
   engine.run_until_idle();
+  // Every token fed was routed to top_k experts in every MoE layer, and counted once (on world rank 0).
+  const ModelConfig& c = engine.model_config();
+  int moe_layers = 0;
+  for (int layer = 0; layer < c.num_hidden_layers; ++layer) moe_layers += c.is_moe_layer(layer);
+  const std::vector<int64_t> experts = first.expert_tokens();
+  EXPECT_EQ(static_cast<int64_t>(experts.size()), c.n_routed_experts);
+  EXPECT_EQ(std::accumulate(experts.begin(), experts.end(), int64_t{0}),
+            engine.stats().forward_tokens * moe_layers * c.num_experts_per_tok);
   return choices;
 }
 

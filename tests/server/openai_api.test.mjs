@@ -175,12 +175,14 @@ test("metrics in Prometheus text format", async () => {
                       "narwhal:num_running_reqs", "narwhal:cache_hit_rate", "narwhal:time_to_first_token_seconds",
                       "narwhal:inter_token_latency_seconds", "narwhal:e2e_request_latency_seconds",
                       "narwhal:http_requests_total", "narwhal:kv_used_pages", "narwhal:kv_evictable_pages",
-                      "narwhal:token_usage", "narwhal:engine_alive", "narwhal:slow_client_closes_total"])
+                      "narwhal:token_usage", "narwhal:engine_alive", "narwhal:slow_client_closes_total",
+                      "narwhal:dp_rank_running_seqs", "narwhal:expert_routed_tokens_total"])
     assert.ok(text.includes(`# TYPE ${name} `), name);
   for (const line of text.split("\n").filter((l) => l && !l.startsWith("#")))
     assert.match(line, /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf-]+$/, line);
   assert.match(text, /narwhal:http_requests_total\{[^}]*code="400"\} [1-9]/);
   assert.match(text, /narwhal:time_to_first_token_seconds_bucket\{[^}]*le="\+Inf"\} [1-9]/);
+  assert.match(text, /narwhal:expert_routed_tokens_total\{[^}]*expert="0"\} [0-9]/);
 });
 
 test("after everything above nothing leaks: no request left, KV pages back to the radix cache's", async () => {
