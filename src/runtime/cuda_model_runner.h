@@ -28,6 +28,12 @@ struct CudaRunnerOptions {
   // capture the same graphs, whose collectives only NCCL can capture.
   Communicator* tp = nullptr;
   int ep_size = 1;                  // with tp: the EP groups its ranks split the routed experts over (--ep-size)
+  // DP attention (--enable-dp-attention --dp-size), with tp: tp's ranks form dp_size groups of tp->size() / dp_size
+  // consecutive ranks, each with its own batches; dp_group is this rank's (ParallelGroups::attn_tp, null where a
+  // group is one rank). Every batch names every group's token count (ForwardBatch::dp_tokens); an idle group runs
+  // empty batches, which still meet the other groups' (CudaModel).
+  Communicator* dp_group = nullptr;
+  int dp_size = 1;
   int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
 };
@@ -79,6 +85,8 @@ class CudaModelRunner : public ModelRunner {
   int64_t fewest_pages(Communicator& tp, int64_t pages);
   // Runs the step (graph or eager) and returns the device logits [>= B, vocab], not yet synchronized.
   Tensor forward(const ForwardBatch& batch, AttentionForm form);
+  // DP attention: the batch must name every group's token count, its own group's its own.
+  void check_dp_tokens(const ForwardBatch& batch) const;
 
   std::unique_ptr<CudaModel> model_;
   cudaStream_t stream_ = nullptr;
