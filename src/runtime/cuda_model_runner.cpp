@@ -118,7 +118,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
                                                      static_cast<int64_t>(free_bytes), options.mem_fraction_static) /
                          std::max(1, options.ranks_per_device);
   num_pages_ = kv_pool_pages(budget, bytes_per_token, page_size_, options.max_total_tokens);
-  if (options.tp) num_pages_ = fewest_pages(*options.tp, num_pages_);
+  if (options.tp) num_pages_ = fewest(*options.tp, num_pages_);
   const int64_t context = c.max_position_embeddings > 0 ? c.max_position_embeddings : num_pages_ * page_size_;
   max_pages_per_seq_ = (std::min(context, num_pages_ * page_size_) + page_size_ - 1) / page_size_;
   const int64_t layer_elems = num_pages_ * page_size_ * width;
@@ -142,10 +142,11 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_);
   greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
-  // DP attention runs eager: a graph's collectives must meet the same graph's on every rank, and no rank knows
-  // whether the other groups' steps are decodes.
-  if (!options.disable_cuda_graph && model_->decode_capturable() && model_->dp_size() == 1)
-    capture_graphs(static_cast<int>(std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_)));
+  // Graphs capture the collectives, so every TP rank captures the same sizes: up to the smallest any of them can.
+  int64_t graph_bs = options.disable_cuda_graph || !model_->decode_capturable()
+                         ? 0 : std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_);
+  if (options.tp) graph_bs = fewest(*options.tp, graph_bs);
+  if (graph_bs > 0) capture_graphs(static_cast<int>(graph_bs));
 }
 
 CudaModelRunner::~CudaModelRunner() {
@@ -170,8 +171,8 @@ ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {
 
 }  // namespace
 
-int64_t CudaModelRunner::fewest_pages(Communicator& tp, int64_t pages) {
-  const int32_t mine = static_cast<int32_t>(std::min<int64_t>(pages, INT32_MAX));
+int64_t CudaModelRunner::fewest(Communicator& tp, int64_t value) {
+  const int32_t mine = static_cast<int32_t>(std::min<int64_t>(value, INT32_MAX));
   Tensor sent = Tensor::empty(DType::kI32, {1}, Device::kCUDA);
   Tensor all = Tensor::empty(DType::kI32, {tp.size()}, Device::kCUDA);
   NW_CUDA_CHECK(cudaMemcpyAsync(sent.data, &mine, 4, cudaMemcpyHostToDevice, stream_));
@@ -336,7 +337,8 @@ void CudaModelRunner::capture_graphs(int max_bs) {
   NW_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
   for (int bs : cuda_graph_batch_sizes(max_bs)) {
     ForwardBatch none;  // every sequence is padding: length 0, writes nothing to the cache
-    const CudaStep step = upload(none, true, bs);
+    CudaStep step = upload(none, true, bs);
+    if (model_->dp_size() > 1) step.dp_rows.assign(model_->dp_size(), bs);  // every group replays it at once
     model_->forward(step, cache_, stream_);  // warm-up: GEMM plans, kernel attributes
     NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     cudaGraph_t graph = nullptr;
@@ -363,21 +365,40 @@ std::vector<int> CudaModelRunner::graph_batch_sizes() const {
 
 Tensor CudaModelRunner::run(const ForwardBatch& batch) { return run(batch, AttentionForm::kAuto); }
 
+int dp_graph_size(const ForwardBatch& batch, const std::vector<int>& graph_sizes) {
+  if (!batch.dp_decode || batch.dp_tokens.empty()) return 0;
+  const int64_t most = *std::max_element(batch.dp_tokens.begin(), batch.dp_tokens.end());
+  if (most == 0) return 0;  // every group idle: nothing runs anywhere
+  for (int bs : graph_sizes)
+    if (bs >= most) return bs;
+  return 0;
+}
+
 Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   check_dp_tokens(batch);
-  NW_CHECK(!batch.seqs.empty() || model_->dp_size() > 1, "run: the batch has no sequence");
+  const bool dp = model_->dp_size() > 1;
+  NW_CHECK(!batch.seqs.empty() || dp, "run: the batch has no sequence");
   const bool decode = std::all_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInfo& s) {
     return s.new_len == 1;
   });
   const bool absorbed = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && decode);
-  auto graph = decode && absorbed ? graphs_.lower_bound(static_cast<int>(batch.seqs.size())) : graphs_.end();
-  if (graph == graphs_.end()) {
+  int graph_bs = 0;
+  if (dp) {
+    graph_bs = dp_graph_size(batch, graph_batch_sizes());
+    NW_CHECK(graph_bs == 0 || (decode && form != AttentionForm::kDecompressed), "run: dp_decode says every DP ",
+             "group decodes, so every rank replays decode graphs, but DP group ", model_->dp_rank(), "'s batch ",
+             decode ? "forces the decompressed form" : "has a sequence of several new tokens");
+  } else if (decode && absorbed) {
+    const auto graph = graphs_.lower_bound(static_cast<int>(batch.seqs.size()));
+    if (graph != graphs_.end()) graph_bs = graph->first;
+  }
+  if (graph_bs == 0) {
     CudaStep step = upload(batch, absorbed, 0, form == AttentionForm::kAuto && !absorbed);
     step.dp_rows = batch.dp_tokens;
     return model_->forward(step, cache_, stream_);
   }
-  upload(batch, true, graph->first);
-  NW_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+  upload(batch, true, graph_bs);
+  NW_CUDA_CHECK(cudaGraphLaunch(graphs_.at(graph_bs), stream_));
   return graph_logits_;
 }
 
