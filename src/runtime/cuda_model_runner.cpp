@@ -127,10 +127,10 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   for (int layer = 0; layer < c.num_hidden_layers; ++layer)
     cache_.push_back(cache_storage_.rows(layer, layer + 1).reshape({num_pages_, page_size_, width}));
   const std::string dp = model_->dp_size() > 1 ? cat(" (DP group ", model_->dp_rank(), ")") : std::string();
-  NW_LOG(Info) << (options.tp ? cat("cuda, TP rank ", options.tp->rank(), dp, ": ") : std::string("cuda: ")) << "weights "
-               << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_
-               << " pages x " << page_size_ << " tokens (" << cache_storage_.nbytes() / (1 << 20)
-               << " MiB, --mem-fraction-static " << options.mem_fraction_static << ")";
+  NW_LOG(Info) << (options.tp ? cat("cuda, TP rank ", options.tp->rank(), dp, ": ") : std::string("cuda: "))
+               << "weights " << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_ << " pages x "
+               << page_size_ << " tokens (" << cache_storage_.nbytes() / (1 << 20) << " MiB, --mem-fraction-static "
+               << options.mem_fraction_static << ")";
 
   token_ids_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
   positions_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
@@ -394,7 +394,7 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   }
   if (graph_bs == 0) {
     CudaStep step = upload(batch, absorbed, 0, form == AttentionForm::kAuto && !absorbed);
-    step.dp_rows = batch.dp_tokens;
+    if (dp) step.dp_rows = batch.dp_tokens;
     return model_->forward(step, cache_, stream_);
   }
   upload(batch, true, graph_bs);
