@@ -16,15 +16,6 @@
 
 namespace narwhal {
 
-std::vector<int> cuda_graph_batch_sizes(int max_bs) {
-  std::vector<int> sizes;
-  for (int bs : {1, 2, 4, 8, 12})
-    if (bs <= max_bs) sizes.push_back(bs);
-  for (int bs = 16; bs <= max_bs; bs += bs < 256 ? 8 : bs < 512 ? 16 : 32) sizes.push_back(bs);
-  if (max_bs > 0 && (sizes.empty() || sizes.back() != max_bs)) sizes.push_back(max_bs);
-  return sizes;
-}
-
 // Pinned host mirrors of the step buffers: the copies run asynchronously, and nothing is rewritten before the
 // previous step's copies finished (every step ends with a stream sync).
 // cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0).
@@ -364,15 +355,6 @@ std::vector<int> CudaModelRunner::graph_batch_sizes() const {
 }
 
 Tensor CudaModelRunner::run(const ForwardBatch& batch) { return run(batch, AttentionForm::kAuto); }
-
-int dp_graph_size(const ForwardBatch& batch, const std::vector<int>& graph_sizes) {
-  if (!batch.dp_decode || batch.dp_tokens.empty()) return 0;
-  const int64_t most = *std::max_element(batch.dp_tokens.begin(), batch.dp_tokens.end());
-  if (most == 0) return 0;  // every group idle: nothing runs anywhere
-  for (int bs : graph_sizes)
-    if (bs >= most) return bs;
-  return 0;
-}
 
 Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   check_dp_tokens(batch);

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_model_runner.h"
+#include "runtime/cuda_graph_sizes.h"
 
 namespace narwhal {
 namespace {
