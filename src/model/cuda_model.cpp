@@ -15,12 +15,14 @@ namespace narwhal {
 
 namespace {
 
-ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_tokens) {
+// ffn_tokens: the most rows an MLP runs on (with DP attention every group's tokens).
+ops::cuda::GemmRunnerOptions gemm_options(const ModelConfig& c, int64_t max_tokens, int64_t ffn_tokens) {
   ops::cuda::GemmRunnerOptions o;
   const int64_t widest = std::max({c.hidden_size, c.intermediate_size, c.num_attention_heads * c.v_head_dim,
                                    c.q_lora_rank.value_or(0), c.num_attention_heads * c.kv_lora_rank});
   // Decompressing the keys of a prefill runs kv_b over every key, not only the new tokens.
-  o.max_fp8_elements = std::max(max_tokens, int64_t{16384}) * widest;
+  o.max_fp8_elements = std::max(std::max(max_tokens, int64_t{16384}) * widest,
+                                ffn_tokens * std::max(c.hidden_size, c.intermediate_size));
   return o;
 }
 
@@ -42,9 +44,10 @@ void check_gpu_support(const ModelConfig& c, TpSlice slice) {
       {"intermediate_size", c.intermediate_size, local.intermediate_size},
       {"moe_intermediate_size", c.n_routed_experts > 0 ? c.moe_intermediate_size : 8,
        c.n_routed_experts > 0 ? local.moe_intermediate_size : 8}};
+  const std::string dp = slice.dp_size > 1 ? cat(" --dp-size ", slice.dp_size) : std::string();
   for (const auto& [field, value, per_rank] : dims)
     NW_CHECK(per_rank % 8 == 0, "config.json field '", field, "' is ", value,
-             per_rank == value ? std::string() : cat(", ", per_rank, " per rank at --tp-size ", slice.size),
+             per_rank == value ? std::string() : cat(", ", per_rank, " per rank at --tp-size ", slice.size, dp),
              ": the GPU kernels need a multiple of 8 (--device cpu runs any size)");
   NW_CHECK(c.hidden_size <= 32768, "config.json field 'hidden_size' is ", c.hidden_size, ": the GPU norm takes at most 32768");
   NW_CHECK(c.qk_rope_head_dim <= 256, "config.json field 'qk_rope_head_dim' is ", c.qk_rope_head_dim,
@@ -77,16 +80,20 @@ bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
 }  // namespace
 
 CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-                     KernelChoice kernels, Communicator* tp, int ep_size)
+                     KernelChoice kernels, Communicator* tp, int ep_size, Communicator* dp_group, int dp_size)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size} : TpSlice{})),
+      attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
+      dp_size_(tp_ ? dp_size : 1),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)),
       max_tokens_(max_tokens),
       page_size_(page_size),
-      gemm_(gemm_options(local_, max_tokens)) {
+      gemm_(gemm_options(local_, max_tokens, dp_size_ * max_tokens)) {
   NW_CHECK(max_tokens > 0, "CudaModel: max_tokens must be positive");
+  NW_CHECK(dp_size_ == 1 || (dp_group ? dp_group->size() : 1) == tp_dims_.slice.attn_size(), "CudaModel: DP ",
+           "attention's group has ", dp_group ? dp_group->size() : 1, " ranks, not ", tp_dims_.slice.attn_size());
   // The MoE kernels take a rank's experts as one range of ids from first_expert (ExpertPlacement's contiguous
   // default); a placement that scatters them would need the kernels to read its lookup row instead.
   const std::vector<int32_t>& mine = tp_dims_.routed_experts;
@@ -104,8 +111,8 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
     e.shared_token_stride = tp_dims_.shared_token_stride;
     e.shared_token_offset = tp_dims_.shared_token_offset;
   }
-  NW_CHECK(!tp_ || tp_->device() == Device::kCUDA, "CudaModel: its TP group needs a device backend (NCCL or ",
-           "device-local)");
+  NW_CHECK((!tp_ || tp_->device() == Device::kCUDA) && (!attn_ || attn_->device() == Device::kCUDA), "CudaModel: ",
+           "its TP and DP groups need a device backend (NCCL or device-local)");
   NW_CHECK(weights_.embed.size(0) == tp_dims_.vocab.size, "CudaModel: the weights were not loaded for TP rank ",
            tp_dims_.slice.rank, " of ", tp_dims_.slice.size);
   check_gpu_support(config_, tp_dims_.slice);
@@ -136,8 +143,9 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   buffer(kAttnOut, DType::kBF16, {t, heads * local_.v_head_dim});
   buffer(kGateUp, DType::kBF16, {t, 2 * std::max(local_.intermediate_size, local_.moe_intermediate_size)});
   buffer(kAct, DType::kBF16, {t, std::max(local_.intermediate_size, local_.moe_intermediate_size)});
+  // The router's input, and with DP attention the rows each rank sends (gather_dp_groups relies on this reserve).
+  if (local_.n_routed_experts > 0 || dp_size_ > 1) buffer(kNormedF32, DType::kF32, {t, h});
   if (local_.n_routed_experts > 0) {
-    buffer(kNormedF32, DType::kF32, {t, h});
     buffer(kRouterLogits, DType::kF32, {t, local_.n_routed_experts});
     buffer(kTopkIds, DType::kI32, {t, local_.num_experts_per_tok});
     buffer(kTopkWeights, DType::kF32, {t, local_.num_experts_per_tok});
@@ -157,9 +165,9 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   buffer(kLastRows, DType::kBF16, {seqs, h});
   const int64_t vocab_rows = tp_dims_.vocab.size;  // this rank's lm_head rows
   buffer(kLogitsBf16, DType::kBF16, {seqs, vocab_rows});
-  if (tp_) {
+  if (attn_) {
     buffer(kLogitsShard, DType::kF32, {seqs, vocab_rows});
-    buffer(kGatheredLogits, DType::kF32, {tp_->size() * seqs, vocab_rows});
+    buffer(kGatheredLogits, DType::kF32, {attn_->size() * seqs, vocab_rows});
   }
   buffer(kLogits, DType::kF32, {seqs, local_.vocab_size});
 }
@@ -183,6 +191,75 @@ Tensor CudaModel::buffer(Buffer id, DType dtype, std::vector<int64_t> shape) {
 void CudaModel::linear(const Tensor& x, const CudaLinear& w, Tensor& y, cudaStream_t stream) {
   if (w.is_fp8()) gemm_.linear_fp8(x, w.fp8, y, stream);
   else gemm_.linear_bf16(x, w.bf16, y, stream);
+}
+
+Tensor CudaModel::feed_forward(const CudaLayerWeights& w, const CudaStep& step, Tensor& residual,
+                               const Tensor& attn_out, cudaStream_t stream) {
+  const int64_t t = step.num_tokens, h = local_.hidden_size;
+  const bool dp = dp_size_ > 1;
+  Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
+  // FP32 rows for the router, and with DP attention for the gather: each group rounds the rows it receives to
+  // BF16 exactly as add_rms_norm rounds them, so its own `normed` goes unread.
+  Tensor normed_f32 = w.moe || dp ? buffer(kNormedF32, DType::kF32, {t, h}) : Tensor();
+  if (t > 0)
+    ops::cuda::add_rms_norm(residual, attn_out, w.post_attention_norm, static_cast<float>(local_.rms_norm_eps),
+                            normed, stream, normed_f32.defined() ? &normed_f32 : nullptr);
+  Tensor x = normed, x_f32 = normed_f32;
+  if (dp) {
+    x_f32 = gather_dp_groups(normed_f32, step.dp_rows, stream);
+    x = buffer(kDpNormed, DType::kBF16, x_f32.shape);
+    ops::cuda::f32_to_bf16(x_f32, x, stream);
+  }
+  Tensor out = buffer(dp ? kDpDelta : kDelta, DType::kBF16, {x.size(0), h});
+  if (x.size(0) > 0) {  // no rows only when every DP group is idle, which every rank knows from dp_rows
+    if (w.moe) moe(*w.moe, x, x_f32, out, stream);
+    else mlp(*w.mlp, x, out, stream);
+    all_reduce(out, stream);  // each rank's slice of the intermediate dims (routed and shared experts together)
+  }
+  return dp ? own_dp_rows(out, step.dp_rows) : out;
+}
+
+// DP attention's meeting before the FFN. x: this group's rows, the first of buffer kNormedF32 (reserved for
+// max_tokens rows). Every rank sends the rows of its buffer padded to the largest group's count (the rows past its
+// own hold stale values, dropped below, so no router or expert ever reads them); of the all_gather, the first rank
+// of each group gives that group's rows, stacked in group order. Returns them [sum(rows), H] F32.
+Tensor CudaModel::gather_dp_groups(const Tensor& x, const std::vector<int64_t>& rows, cudaStream_t stream) {
+  const int per_group = tp_dims_.slice.attn_size(), group = dp_rank();
+  NW_CHECK(static_cast<int>(rows.size()) == dp_size_, "DP attention: the step gives ", rows.size(),
+           " DP groups' rows, not ", dp_size_);
+  NW_CHECK(rows[group] == x.size(0), "DP attention: group ", group, " runs ", x.size(0), " rows, not the ",
+           rows[group], " its step names");
+  const int64_t h = x.size(1), most = *std::max_element(rows.begin(), rows.end());
+  int64_t total = 0;
+  for (int64_t r : rows) total += r;
+  NW_CHECK(most <= max_tokens_, "DP attention: a group's ", most, " rows exceed the ", max_tokens_,
+           " tokens a step may carry");
+  if (most == 0) return buffer(kDpRows, DType::kF32, {0, h});  // every group idle: nothing to gather, on every rank
+  const Tensor padded = buffer(kNormedF32, DType::kF32, {most, h});
+  NW_CHECK(padded.data == x.data, "DP attention: the gathered rows must be kNormedF32's");
+  Tensor gathered = buffer(kDpGathered, DType::kF32, {tp_->size() * most, h});
+  tp_->all_gather(padded, gathered, stream);
+  const bool even = std::all_of(rows.begin(), rows.end(), [&](int64_t r) { return r == most; });
+  if (per_group == 1 && even) return gathered;  // already each group's rows in group order (decode graphs)
+  Tensor out = buffer(kDpRows, DType::kF32, {total, h});
+  const size_t row_bytes = static_cast<size_t>(h) * sizeof(float);
+  int64_t at = 0;
+  for (int g = 0; g < dp_size_; ++g) {
+    if (rows[g] > 0)
+      NW_CUDA_CHECK(cudaMemcpyAsync(out.rows(at, at + rows[g]).data,
+                                    gathered.rows(g * per_group * most, g * per_group * most + 1).data,
+                                    rows[g] * row_bytes, cudaMemcpyDeviceToDevice, stream));
+    at += rows[g];
+  }
+  return out;
+}
+
+// This rank's DP group's rows of the FFN's output over gather_dp_groups' rows.
+Tensor CudaModel::own_dp_rows(const Tensor& all, const std::vector<int64_t>& rows) const {
+  const int group = dp_rank();
+  int64_t begin = 0;
+  for (int g = 0; g < group; ++g) begin += rows[g];
+  return all.rows(begin, begin + rows[group]);
 }
 
 void CudaModel::mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream) {
@@ -256,7 +333,8 @@ void CudaModel::override_routing(Tensor& ids, Tensor& weights, cudaStream_t stre
 
 Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream) {
   const int64_t t = step.num_tokens, b = step.num_seqs, h = local_.hidden_size;
-  NW_CHECK(t > 0 && t <= max_tokens_ && b > 0 && b <= t, "CudaModel::forward: ", t, " tokens in ", b,
+  const bool idle = dp_size_ > 1 && t == 0 && b == 0;  // an idle DP group: it only meets the others at the FFN
+  NW_CHECK(idle || (t > 0 && t <= max_tokens_ && b > 0 && b <= t), "CudaModel::forward: ", t, " tokens in ", b,
            " sequences (at most ", max_tokens_, " tokens per step)");
   NW_CHECK(static_cast<int>(cache.size()) >= local_.num_hidden_layers, "CudaModel::forward: ", cache.size(),
            " cache layers for ", local_.num_hidden_layers, " layers");
@@ -264,46 +342,48 @@ Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache
   Tensor residual = buffer(kResidual, DType::kF32, {t, h});
   Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
   Tensor delta = buffer(kDelta, DType::kBF16, {t, h});
-  ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream, tp_dims_.vocab.begin);
-  all_reduce(residual, stream);  // each token's row came from one rank, the others gave zeros
+  if (!idle) {
+    ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream, tp_dims_.vocab.begin);
+    attention_all_reduce(residual, stream);  // each token's row came from one rank, the others gave zeros
+  }
   override_layer_ = 0;
-  Tensor none;
+  Tensor ffn_out;  // the last FFN's delta for this rank's rows, added by the next norm (none before layer 0)
   for (int layer = 0; layer < local_.num_hidden_layers; ++layer) {
     const CudaLayerWeights& w = weights_.layers[layer];
-    ops::cuda::add_rms_norm(residual, layer == 0 ? none : delta, w.input_norm, eps, normed, stream);
-    attention(w, step, cache[layer], stream);  // normed -> delta
-    all_reduce(delta, stream);  // each rank's heads' share of o_proj
-    if (w.moe) {
-      Tensor normed_f32 = buffer(kNormedF32, DType::kF32, {t, h});
-      ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream, &normed_f32);
-      moe(*w.moe, normed, normed_f32, delta, stream);
-    } else {
-      ops::cuda::add_rms_norm(residual, delta, w.post_attention_norm, eps, normed, stream);
-      mlp(*w.mlp, normed, delta, stream);
+    if (!idle) {
+      ops::cuda::add_rms_norm(residual, ffn_out, w.input_norm, eps, normed, stream);
+      attention(w, step, cache[layer], stream);  // normed -> delta
+      attention_all_reduce(delta, stream);        // each rank's heads' share of o_proj
     }
-    all_reduce(delta, stream);  // each rank's slice of the intermediate dims (routed and shared experts together)
+    ffn_out = feed_forward(w, step, residual, delta, stream);
   }
-  ops::cuda::add_rms_norm(residual, delta, weights_.final_norm, eps, normed, stream);
+  Tensor logits = buffer(kLogits, DType::kF32, {b, local_.vocab_size});
+  if (idle) return logits;
+  ops::cuda::add_rms_norm(residual, ffn_out, weights_.final_norm, eps, normed, stream);
   Tensor rows = buffer(kLastRows, DType::kBF16, {b, h});
   ops::cuda::gather_rows(normed, step.last_rows, rows, stream);
   Tensor logits_bf16 = buffer(kLogitsBf16, DType::kBF16, {b, tp_dims_.vocab.size});
   gemm_.linear_bf16(rows, weights_.lm_head, logits_bf16, stream);
-  Tensor logits = buffer(kLogits, DType::kF32, {b, local_.vocab_size});
-  if (!tp_) {
+  if (!attn_) {
     ops::cuda::bf16_to_f32(logits_bf16, logits, stream);
     return logits;
   }
-  // Every rank gets the whole logits (TP rank 0 samples them; the others could, the same way).
+  // Every rank of the attention group gets the whole logits (its first rank samples them; the others could, the
+  // same way).
   Tensor shard = buffer(kLogitsShard, DType::kF32, {b, tp_dims_.vocab.size});
   ops::cuda::bf16_to_f32(logits_bf16, shard, stream);
-  Tensor gathered = buffer(kGatheredLogits, DType::kF32, {tp_->size() * b, tp_dims_.vocab.size});
-  tp_->all_gather(shard, gathered, stream);
-  ops::cuda::join_vocab_shards(gathered, tp_->size(), logits, stream);
+  Tensor gathered = buffer(kGatheredLogits, DType::kF32, {attn_->size() * b, tp_dims_.vocab.size});
+  attn_->all_gather(shard, gathered, stream);
+  ops::cuda::join_vocab_shards(gathered, attn_->size(), logits, stream);
   return logits;
 }
 
 void CudaModel::all_reduce(Tensor& t, cudaStream_t stream) {
   if (tp_) tp_->all_reduce(t, t, stream);
+}
+
+void CudaModel::attention_all_reduce(Tensor& t, cudaStream_t stream) {
+  if (attn_) attn_->all_reduce(t, t, stream);
 }
 
 }  // namespace narwhal

@@ -21,8 +21,9 @@ namespace narwhal {
 
 // Throws an Error naming the config.json field and its value when the GPU forward cannot take the config (a dim
 // that is not a multiple of 8, more experts than the router holds, ...), as TP rank `slice` holds it (a split that
-// does not divide, or leaves a rank a dim the kernels cannot take, names the per-rank size); CudaModel checks it,
-// loaders call it first so that nothing is read for a model that will be refused.
+// does not divide, or leaves a rank a dim the kernels cannot take, names the per-rank size; with DP attention,
+// slice.dp_size > 1, the heads and vocabulary split over the DP group); CudaModel checks it, loaders call it first
+// so that nothing is read for a model that will be refused.
 void check_gpu_support(const ModelConfig& config, TpSlice slice = {});
 
 // One step on the device: views of persistent buffers (the runner's), sized to this step. Sequence b's new
@@ -46,6 +47,10 @@ struct CudaStep {
   // part, everything else on the whole step. Empty: the whole step in one form.
   std::vector<CudaStep> parts;
   int64_t first_token = 0;  // a part's first row in the whole step
+  // DP attention: every DP group's rows this step, in group order (this group's is num_tokens), the same on every
+  // rank of the TP group: ForwardBatch::dp_tokens for an eager step, a decode graph's size for each group in a
+  // graph. Empty without DP attention.
+  std::vector<int64_t> dp_rows;
 };
 
 // Which kernels run: kAuto picks the tuned ones where the shapes allow; kPortable forces the shape-generic
@@ -53,27 +58,40 @@ struct CudaStep {
 enum class KernelChoice { kAuto, kPortable };
 
 // With a TP communicator `tp` (NCCL or device-local, size > 1) the model is that rank's part, as DeepSeekModel's:
-// `weights` were made for TpSlice{tp->rank(), tp->size()}, the code runs on local_config's counts, and the ranks
-// meet on the stream at the embedding (all_reduce of the F32 residual rows), after o_proj and after the MLP / MoE
-// (all_reduce of the BF16 delta; the shared experts are folded into the routed ones, so one sum), and at the
-// lm_head (its F32 shards all_gather'ed and joined, so every rank holds the whole logits).
+// `weights` were made for TpSlice{tp->rank(), tp->size(), ep_size, dp_size}, the code runs on local_config's
+// counts, and the ranks meet on the stream at the embedding (all_reduce of the F32 residual rows), after o_proj and
+// after the MLP / MoE (all_reduce of the BF16 delta; the shared experts are folded into the routed ones, so one
+// sum), and at the lm_head (its F32 shards all_gather'ed and joined, so every rank holds the whole logits).
+// DP attention (dp_size > 1, SGLang's --enable-dp-attention): `dp_group` is this rank's DP group of
+// tp->size() / dp_size consecutive ranks (null when that is one rank). Each group runs its own step through the
+// embedding, attention and lm_head, meeting in the group; before every MLP / MoE the F32 normed rows of all groups
+// are all_gather'ed over `tp` (each padded to the largest group's, the padding dropped), the FFN runs split over
+// every rank on all of them, its delta is all_reduce'd over `tp`, and each group keeps its own rows. A group with
+// nothing to run (a step of 0 tokens and 0 sequences) still meets the others there; its ranks skip the group's own
+// meetings together, since they run the same step. Every rank of `tp` calls forward together.
 class CudaModel {
  public:
   // max_tokens: the most tokens one step may carry (token-indexed buffers are reserved for it up front).
   CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-            KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr, int ep_size = 1);
+            KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr, int ep_size = 1,
+            Communicator* dp_group = nullptr, int dp_size = 1);
 
   const ModelConfig& config() const { return config_; }
   const TpDims& tp_dims() const { return tp_dims_; }
   const CudaModelWeights& weights() const { return weights_; }
   int64_t max_tokens() const { return max_tokens_; }
+  // DP attention's group count (1 without it) and this rank's group.
+  int dp_size() const { return dp_size_; }
+  int dp_rank() const { return tp_ ? tp_->rank() / tp_dims_.slice.attn_size() : 0; }
   // Whether decode steps (one token per sequence) run without host-known key counts, and their collectives can be
   // captured too, i.e. may be captured.
-  bool decode_capturable() const { return fast_attention_ && fast_moe_ && (!tp_ || tp_->graph_capturable()); }
+  bool decode_capturable() const {
+    return fast_attention_ && fast_moe_ && (!tp_ || tp_->graph_capturable()) && (!attn_ || attn_->graph_capturable());
+  }
 
   // Runs the step on `stream` (no host sync): writes the new tokens' latents into `cache` (per layer
   // [pages, page_size, kv_lora + rope] BF16) and returns each sequence's last-token logits [B, vocab] F32,
-  // a view of an internal buffer valid until the next forward.
+  // a view of an internal buffer valid until the next forward ([0, vocab] for an idle DP group).
   Tensor forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream);
   // Tests, eager steps only (both copy synchronously; never while a graph is captured). While a trace is set, every
   // MoE layer's router logits and the GPU's own choices are copied to it. While an override is set, the experts
@@ -86,7 +104,8 @@ class CudaModel {
   enum Buffer {
     kResidual, kNormed, kNormedF32, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
     kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
-    kGathered, kLatentRows, kKv, kExpertOut, kLogitsShard, kGatheredLogits, kBufferCount
+    kGathered, kLatentRows, kKv, kExpertOut, kLogitsShard, kGatheredLogits, kDpGathered, kDpRows, kDpNormed,
+    kDpDelta, kBufferCount
   };
   // A typed view of buffer `id`, grown when too small (into new storage: graphs keep the old).
   Tensor buffer(Buffer id, DType dtype, std::vector<int64_t> shape);
@@ -101,15 +120,25 @@ class CudaModel {
   void attend_decompressed(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache,
                            const Tensor& q, Tensor& out, cudaStream_t stream);
   Tensor gather_keys(const CudaStep& step, const Tensor& cache, cudaStream_t stream);
+  // The post-attention norm and the MLP / MoE; returns the FFN's delta for this rank's rows (its group's with DP).
+  Tensor feed_forward(const CudaLayerWeights& w, const CudaStep& step, Tensor& residual, const Tensor& attn_out,
+                      cudaStream_t stream);
   void mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
   // x: the normed input in BF16 for the experts, x_f32 the same unrounded for the router.
   void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
   void trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream);
   void override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream);
-  void all_reduce(Tensor& t, cudaStream_t stream);  // a TP meeting point (nothing without TP)
+  // The meeting points (nothing without TP): the FFN's in the TP group, the embedding's, attention's and the
+  // lm_head's in the attention group (the TP group, or with DP attention the DP group).
+  void all_reduce(Tensor& t, cudaStream_t stream);
+  void attention_all_reduce(Tensor& t, cudaStream_t stream);
+  Tensor gather_dp_groups(const Tensor& x, const std::vector<int64_t>& rows, cudaStream_t stream);
+  Tensor own_dp_rows(const Tensor& all, const std::vector<int64_t>& rows) const;
 
   ModelConfig config_;
   Communicator* tp_;
+  Communicator* attn_;  // where attention meets: tp_, or the DP group with DP attention (null at one rank)
+  int dp_size_;
   TpDims tp_dims_;
   ModelConfig local_;  // the counts this rank's code runs on
   CudaModelWeights weights_;

@@ -200,15 +200,16 @@ CudaModelWeights load_cuda_weights(const ModelConfig& c, const Checkpoint& check
 namespace {
 
 // Makes each tensor from its own seed, the next of a sequence every rank walks alike; a tensor that TP splits adds
-// the rank to it, so that ranks hold different parts and the same replicated tensors.
+// the rank's place in the split to it, so that ranks hold different parts and the same replicated tensors. With DP
+// attention, attention and the vocabulary split over a DP group (attn_rank), so the groups hold the same model.
 struct DummyMaker {
   const ModelConfig& c;  // the rank's shapes (local_config)
   bool fp8;
   uint64_t seed;
-  uint64_t rank_salt;
-  bool split = false;  // whether the tensors being made are split between ranks
+  uint64_t rank_salt, attn_rank_salt;
+  uint64_t salt = 0;  // while a split tensor is made: the salt of its split
 
-  uint64_t next_seed() { return seed++ + (split ? rank_salt : 0); }
+  uint64_t next_seed() { return seed++ + salt; }
   Tensor random(std::vector<int64_t> shape, float std) {
     Tensor t = Tensor::empty(DType::kBF16, std::move(shape), Device::kCUDA);
     ops::cuda::fill_random(t, next_seed(), std, nullptr);
@@ -237,12 +238,20 @@ struct DummyMaker {
   MlpWeights mlp(int64_t inter) {
     return {linear({2 * inter, c.hidden_size}), linear({c.hidden_size, inter})};
   }
-  // What `make` returns, made as a split tensor.
+  // What `make` returns, made as a tensor split over every rank (the MLP and experts) or over the attention group.
   template <typename F>
   auto split_part(F make) {
-    split = true;
+    return salted(rank_salt, make);
+  }
+  template <typename F>
+  auto attn_part(F make) {
+    return salted(attn_rank_salt, make);
+  }
+  template <typename F>
+  auto salted(uint64_t s, F make) {
+    salt = s;
     auto out = make();
-    split = false;
+    salt = 0;
     return out;
   }
 };
@@ -252,13 +261,14 @@ struct DummyMaker {
 CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice) {
   const TpDims dims = tp_dims(config, slice);
   const ModelConfig c = local_config(config, dims);
-  DummyMaker m{c, c.fp8.has_value() && fp8_kernels_fit(c), seed, static_cast<uint64_t>(slice.rank) << 32};
+  DummyMaker m{c, c.fp8.has_value() && fp8_kernels_fit(c), seed, static_cast<uint64_t>(slice.rank) << 32,
+               static_cast<uint64_t>(slice.attn_rank()) << 32};
   const int64_t hidden = c.hidden_size, heads = c.num_attention_heads, vocab_rows = dims.vocab.size;
   const float head_std = 1.0f / std::sqrt(static_cast<float>(hidden));
   ModelWeights w;
-  w.embed = m.split_part([&] { return m.random({vocab_rows, hidden}, 1.0f); });
+  w.embed = m.attn_part([&] { return m.random({vocab_rows, hidden}, 1.0f); });
   w.final_norm = m.ones(hidden);
-  w.lm_head = m.split_part([&] { return m.random({vocab_rows, hidden}, head_std); });
+  w.lm_head = m.attn_part([&] { return m.random({vocab_rows, hidden}, head_std); });
   for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
     DecoderLayerWeights l;
     l.input_norm = m.ones(hidden);
@@ -267,14 +277,14 @@ CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, Tp
     if (c.q_lora_rank) {
       a.q_a_proj = m.linear({*c.q_lora_rank, hidden});
       a.q_a_norm = m.ones(*c.q_lora_rank);
-      a.q_b_proj = m.split_part([&] { return m.linear({heads * c.qk_head_dim(), *c.q_lora_rank}); });
+      a.q_b_proj = m.attn_part([&] { return m.linear({heads * c.qk_head_dim(), *c.q_lora_rank}); });
     } else {
-      a.q_proj = m.split_part([&] { return m.linear({heads * c.qk_head_dim(), hidden}); });
+      a.q_proj = m.attn_part([&] { return m.linear({heads * c.qk_head_dim(), hidden}); });
     }
     a.kv_a_proj = m.linear({c.kv_cache_dim(), hidden});
     a.kv_a_norm = m.ones(c.kv_lora_rank);
-    a.kv_b_proj = m.split_part([&] { return m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}); });
-    a.o_proj = m.split_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
+    a.kv_b_proj = m.attn_part([&] { return m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}); });
+    a.o_proj = m.attn_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
     if (c.is_moe_layer(layer)) {
       MoeWeights moe;
       const int64_t e = c.n_routed_experts, mine = static_cast<int64_t>(dims.routed_experts.size());

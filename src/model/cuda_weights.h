@@ -67,7 +67,8 @@ CudaModelWeights load_cuda_weights(const ModelConfig& config, const Checkpoint& 
 
 // Random weights generated on the GPU from the config alone (SGLang's --load-format dummy), TP rank `slice`'s part:
 // BF16, or FP8 with block scales when the config is FP8 and fp8_kernels_fit the rank's dims. std 1/sqrt(fan_in),
-// norms 1. Replicated tensors get the same values on every rank, split ones each rank's own.
+// norms 1. Replicated tensors get the same values on every rank, split ones each rank's own (with DP attention,
+// attention's and the vocabulary's are its place's in its DP group, so every group holds the same model).
 CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice = {});
 
 // Converts device weights in the loader's layout (weights.h, Device::kCUDA) into the kernel layouts; `config` is

@@ -25,6 +25,10 @@ struct ForwardBatch {
   // that every rank sizes the gathered MLP / MoE rows (and a GPU its padded graph) without asking the others.
   // Empty without DP attention.
   std::vector<int64_t> dp_tokens;
+  // DP attention: whether every DP group's batch this step is a decode (one new token per sequence; an idle group's
+  // empty batch counts), the same on every rank like dp_tokens. Only then may a GPU replay decode graphs under DP,
+  // and then every rank does (a graph's collectives must meet the same graph's); false runs every rank eager.
+  bool dp_decode = false;
 
   void add_sequence(const std::vector<int32_t>& new_tokens, int64_t prefix_len, std::vector<int32_t> page_table);
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }

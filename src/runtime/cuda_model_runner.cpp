@@ -16,15 +16,6 @@
 
 namespace narwhal {
 
-std::vector<int> cuda_graph_batch_sizes(int max_bs) {
-  std::vector<int> sizes;
-  for (int bs : {1, 2, 4, 8, 12})
-    if (bs <= max_bs) sizes.push_back(bs);
-  for (int bs = 16; bs <= max_bs; bs += bs < 256 ? 8 : bs < 512 ? 16 : 32) sizes.push_back(bs);
-  if (max_bs > 0 && (sizes.empty() || sizes.back() != max_bs)) sizes.push_back(max_bs);
-  return sizes;
-}
-
 // Pinned host mirrors of the step buffers: the copies run asynchronously, and nothing is rewritten before the
 // previous step's copies finished (every step ends with a stream sync).
 // cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0).
@@ -103,7 +94,8 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   NW_CUDA_CHECK(cudaEventCreateWithFlags(&draws_->done, cudaEventDisableTiming));
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
   model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
-                                       options.kernels, options.tp, options.ep_size);
+                                       options.kernels, options.tp, options.ep_size, options.dp_group,
+                                       options.dp_size);
   const ModelConfig& c = model_->config();
   max_seqs_ = std::min<int64_t>(max_tokens, 4096);
 
@@ -117,7 +109,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
                                                      static_cast<int64_t>(free_bytes), options.mem_fraction_static) /
                          std::max(1, options.ranks_per_device);
   num_pages_ = kv_pool_pages(budget, bytes_per_token, page_size_, options.max_total_tokens);
-  if (options.tp) num_pages_ = fewest_pages(*options.tp, num_pages_);
+  if (options.tp) num_pages_ = fewest(*options.tp, num_pages_);
   const int64_t context = c.max_position_embeddings > 0 ? c.max_position_embeddings : num_pages_ * page_size_;
   max_pages_per_seq_ = (std::min(context, num_pages_ * page_size_) + page_size_ - 1) / page_size_;
   const int64_t layer_elems = num_pages_ * page_size_ * width;
@@ -125,10 +117,11 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   NW_CUDA_CHECK(cudaMemset(cache_storage_.data, 0, cache_storage_.nbytes()));
   for (int layer = 0; layer < c.num_hidden_layers; ++layer)
     cache_.push_back(cache_storage_.rows(layer, layer + 1).reshape({num_pages_, page_size_, width}));
-  NW_LOG(Info) << (options.tp ? cat("cuda, TP rank ", options.tp->rank(), ": ") : std::string("cuda: ")) << "weights "
-               << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_
-               << " pages x " << page_size_ << " tokens (" << cache_storage_.nbytes() / (1 << 20)
-               << " MiB, --mem-fraction-static " << options.mem_fraction_static << ")";
+  const std::string dp = model_->dp_size() > 1 ? cat(" (DP group ", model_->dp_rank(), ")") : std::string();
+  NW_LOG(Info) << (options.tp ? cat("cuda, TP rank ", options.tp->rank(), dp, ": ") : std::string("cuda: "))
+               << "weights " << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_ << " pages x "
+               << page_size_ << " tokens (" << cache_storage_.nbytes() / (1 << 20) << " MiB, --mem-fraction-static "
+               << options.mem_fraction_static << ")";
 
   token_ids_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
   positions_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
@@ -140,8 +133,11 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_);
   greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
-  if (!options.disable_cuda_graph && model_->decode_capturable())
-    capture_graphs(static_cast<int>(std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_)));
+  // Graphs capture the collectives, so every TP rank captures the same sizes: up to the smallest any of them can.
+  int64_t graph_bs = options.disable_cuda_graph || !model_->decode_capturable()
+                         ? 0 : std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_);
+  if (options.tp) graph_bs = fewest(*options.tp, graph_bs);
+  if (graph_bs > 0) capture_graphs(static_cast<int>(graph_bs));
 }
 
 CudaModelRunner::~CudaModelRunner() {
@@ -153,7 +149,7 @@ CudaModelRunner::~CudaModelRunner() {
 namespace {
 
 TpSlice slice_of(const CudaRunnerOptions& options) {
-  return options.tp ? TpSlice{options.tp->rank(), options.tp->size(), options.ep_size} : TpSlice{};
+  return options.tp ? TpSlice{options.tp->rank(), options.tp->size(), options.ep_size, options.dp_size} : TpSlice{};
 }
 
 ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {
@@ -166,8 +162,8 @@ ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {
 
 }  // namespace
 
-int64_t CudaModelRunner::fewest_pages(Communicator& tp, int64_t pages) {
-  const int32_t mine = static_cast<int32_t>(std::min<int64_t>(pages, INT32_MAX));
+int64_t CudaModelRunner::fewest(Communicator& tp, int64_t value) {
+  const int32_t mine = static_cast<int32_t>(std::min<int64_t>(value, INT32_MAX));
   Tensor sent = Tensor::empty(DType::kI32, {1}, Device::kCUDA);
   Tensor all = Tensor::empty(DType::kI32, {tp.size()}, Device::kCUDA);
   NW_CUDA_CHECK(cudaMemcpyAsync(sent.data, &mine, 4, cudaMemcpyHostToDevice, stream_));
@@ -258,8 +254,9 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   put(last_rows_, h.last, b * 4);
   // Only the pages in use: kernels never read a table entry past a sequence's last page.
   const size_t pitch = static_cast<size_t>(max_pages_per_seq_) * 4;
-  NW_CUDA_CHECK(cudaMemcpy2DAsync(page_table_.data, pitch, h.table, pitch, table_width * 4, b,
-                                  cudaMemcpyHostToDevice, stream_));
+  if (b > 0)
+    NW_CUDA_CHECK(cudaMemcpy2DAsync(page_table_.data, pitch, h.table, pitch, table_width * 4, b,
+                                    cudaMemcpyHostToDevice, stream_));
   step.token_ids = token_ids_.rows(0, t);
   step.positions = positions_.rows(0, t);
   step.slots = slots_.rows(0, t);
@@ -272,7 +269,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   step.num_seqs = b;
   step.total_keys = h.cu_k[b];
   step.absorbed = absorbed;
-  if (split_mixed && padded_seqs == 0) split_into_parts(step);
+  if (split_mixed && padded_seqs == 0 && b > 1) split_into_parts(step);
   return step;
 }
 
@@ -331,7 +328,8 @@ void CudaModelRunner::capture_graphs(int max_bs) {
   NW_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
   for (int bs : cuda_graph_batch_sizes(max_bs)) {
     ForwardBatch none;  // every sequence is padding: length 0, writes nothing to the cache
-    const CudaStep step = upload(none, true, bs);
+    CudaStep step = upload(none, true, bs);
+    if (model_->dp_size() > 1) step.dp_rows.assign(model_->dp_size(), bs);  // every group replays it at once
     model_->forward(step, cache_, stream_);  // warm-up: GEMM plans, kernel attributes
     NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     cudaGraph_t graph = nullptr;
@@ -359,17 +357,40 @@ std::vector<int> CudaModelRunner::graph_batch_sizes() const {
 Tensor CudaModelRunner::run(const ForwardBatch& batch) { return run(batch, AttentionForm::kAuto); }
 
 Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
-  NW_CHECK(!batch.seqs.empty(), "run: the batch has no sequence");
+  check_dp_tokens(batch);
+  const bool dp = model_->dp_size() > 1;
+  NW_CHECK(!batch.seqs.empty() || dp, "run: the batch has no sequence");
   const bool decode = std::all_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInfo& s) {
     return s.new_len == 1;
   });
   const bool absorbed = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && decode);
-  auto graph = decode && absorbed ? graphs_.lower_bound(static_cast<int>(batch.seqs.size())) : graphs_.end();
-  if (graph == graphs_.end())
-    return model_->forward(upload(batch, absorbed, 0, form == AttentionForm::kAuto && !absorbed), cache_, stream_);
-  upload(batch, true, graph->first);
-  NW_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+  int graph_bs = 0;
+  if (dp) {
+    graph_bs = dp_graph_size(batch, graph_batch_sizes());
+    NW_CHECK(graph_bs == 0 || (decode && form != AttentionForm::kDecompressed), "run: dp_decode says every DP ",
+             "group decodes, so every rank replays decode graphs, but DP group ", model_->dp_rank(), "'s batch ",
+             decode ? "forces the decompressed form" : "has a sequence of several new tokens");
+  } else if (decode && absorbed) {
+    const auto graph = graphs_.lower_bound(static_cast<int>(batch.seqs.size()));
+    if (graph != graphs_.end()) graph_bs = graph->first;
+  }
+  if (graph_bs == 0) {
+    CudaStep step = upload(batch, absorbed, 0, form == AttentionForm::kAuto && !absorbed);
+    if (dp) step.dp_rows = batch.dp_tokens;
+    return model_->forward(step, cache_, stream_);
+  }
+  upload(batch, true, graph_bs);
+  NW_CUDA_CHECK(cudaGraphLaunch(graphs_.at(graph_bs), stream_));
   return graph_logits_;
+}
+
+void CudaModelRunner::check_dp_tokens(const ForwardBatch& batch) const {
+  if (model_->dp_size() == 1) return;
+  const int group = model_->dp_rank();
+  NW_CHECK(static_cast<int>(batch.dp_tokens.size()) == model_->dp_size(), "run: DP attention needs every group's ",
+           "token count (ForwardBatch::dp_tokens): ", batch.dp_tokens.size(), " for ", model_->dp_size(), " groups");
+  NW_CHECK(batch.dp_tokens[group] == batch.num_tokens(), "run: DP group ", group, "'s batch has ", batch.num_tokens(),
+           " tokens, dp_tokens says ", batch.dp_tokens[group]);
 }
 
 void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
@@ -380,7 +401,7 @@ void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRe
   d.want_logits = return_logits;
   Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
   if (!samples.empty()) launch_draws(logits, samples);
-  if (return_logits)
+  if (return_logits && b > 0)
     NW_CUDA_CHECK(cudaMemcpyAsync(d.logits.reserve(logits.nbytes()), logits.data, logits.nbytes(),
                                   cudaMemcpyDeviceToHost, stream_));
   NW_CUDA_CHECK(cudaEventRecord(d.done, stream_));
@@ -452,7 +473,7 @@ StepOutput CudaModelRunner::finish() {
   }
   if (d.want_logits) {
     out.logits = Tensor::zeros(DType::kF32, {d.rows, model_->config().vocab_size});
-    std::memcpy(out.logits.data, d.logits.data.get(), out.logits.nbytes());
+    if (d.rows > 0) std::memcpy(out.logits.data, d.logits.data.get(), out.logits.nbytes());
   }
   return out;
 }
@@ -461,7 +482,7 @@ Tensor CudaModelRunner::run(const ForwardBatch& batch, AttentionForm form) {
   const int64_t b = static_cast<int64_t>(batch.seqs.size()), vocab = model_->config().vocab_size;
   const Tensor logits = forward(batch, form);
   Tensor host = Tensor::zeros(DType::kF32, {b, vocab});
-  NW_CUDA_CHECK(cudaMemcpyAsync(host.data, logits.data, host.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  if (b > 0) NW_CUDA_CHECK(cudaMemcpyAsync(host.data, logits.data, host.nbytes(), cudaMemcpyDeviceToHost, stream_));
   NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return host;
 }

@@ -11,6 +11,7 @@
 
 #include "model/cuda_model.h"
 #include "model/deepseek_model.h"
+#include "runtime/cuda_graph_sizes.h"
 #include "runtime/model_runner.h"
 
 namespace narwhal {
@@ -28,13 +29,15 @@ struct CudaRunnerOptions {
   // capture the same graphs, whose collectives only NCCL can capture.
   Communicator* tp = nullptr;
   int ep_size = 1;                  // with tp: the EP groups its ranks split the routed experts over (--ep-size)
+  // DP attention (--enable-dp-attention --dp-size), with tp: tp's ranks form dp_size groups of tp->size() / dp_size
+  // consecutive ranks, each with its own batches; dp_group is this rank's (ParallelGroups::attn_tp, null where a
+  // group is one rank). Every batch names every group's token count (ForwardBatch::dp_tokens); an idle group runs
+  // empty batches, which still meet the other groups' (CudaModel). Decode graphs replay only as dp_graph_size says.
+  Communicator* dp_group = nullptr;
+  int dp_size = 1;
   int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
 };
-
-// SGLang's capture sizes: 1, 2, 4, 8, 12, every 8 from 16 to 256, every 16 to 512, then every 32; those <= max_bs,
-// and max_bs itself.
-std::vector<int> cuda_graph_batch_sizes(int max_bs);
 
 class CudaModelRunner : public ModelRunner {
  public:
@@ -58,9 +61,11 @@ class CudaModelRunner : public ModelRunner {
   Tensor run(const ForwardBatch& batch) override;
   void copy_page(int32_t src, int32_t dst) override;
 
-  // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does.
+  // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does. With DP attention a step
+  // that dp_graph_size gives a graph replays it whatever the form, and refuses kDecompressed.
   Tensor run(const ForwardBatch& batch, AttentionForm form);
-  // Decode batch sizes with a captured graph (empty when graphs are off or the model's shapes rule them out).
+  // Decode batch sizes with a captured graph, ascending (empty when graphs are off or the model's shapes rule them
+  // out on some TP rank).
   std::vector<int> graph_batch_sizes() const;
   const CudaModel& model() const { return *model_; }
   // Tests: every eager step's MoE routing goes to `trace`, or follows `routing` (CudaModel::set_routing_trace and
@@ -75,10 +80,12 @@ class CudaModelRunner : public ModelRunner {
   CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed = false);
   void split_into_parts(CudaStep& step);
   void capture_graphs(int max_bs);
-  // The fewest of every TP rank's `pages`: the cache size they all hold (collective).
-  int64_t fewest_pages(Communicator& tp, int64_t pages);
+  // The fewest of every TP rank's `value` (collective): the cache size, or the largest graph, all of them hold.
+  int64_t fewest(Communicator& tp, int64_t value);
   // Runs the step (graph or eager) and returns the device logits [>= B, vocab], not yet synchronized.
   Tensor forward(const ForwardBatch& batch, AttentionForm form);
+  // DP attention: the batch must name every group's token count, its own group's its own.
+  void check_dp_tokens(const ForwardBatch& batch) const;
 
   std::unique_ptr<CudaModel> model_;
   cudaStream_t stream_ = nullptr;

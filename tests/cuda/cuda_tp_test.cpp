@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "cuda/gpu_test_util.h"
+#include "cuda/parallel_reference.h"
 #include "model/cuda_weights.h"
 #include "model/deepseek_model.h"
 #include "parallel/process_world.h"
@@ -32,41 +33,11 @@
 namespace narwhal {
 namespace {
 
-constexpr double kTolerance = 2e-2;
-constexpr double kFp8ActivationTolerance = 8e-2;
-constexpr int64_t kPageSize = 16;
-
-CudaRunnerOptions options_for(const testing::StepScript& script) {
-  CudaRunnerOptions o;
-  o.page_size = kPageSize;
-  o.max_total_tokens = script.pages_needed * kPageSize;
-  o.max_tokens_per_step = 512;
-  o.cuda_graph_max_bs = 3;
-  o.disable_cuda_graph = true;
-  return o;
-}
-
-// The CPU reference's logits at every step of the script, its routing, and the tolerance its config is held to.
-struct Reference {
-  std::vector<Tensor> logits;
-  std::vector<RoutingTrace> routing;
-  double tolerance = kTolerance;
-};
-
-Reference run_reference(const std::string& dir, const testing::StepScript& script) {
-  const DeepSeekModel cpu = DeepSeekModel::load(dir);
-  const ModelConfig& c = cpu.config();
-  KvCache cache(c, c.num_hidden_layers, script.pages_needed, kPageSize);
-  Reference out;
-  out.tolerance = c.fp8 && fp8_kernels_fit(c) ? kFp8ActivationTolerance : kTolerance;
-  out.routing.resize(script.steps.size());
-  for (size_t i = 0; i < script.steps.size(); ++i) {
-    ForwardOptions options;
-    options.routing_trace = &out.routing[i];
-    out.logits.push_back(cpu.forward(script.steps[i], cache, options).logits);
-  }
-  return out;
-}
+using testing::expect_logits_close;
+using testing::kParallelPageSize;
+using testing::Reference;
+using testing::run_reference;
+using testing::write_deepseek_dims;
 
 ParallelFlags tp_flags(int tp) {
   ParallelFlags flags;
@@ -82,7 +53,7 @@ std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& s
                            const RankRunnerFn& make, bool graphs = false) {
   std::vector<std::vector<Tensor>> by_rank(tp);
   run_ranks(tp_flags(tp), [&](const ParallelConfig& rank, Communicator& comm) {
-    CudaRunnerOptions o = options_for(script);
+    CudaRunnerOptions o = testing::script_runner_options(script);
     o.tp = &comm;
     o.ranks_per_device = backend == Backend::kDeviceLocal ? tp : 1;
     o.disable_cuda_graph = !graphs;
@@ -99,40 +70,13 @@ std::vector<Tensor> run_tp(int tp, Backend backend, const testing::StepScript& s
   return by_rank[0];
 }
 
-// Worst row error of `got` against `want`, expecting every row within the tolerance and the greedy id equal
-// wherever `want`'s top-2 margin is clear of it.
-double expect_close(const std::vector<Tensor>& got, const std::vector<Tensor>& want, const std::string& what,
-                    double tolerance) {
-  double worst = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const int64_t vocab = want[i].size(1);
-    for (int64_t s = 0; s < want[i].size(0); ++s) {
-      const float* g = got[i].f32() + s * vocab;
-      const float* w = want[i].f32() + s * vocab;
-      const double err = testing::l2_rel_error(g, w, vocab);
-      EXPECT_LE(err, tolerance) << what << ": step " << i << " sequence " << s;
-      worst = std::max(worst, err);
-      std::vector<float> sorted(w, w + vocab);
-      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-      const float largest = std::max(std::fabs(sorted[0]), std::fabs(*std::min_element(w, w + vocab)));
-      if (sorted[0] - sorted[1] > tolerance * largest) {
-        EXPECT_EQ(std::max_element(g, g + vocab) - g, std::max_element(w, w + vocab) - w)
-            << what << ": greedy id, step " << i << " sequence " << s;
-      }
-    }
-  }
-  ::testing::Test::RecordProperty(what, cat(worst));
-  std::printf("%s: worst row error %.3g (tolerance %.0e)\n", what.c_str(), worst, tolerance);
-  return worst;
-}
-
 // The checkpoint at TP 2, 4 and 8 on this GPU against the CPU reference. A TP size the config cannot take must be
 // refused with a message naming the config.json field or the FP8 block (`expect_split` lists the sizes that must
 // work).
 void compare_tp_sizes(const std::string& dir, uint64_t seed, const std::string& name,
                       const std::vector<int>& expect_split) {
   const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
-  const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kPageSize);
+  const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kParallelPageSize);
   const Reference ref = run_reference(dir, script);
   for (int tp : {2, 4, 8}) {
     const std::string what = cat(name, " tp ", tp);
@@ -140,7 +84,7 @@ void compare_tp_sizes(const std::string& dir, uint64_t seed, const std::string& 
       const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
         return CudaModelRunner::load(dir, o);
       });
-      expect_close(got, ref.logits, what, ref.tolerance);
+      expect_logits_close(got, ref.logits, what, ref.tolerance);
     } catch (const Error& e) {
       const std::string message = e.what();
       const bool named = message.find("config.json") != std::string::npos ||
@@ -166,14 +110,6 @@ TEST_P(CudaTpFixture, MatchesTheReferenceOrIsRefused) {
 
 INSTANTIATE_TEST_SUITE_P(All, CudaTpFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
 
-// A checkpoint at DeepSeek's attention dims. FP8 keeps FP8 where a rank's expert slice is whole 128-blocks: its
-// moe_intermediate 1024 splits into 512, 256 and 128.
-void write_deepseek_dims(const std::string& dir, bool fp8) {
-  json config = testing::deepseek_dims_json(fp8);
-  if (fp8) config["moe_intermediate_size"] = 1024;
-  testing::write_random_checkpoint(dir, config, 13, fp8);
-}
-
 // The tuned MLA and MoE kernels at TP 2, 4 and 8 (2 heads per rank at TP 8).
 TEST(CudaTp, DeepSeekDimsMatchTheReference) {
   NW_REQUIRE_GPU();
@@ -195,14 +131,14 @@ TEST(CudaTp, ExpertParallelMatchesTheReference) {
     testing::TempDir dir;
     write_deepseek_dims(dir.path(), fp8);
     const ModelConfig c = ModelConfig::from_file(dir.path() + "/config.json");
-    const testing::StepScript script = testing::make_step_script(6, c.vocab_size, kPageSize);
+    const testing::StepScript script = testing::make_step_script(6, c.vocab_size, kParallelPageSize);
     const Reference ref = run_reference(dir.path(), script);
     for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}, std::pair{8, 8}}) {
       const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
         o.ep_size = ep;
         return CudaModelRunner::load(dir.path(), o);
       });
-      expect_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep), ref.tolerance);
+      expect_logits_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep), ref.tolerance);
     }
   }
 }
@@ -213,7 +149,7 @@ TEST(CudaTp, Fp8SplitInsideABlockIsRefused) {
   set_log_level(LogLevel::kWarning);
   testing::TempDir dir;
   testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(true), 13, true);  // moe 256
-  const testing::StepScript script = testing::make_step_script(1, 1000, kPageSize);
+  const testing::StepScript script = testing::make_step_script(1, 1000, kParallelPageSize);
   try {
     run_tp(4, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
       return CudaModelRunner::load(dir.path(), o);
@@ -241,10 +177,10 @@ TEST(CudaTp, RandomConfigsAtTp2MatchTheReference) {
     }
     testing::TempDir dir;
     testing::write_random_checkpoint(dir.path(), drawn.config, seed, drawn.fp8);
-    const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kPageSize);
+    const testing::StepScript script = testing::make_step_script(seed, config.vocab_size, kParallelPageSize);
     const Reference ref = run_reference(dir.path(), script);
     try {
-      expect_close(run_tp(2, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
+      expect_logits_close(run_tp(2, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
                      return CudaModelRunner::load(dir.path(), o);
                    }), ref.logits, drawn.summary, ref.tolerance);
       ++tested;
@@ -262,19 +198,8 @@ TEST(CudaTp, RandomConfigsAtTp2MatchTheReference) {
 TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
-  json c = testing::deepseek_dims_json(true);
-  c["hidden_size"] = 7168;
-  c["num_attention_heads"] = 128;
-  c["q_lora_rank"] = 1536;
-  c["intermediate_size"] = 18432;
-  c["moe_intermediate_size"] = 2048;
-  c["n_routed_experts"] = 256;
-  c["num_experts_per_tok"] = 8;
-  c["n_group"] = 8;
-  c["topk_group"] = 4;
-  c["vocab_size"] = 129280;
-  const ModelConfig config = ModelConfig::from_json(c, "config.json");
-  const testing::StepScript script = testing::make_step_script(2, config.vocab_size, kPageSize);
+  const ModelConfig config = ModelConfig::from_json(testing::deepseek_v3_dims_json(), "config.json");
+  const testing::StepScript script = testing::make_step_script(2, config.vocab_size, kParallelPageSize);
   for (int ep : {1, 8}) {  // TP 8, and TP 8 with EP 8 (32 whole experts of 2048 per rank)
     const std::vector<Tensor> logits = run_tp(8, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
       o.ep_size = ep;
@@ -287,26 +212,21 @@ TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
   }
 }
 
-int gpu_count() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
-
 // NCCL, a GPU per rank: decode steps replayed from CUDA graphs that captured the collectives equal eager steps
 // (the same kernels and sums; graphs for 1..3 sequences are never padded), and eager NCCL matches the reference.
 TEST(CudaTp, NcclWithGraphsMatchesEagerAndTheReference) {
   NW_REQUIRE_GPU();
-  if (gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
+  if (testing::gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
   set_log_level(LogLevel::kWarning);
   testing::TempDir dir;
   testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(false), 17);
   const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
-  const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kPageSize);
+  const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kParallelPageSize);
   const auto load = [&](CudaRunnerOptions& o) { return CudaModelRunner::load(dir.path(), o); };
   const Reference ref = run_reference(dir.path(), script);
   const std::vector<Tensor> eager = run_tp(2, Backend::kNccl, script, &ref, load);
-  expect_close(eager, ref.logits, "nccl tp 2", ref.tolerance);
-  expect_close(run_tp(2, Backend::kNccl, script, nullptr, load, true), run_tp(2, Backend::kNccl, script, nullptr, load),
+  expect_logits_close(eager, ref.logits, "nccl tp 2", ref.tolerance);
+  expect_logits_close(run_tp(2, Backend::kNccl, script, nullptr, load, true), run_tp(2, Backend::kNccl, script, nullptr, load),
                "nccl graphs vs eager", 1e-5);
 }
 

@@ -64,6 +64,16 @@ TEST(CudaElementwise, EmbeddingThenAddRmsNorm) {
     expect_close(residual, ref_residual, 1e-6, "residual += delta");
     expect_close(out, ref_out, kBf16Tolerance, "add_rms_norm hidden " + std::to_string(hidden));
     expect_close(out_f32, ref_out, 1e-5, "add_rms_norm F32 output, hidden " + std::to_string(hidden));
+    // DP attention gathers the F32 output and rounds it on the far side: it must give the BF16 output's bits, and
+    // the host's float_to_bf16 of each value.
+    Tensor rounded = poisoned(DType::kBF16, {tokens, hidden});
+    ops::cuda::f32_to_bf16(out_f32, rounded, nullptr);
+    const Tensor rounded_host = rounded.to(Device::kCPU), out_host = out.to(Device::kCPU);
+    const Tensor f32_host = out_f32.to(Device::kCPU);
+    for (int64_t i = 0; i < rounded_host.numel(); ++i) {
+      ASSERT_EQ(rounded_host.ptr<uint16_t>()[i], out_host.ptr<uint16_t>()[i]) << "f32_to_bf16 element " << i;
+      ASSERT_EQ(rounded_host.ptr<uint16_t>()[i], float_to_bf16(f32_host.f32()[i])) << "float_to_bf16 element " << i;
+    }
     // Without a delta (the first layer): the residual stays, the norm is of it alone.
     Tensor out2 = poisoned(DType::kBF16, {tokens, hidden});
     ops::cuda::add_rms_norm(residual, Tensor(), weight.device, 1e-6f, out2, nullptr);

@@ -13,10 +13,12 @@
 
 namespace narwhal::testing {
 
-bool gpu_available() {
+int gpu_count() {
   int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
 }
+
+bool gpu_available() { return gpu_count() > 0; }
 
 RandomBf16 random_bf16(std::vector<int64_t> shape, uint64_t seed, float scale) {
   std::mt19937_64 rng(seed);

@@ -14,6 +14,7 @@
 namespace narwhal::testing {
 
 bool gpu_available();
+int gpu_count();  // GPUs this process sees (0 without a driver)
 
 // A BF16 tensor of N(0, scale^2) values: `host` holds the exact (BF16-rounded) values as F32 for the CPU
 // reference, `device` the BF16 copy the kernel reads.

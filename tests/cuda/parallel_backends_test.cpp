@@ -37,11 +37,6 @@ std::string run_on(const ParallelFlags& flags, Backend backend,
 
 ParallelFlags tp_flags(int tp, int dp = 1, int ep = 1) { return testing::parallel_flags(tp, dp, ep, 120); }
 
-int gpu_count() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
-
 class DeviceLocal : public ::testing::TestWithParam<int> {};
 
 TEST_P(DeviceLocal, EveryCollectiveAndGroupMatchesTheHostReferenceExactly) {
@@ -80,7 +75,7 @@ TEST(DeviceLocal, DeepSeekV3ShapesAtTp8) {
 
 TEST(Nccl, EveryCollectiveAndGroupOnEveryGpu) {
   NW_REQUIRE_GPU();
-  const int gpus = gpu_count();
+  const int gpus = testing::gpu_count();
   if (gpus < 2) GTEST_SKIP() << "NCCL needs a GPU per rank; this machine has " << gpus;
   const int ranks = gpus % 2 ? gpus - 1 : gpus;
   EXPECT_EQ(run_on(tp_flags(ranks, 2, ranks / 2), Backend::kNccl,
@@ -93,7 +88,7 @@ TEST(Nccl, EveryCollectiveAndGroupOnEveryGpu) {
 
 TEST(Nccl, AllReduceCapturedInACudaGraph) {
   NW_REQUIRE_GPU();
-  const int gpus = gpu_count();
+  const int gpus = testing::gpu_count();
   if (gpus < 2) GTEST_SKIP() << "NCCL needs a GPU per rank; this machine has " << gpus;
   EXPECT_EQ(run_on(tp_flags(gpus), Backend::kNccl,
                    [&](const ParallelConfig& config, Communicator& world, cudaStream_t stream) {

@@ -18,13 +18,15 @@ std::string refusal(const json& config) {
   return "";
 }
 
-TEST(GpuSupport, ReleasedShapesAndFixturesPass) {
+// DeepSeek-V3's layout at its real dims, with Kimi K2's 384 experts.
+json released_shapes() {
   json v3 = testing::small_v3_config();
   v3["qk_rope_head_dim"] = 64;
   v3["qk_nope_head_dim"] = 128;
   v3["v_head_dim"] = 128;
   v3["kv_lora_rank"] = 512;
   v3["hidden_size"] = 7168;
+  v3["num_attention_heads"] = 128;
   v3["n_routed_experts"] = 384;  // Kimi K2, DeepSeek-V3's layout
   v3["n_group"] = 1;
   v3["topk_group"] = 1;
@@ -32,7 +34,11 @@ TEST(GpuSupport, ReleasedShapesAndFixturesPass) {
   v3["intermediate_size"] = 18432;
   v3["moe_intermediate_size"] = 2048;
   v3["q_lora_rank"] = 1536;
-  EXPECT_EQ(refusal(v3), "");
+  return v3;
+}
+
+TEST(GpuSupport, ReleasedShapesAndFixturesPass) {
+  EXPECT_EQ(refusal(released_shapes()), "");
   for (const char* fixture : {"v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"})
     EXPECT_EQ(refusal(read_json_file(testing::fixture_dir(fixture) + "/config.json")), "") << fixture;
 }
@@ -60,6 +66,23 @@ TEST(GpuSupport, RefusalsNameTheField) {
   many["n_routed_experts"] = 480;
   many["n_group"] = 6;
   EXPECT_NE(refusal(many).find("480 routed experts"), std::string::npos) << refusal(many);
+}
+
+// DP attention splits the heads and vocabulary over a DP group and the MLP / MoE over every rank: the released
+// shapes pass at TP 8 with DP 8 (EP 8) and DP 2, and a refusal names --dp-size beside --tp-size.
+TEST(GpuSupport, DpAttentionSlicesPass) {
+  const ModelConfig released = ModelConfig::from_json(released_shapes(), "config.json");
+  for (const TpSlice slice : {TpSlice{0, 8, 8, 8}, TpSlice{5, 8, 1, 2}, TpSlice{7, 8, 8, 2}, TpSlice{3, 4, 1, 4}})
+    EXPECT_NO_THROW(check_gpu_support(released, slice)) << "rank " << slice.rank << " dp " << slice.dp_size;
+  const json odd = read_json_file(testing::fixture_dir("v3_odd") + "/config.json");
+  try {
+    check_gpu_support(ModelConfig::from_json(odd, "config.json"), {1, 2, 1, 2});
+    ADD_FAILURE() << "a 12-wide expert slice passed under DP attention";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'moe_intermediate_size' is 24, 12 per rank at --tp-size 2 --dp-size 2"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -222,6 +222,13 @@ __global__ void bf16_to_f32_kernel(const bf16* x, float* out, int64_t n) {
     out[i] = __bfloat162float(x[i]);
 }
 
+__global__ void f32_to_bf16_kernel(const float* x, bf16* out, int64_t n) {
+  grid_dependency_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16_rn(x[i]);
+}
+
 // Greedy choice, one cluster of kArgmaxBlocks CTAs per row (each on its own SM, so the row streams in at several
 // SMs' bandwidth), the CTAs' winners merged through distributed shared memory. A candidate is one 64-bit key,
 // the sampler's logit_key: the larger key is the larger value and, on ties, the lower index; NaN orders below
@@ -388,6 +395,15 @@ void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream) {
   if (x.numel() == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(x.numel(), kThreads), 4096));
   launch(bf16_to_f32_kernel, blocks, kThreads, 0, stream, device_ptr<bf16>(x), out.f32(), x.numel());
+}
+
+void f32_to_bf16(const Tensor& x, Tensor& out, cudaStream_t stream) {
+  check_cuda(x, DType::kF32, "f32_to_bf16 input");
+  check_cuda(out, DType::kBF16, "f32_to_bf16 out");
+  NW_CHECK(out.numel() >= x.numel(), "f32_to_bf16: output smaller than input");
+  if (x.numel() == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(x.numel(), kThreads), 4096));
+  launch(f32_to_bf16_kernel, blocks, kThreads, 0, stream, x.f32(), device_ptr<bf16>(out), x.numel());
 }
 
 void join_vocab_shards(const Tensor& shards, int64_t parts, Tensor& out, cudaStream_t stream) {

@@ -1,6 +1,6 @@
 // Memory-bound ops of the GPU forward: embedding, residual add + RMSNorm, RoPE + latent cache store,
-// SiLU-and-mul, greedy choice, the join of vocab-parallel logits. BF16 activations, FP32 statistics and residual
-// stream.
+// SiLU-and-mul, greedy choice, the join of vocab-parallel logits, BF16 <-> F32. BF16 activations, FP32 statistics
+// and residual stream.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -49,6 +49,10 @@ void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t 
 
 // out = float(x), elementwise (BF16 -> F32), for logits and router scores.
 void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream);
+
+// out = bf16(x), elementwise (F32 -> BF16, round to nearest even: add_rms_norm's rounding, so the BF16 of its out_f32
+// is its `out`), for DP attention's gathered rows. The CPU twin is float_to_bf16 (core/dtype.h).
+void f32_to_bf16(const Tensor& x, Tensor& out, cudaStream_t stream);
 
 // out [B, V] = `parts` ranks' vocabulary shards as all_gather stacks them, shards [parts * B, per_rank] F32 (rank r's
 // rows r * B ..) into columns r * per_rank .. of out; the last rank's columns past V are dropped. The CPU twin is
