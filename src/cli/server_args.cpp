@@ -78,7 +78,7 @@ EngineConfig ServerArgs::engine_config() const {
   EngineConfig config;
   config.schedule_policy = parse_schedule_policy(schedule_policy);
   config.max_running_requests = max_running_requests;
-  config.chunked_prefill_size = chunked_prefill_size;
+  config.chunked_prefill_size = rank_chunked_prefill_size();
   config.max_prefill_tokens = max_prefill_tokens;
   config.enable_mixed_chunk = enable_mixed_chunk;
   config.disable_overlap_schedule = disable_overlap_schedule;
@@ -91,6 +91,11 @@ EngineConfig ServerArgs::engine_config() const {
   return config;
 }
 
+int64_t ServerArgs::rank_chunked_prefill_size() const {
+  if (!enable_dp_attention || dp_size <= 1 || chunked_prefill_size == -1) return chunked_prefill_size;
+  return std::max<int64_t>(1, chunked_prefill_size / dp_size);
+}
+
 RunnerOptions ServerArgs::runner_options() const {
   RunnerOptions o{model_path, device, page_size, max_total_tokens, cpu_cache_bytes, mem_fraction_static};
   o.parallel = parallel_flags();
@@ -99,8 +104,10 @@ RunnerOptions ServerArgs::runner_options() const {
   o.disable_cuda_graph = disable_cuda_graph;
   // A step carries at most one prefill budget plus decode tokens (mixed chunks), or one decode token per
   // running request (at most 4096 when --max-running-requests is left to the engine).
-  const int64_t max_running = max_running_requests > 0 ? max_running_requests : 4096;
-  o.max_tokens_per_step = std::max({chunked_prefill_size, max_prefill_tokens, max_running}) +
+  // With DP attention each rank's share (the engine splits --max-running-requests over the ranks).
+  const int dp = enable_dp_attention ? dp_size : 1;
+  const int64_t max_running = max_running_requests > 0 ? (max_running_requests + dp - 1) / dp : 4096;
+  o.max_tokens_per_step = std::max({rank_chunked_prefill_size(), max_prefill_tokens, max_running}) +
                           std::max(cuda_graph_max_bs, kMaxAutoCudaGraphBs);
   return o;
 }

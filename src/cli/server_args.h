@@ -79,6 +79,9 @@ struct ServerArgs {
   EngineConfig engine_config() const;
   RunnerOptions runner_options() const;
   ParallelFlags parallel_flags() const;
+  // A DP rank's --chunked-prefill-size: with DP attention SGLang's split of it over --dp-size, since the ranks'
+  // chunks meet in every MoE (the gathered rows are dp_size chunks).
+  int64_t rank_chunked_prefill_size() const;
   void validate_server() const;
   const std::string& model_name() const { return served_model_name.empty() ? model_path : served_model_name; }
 };

@@ -166,11 +166,11 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
   }
   CudaRunnerOptions cuda = cuda_options(options);
   const int ranks_per_device = tp_backend(options) == Backend::kDeviceLocal ? ranks : 1;
-  NW_CHECK(!dp_attention(options.parallel), "--enable-dp-attention on --device cuda is not built yet; "
-           "--device cpu runs it");
   return [options, cuda, progress, done, ranks_per_device](const ParallelConfig& rank, Communicator& tp,
-                                                           Communicator*) {
+                                                           Communicator* dp_group) {
     CudaRunnerOptions mine = cuda;
+    mine.dp_group = dp_group;
+    mine.dp_size = world_slice(rank.flags()).dp_size;
     mine.tp = &tp;
     mine.ep_size = rank.ep_size();
     mine.ranks_per_device = ranks_per_device;

@@ -75,6 +75,7 @@ std::string encode_command(const TpCommand& c) {
     w.put_vector(b.token_ids);
     w.put_vector(b.positions);
     w.put_vector(b.dp_tokens);
+    w.put(static_cast<uint8_t>(b.dp_decode));
     w.put<uint64_t>(b.seqs.size());
     for (const SequenceInfo& s : b.seqs) {
       w.put(s.prefix_len);
@@ -103,6 +104,7 @@ TpCommand decode_command(const std::string& bytes) {
     b.token_ids = r.get_vector<int32_t>();
     b.positions = r.get_vector<int32_t>();
     b.dp_tokens = r.get_vector<int64_t>();
+    b.dp_decode = r.get<uint8_t>() != 0;
     const uint64_t seqs = r.get<uint64_t>();
     NW_CHECK(seqs <= bytes.size(), "TP command: ", seqs, " sequences in a message of ", bytes.size(), " bytes");
     b.seqs.resize(seqs);

@@ -96,8 +96,15 @@ uint64_t TpModelRunner::issue(std::shared_ptr<TpCommand> command,
 void TpModelRunner::count_group_tokens(TpCommand& command) const {
   if (dp_size_ == 1) return;
   std::vector<int64_t> counts;
-  for (const ForwardBatch& b : command.batches) counts.push_back(b.num_tokens());
-  for (ForwardBatch& b : command.batches) b.dp_tokens = counts;
+  bool decode = true;
+  for (const ForwardBatch& b : command.batches) {
+    counts.push_back(b.num_tokens());
+    for (const SequenceInfo& s : b.seqs) decode = decode && s.new_len == 1;
+  }
+  for (ForwardBatch& b : command.batches) {
+    b.dp_tokens = counts;
+    b.dp_decode = decode;
+  }
 }
 
 void TpModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {

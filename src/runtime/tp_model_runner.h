@@ -54,7 +54,7 @@ class TpModelRunner : public ModelRunner {
  private:
   // Sends the command to the other nodes (if any) and queues it for the local ranks; returns its number.
   uint64_t issue(std::shared_ptr<TpCommand> command, std::vector<std::span<const SampleRequest>> samples = {});
-  // Gives every batch of the command the groups' token counts (DP attention).
+  // Gives every batch of the command the groups' token counts and whether all of them decode (DP attention).
   void count_group_tokens(TpCommand& command) const;
   void send(const TpCommand& command);  // to the other nodes, under send_mutex_
   void beat();                          // the heartbeat thread

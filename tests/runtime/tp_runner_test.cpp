@@ -146,7 +146,10 @@ TEST(TpCommand, RoundTripsAndRefusesForeignBytes) {
   c.batches[0].add_sequence({5, 6, 7}, 4, {3, 1, 2});
   c.batches[0].add_sequence({9}, 0, {0});
   c.batches[1].add_sequence({4}, 2, {7});
-  for (ForwardBatch& b : c.batches) b.dp_tokens = {4, 1};
+  for (ForwardBatch& b : c.batches) {
+    b.dp_tokens = {4, 1};
+    b.dp_decode = true;
+  }
   c.group = 1;
   const TpCommand back = decode_command(encode_command(c));
   EXPECT_EQ(back.kind, c.kind);
@@ -156,6 +159,7 @@ TEST(TpCommand, RoundTripsAndRefusesForeignBytes) {
   EXPECT_EQ(back.batches[0].token_ids, c.batches[0].token_ids);
   EXPECT_EQ(back.batches[0].positions, c.batches[0].positions);
   EXPECT_EQ(back.batches[1].dp_tokens, (std::vector<int64_t>{4, 1}));
+  EXPECT_TRUE(back.batches[1].dp_decode);
   ASSERT_EQ(back.batches[0].seqs.size(), 2u);
   EXPECT_EQ(back.batches[0].seqs[0].page_table, (std::vector<int32_t>{3, 1, 2}));
   EXPECT_EQ(back.batches[0].seqs[0].prefix_len, 4);
