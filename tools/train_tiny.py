@@ -16,10 +16,12 @@ tokenizer_config.json and the held-out problems as test.jsonl; (4) prints the gr
 accuracy on held-out problems and the MTP head's top-1 agreement (an acceptance proxy).
 
 Needs torch, transformers 5.x (DeepseekV3), tokenizers, safetensors; no network. On the GPU machine:
-    python3 tools/train_tiny.py --out models/arith-tiny          # about 5 minutes on one H200
+    python3 tools/train_tiny.py --out models/arith-tiny          # about 7 minutes on one H200
     narwhal serve --model-path models/arith-tiny --port 30000 &
     narwhal bench-accuracy --port 30000 --data-path models/arith-tiny/test.jsonl
-The run is seeded; CUDA kernels with atomics may still make the last digits of the losses differ between runs.
+The run is seeded; CUDA kernels with atomics (grouped_mm's among them) may still make the last digits of the
+losses differ between runs. On an H200 (torch 2.11, transformers 5.17) the defaults gave a 584-token tokenizer,
+an 18 MiB checkpoint, held-out loss 0.26 (main and MTP), 200/200 exact matches and 0.98 MTP agreement.
 """
 import argparse
 import json
@@ -379,7 +381,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="models/arith-tiny", help="model directory to write")
     ap.add_argument("--seed", type=int, default=0, help="seeds the problems, the weights and the batches")
-    ap.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary asked for (512-2048)")
+    ap.add_argument("--vocab-size", type=int, default=1024,
+                    help="BPE vocabulary asked for; the trainer stops sooner when no pair occurs twice")
     ap.add_argument("--seq-len", type=int, default=512, help="tokens per training block")
     ap.add_argument("--max-positions", type=int, default=2048, help="max_position_embeddings of the config")
     ap.add_argument("--train-docs", type=int, default=40000, help="training blocks generated (then cycled)")
@@ -396,7 +399,8 @@ def main():
     ap.add_argument("--eval-shots", type=int, default=5)
     ap.add_argument("--eval-max-new-tokens", type=int, default=96)
     ap.add_argument("--attn-implementation", default="sdpa", help="transformers attention (sdpa or eager)")
-    ap.add_argument("--experts-implementation", default="eager", help="transformers experts (eager, grouped_mm)")
+    ap.add_argument("--experts-implementation", default="grouped_mm",
+                    help="transformers experts: grouped_mm (0.1 s a step on an H200), eager (0.25 s)")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "train_tiny.py needs a GPU"
     device = torch.device("cuda")
