@@ -2,11 +2,13 @@
 // StreamMeter per request.
 #include "cli/bench_serving_runner.h"
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "core/progress.h"
 
@@ -22,7 +24,7 @@ class RequestLoop {
               const RequestOptions& request_options, const RunOptions& run_options)
       : client_(client), backend_(backend), rows_(rows), request_options_(request_options),
         max_concurrency_(run_options.max_concurrency), outcomes_(rows.size()) {
-    if (run_options.progress) progress_.emplace("bench-serving", static_cast<int64_t>(rows.size()));
+    if (run_options.progress) progress_.emplace(run_options.progress_label, static_cast<int64_t>(rows.size()));
   }
 
   // Row i arrives `arrival[i]` seconds after the start.
@@ -94,6 +96,8 @@ class RequestLoop {
 };
 
 }  // namespace
+
+int bench_io_threads() { return std::clamp(static_cast<int>(std::thread::hardware_concurrency()) / 8, 1, 4); }
 
 RunResult run_requests(BenchHttpClient& client, const Backend& backend, const std::vector<DatasetRow>& rows,
                        const RequestOptions& request_options, const RunOptions& run_options, std::mt19937_64& rng) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cli/bench_serving_backend.h"
@@ -13,8 +14,13 @@ struct RunOptions {
   double request_rate = std::numeric_limits<double>::infinity();  // requests per second; inf: all at time 0
   int max_concurrency = 0;  // requests in flight at most; 0: no limit
   bool progress = true;     // a progress bar on stderr
+  std::string progress_label = "bench-serving";
   int io_threads = 1;
 };
+
+// A few I/O threads, so that parsing thousands of streams keeps pace, but a small share of a machine the server
+// may be running on.
+int bench_io_threads();
 
 struct RunResult {
   std::vector<RequestOutcome> outcomes;  // by row

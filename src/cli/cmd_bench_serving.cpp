@@ -90,10 +90,6 @@ std::string default_output_file(const BenchServingFlags& f) {
   return cat(head, "_", f.dataset.name, ".jsonl");
 }
 
-// A few I/O threads, so that parsing thousands of streams keeps pace, but a small share of a machine the server
-// may be running on.
-int io_threads() { return std::clamp(static_cast<int>(std::thread::hardware_concurrency()) / 8, 1, 4); }
-
 // SGLang's warmup: the first prompt with at most 32 output tokens, `count` times at once; one must succeed.
 void warm_up(BenchHttpClient& client, const Backend& backend, const DatasetRow& first, int count,
              const RequestOptions& options, std::mt19937_64& rng) {
@@ -102,7 +98,7 @@ void warm_up(BenchHttpClient& client, const Backend& backend, const DatasetRow& 
   DatasetRow row = first;
   row.output_len = std::min<int64_t>(row.output_len, 32);
   const RunResult warmup = run_requests(client, backend, std::vector<DatasetRow>(static_cast<size_t>(count), row),
-                                        options, {.progress = false, .io_threads = io_threads()}, rng);
+                                        options, {.progress = false, .io_threads = bench_io_threads()}, rng);
   const bool any_ok = std::any_of(warmup.outcomes.begin(), warmup.outcomes.end(),
                                   [](const RequestOutcome& o) { return o.success; });
   NW_CHECK(any_ok, "Warmup failed - Please make sure benchmark arguments are correctly specified. Error: ",
@@ -153,7 +149,7 @@ int run_bench_serving(int argc, char** argv) {
   const RunResult run = run_requests(
       client, backend, rows, options,
       {.request_rate = f.request_rate, .max_concurrency = f.max_concurrency, .progress = !f.disable_tqdm,
-       .io_threads = io_threads()},
+       .io_threads = bench_io_threads()},
       rng);
   const nlohmann::ordered_json server_info = fetch_server_info(client);
   const RunDescription description{

@@ -11,5 +11,6 @@ int run_serve(int argc, char** argv);
 int run_bench_one_batch(int argc, char** argv);
 int run_bench_serving(int argc, char** argv);
 int run_bench_one_batch_server(int argc, char** argv);
+int run_bench_accuracy(int argc, char** argv);
 
 }  // namespace narwhal

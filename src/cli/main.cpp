@@ -29,6 +29,8 @@ const Command kCommands[] = {
      narwhal::run_bench_serving},
     {"bench-one-batch-server", "time one batch sent at once to a server (launched here or at --base-url)",
      narwhal::run_bench_one_batch_server},
+    {"bench-accuracy", "score a server on GSM8K-style questions with SGLang's few-shot gsm8k benchmark",
+     narwhal::run_bench_accuracy},
 };
 
 void print_usage() {
