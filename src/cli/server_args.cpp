@@ -105,7 +105,7 @@ RunnerOptions ServerArgs::runner_options() const {
   // A step carries at most one prefill budget plus decode tokens (mixed chunks), or one decode token per
   // running request (at most 4096 when --max-running-requests is left to the engine).
   // With DP attention each rank's share (the engine splits --max-running-requests over the ranks).
-  const int dp = enable_dp_attention ? dp_size : 1;
+  const int dp = parallel_flags().dp_attention_groups();
   const int64_t max_running = max_running_requests > 0 ? (max_running_requests + dp - 1) / dp : 4096;
   o.max_tokens_per_step = std::max({rank_chunked_prefill_size(), max_prefill_tokens, max_running}) +
                           std::max(cuda_graph_max_bs, kMaxAutoCudaGraphBs);

@@ -21,6 +21,9 @@ struct ParallelFlags {
   // leaves it to torch (10 minutes for NCCL); 300 s lets nodes start minutes apart yet still names a lost one.
   double dist_timeout_s = 300;
   int devices_per_node = 0;  // GPUs this node has, checked against its ranks; 0: not checked (CPU, device-local)
+
+  // The DP-attention groups the TP ranks form (each a DP rank of the engine): --dp-size with DP attention, else 1.
+  int dp_attention_groups() const { return enable_dp_attention ? dp_size : 1; }
 };
 
 // Ranks of one group (world ranks, ascending) and this rank's index among them.

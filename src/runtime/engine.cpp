@@ -170,19 +170,17 @@ void Engine::publish_state() {
   stats_.heartbeat_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now().time_since_epoch()).count();
   std::vector<DpRankLoad> loads;
-  int64_t used = 0, evictable = 0;
+  int64_t running = 0, waiting = 0, total = 0, used = 0, evictable = 0;
   for (const auto& rank : ranks_) {
     const KvPool& pool = rank->pool;
-    loads.push_back({rank->scheduler.num_running(), rank->scheduler.num_waiting(),
-                     pool.num_pages() - pool.num_free() - pool.num_evictable(), pool.num_pages()});
+    const Scheduler& s = rank->scheduler;
+    loads.push_back({s.num_running(), s.num_waiting(), pool.num_pages() - pool.num_free() - pool.num_evictable(),
+                     pool.num_pages()});
+    running += s.num_running();
+    waiting += s.num_waiting();
+    total += pool.num_pages();
     used += pool.num_pages() - pool.num_free();
     evictable += pool.num_evictable();
-  }
-  int64_t running = 0, waiting = 0, total = 0;
-  for (const DpRankLoad& l : loads) {
-    running += l.running;
-    waiting += l.waiting;
-    total += l.kv_total_pages;
   }
   stats_.running_requests = running;
   stats_.waiting_requests = waiting;

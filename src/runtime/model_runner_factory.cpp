@@ -104,11 +104,11 @@ Fingerprint runner_fingerprint(const RunnerOptions& o) {
            std::to_string(o.max_tokens_per_step)}};
 }
 
-bool dp_attention(const ParallelFlags& flags) { return flags.enable_dp_attention && flags.dp_size > 1; }
+bool dp_attention(const ParallelFlags& flags) { return flags.dp_attention_groups() > 1; }
 
 // The TP group's split of the model (rank 0's; every rank's has the same shape).
 TpSlice world_slice(const ParallelFlags& flags) {
-  return {0, flags.tp_size, flags.ep_size, dp_attention(flags) ? flags.dp_size : 1};
+  return {0, flags.tp_size, flags.ep_size, flags.dp_attention_groups()};
 }
 
 // Each DP group's first rank draws the group's tokens for the engine, which runs on node 0: with more than one

@@ -24,7 +24,7 @@ TpModelRunner::TpModelRunner(std::unique_ptr<ProcessWorld> world, RankRunnerFact
   // Beating starts before the load: the other nodes wait for the first command meanwhile.
   if (world_->commands()) heartbeat_ = std::thread([this] { beat(); });
   const ParallelConfig& first = world_->config(0);
-  dp_size_ = first.flags().enable_dp_attention ? first.dp_size() : 1;
+  dp_size_ = first.flags().dp_attention_groups();
   staged_groups_.assign(static_cast<size_t>(dp_size_), false);
   staged_samples_.resize(static_cast<size_t>(dp_size_));
   try {

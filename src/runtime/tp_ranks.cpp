@@ -17,7 +17,11 @@ constexpr auto kPollSlice = std::chrono::milliseconds(100);
 }  // namespace
 
 TpRanks::TpRanks(ProcessWorld& world, RankRunnerFactory make)
-    : world_(world), make_(std::move(make)), done_(static_cast<size_t>(world.num_local_ranks()), 0) {
+    : world_(world),
+      make_(std::move(make)),
+      done_(static_cast<size_t>(world.num_local_ranks()), 0),
+      step_outputs_(static_cast<size_t>(world.config(0).flags().dp_attention_groups())),
+      run_logits_(step_outputs_.size()) {
   thread_ = std::thread([this] {
     try {
       world_.run([this](const ParallelConfig& config, Communicator& comm) { rank_main(config, comm); });
@@ -117,7 +121,7 @@ void TpRanks::rank_main(const ParallelConfig& config, Communicator& world) {
     // One TP group is the whole world: DP attention splits it (replicas without DP attention are refused by the CLI).
     NW_CHECK(config.tp_size() == config.world_size(), "TpRanks runs one TP group, not a world of ",
              config.world_size(), " ranks");
-    const bool dp_attention = config.flags().enable_dp_attention && config.dp_size() > 1;
+    const bool dp_attention = config.flags().dp_attention_groups() > 1;
     std::unique_ptr<Communicator> dp_group;
     if (dp_attention) {
       const RankGroup g = config.attn_tp_group();
@@ -129,10 +133,6 @@ void TpRanks::rank_main(const ParallelConfig& config, Communicator& world) {
     std::unique_ptr<ModelRunner> runner = make_(config, world, dp_group.get());
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (step_outputs_.empty()) {
-        step_outputs_.resize(static_cast<size_t>(dp_attention ? config.dp_size() : 1));
-        run_logits_.resize(step_outputs_.size());
-      }
       if (me == 0) first_ = runner.get();
       ++ready_;
       cv_.notify_all();
