@@ -44,7 +44,12 @@ Tensor CpuModelRunner::run(const ForwardBatch& batch) {
 }
 
 // One forward gives the logits of every drawing row (pending token and drafts) and the hidden states of every token;
-// each request draws row after row while the drafts match (greedy acceptance), then the MTP layer drafts.
+// each request draws row after row while the drafts match, then the MTP layer drafts. Each row is drawn as plain
+// decoding draws that output position (the request's params, uniform(seed, position)), so a kept token is the one
+// decoding would have drawn: greedy and seeded sampling give decoding's tokens exactly. For sampling this is
+// speculative sampling's rejection rule with a deterministic draft d (q = one-hot): accepting when the draw y ~ p
+// equals d happens with probability p(d) = min(1, p(d) / q(d)), and a rejection's y is distributed as
+// p(y) / (1 - p(d)) over y != d, the residual max(0, p - q) normalised, so the target distribution is kept.
 void CpuModelRunner::launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                                         bool return_logits) {
   const VerifyRows rows = verify_rows(batch, samples);
@@ -66,13 +71,13 @@ void CpuModelRunner::launch_speculative(const ForwardBatch& batch, std::span<con
   for (const SampleRequest& request : samples) {
     const size_t seq = static_cast<size_t>(request.row);
     const int64_t drafts = batch.seqs[seq].draft_len;
-    NW_CHECK(drafts == 0 || request.params->greedy(), "speculative step: drafts are verified for greedy requests only");
     std::vector<SampledToken> drawn(static_cast<size_t>(drafts + 1));
     std::vector<int32_t> draws;
     for (int64_t j = 0; j <= drafts; ++j) {
       SampleRequest at = request;
       at.row = rows.first[seq] + j;
       at.position = request.position + j;
+      if (j > 0) at.masked = nullptr;  // the engine drafts only when rows after the first are past min_new_tokens
       sampler_.sample(out.logits, {&at, 1}, {&drawn[static_cast<size_t>(j)], 1});
       draws.push_back(drawn[static_cast<size_t>(j)].token);
       if (j < drafts && draws.back() != batch.token_ids[static_cast<size_t>(ends[seq] - drafts + j)]) break;
