@@ -134,7 +134,7 @@ int run_bench_one_batch(int argc, char** argv) {
   if (parallel.tp_size > 1)
     std::printf("--tp %d --ep %d, %d DP group(s) of %d rank(s): the floor is what one GPU reads (its share of the "
                 "weights, its DP group's cache)%s\n", parallel.tp_size, parallel.ep_size, slice.dp_size,
-                slice.attn_size(), ranks_here > 1 ? "" : "; the ranks meet at every layer, so a step is each rank's");
+                slice.attn_size(), ranks_here > 1 ? "" : "; a GPU per rank, meeting at every layer: a step is each's");
   if (ranks_here > 1)
     std::printf("%s=1: all %d ranks share this GPU and take turns, so a step's time is the sum of their work; "
                 "step / floor below is against %d x the per-GPU floor, and says nothing about TP speed.\n",
