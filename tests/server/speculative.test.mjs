@@ -76,7 +76,8 @@ test("bench-accuracy scores the speculating server as it scores the plain one", 
                            "--out", data]);
   const score = (server) => new Promise((resolve) => {
     execFile(bin, ["bench-accuracy", "--base-url", server.base, "--api-key", KEY, "--data-path", data,
-                   "--num-questions", "16", "--parallel", "8", "--num-shots", "0"], (error, stdout, stderr) => {
+                   "--num-questions", "16", "--parallel", "8", "--num-shots", "0",
+                   "--result-file", path.join(dir, "result.jsonl")], (error, stdout, stderr) => {
       assert.equal(error, null, stderr);
       resolve(Number(stdout.match(/^Accuracy: (\d\.\d{3})$/m)[1]));
     });
