@@ -56,6 +56,10 @@ struct CudaStep {
   // rank of the TP group: ForwardBatch::dp_tokens for an eager step, a decode graph's size for each group in a
   // graph. Empty without DP attention.
   std::vector<int64_t> dp_rows;
+  // A decode graph's step (device I32 [G], G = DP groups or 1): the FFN's rows are G equal blocks, a group's each,
+  // whose first valid_rows[g] are real and the rest padding, which routes too but must not be counted. Undefined:
+  // every row is real (eager steps).
+  Tensor valid_rows;
 };
 
 // Which kernels run: kAuto picks the tuned ones where the shapes allow; kPortable forces the shape-generic
@@ -108,6 +112,11 @@ class CudaModel {
   bool has_mtp() const { return weights_.mtp.has_value(); }
   // [T, H] BF16: the last forward's final-normed (forward_mtp's head-normed) states, when step.keep_hidden asked.
   Tensor hidden() const { return hidden_; }
+  // [n_routed_experts] I64 on the device: the router's (token, expert) choices of every forward so far, over all MoE
+  // layers, padding rows left out (CudaStep::valid_rows); counted inside captured graphs too (a fixed address). Only
+  // TP rank 0 counts, since every rank routes the same rows (with DP attention every group's, gathered): undefined
+  // on the others and for a model without MoE.
+  const Tensor& expert_counts() const { return expert_counts_; }
   // Tests, eager steps only (both copy synchronously; never while a graph is captured). While a trace is set, every
   // MoE layer's router logits and the GPU's own choices are copied to it. While an override is set, the experts
   // run with the override's choices and weights instead (its layers in forward order, one forward's worth):
@@ -150,6 +159,8 @@ class CudaModel {
   void mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
   // x: the normed input in BF16 for the experts, x_f32 the same unrounded for the router.
   void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
+  // Adds this layer's choices (the first `rows` of kTopkIds, which every MoE path leaves there) to expert_counts_.
+  void count_experts(const CudaStep& step, int64_t rows, cudaStream_t stream);
   void trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream);
   void override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream);
   // The meeting points (nothing without TP): the FFN's in the TP group, the embedding's, attention's and the
@@ -177,6 +188,8 @@ class CudaModel {
   std::array<Tensor, kBufferCount> buffers_;
   std::vector<Tensor> retired_;  // outgrown buffers, kept for the graphs captured over them
   Tensor hidden_;                // hidden(): a view of kHidden
+  Tensor expert_counts_;
+  bool drafting_ = false;  // in forward_mtp's layer: its choices are not counted
   RoutingTrace* routing_trace_ = nullptr;
   const RoutingTrace* routing_override_ = nullptr;
   size_t override_layer_ = 0;  // the override's next layer in this forward

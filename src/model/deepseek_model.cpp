@@ -174,8 +174,10 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, const ForwardOpt
   Tensor ids = Tensor::zeros(DType::kI32, {t, int64_t{router_.top_k}});
   Tensor weights = empty(t, router_.top_k);
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
-  if (options.expert_tokens)
-    for (int64_t i = 0; i < ids.numel(); ++i) ++(*options.expert_tokens)[static_cast<size_t>(ids.ptr<int32_t>()[i])];
+  if (std::vector<int64_t>* experts = options.expert_tokens) {
+    Tensor counts = Tensor::view(experts->data(), DType::kI64, {static_cast<int64_t>(experts->size())});
+    ops::moe_count_experts(ids, Tensor(), counts);
+  }
   if (RoutingTrace* trace = options.routing_trace)
     trace->layers.push_back({t, router_.num_experts, router_.top_k,
                              {router_logits.f32(), router_logits.f32() + router_logits.numel()},

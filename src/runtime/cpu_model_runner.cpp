@@ -44,7 +44,13 @@ Tensor CpuModelRunner::run(const ForwardBatch& batch) {
 }
 
 // One forward gives the logits of every drawing row (pending token and drafts) and the hidden states of every token;
-// each request takes its rows' draws while the drafts match (greedy acceptance), then the MTP layer drafts.
+// each request takes its rows' draws while the drafts match (accept_drafts), then the MTP layer drafts. Each row is
+// drawn as plain decoding draws that output position (verify_samples: the request's params, uniform(seed,
+// position)), so a kept token is the one decoding would have drawn: greedy and seeded sampling give decoding's
+// tokens exactly. For sampling this is speculative sampling's rejection rule with a deterministic draft d (q =
+// one-hot): accepting when the draw y ~ p equals d happens with probability p(d) = min(1, p(d) / q(d)), and a
+// rejection's y is distributed as p(y) / (1 - p(d)) over y != d, the residual max(0, p - q) normalised, so the
+// target distribution is kept.
 void CpuModelRunner::launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                                         bool return_logits) {
   const VerifyRows rows = verify_rows(batch, samples);

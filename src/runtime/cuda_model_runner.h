@@ -14,6 +14,7 @@
 #include "model/deepseek_model.h"
 #include "ops/sampling.h"
 #include "runtime/cuda_buffers.h"
+#include "runtime/cuda_counts_reader.h"
 #include "runtime/cuda_graph_sizes.h"
 #include "runtime/model_runner.h"
 #include "runtime/speculative.h"
@@ -67,6 +68,11 @@ class CudaModelRunner : public ModelRunner {
   StepOutput finish() override;
   Tensor run(const ForwardBatch& batch) override;
   void copy_page(int32_t src, int32_t dst) override;
+  // CudaModel::expert_counts as CudaCountsReader::read gives them: never waiting for a step, exact once nothing is
+  // left to run (after finish()). Empty on TP ranks other than 0.
+  std::vector<int64_t> expert_tokens() const override {
+    return expert_counts_ ? expert_counts_->read() : std::vector<int64_t>();
+  }
   bool speculative() const override { return speculative_.enabled(); }
 
   // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does. With DP attention a step
@@ -110,6 +116,7 @@ class CudaModelRunner : public ModelRunner {
   std::vector<Tensor> cache_;  // per layer [num_pages, page_size, kv_lora + rope] BF16 views of cache_storage_
   // Persistent step buffers: fixed addresses for captured graphs.
   Tensor token_ids_, positions_, slots_, page_table_, seq_lens_, cu_seqlens_q_, cu_seqlens_k_, last_rows_;
+  Tensor valid_rows_;  // [dp_size] I32: CudaStep::valid_rows of graph steps
   std::map<int, cudaGraphExec_t> graphs_;  // batch size -> decode graph
   Tensor graph_logits_;                    // where every graph writes its logits
   Tensor greedy_ids_;                      // [max_tokens] I32: argmax ids, one per logits row
@@ -127,13 +134,14 @@ class CudaModelRunner : public ModelRunner {
     cudaEvent_t done = nullptr;
   };
   std::unique_ptr<Draws> draws_;
+  std::unique_ptr<CudaCountsReader> expert_counts_;  // null where the model does not count
   // Queues the draws of `samples` from `logits` (and the logits' copy to the host when asked); read_draws() waits
   // for them and gives them back.
   void queue_draws(const Tensor& logits, std::span<const SampleRequest> samples, bool return_logits);
   void launch_draws(const Tensor& logits, std::span<const SampleRequest> samples);
   StepOutput read_draws();
 
-  // Speculative decoding (cuda_speculative.cpp): a verify forward, its draws and greedy acceptance, then the draft
+  // Speculative decoding (cuda_speculative.cpp): a verify forward, its draws and acceptance, then the draft
   // model's rounds; the result waits in speculative_out_ for finish().
   void launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits);
   std::vector<std::vector<int32_t>> draft(const ForwardBatch& verify, std::span<const int64_t> verify_rows,

@@ -1,5 +1,5 @@
 // CudaModelRunner's speculative step (NEXTN, chain drafting), eager: the verify forward and its draws on the GPU, the
-// ids to the host (a sync), greedy acceptance there, then each draft-model round (one more sync each).
+// ids to the host (a sync), acceptance there, then each draft-model round (one more sync each).
 #include <algorithm>
 #include <cstring>
 

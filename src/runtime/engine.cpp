@@ -386,9 +386,10 @@ void Engine::process_step(DpRank& rank, StepOutput& out) {
 bool Engine::may_draft(const Sequence& seq) const {
   const RequestInput& input = seq.request->input;
   const SamplingParams& p = input.params;
-  // Greedy verification draws each row with the request's own state; penalties and the min_new_tokens mask would
-  // change between the rows of one step, and the logits a request asks for are one row's.
-  return p.greedy() && p.frequency_penalty == 0.0 && p.presence_penalty == 0.0 && p.repetition_penalty == 1.0 &&
+  // A verify draws each row with the request's state at the step's start: penalties (output counts) would change
+  // between its rows, and so would the min_new_tokens mask before every row but the first is past it; the logits
+  // a request asks for are one row's.
+  return p.frequency_penalty == 0.0 && p.presence_penalty == 0.0 && p.repetition_penalty == 1.0 &&
          !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens;
 }
 

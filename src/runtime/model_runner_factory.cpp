@@ -20,6 +20,11 @@
 
 namespace narwhal {
 
+bool device_local_requested() {
+  const char* v = std::getenv(kDeviceLocalEnv);
+  return v && std::string(v) == "1";
+}
+
 namespace {
 
 ModelConfig read_config(const std::string& model_dir) {
@@ -66,11 +71,6 @@ CudaRunnerOptions cuda_options(const RunnerOptions& options) {
 std::unique_ptr<CudaModelRunner> make_cuda_runner(const RunnerOptions& options, const CudaRunnerOptions& cuda) {
   if (options.load_format == "dummy") return CudaModelRunner::dummy(options.model_path, cuda);
   return CudaModelRunner::load(options.model_path, cuda);
-}
-
-bool device_local_requested() {
-  const char* v = std::getenv(kDeviceLocalEnv);
-  return v && std::string(v) == "1";
 }
 
 Backend tp_backend(const RunnerOptions& options) {

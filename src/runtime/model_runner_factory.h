@@ -21,6 +21,7 @@ int auto_cuda_graph_max_bs(int64_t total_bytes);
 // Set to 1, GPU tensor parallelism runs every rank on the current GPU (the device-local backend, for tests on one
 // GPU) instead of a GPU per rank over NCCL.
 inline constexpr const char* kDeviceLocalEnv = "NARWHAL_TP_DEVICE_LOCAL";
+bool device_local_requested();
 
 // What a runner needs to know to load and to size the cache (filled from ServerArgs by the CLI).
 struct RunnerOptions {

@@ -38,7 +38,7 @@ struct SampleRequest {
   bool logprob = false;
   int top_logprobs = 0;
   // Speculative decoding: how many tokens the runner should draft to follow this request's last one (0: none). Its
-  // row's sequence may end in draft tokens to verify (SequenceInfo::draft_len); only greedy requests carry them.
+  // row's sequence may end in draft tokens to verify (SequenceInfo::draft_len), each drawn at its own position.
   int max_draft = 0;
 };
 

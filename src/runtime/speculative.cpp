@@ -1,4 +1,4 @@
-// Speculative decoding's host arithmetic: verify rows, greedy acceptance, the MTP layer's extend and chain batches.
+// Speculative decoding's host arithmetic: verify rows, acceptance, the MTP layer's extend and chain batches.
 #include "runtime/speculative.h"
 
 #include <algorithm>
@@ -34,11 +34,11 @@ std::vector<SampleRequest> verify_samples(const ForwardBatch& batch, std::span<c
   std::vector<SampleRequest> out;
   for (const SampleRequest& request : samples) {
     const int64_t drafts = batch.seqs[static_cast<size_t>(request.row)].draft_len;
-    NW_CHECK(drafts == 0 || request.params->greedy(), "speculative step: drafts are verified for greedy requests only");
     for (int64_t j = 0; j <= drafts; ++j) {
       SampleRequest at = request;
       at.row = rows.first[static_cast<size_t>(request.row)] + j;
       at.position = request.position + j;
+      if (j > 0) at.masked = nullptr;  // the engine drafts only when rows after the first are past min_new_tokens
       out.push_back(at);
     }
   }

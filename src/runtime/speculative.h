@@ -32,8 +32,8 @@ struct VerifyRows {
 VerifyRows verify_rows(const ForwardBatch& batch, std::span<const SampleRequest> samples);
 
 // Every request's draw rows of a verify step, request after request: its pending token's row, then one per draft of
-// its sequence, each a copy of the request with that logits row (of `rows`) and the position it draws for. Drafts
-// are verified for greedy requests only (the engine gives no others any).
+// its sequence, each a copy of the request with that logits row (of `rows`) and the position it draws for, so that
+// each row is drawn as plain decoding would draw that position (greedy or seeded sampling alike).
 std::vector<SampleRequest> verify_samples(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                                           const VerifyRows& rows);
 
@@ -44,7 +44,8 @@ struct VerifyOutcome {
   std::vector<int64_t> kept;          // per sequence: its new positions whose latents the target kept
   std::vector<int32_t> after;         // per sequence: the token after its last kept position (-1: not known)
 };
-// Greedy acceptance: `drawn` holds the draws of verify_samples' rows, in its order. The first request of a sequence
+// Acceptance: `drawn` holds the draws of verify_samples' rows, in its order; a request keeps its drafts while each
+// equals the draw before it, then that draw. The first request of a sequence
 // decides what the draft model takes (forked choices draft later).
 VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                             std::span<const SampledToken> drawn);

@@ -111,13 +111,15 @@ TEST(EngineModel, SpeculativeGreedyOutputsEqualPlainDecoding) {
   EXPECT_GT(retractions, 0);
 }
 
-// Requests that may not speculate (sampling, penalties) run beside ones that do and still finish at their length.
-TEST(EngineModel, SpeculationSkipsRequestsItCannotVerify) {
+// A verify draws each kept token as decoding draws that output position, so seeded sampling gives decoding's tokens
+// too; requests with penalties do not speculate, and give theirs.
+TEST(EngineModel, SeededSamplingAndPenaltiesGiveDecodingsTokens) {
   SamplingParams sampled = greedy();
   sampled.temperature = 0.8;
+  sampled.top_p = 0.9;
   sampled.seed = 7;
-  for (const auto& out : run(config(true, 8, true, 3), 256, 10, nullptr, sampled))
-    EXPECT_EQ(static_cast<int64_t>(out.size()), sampled.max_new_tokens);
+  EXPECT_EQ(run(config(true, 8, true, 3), 256, 10, nullptr, sampled), run(config(true, 8, true), 256, 10, nullptr,
+                                                                          sampled));
   SamplingParams penalized = greedy();
   penalized.frequency_penalty = 0.5;
   EXPECT_EQ(run(config(true, 8, true, 3), 256, 10, nullptr, penalized), run(config(true, 8, true), 256, 10, nullptr,

@@ -79,13 +79,13 @@ TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
                         "Noah buys 3 coins for $7 each and pays with a $50 bill. How much change does Noah get?"})
     questions += " --text 'Question: " + std::string(q) + "\nAnswer:'";
   const std::string common = testing::narwhal_bin() + " generate --model-path " +
-                             testing::source_path("models/arith-tiny") + " --temperature 0 --json --max-new-tokens 40 "
+                             testing::source_path("models/arith-tiny") + " --json --max-new-tokens 40 "
                              "--page-size 4 --chunked-prefill-size 16" + questions;
   testing::TempDir dir;
-  const std::string plain = run(common + " --log-level error 2>/dev/null", 0);
+  const std::string plain = run(common + " --temperature 0 --log-level error 2>/dev/null", 0);
   for (int steps : {1, 3}) {
     const std::string log = dir.file("log" + std::to_string(steps));
-    const std::string spec = run(common + " --speculative-algorithm NEXTN --speculative-num-steps " +
+    const std::string spec = run(common + " --temperature 0 --speculative-algorithm NEXTN --speculative-num-steps " +
                                      std::to_string(steps) + " 2>" + log, 0);
     EXPECT_EQ(lines_of(spec), lines_of(plain)) << "--speculative-num-steps " << steps;
     std::ifstream in(log);
@@ -96,6 +96,10 @@ TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
     EXPECT_GT(accept, steps == 1 ? 1.5 : 2.0) << text.substr(at, 80);
     EXPECT_LE(accept, steps + 1.0);
   }
+  // Seeded sampling: every kept token is the one decoding draws at its position (rejection sampling with a
+  // deterministic draft), so the tokens are decoding's.
+  const std::string sampling = " --temperature 0.7 --random-seed 3 --log-level error 2>/dev/null";
+  EXPECT_EQ(lines_of(run(common + " --speculative-algorithm NEXTN" + sampling, 0)), lines_of(run(common + sampling, 0)));
   // The random fixture's MTP layer drafts badly, but the ids stay the greedy ones.
   EXPECT_EQ(generate("--json --max-new-tokens 10 --input-ids 5,17,42 --speculative-algorithm NEXTN"),
             generate("--json --max-new-tokens 10 --input-ids 5,17,42"));

@@ -97,10 +97,12 @@ TEST(Speculative, AcceptDraftsTakesEachRequestsMatchingDraftsAndSetsTheDraftMode
   EXPECT_EQ(out.kept, (std::vector<int64_t>{3, 2, 1}));
   EXPECT_EQ(out.after, (std::vector<int32_t>{13, 99, 31}));
   EXPECT_THROW(accept_drafts(b, samples, tokens({21, 99})), Error);
-  SamplingParams hot;
-  hot.temperature = 0.7;
-  const std::vector<SampleRequest> sampled{{1, &hot}};
-  EXPECT_THROW(verify_samples(b, sampled, verify_rows(b, sampled)), Error) << "drafts of a sampling request";
+  const std::vector<int32_t> stops{1};
+  std::vector<SampleRequest> masked{{1, &greedy}};
+  masked[0].masked = &stops;
+  const std::vector<SampleRequest> masked_rows = verify_samples(b, masked, verify_rows(b, masked));
+  EXPECT_EQ(masked_rows[0].masked, &stops) << "the pending token's row keeps the min_new_tokens mask";
+  EXPECT_EQ(masked_rows[1].masked, nullptr) << "draft rows are past it";
 }
 
 // The extend round drafts after every sequence's last kept position, then each request's chain goes on until it has
