@@ -1,5 +1,5 @@
 // Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with 1 and 3 drafts per step equal its ids
-// without, on the fixtures with an MTP layer and the trained tiny model, with chunked prefill, mixed chunks, the
+// without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked prefill, mixed chunks, the
 // prefix cache and small pages (page 4: the portable attention; page 16: the tuned decode kernel verifying 2 and 4
 // tokens per sequence); the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's
 // MTP layer matches the CPU reference's DeepSeekModel::forward_mtp.
@@ -77,23 +77,25 @@ struct EngineRun {
 };
 
 // The prompts in two waves (the second finds the first's prefixes in the cache), chunks of 16 beside decodes.
+// Greedy unless `temperature` > 0 (then seeded: every row is drawn as decoding draws its position).
 EngineRun run_engine(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts, int steps,
-               int64_t page_size, int max_new_tokens) {
+                     int64_t page_size, int max_new_tokens, double temperature = 0.0) {
   EngineConfig config;
   config.speculative_num_steps = steps;
   config.chunked_prefill_size = 16;
   config.enable_mixed_chunk = true;
   Engine engine(CudaModelRunner::load(model_dir, options(page_size, steps)), config);
-  SamplingParams greedy;
-  greedy.temperature = 0.0;
-  greedy.max_new_tokens = max_new_tokens;
-  greedy.ignore_eos = true;
+  SamplingParams params;
+  params.temperature = temperature;
+  params.seed = 7;
+  params.max_new_tokens = max_new_tokens;
+  params.ignore_eos = true;
   EngineRun run;
   run.outputs.resize(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
     RequestInput input;
     input.input_ids = prompts[i];
-    input.params = greedy;
+    input.params = params;
     input.on_output = [&run, i](RequestOutput&& out) {
       run.outputs[i].insert(run.outputs[i].end(), out.token_ids.begin(), out.token_ids.end());
     };
@@ -131,6 +133,17 @@ TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
       }
     }
   }
+}
+
+// Sampled requests draft too: each verify row is drawn by the GPU sampler with the request's seed at that row's
+// position, so seeded outputs are plain decoding's.
+TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
+  NW_REQUIRE_GPU();
+  const std::string dir = testing::source_path("models/arith-tiny");
+  const EngineRun plain = run_engine(dir, arith_prompts(), 0, 16, 24, 0.8);
+  const EngineRun spec = run_engine(dir, arith_prompts(), 3, 16, 24, 0.8);
+  EXPECT_EQ(spec.outputs, plain.outputs);
+  EXPECT_GT(spec.accept_length, 1.0);
 }
 
 // The trained model's MTP layer drafts what it will say: random drafts keep about 1.0 tokens a step.
