@@ -1,7 +1,8 @@
 // `narwhal bench-one-batch`: SGLang's bench_one_batch on the GPU runner: one static batch, prefill then decode,
 // with each decode step's time against its HBM floor (the bytes one GPU must read, decode_step_bytes, over the
 // bandwidth measured here). With --tp it times the TP group's steps (greedy tokens drawn on TP rank 0), with
-// --enable-dp-attention --dp-size D the steps of D DP groups that each run the batch.
+// --enable-dp-attention --dp-size D the steps of D DP groups that each run the batch. With
+// --speculative-oracle-accept-length it also times speculative steps that accept that many tokens (bench_speculative.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <cuda_profiler_api.h>
 
 #include "cli/bench_one_batch_floor.h"
+#include "cli/bench_speculative.h"
 #include "cli/commands.h"
 #include "cli/server_args.h"
 #include "core/cuda_check.h"
@@ -27,6 +29,7 @@ struct BenchFlags {
   std::string batch_size = "1";
   std::string input_len = "1024";
   int output_len = 16;
+  int oracle_accept = 0;  // > 0: also time speculative steps that accept this many tokens
 };
 
 double now_s() {
@@ -105,11 +108,21 @@ int run_bench_one_batch(int argc, char** argv) {
   parser.add("batch-size", &f.batch_size, "batch sizes (per DP group), comma-separated");
   parser.add("input-len", &f.input_len, "prompt lengths, comma-separated");
   parser.add("output-len", &f.output_len, "decode steps per case");
+  parser.add("speculative-oracle-accept-length", &f.oracle_accept,
+             "with --speculative-algorithm NEXTN: also time --output-len speculative steps whose drafts are the "
+             "target's own greedy tokens, so that this many tokens (1 .. --speculative-num-steps + 1) are accepted "
+             "per step, and compare their tok/s with plain decoding's");
   if (!parser.parse(argc, argv, 2)) return 0;
   args.device = "cuda";
   args.validate();
   require_cuda_device("bench-one-batch");
   NW_CHECK(f.output_len >= 1, "--output-len must be >= 1, got ", f.output_len);
+  const int spec_steps = args.speculative_config().num_steps;
+  NW_CHECK(f.oracle_accept == 0 || (spec_steps > 0 && f.oracle_accept >= 1 && f.oracle_accept <= spec_steps + 1),
+           "--speculative-oracle-accept-length ", f.oracle_accept, " needs --speculative-algorithm NEXTN and a value "
+           "in 1 .. --speculative-num-steps + 1");
+  // The oracle's steps walk the plain decode's tokens: it decodes as many as they may take.
+  const int decode_steps = f.oracle_accept > 0 ? f.output_len * f.oracle_accept + spec_steps + 1 : f.output_len;
   const std::vector<int> batches = parse_id_list(f.batch_size, "batch-size");
   const std::vector<int> inputs = parse_id_list(f.input_len, "input-len");
   const int max_batch = *std::max_element(batches.begin(), batches.end());
@@ -142,9 +155,10 @@ int run_bench_one_batch(int argc, char** argv) {
   const std::vector<std::unique_ptr<ModelRunner>> groups = make_model_runners(options);
   const ModelRunner& runner = *groups.front();
   const ModelConfig& config = runner.config();
-  const int64_t pages_per_seq = (max_input + f.output_len + args.page_size - 1) / args.page_size;
+  const int64_t seq_tokens = max_input + decode_steps + 2 * spec_steps;
+  const int64_t pages_per_seq = (seq_tokens + args.page_size - 1) / args.page_size;
   NW_CHECK(pages_per_seq * max_batch <= runner.num_pages(), "the cache holds ", runner.num_pages(),
-           " pages; batch ", max_batch, " x ", max_input + f.output_len, " tokens needs ", pages_per_seq * max_batch);
+           " pages; batch ", max_batch, " x ", seq_tokens, " tokens needs ", pages_per_seq * max_batch);
 
   std::mt19937 rng(static_cast<uint32_t>(args.random_seed));
   std::vector<Result> results;
@@ -165,6 +179,7 @@ int run_bench_one_batch(int argc, char** argv) {
             prompt.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(config.vocab_size)));
       // Warm-up prefill + decode step (kernel plans), then the timed run.
       std::vector<std::vector<int32_t>> next(dp);
+      std::vector<std::vector<int32_t>> truth(batch);  // group 0's greedy tokens of the timed pass, for the oracle
       double prefill_s = 0;
       std::vector<double> steps;
       for (int pass = 0; pass < 2; ++pass) {
@@ -185,8 +200,10 @@ int run_bench_one_batch(int argc, char** argv) {
         prefill_s = now_s() - t0;
         if (pass == 1 && profile_prefill) NW_CUDA_CHECK(cudaProfilerStop());
         steps.clear();
+        for (std::vector<int32_t>& t : truth) t.clear();
         if (pass == 1 && !profile_prefill) NW_CUDA_CHECK(cudaProfilerStart());
-        for (int step = 0; step < (pass == 0 ? 1 : f.output_len); ++step) {
+        for (int step = 0; step < (pass == 0 ? 1 : decode_steps); ++step) {
+          for (int s = 0; s < batch; ++s) truth[s].push_back(next[0][s]);
           std::vector<ForwardBatch> fb(dp);
           for (size_t g = 0; g < dp; ++g)
             for (int s = 0; s < batch; ++s) fb[g].add_sequence({next[g][s]}, input + step, tables[s]);
@@ -194,6 +211,7 @@ int run_bench_one_batch(int argc, char** argv) {
           next = greedy_step(groups, fb);
           steps.push_back(now_s() - t1);
         }
+        for (int s = 0; s < batch; ++s) truth[s].push_back(next[0][s]);
         if (pass == 1 && !profile_prefill) NW_CUDA_CHECK(cudaProfilerStop());
       }
       const double decode_s = median(steps), sequences = static_cast<double>(dp) * batch;
@@ -208,6 +226,15 @@ int run_bench_one_batch(int argc, char** argv) {
                   batch, input, floor_s * 1e3, bytes.weights / 1e6, bytes.experts / 1e6, bytes.kv / 1e6,
                   bandwidth / 1e9, decode_s / (ranks_here * floor_s));
       results.push_back({batch, input, f.output_len, prefill_s, decode_s, floor_s});
+      if (f.oracle_accept > 0) {  // one GPU (speculation on the GPU takes no TP or DP yet)
+        const OracleResult o = time_oracle_verify(*groups.front(), tables, truth, input, f.oracle_accept, spec_steps,
+                                                  f.output_len);
+        std::printf("batch %d input %d: Speculative (NEXTN %d steps, oracle accept %d). median step: %.5f s, accept "
+                    "len: %.2f, throughput: %.2f token/s against plain decoding's %.2f (x%.2f)\n",
+                    batch, input, spec_steps, f.oracle_accept, o.median_step_s, o.accept_length,
+                    batch * o.accept_length / o.median_step_s, batch / decode_s,
+                    o.accept_length * decode_s / o.median_step_s);
+      }
     }
   }
   std::printf("\n| batch | input | output | prefill s | prefill tok/s | decode ms/step | decode tok/s | floor ms | "

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "ops/cuda/mla.h"
 
 namespace narwhal {
 
@@ -117,12 +118,14 @@ RunnerOptions ServerArgs::runner_options() const {
   o.disable_cuda_graph = disable_cuda_graph;
   o.speculative = speculative_config();
   // A step carries at most one prefill budget plus decode tokens (mixed chunks), or one decode token per
-  // running request (at most 4096 when --max-running-requests is left to the engine).
+  // running request (at most 4096 when --max-running-requests is left to the engine); speculating, a decode is its
+  // pending token and num_steps drafts (the GPU pads every one to that).
   // With DP attention each rank's share (the engine splits --max-running-requests over the ranks).
   const int dp = parallel_flags().dp_attention_groups();
-  const int64_t max_running = max_running_requests > 0 ? (max_running_requests + dp - 1) / dp : 4096;
+  const int64_t per_decode = 1 + o.speculative.num_steps;
+  const int64_t max_running = (max_running_requests > 0 ? (max_running_requests + dp - 1) / dp : 4096) * per_decode;
   o.max_tokens_per_step = std::max({rank_chunked_prefill_size(), max_prefill_tokens, max_running}) +
-                          std::max(cuda_graph_max_bs, kMaxAutoCudaGraphBs);
+                          std::max(cuda_graph_max_bs, kMaxAutoCudaGraphBs) * per_decode;
   return o;
 }
 
@@ -235,8 +238,15 @@ void ServerArgs::validate_speculative() const {
   NW_CHECK(speculative_num_draft_tokens == 0 || speculative_num_draft_tokens == steps + 1,
            "--speculative-num-draft-tokens ", speculative_num_draft_tokens, ": with chain drafting a verify checks "
            "the pending token and its ", steps, " drafts, so it is --speculative-num-steps + 1 = ", steps + 1);
-  NW_CHECK(device == "cpu", "--speculative-algorithm on --device cuda: the GPU runner does not speculate yet; "
-           "--device cpu does");
+  if (device == "cuda") {  // what CudaModelRunner's speculation does not take yet
+    NW_CHECK(tp_size == 1 && !enable_dp_attention, "--speculative-algorithm on --device cuda runs on one GPU for "
+             "now: not with --tp-size ", tp_size, enable_dp_attention ? " --enable-dp-attention" : "",
+             " (--device cpu speculates under TP and DP attention)");
+    const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
+    NW_CHECK(steps + 1 <= most, "--speculative-num-steps ", steps, " on --device cuda: the GPU verifies the pending "
+             "token and its drafts in one decode-kernel call of at most ", most, " tokens per sequence, so at most ",
+             most - 1, " steps (--device cpu takes up to 8)");
+  }
   NW_CHECK(nnodes == 1, "--speculative-algorithm with --nnodes ", nnodes, ": every rank draws the drafts' tokens, "
            "and the requests' sampling state does not travel to other nodes yet");
 }

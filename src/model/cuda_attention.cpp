@@ -14,14 +14,6 @@ char* at(const Tensor& t, int64_t elements) {
   return static_cast<char*>(t.data) + elements * static_cast<int64_t>(dtype_size(t.dtype));
 }
 
-// dst[r, 0:width] = src[r, 0:width] for `rows` rows of the given element pitches (BF16), on the stream.
-void copy_columns(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows,
-                  cudaStream_t stream) {
-  if (rows == 0) return;
-  NW_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch * 2, src, src_pitch * 2, width * 2, rows, cudaMemcpyDeviceToDevice,
-                                  stream));
-}
-
 }  // namespace
 
 void CudaModel::attention(const CudaLayerWeights& lw, const CudaStep& step, const Tensor& cache,
@@ -94,10 +86,13 @@ void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& s
 
   Tensor latent_out = buffer(kAttnLatent, DType::kBF16, {t, heads, kv_lora});
   const float scale = static_cast<float>(local_.softmax_scale());
-  if (fast_attention_ && step.num_tokens == step.num_seqs) {
+  const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
+  NW_CHECK(step.q_len >= 1 && step.q_len <= most, "CudaModel: an absorbed step of ", step.q_len,
+           " tokens per sequence (the decode kernel takes 1 to ", most, ")");
+  if (fast_attention_ && step.num_tokens == step.num_seqs * step.q_len) {
     ops::cuda::MlaDecodeParams p;
     p.heads = heads;
-    p.q_len = 1;
+    p.q_len = step.q_len;
     p.kv_lora = kv_lora;
     p.rope_dim = rope;
     p.softmax_scale = scale;
@@ -128,7 +123,7 @@ void CudaModel::attend_decompressed(const CudaAttentionWeights& w, const CudaSte
   const int64_t v = local_.v_head_dim;
   Tensor keys = gather_keys(step, cache, stream);
   Tensor latent_rows = buffer(kLatentRows, DType::kBF16, {s, kv_lora});
-  copy_columns(latent_rows.data, kv_lora, keys.data, width, kv_lora, s, stream);
+  ops::cuda::copy_columns(latent_rows, 0, keys, 0, kv_lora, stream);
   Tensor kv = buffer(kKv, DType::kBF16, {s, heads * (nope + v)});
   linear(latent_rows, w.kv_b_proj, kv, stream);
   const float scale = static_cast<float>(local_.softmax_scale());

@@ -318,7 +318,7 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
 }
 
 void CudaModel::count_experts(const CudaStep& step, int64_t rows, cudaStream_t stream) {
-  if (!expert_counts_.defined()) return;
+  if (!expert_counts_.defined() || drafting_) return;
   const Tensor ids = buffer(kTopkIds, DType::kI32, {rows, local_.num_experts_per_tok});
   ops::cuda::moe_count_experts(ids, step.valid_rows, expert_counts_, stream);
 }
@@ -345,6 +345,50 @@ void CudaModel::override_routing(Tensor& ids, Tensor& weights, cudaStream_t stre
   NW_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void CudaModel::embed(const CudaStep& step, const Tensor& table, Tensor& residual, bool idle, cudaStream_t stream) {
+  if (idle) return;
+  ops::cuda::embedding(step.token_ids, table, residual, stream, tp_dims_.vocab.begin);
+  attention_all_reduce(residual, stream);  // each token's row came from one rank, the others gave zeros
+}
+
+Tensor CudaModel::decoder_layer(const CudaLayerWeights& w, const CudaStep& step, const Tensor& cache,
+                                Tensor& residual, const Tensor& ffn_out, bool idle, cudaStream_t stream) {
+  Tensor normed = buffer(kNormed, DType::kBF16, {step.num_tokens, local_.hidden_size});
+  Tensor delta = buffer(kDelta, DType::kBF16, {step.num_tokens, local_.hidden_size});
+  if (!idle) {
+    ops::cuda::add_rms_norm(residual, ffn_out, w.input_norm, static_cast<float>(local_.rms_norm_eps), normed, stream);
+    attention(w, step, cache, stream);  // normed -> delta
+    attention_all_reduce(delta, stream);  // each rank's heads' share of o_proj
+  }
+  return feed_forward(w, step, residual, delta, stream);
+}
+
+Tensor CudaModel::head(const CudaStep& step, Tensor& residual, const Tensor& ffn_out, const Tensor& norm,
+                       const Tensor& lm_head, bool idle, cudaStream_t stream) {
+  const int64_t t = step.num_tokens, r = step.last_rows.size(0), h = local_.hidden_size;
+  Tensor logits = buffer(kLogits, DType::kF32, {r, local_.vocab_size});
+  if (idle) return logits;
+  Tensor normed = buffer(step.keep_hidden ? kHidden : kNormed, DType::kBF16, {t, h});
+  ops::cuda::add_rms_norm(residual, ffn_out, norm, static_cast<float>(local_.rms_norm_eps), normed, stream);
+  if (step.keep_hidden) hidden_ = normed;
+  Tensor rows = buffer(kLastRows, DType::kBF16, {r, h});
+  ops::cuda::gather_rows(normed, step.last_rows, rows, stream);
+  Tensor logits_bf16 = buffer(kLogitsBf16, DType::kBF16, {r, tp_dims_.vocab.size});
+  gemm_.linear_bf16(rows, lm_head, logits_bf16, stream);
+  if (!attn_) {
+    ops::cuda::bf16_to_f32(logits_bf16, logits, stream);
+    return logits;
+  }
+  // Every rank of the attention group gets the whole logits (its first rank samples them; the others could, the
+  // same way).
+  Tensor shard = buffer(kLogitsShard, DType::kF32, {r, tp_dims_.vocab.size});
+  ops::cuda::bf16_to_f32(logits_bf16, shard, stream);
+  Tensor gathered = buffer(kGatheredLogits, DType::kF32, {attn_->size() * r, tp_dims_.vocab.size});
+  attn_->all_gather(shard, gathered, stream);
+  ops::cuda::join_vocab_shards(gathered, attn_->size(), logits, stream);
+  return logits;
+}
+
 Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream) {
   const int64_t t = step.num_tokens, b = step.num_seqs, h = local_.hidden_size;
   const bool idle = dp_size_ > 1 && t == 0 && b == 0;  // an idle DP group: it only meets the others at the FFN
@@ -352,44 +396,47 @@ Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache
            " sequences (at most ", max_tokens_, " tokens per step)");
   NW_CHECK(static_cast<int>(cache.size()) >= local_.num_hidden_layers, "CudaModel::forward: ", cache.size(),
            " cache layers for ", local_.num_hidden_layers, " layers");
-  const float eps = static_cast<float>(local_.rms_norm_eps);
   Tensor residual = buffer(kResidual, DType::kF32, {t, h});
-  Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
-  Tensor delta = buffer(kDelta, DType::kBF16, {t, h});
-  if (!idle) {
-    ops::cuda::embedding(step.token_ids, weights_.embed, residual, stream, tp_dims_.vocab.begin);
-    attention_all_reduce(residual, stream);  // each token's row came from one rank, the others gave zeros
-  }
+  embed(step, weights_.embed, residual, idle, stream);
   override_layer_ = 0;
   Tensor ffn_out;  // the last FFN's delta for this rank's rows, added by the next norm (none before layer 0)
-  for (int layer = 0; layer < local_.num_hidden_layers; ++layer) {
-    const CudaLayerWeights& w = weights_.layers[layer];
-    if (!idle) {
-      ops::cuda::add_rms_norm(residual, ffn_out, w.input_norm, eps, normed, stream);
-      attention(w, step, cache[layer], stream);  // normed -> delta
-      attention_all_reduce(delta, stream);        // each rank's heads' share of o_proj
-    }
-    ffn_out = feed_forward(w, step, residual, delta, stream);
-  }
-  Tensor logits = buffer(kLogits, DType::kF32, {b, local_.vocab_size});
-  if (idle) return logits;
-  ops::cuda::add_rms_norm(residual, ffn_out, weights_.final_norm, eps, normed, stream);
-  Tensor rows = buffer(kLastRows, DType::kBF16, {b, h});
-  ops::cuda::gather_rows(normed, step.last_rows, rows, stream);
-  Tensor logits_bf16 = buffer(kLogitsBf16, DType::kBF16, {b, tp_dims_.vocab.size});
-  gemm_.linear_bf16(rows, weights_.lm_head, logits_bf16, stream);
-  if (!attn_) {
-    ops::cuda::bf16_to_f32(logits_bf16, logits, stream);
-    return logits;
-  }
-  // Every rank of the attention group gets the whole logits (its first rank samples them; the others could, the
-  // same way).
-  Tensor shard = buffer(kLogitsShard, DType::kF32, {b, tp_dims_.vocab.size});
-  ops::cuda::bf16_to_f32(logits_bf16, shard, stream);
-  Tensor gathered = buffer(kGatheredLogits, DType::kF32, {attn_->size() * b, tp_dims_.vocab.size});
-  attn_->all_gather(shard, gathered, stream);
-  ops::cuda::join_vocab_shards(gathered, attn_->size(), logits, stream);
-  return logits;
+  for (int layer = 0; layer < local_.num_hidden_layers; ++layer)
+    ffn_out = decoder_layer(weights_.layers[layer], step, cache[layer], residual, ffn_out, idle, stream);
+  return head(step, residual, ffn_out, weights_.final_norm, weights_.lm_head, idle, stream);
+}
+
+// [enorm(embedding) | hnorm(hidden)] side by side in one [T, 2H] BF16 buffer (eh_proj's input columns), eh_proj
+// back to the F32 residual stream, then the MTP layer as a decoder layer and its own head.
+Tensor CudaModel::forward_mtp(const CudaStep& step, const Tensor& hidden, const std::vector<Tensor>& cache,
+                              cudaStream_t stream) {
+  const int64_t t = step.num_tokens, h = local_.hidden_size, layer = local_.num_hidden_layers;
+  NW_CHECK(weights_.mtp, "CudaModel::forward_mtp: the weights were loaded without their MTP layer");
+  NW_CHECK(t > 0 && t <= max_tokens_ && step.num_seqs > 0, "CudaModel::forward_mtp: ", t, " tokens in ",
+           step.num_seqs, " sequences");
+  NW_CHECK(static_cast<int64_t>(cache.size()) > layer, "CudaModel::forward_mtp: ", cache.size(),
+           " cache layers, the MTP layer's is ", layer);
+  NW_CHECK(hidden.dtype == DType::kBF16 && hidden.ndim() == 2 && hidden.size(0) == t && hidden.size(1) == h &&
+               (!hidden_.defined() || hidden.data != hidden_.data),
+           "CudaModel::forward_mtp: hidden", hidden.shape_string(), " must be [", t, ", ", h,
+           "] BF16, apart from hidden()");
+  const CudaMtpWeights& w = *weights_.mtp;
+  const float eps = static_cast<float>(local_.rms_norm_eps);
+  Tensor residual = buffer(kResidual, DType::kF32, {t, h});
+  embed(step, w.embed, residual, false, stream);
+  Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
+  ops::cuda::add_rms_norm(residual, Tensor(), w.enorm, eps, normed, stream);
+  Tensor joined = buffer(kMtpJoined, DType::kBF16, {t, 2 * h});
+  ops::cuda::copy_columns(joined, 0, normed, 0, h, stream);
+  ops::cuda::copy_columns(joined, h, hidden, 0, h, stream);
+  ops::cuda::rms_norm_rows(static_cast<uint16_t*>(joined.data) + h, t, h, 2 * h, w.hnorm, eps, stream);
+  Tensor projected = buffer(kDelta, DType::kBF16, {t, h});
+  linear(joined, w.eh_proj, projected, stream);
+  ops::cuda::bf16_to_f32(projected, residual, stream);
+  override_layer_ = 0;
+  drafting_ = true;  // the draft model's routing is not the served model's expert load (the CPU's does not count)
+  const Tensor ffn_out = decoder_layer(w.layer, step, cache[layer], residual, Tensor(), false, stream);
+  drafting_ = false;
+  return head(step, residual, ffn_out, w.head_norm, w.head, false, stream);
 }
 
 void CudaModel::all_reduce(Tensor& t, cudaStream_t stream) {

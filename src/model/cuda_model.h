@@ -36,10 +36,15 @@ struct CudaStep {
   Tensor seq_lens;      // [B] I32
   Tensor cu_seqlens_q;  // [B + 1] I32
   Tensor cu_seqlens_k;  // [B + 1] I32
-  Tensor last_rows;     // [B] I32: each sequence's last token row
+  Tensor last_rows;     // [R] I32: the token rows whose logits forward returns (each sequence's last, or a verify's)
   int64_t num_tokens = 0, num_seqs = 0;
   int64_t max_seqlen_q = 0, max_seqlen_k = 0, total_keys = 0;  // host-known bounds (prefill grids)
   bool absorbed = false;  // absorbed MLA (decode form) instead of the decompressed (prefill) form
+  // An absorbed step's tokens per sequence: 1 for a decode, 1 + drafts for a speculative verify (every sequence
+  // padded to the same count, as the decode kernel takes them; at most ops::cuda::kMlaDecodeMaxQLen).
+  int64_t q_len = 1;
+  // Speculative decoding: forward leaves every token's final-normed hidden state in hidden() (the MTP layer's input).
+  bool keep_hidden = false;
   // A mixed step (decodes beside a prefill chunk), as the CPU reference runs it: two parts, sequences [0, k) and
   // [k, B), the one-token part absorbed and the other decompressed, so that the decodes' keys are never
   // decompressed (at 256 decodes of 1k tokens beside an 8k chunk that would be 2 GB per layer for V2-Lite).
@@ -97,6 +102,16 @@ class CudaModel {
   // [pages, page_size, kv_lora + rope] BF16) and returns each sequence's last-token logits [B, vocab] F32,
   // a view of an internal buffer valid until the next forward ([0, vocab] for an idle DP group).
   Tensor forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream);
+  // Speculative decoding's draft model, the weights' first MTP layer (DeepSeekModel::forward_mtp): each token's
+  // embedding (enorm) beside `hidden` [T, H] BF16 (hnorm), the hidden state of the position before it, through
+  // eh_proj and the MTP decoder layer on cache layer num_hidden_layers, then its head norm and head: the logits of
+  // step.last_rows, as forward's; its head-normed states of every token are left in hidden(). `hidden` must not be
+  // a view of hidden().
+  Tensor forward_mtp(const CudaStep& step, const Tensor& hidden, const std::vector<Tensor>& cache,
+                     cudaStream_t stream);
+  bool has_mtp() const { return weights_.mtp.has_value(); }
+  // [T, H] BF16: the last forward's final-normed (forward_mtp's head-normed) states, when step.keep_hidden asked.
+  Tensor hidden() const { return hidden_; }
   // [n_routed_experts] I64 on the device: the router's (token, expert) choices of every forward so far, over all MoE
   // layers, padding rows left out (CudaStep::valid_rows); counted inside captured graphs too (a fixed address). Only
   // TP rank 0 counts, since every rank routes the same rows (with DP attention every group's, gathered): undefined
@@ -114,12 +129,21 @@ class CudaModel {
     kResidual, kNormed, kNormedF32, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
     kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
     kGathered, kLatentRows, kKv, kExpertOut, kLogitsShard, kGatheredLogits, kDpGathered, kDpRows, kDpNormed,
-    kDpDelta, kBufferCount
+    kDpDelta, kHidden, kMtpJoined, kBufferCount
   };
   // A typed view of buffer `id`, grown when too small (into new storage: graphs keep the old).
   Tensor buffer(Buffer id, DType dtype, std::vector<int64_t> shape);
 
   void linear(const Tensor& x, const CudaLinear& w, Tensor& y, cudaStream_t stream);
+  // The token embedding of `table` into `residual` [T, H] F32 (nothing for an idle DP group).
+  void embed(const CudaStep& step, const Tensor& table, Tensor& residual, bool idle, cudaStream_t stream);
+  // One decoder layer on cache layer `cache`: the residual stream takes the last FFN's delta `ffn_out` (none before
+  // the first layer) and attention's; returns this layer's FFN delta.
+  Tensor decoder_layer(const CudaLayerWeights& w, const CudaStep& step, const Tensor& cache, Tensor& residual,
+                       const Tensor& ffn_out, bool idle, cudaStream_t stream);
+  // The last norm and the head: logits of step.last_rows (gathered over the attention group's vocabulary shards).
+  Tensor head(const CudaStep& step, Tensor& residual, const Tensor& ffn_out, const Tensor& norm, const Tensor& lm_head,
+              bool idle, cudaStream_t stream);
   void attention(const CudaLayerWeights& w, const CudaStep& step, const Tensor& cache, cudaStream_t stream);
   // RoPE, the latent store and attention of one form over the step's (or part's) rows of q, latent and out.
   void attend(const CudaAttentionWeights& w, const CudaStep& step, const Tensor& cache, Tensor q, const Tensor& latent,
@@ -163,7 +187,9 @@ class CudaModel {
   ops::cuda::GemmRunner gemm_;
   std::array<Tensor, kBufferCount> buffers_;
   std::vector<Tensor> retired_;  // outgrown buffers, kept for the graphs captured over them
+  Tensor hidden_;                // hidden(): a view of kHidden
   Tensor expert_counts_;
+  bool drafting_ = false;  // in forward_mtp's layer: its choices are not counted
   RoutingTrace* routing_trace_ = nullptr;
   const RoutingTrace* routing_override_ = nullptr;
   size_t override_layer_ = 0;  // the override's next layer in this forward

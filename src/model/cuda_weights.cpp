@@ -30,27 +30,41 @@ void upload_bf16(MlpWeights& m) {
   upload_bf16(m.gate_up);
   upload_bf16(m.down);
 }
-ModelWeights upload_dequantized(ModelWeights w) {
+void upload_bf16(DecoderLayerWeights& l) {
+  upload_bf16(l.input_norm);
+  upload_bf16(l.post_attention_norm);
+  AttentionWeights& a = l.attn;
+  for (Linear* x : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj, &a.kv_b_proj, &a.o_proj}) upload_bf16(*x);
+  upload_bf16(a.q_a_norm);
+  upload_bf16(a.kv_a_norm);
+  if (l.mlp) upload_bf16(*l.mlp);
+  if (l.moe) {
+    upload_bf16(l.moe->router);
+    if (l.moe->correction_bias.defined()) l.moe->correction_bias = l.moe->correction_bias.to(Device::kCUDA);
+    upload_bf16(l.moe->experts_gate_up);
+    upload_bf16(l.moe->experts_down);
+    if (l.moe->shared) upload_bf16(*l.moe->shared);
+  }
+}
+// The MTP layer's embed and head are the main model's tensors where the checkpoint shares them: those stay shared.
+void upload_bf16(MtpWeights& m, const ModelWeights& host, const ModelWeights& device) {
+  for (Tensor* t : {&m.embed, &m.head}) {
+    if (t->data == host.embed.data) *t = device.embed;
+    else if (t->data == host.lm_head.data) *t = device.lm_head;
+    else upload_bf16(*t);
+  }
+  for (Tensor* t : {&m.enorm, &m.hnorm, &m.head_norm}) upload_bf16(*t);
+  upload_bf16(m.eh_proj);
+  upload_bf16(m.layer);
+}
+ModelWeights upload_dequantized(ModelWeights w, bool mtp) {
+  const ModelWeights host{w.embed, {}, w.final_norm, w.lm_head, {}};
   upload_bf16(w.embed);
   upload_bf16(w.final_norm);
-  upload_bf16(w.lm_head);
-  for (DecoderLayerWeights& l : w.layers) {
-    upload_bf16(l.input_norm);
-    upload_bf16(l.post_attention_norm);
-    AttentionWeights& a = l.attn;
-    for (Linear* x : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj, &a.kv_b_proj, &a.o_proj}) upload_bf16(*x);
-    upload_bf16(a.q_a_norm);
-    upload_bf16(a.kv_a_norm);
-    if (l.mlp) upload_bf16(*l.mlp);
-    if (l.moe) {
-      upload_bf16(l.moe->router);
-      if (l.moe->correction_bias.defined()) l.moe->correction_bias = l.moe->correction_bias.to(Device::kCUDA);
-      upload_bf16(l.moe->experts_gate_up);
-      upload_bf16(l.moe->experts_down);
-      if (l.moe->shared) upload_bf16(*l.moe->shared);
-    }
-  }
-  w.mtp.clear();
+  w.lm_head = host.lm_head.data == host.embed.data ? w.embed : device_bf16(w.lm_head);
+  for (DecoderLayerWeights& l : w.layers) upload_bf16(l);
+  w.mtp.resize(mtp ? 1 : 0);
+  for (MtpWeights& m : w.mtp) upload_bf16(m, host, w);
   return w;
 }
 
@@ -119,22 +133,38 @@ ops::cuda::MoeExpertWeights fold_experts(const ModelConfig& c, const MoeWeights&
 int64_t bytes_of(const Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : 0; }
 int64_t bytes_of(const CudaLinear& l) { return bytes_of(l.bf16) + bytes_of(l.fp8.q) + bytes_of(l.fp8.scale); }
 
-int64_t count_bytes(const CudaModelWeights& w) {
-  int64_t b = bytes_of(w.embed) + bytes_of(w.final_norm) + (w.lm_head.data == w.embed.data ? 0 : bytes_of(w.lm_head));
-  for (const CudaLayerWeights& l : w.layers) {
-    const CudaAttentionWeights& a = l.attn;
-    for (const CudaLinear* x : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj, &a.kv_b_proj, &a.o_proj})
-      b += bytes_of(*x);
-    b += bytes_of(l.input_norm) + bytes_of(l.post_attention_norm) + bytes_of(a.q_a_norm) + bytes_of(a.kv_a_norm);
-    if (a.kv_b_fp8) b += bytes_of(a.kv_b_fp8->w_uk_t.q) + bytes_of(a.kv_b_fp8->w_uv.q);
-    if (l.mlp) b += bytes_of(l.mlp->gate_up) + bytes_of(l.mlp->down);
-    if (l.moe) {
-      const ops::cuda::MoeExpertWeights& e = l.moe->experts;
-      b += bytes_of(l.moe->router) + bytes_of(e.gate_up) + bytes_of(e.down) + bytes_of(e.gate_up_scale_inv) +
-           bytes_of(e.down_scale_inv);
-    }
+int64_t layer_bytes(const CudaLayerWeights& l) {
+  const CudaAttentionWeights& a = l.attn;
+  int64_t b = 0;
+  for (const CudaLinear* x : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj, &a.kv_b_proj, &a.o_proj})
+    b += bytes_of(*x);
+  b += bytes_of(l.input_norm) + bytes_of(l.post_attention_norm) + bytes_of(a.q_a_norm) + bytes_of(a.kv_a_norm);
+  if (a.kv_b_fp8) b += bytes_of(a.kv_b_fp8->w_uk_t.q) + bytes_of(a.kv_b_fp8->w_uv.q);
+  if (l.mlp) b += bytes_of(l.mlp->gate_up) + bytes_of(l.mlp->down);
+  if (l.moe) {
+    const ops::cuda::MoeExpertWeights& e = l.moe->experts;
+    b += bytes_of(l.moe->router) + bytes_of(e.gate_up) + bytes_of(e.down) + bytes_of(e.gate_up_scale_inv) +
+         bytes_of(e.down_scale_inv);
   }
   return b;
+}
+
+int64_t count_bytes(const CudaModelWeights& w) {
+  int64_t b = bytes_of(w.embed) + bytes_of(w.final_norm) + (w.lm_head.data == w.embed.data ? 0 : bytes_of(w.lm_head));
+  for (const CudaLayerWeights& l : w.layers) b += layer_bytes(l);
+  if (const std::optional<CudaMtpWeights>& m = w.mtp) {
+    for (const Tensor* t : {&m->embed, &m->head})
+      if (t->data != w.embed.data && t->data != w.lm_head.data) b += bytes_of(*t);
+    b += bytes_of(m->enorm) + bytes_of(m->hnorm) + bytes_of(m->head_norm) + bytes_of(m->eh_proj) +
+         layer_bytes(m->layer);
+  }
+  return b;
+}
+
+void check_mtp_loaded(const ModelWeights& w, bool mtp, const Checkpoint& checkpoint) {
+  NW_CHECK(!mtp || !w.mtp.empty(), checkpoint.dir(), ": --speculative-algorithm NEXTN drafts with the checkpoint's MTP ",
+           "layer, and this one has none (config.json field 'num_nextn_predict_layers' is 0, or its layer weights are ",
+           "missing)");
 }
 
 }  // namespace
@@ -146,54 +176,67 @@ bool fp8_kernels_fit(const ModelConfig& c) {
          c.v_head_dim == kBlock;
 }
 
+namespace {
+
+CudaLayerWeights convert_layer(const ModelConfig& c, DecoderLayerWeights& l) {
+  CudaLayerWeights cl;
+  cl.input_norm = l.input_norm;
+  cl.post_attention_norm = l.post_attention_norm;
+  const AttentionWeights& a = l.attn;
+  CudaAttentionWeights& ca = cl.attn;
+  ca.q_proj = convert_linear(a.q_proj);
+  ca.q_a_proj = convert_linear(a.q_a_proj);
+  ca.q_b_proj = convert_linear(a.q_b_proj);
+  ca.kv_a_proj = convert_linear(a.kv_a_proj);
+  ca.kv_b_proj = convert_linear(a.kv_b_proj);
+  ca.o_proj = convert_linear(a.o_proj);
+  ca.q_a_norm = a.q_a_norm;
+  ca.kv_a_norm = a.kv_a_norm;
+  if (a.kv_b_proj.fp8())
+    ca.kv_b_fp8 = ops::cuda::split_kv_b_fp8(a.kv_b_proj.weight.to(Device::kCPU), a.kv_b_proj.scale_inv.to(Device::kCPU),
+                                            c.num_attention_heads);
+  else
+    ca.kv_b_bf16 = a.kv_b_proj.weight;
+  if (l.mlp) cl.mlp = CudaMlpWeights{convert_linear(l.mlp->gate_up), convert_linear(l.mlp->down)};
+  if (l.moe) {
+    cl.moe = CudaMoeWeights{l.moe->router, l.moe->correction_bias, fold_experts(c, *l.moe)};
+    l.moe.reset();  // frees the unfolded copies before the next layer folds
+  }
+  return cl;
+}
+
+}  // namespace
+
 CudaModelWeights convert_cuda_weights(const ModelConfig& c, ModelWeights w) {
   CudaModelWeights out;
   out.embed = w.embed;
   out.final_norm = w.final_norm;
   out.lm_head = w.lm_head;
-  for (DecoderLayerWeights& l : w.layers) {
-    CudaLayerWeights cl;
-    cl.input_norm = l.input_norm;
-    cl.post_attention_norm = l.post_attention_norm;
-    const AttentionWeights& a = l.attn;
-    CudaAttentionWeights& ca = cl.attn;
-    ca.q_proj = convert_linear(a.q_proj);
-    ca.q_a_proj = convert_linear(a.q_a_proj);
-    ca.q_b_proj = convert_linear(a.q_b_proj);
-    ca.kv_a_proj = convert_linear(a.kv_a_proj);
-    ca.kv_b_proj = convert_linear(a.kv_b_proj);
-    ca.o_proj = convert_linear(a.o_proj);
-    ca.q_a_norm = a.q_a_norm;
-    ca.kv_a_norm = a.kv_a_norm;
-    if (a.kv_b_proj.fp8())
-      ca.kv_b_fp8 = ops::cuda::split_kv_b_fp8(a.kv_b_proj.weight.to(Device::kCPU),
-                                              a.kv_b_proj.scale_inv.to(Device::kCPU), c.num_attention_heads);
-    else
-      ca.kv_b_bf16 = a.kv_b_proj.weight;
-    if (l.mlp) cl.mlp = CudaMlpWeights{convert_linear(l.mlp->gate_up), convert_linear(l.mlp->down)};
-    if (l.moe) {
-      cl.moe = CudaMoeWeights{l.moe->router, l.moe->correction_bias, fold_experts(c, *l.moe)};
-      l.moe.reset();  // frees the unfolded copies before the next layer folds
-    }
-    out.layers.push_back(std::move(cl));
+  for (DecoderLayerWeights& l : w.layers) out.layers.push_back(convert_layer(c, l));
+  if (!w.mtp.empty()) {  // the first MTP layer only: the draft model of speculative decoding
+    MtpWeights& m = w.mtp.front();
+    out.mtp = CudaMtpWeights{m.embed, m.enorm, m.hnorm, convert_linear(m.eh_proj), convert_layer(c, m.layer),
+                             m.head_norm, m.head};
   }
   out.bytes = count_bytes(out);
   return out;
 }
 
 CudaModelWeights load_cuda_weights(const ModelConfig& c, const Checkpoint& checkpoint, TpSlice slice,
-                                   ProgressBar* progress) {
+                                   ProgressBar* progress, bool mtp) {
   const ModelConfig local = local_config(c, tp_dims(c, slice));
   if (c.fp8 && !fp8_kernels_fit(c)) {
     if (slice.rank == 0) {
       NW_LOG(Warning) << checkpoint.dir() << ": FP8 weights whose dims are not whole 128-blocks (or heads not 128 "
                       << "wide) are dequantized to BF16 for the GPU";
     }
-    return convert_cuda_weights(local,
-                                upload_dequantized(load_weights(c, checkpoint, Device::kCPU, slice, progress)));
+    ModelWeights host = load_weights(c, checkpoint, Device::kCPU, slice, progress);
+    check_mtp_loaded(host, mtp, checkpoint);
+    return convert_cuda_weights(local, upload_dequantized(std::move(host), mtp));
   }
   ModelWeights w = load_weights(c, checkpoint, Device::kCUDA, slice, progress);
-  w.mtp.clear();
+  check_mtp_loaded(w, mtp, checkpoint);
+  w.mtp.resize(mtp ? 1 : 0);
   return convert_cuda_weights(local, std::move(w));
 }
 
@@ -258,50 +301,71 @@ struct DummyMaker {
 
 }  // namespace
 
-CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice) {
+namespace {
+
+// Decoder layer `layer` (the MTP layer is num_hidden_layers) of the rank's shapes; `dims` for its expert count.
+DecoderLayerWeights dummy_layer(DummyMaker& m, const TpDims& dims, int layer) {
+  const ModelConfig& c = m.c;
+  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
+  const float head_std = 1.0f / std::sqrt(static_cast<float>(hidden));
+  DecoderLayerWeights l;
+  l.input_norm = m.ones(hidden);
+  l.post_attention_norm = m.ones(hidden);
+  AttentionWeights& a = l.attn;
+  if (c.q_lora_rank) {
+    a.q_a_proj = m.linear({*c.q_lora_rank, hidden});
+    a.q_a_norm = m.ones(*c.q_lora_rank);
+    a.q_b_proj = m.attn_part([&] { return m.linear({heads * c.qk_head_dim(), *c.q_lora_rank}); });
+  } else {
+    a.q_proj = m.attn_part([&] { return m.linear({heads * c.qk_head_dim(), hidden}); });
+  }
+  a.kv_a_proj = m.linear({c.kv_cache_dim(), hidden});
+  a.kv_a_norm = m.ones(c.kv_lora_rank);
+  a.kv_b_proj = m.attn_part([&] { return m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}); });
+  a.o_proj = m.attn_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
+  if (c.is_moe_layer(layer)) {
+    MoeWeights moe;
+    const int64_t e = c.n_routed_experts, mine = static_cast<int64_t>(dims.routed_experts.size());
+    const int64_t inter = c.moe_intermediate_size;
+    moe.router = m.random({e, hidden}, head_std);
+    if (c.topk_method == TopkMethod::kNoauxTc) {
+      moe.correction_bias = Tensor::empty(DType::kF32, {e}, Device::kCUDA);
+      ops::cuda::fill_random(moe.correction_bias, m.next_seed(), 0.01f, nullptr);
+    }
+    moe.experts_gate_up = m.split_part([&] { return m.linear({mine, 2 * inter, hidden}); });
+    moe.experts_down = m.split_part([&] { return m.linear({mine, hidden, inter}); });
+    if (c.n_shared_experts > 0) moe.shared = m.split_part([&] { return m.mlp(c.n_shared_experts * inter); });
+    l.moe = std::move(moe);
+  } else {
+    l.mlp = m.split_part([&] { return m.mlp(c.intermediate_size); });
+  }
+  return l;
+}
+
+}  // namespace
+
+CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice, bool mtp) {
   const TpDims dims = tp_dims(config, slice);
   const ModelConfig c = local_config(config, dims);
   DummyMaker m{c, c.fp8.has_value() && fp8_kernels_fit(c), seed, static_cast<uint64_t>(slice.rank) << 32,
                static_cast<uint64_t>(slice.attn_rank()) << 32};
-  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads, vocab_rows = dims.vocab.size;
+  const int64_t hidden = c.hidden_size, vocab_rows = dims.vocab.size;
   const float head_std = 1.0f / std::sqrt(static_cast<float>(hidden));
   ModelWeights w;
   w.embed = m.attn_part([&] { return m.random({vocab_rows, hidden}, 1.0f); });
   w.final_norm = m.ones(hidden);
   w.lm_head = m.attn_part([&] { return m.random({vocab_rows, hidden}, head_std); });
-  for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
-    DecoderLayerWeights l;
-    l.input_norm = m.ones(hidden);
-    l.post_attention_norm = m.ones(hidden);
-    AttentionWeights& a = l.attn;
-    if (c.q_lora_rank) {
-      a.q_a_proj = m.linear({*c.q_lora_rank, hidden});
-      a.q_a_norm = m.ones(*c.q_lora_rank);
-      a.q_b_proj = m.attn_part([&] { return m.linear({heads * c.qk_head_dim(), *c.q_lora_rank}); });
-    } else {
-      a.q_proj = m.attn_part([&] { return m.linear({heads * c.qk_head_dim(), hidden}); });
-    }
-    a.kv_a_proj = m.linear({c.kv_cache_dim(), hidden});
-    a.kv_a_norm = m.ones(c.kv_lora_rank);
-    a.kv_b_proj = m.attn_part([&] { return m.linear({heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}); });
-    a.o_proj = m.attn_part([&] { return m.linear({hidden, heads * c.v_head_dim}); });
-    if (c.is_moe_layer(layer)) {
-      MoeWeights moe;
-      const int64_t e = c.n_routed_experts, mine = static_cast<int64_t>(dims.routed_experts.size());
-      const int64_t inter = c.moe_intermediate_size;
-      moe.router = m.random({e, hidden}, head_std);
-      if (c.topk_method == TopkMethod::kNoauxTc) {
-        moe.correction_bias = Tensor::empty(DType::kF32, {e}, Device::kCUDA);
-        ops::cuda::fill_random(moe.correction_bias, m.next_seed(), 0.01f, nullptr);
-      }
-      moe.experts_gate_up = m.split_part([&] { return m.linear({mine, 2 * inter, hidden}); });
-      moe.experts_down = m.split_part([&] { return m.linear({mine, hidden, inter}); });
-      if (c.n_shared_experts > 0) moe.shared = m.split_part([&] { return m.mlp(c.n_shared_experts * inter); });
-      l.moe = std::move(moe);
-    } else {
-      l.mlp = m.split_part([&] { return m.mlp(c.intermediate_size); });
-    }
-    w.layers.push_back(std::move(l));
+  for (int layer = 0; layer < c.num_hidden_layers; ++layer) w.layers.push_back(dummy_layer(m, dims, layer));
+  if (mtp) {  // made after the main layers, so that those are the same with and without it
+    MtpWeights t;
+    t.embed = m.attn_part([&] { return m.random({vocab_rows, hidden}, 1.0f); });
+    t.enorm = m.ones(hidden);
+    t.hnorm = m.ones(hidden);
+    t.eh_proj = m.linear({hidden, 2 * hidden});
+    t.layer = dummy_layer(m, dims, c.num_hidden_layers);
+    t.head_norm = m.ones(hidden);
+    t.head = m.attn_part([&] { return m.random({vocab_rows, hidden}, head_std); });
+    w.mtp.push_back(std::move(t));
   }
   NW_CUDA_CHECK(cudaDeviceSynchronize());
   return convert_cuda_weights(c, std::move(w));

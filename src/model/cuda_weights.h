@@ -49,9 +49,19 @@ struct CudaLayerWeights {
   std::optional<CudaMoeWeights> moe;
 };
 
+// The first multi-token-prediction layer (speculative decoding's draft model): DeepSeekModel::forward_mtp's weights in
+// the kernels' layouts. embed and head are the main model's tensors where the checkpoint shares them.
+struct CudaMtpWeights {
+  Tensor embed, enorm, hnorm;
+  CudaLinear eh_proj;  // [hidden, 2 * hidden]: input [enorm(embedding) ; hnorm(hidden)]
+  CudaLayerWeights layer;
+  Tensor head_norm, head;
+};
+
 struct CudaModelWeights {
   Tensor embed, final_norm, lm_head;
   std::vector<CudaLayerWeights> layers;
+  std::optional<CudaMtpWeights> mtp;  // only when asked for (speculative decoding)
   int64_t bytes = 0;  // device bytes of everything above
 };
 
@@ -60,16 +70,18 @@ struct CudaModelWeights {
 // whole config: a TP split that then cuts a block is refused by the loader (read_fp8), as SGLang refuses it.
 bool fp8_kernels_fit(const ModelConfig& config);
 
-// Reads a checkpoint straight into device weights (MTP layers are not kept): TP rank `slice`'s part of them (see
-// load_weights), advancing `progress` when given.
+// Reads a checkpoint straight into device weights: TP rank `slice`'s part of them (see load_weights), advancing
+// `progress` when given. MTP layers are dropped, except the first when `mtp` (it must then be in the checkpoint).
 CudaModelWeights load_cuda_weights(const ModelConfig& config, const Checkpoint& checkpoint, TpSlice slice = {},
-                                   ProgressBar* progress = nullptr);
+                                   ProgressBar* progress = nullptr, bool mtp = false);
 
 // Random weights generated on the GPU from the config alone (SGLang's --load-format dummy), TP rank `slice`'s part:
 // BF16, or FP8 with block scales when the config is FP8 and fp8_kernels_fit the rank's dims. std 1/sqrt(fan_in),
 // norms 1. Replicated tensors get the same values on every rank, split ones each rank's own (with DP attention,
-// attention's and the vocabulary's are its place's in its DP group, so every group holds the same model).
-CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice = {});
+// attention's and the vocabulary's are its place's in its DP group, so every group holds the same model). With `mtp`
+// an MTP layer too (layer num_hidden_layers' shapes, its own embed and head), whether or not config.json announces
+// one, so that speculative decoding can be timed at any model's shapes.
+CudaModelWeights dummy_cuda_weights(const ModelConfig& config, uint64_t seed, TpSlice slice = {}, bool mtp = false);
 
 // Converts device weights in the loader's layout (weights.h, Device::kCUDA) into the kernel layouts; `config` is
 // the one the weights' shapes follow (a TP rank's local_config).

@@ -151,7 +151,7 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   for (const SequenceInfo& s : batch.seqs) {
     ops::MlaSequence seq{offset, s.prefix_len, s.new_len, s.page_table.data()};
     // A speculative verify is a decode of several causal tokens: the decode's form, so verified ids equal decoded.
-    bool absorb = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && s.new_len - s.draft_len == 1);
+    bool absorb = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && s.decodes());
     (absorb ? absorbed : decompressed).push_back(seq);
     offset += s.new_len;
   }

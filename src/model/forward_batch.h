@@ -19,6 +19,9 @@ struct SequenceInfo {
   // Speculative decoding: the token after this step's last one when it is already known (a prompt chunk before
   // the last), so the MTP layer can take the chunk's every position now; -1 otherwise.
   int32_t next_token = -1;
+
+  // One pending token (and its drafts): a decode, run in the absorbed form, as plain decoding runs it.
+  bool decodes() const { return new_len - draft_len == 1; }
 };
 
 // One batch format for prefill, decode, mixed and verify steps: the new tokens of every sequence,

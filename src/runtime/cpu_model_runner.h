@@ -33,8 +33,7 @@ class CpuModelRunner : public HostSamplingRunner {
   void launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits);
   // The MTP layer over the positions the target kept, then chain steps: each request's drafts (at most max_draft).
   std::vector<std::vector<int32_t>> draft(const ForwardBatch& batch, const Tensor& hidden,
-                                          std::span<const SampleRequest> samples, std::span<const int64_t> kept,
-                                          std::span<const int32_t> after);
+                                          std::span<const SampleRequest> samples, const VerifyOutcome& outcome);
 
   std::shared_ptr<const DeepSeekModel> model_;
   SpeculativeConfig speculative_;

@@ -10,23 +10,22 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "model/safetensors.h"
-#include "ops/cuda/elementwise.h"
-#include "ops/cuda/sampling.h"
+#include "ops/cuda/mla.h"
 #include "runtime/kv_pool.h"
 
 namespace narwhal {
 
 // Pinned host mirrors of the step buffers: the copies run asynchronously, and nothing is rewritten before the
 // previous step's copies finished (every step ends with a stream sync).
-// cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0); valid: a graph
-// step's real rows per DP group.
+// cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0); `last` holds up
+// to one row per token (a verify's logits rows); valid: a graph step's real rows per DP group.
 struct CudaModelRunner::HostStaging {
   std::shared_ptr<void> block;
   int32_t *ids, *positions, *lens, *cu_q, *cu_k, *last, *table, *valid;
   int64_t* slots;
 
   HostStaging(int64_t tokens, int64_t seqs, int64_t max_pages, int groups) {
-    const size_t words = static_cast<size_t>(tokens * 4 + seqs * 6 + 4 + seqs * max_pages + groups);
+    const size_t words = static_cast<size_t>(tokens * 5 + seqs * 5 + 4 + seqs * max_pages + groups);
     void* p = nullptr;
     NW_CUDA_CHECK(cudaMallocHost(&p, words * 4));
     block = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
@@ -37,61 +36,24 @@ struct CudaModelRunner::HostStaging {
     cu_q = lens + seqs;
     cu_k = cu_q + 2 * (seqs + 1);
     last = cu_k + 2 * (seqs + 1);
-    table = last + seqs;
+    table = last + tokens;
     valid = table + seqs * max_pages;
   }
 };
 
-namespace {
-
-// Whether the GPU's argmax draws this sample: greedy, with nothing that changes the logits first or needs their
-// distribution (penalties over the output so far, a bias, masked stop ids, logprobs).
-bool drawn_by_argmax(const SampleRequest& r) {
-  const SamplingParams& p = *r.params;
-  const bool penalized = !r.counts->empty() && (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 ||
-                                                p.presence_penalty != 0.0);
-  return p.greedy() && !penalized && p.logit_bias.empty() && !r.masked && !r.logprob && r.top_logprobs == 0;
-}
-
-// Pinned host memory of `bytes`, grown (never shrunk) as steps need more.
-struct PinnedBuffer {
-  std::shared_ptr<void> data;
-  size_t bytes = 0;
-  void* reserve(size_t need) {
-    if (need > bytes) {
-      void* p = nullptr;
-      NW_CUDA_CHECK(cudaMallocHost(&p, need));
-      data = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
-      bytes = need;
-    }
-    return data.get();
-  }
-};
-
-// A device buffer of `bytes`, grown as steps need more (only between steps: nothing captured reads it).
-void* reserve_device(Tensor& t, size_t need) {
-  if (!t.defined() || t.nbytes() < need)
-    t = Tensor::empty(DType::kI32, {static_cast<int64_t>((need + 3) / 4)}, Device::kCUDA);
-  return t.data;
-}
-
-}  // namespace
-
-// One step's draws: the requests, the rows uploaded for the GPU sampler, and where its results come back.
-struct CudaModelRunner::Draws {
-  std::vector<SampleRequest> samples;
-  bool argmax_only = false, want_logits = false;
-  int64_t rows = 0;
-  PinnedBuffer upload, results, logits;  // sampler rows + adjustments up; tokens, logprobs, tops down
-  Tensor device_batch, workspace;
-  ops::SampledRows device_out;
-  int64_t out_rows = 0;
-  cudaEvent_t done = nullptr;
-};
-
 CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options)
-    : page_size_(options.page_size), draws_(std::make_unique<Draws>()) {
+    : page_size_(options.page_size), draws_(std::make_unique<Draws>()), speculative_(options.speculative) {
   NW_CHECK(options.page_size >= 1, "--page-size must be positive");
+  if (speculative_.enabled()) {
+    NW_CHECK(weights.mtp, "--speculative-algorithm NEXTN drafts with the checkpoint's MTP layer, and this one has "
+             "none (config.json field 'num_nextn_predict_layers' is 0, or its layer weights are missing)");
+    NW_CHECK(!options.tp, "--speculative-algorithm on --device cuda runs on one GPU for now: not with --tp-size > 1 "
+             "(or --enable-dp-attention); --device cpu speculates under TP");
+    const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
+    NW_CHECK(speculative_.num_steps + 1 <= most, "--speculative-num-steps ", speculative_.num_steps, " on --device "
+             "cuda: a verify checks the pending token and its drafts in one decode-kernel call, which takes at most ",
+             most, " tokens per sequence, so at most ", most - 1, " steps");
+  }
   NW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   NW_CUDA_CHECK(cudaEventCreateWithFlags(&draws_->done, cudaEventDisableTiming));
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
@@ -106,7 +68,9 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   if (options.tp) options.tp->barrier();
   size_t free_bytes = 0, total_bytes = 0;
   NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  const int64_t width = c.kv_cache_dim(), bytes_per_token = c.num_hidden_layers * width * 2;
+  // Speculating, the MTP layer's latents are cached too, as one more layer.
+  const int cache_layers = c.num_hidden_layers + (speculative_.enabled() ? 1 : 0);
+  const int64_t width = c.kv_cache_dim(), bytes_per_token = cache_layers * width * 2;
   const int64_t budget = kv_budget_from_mem_fraction(static_cast<int64_t>(total_bytes),
                                                      static_cast<int64_t>(free_bytes), options.mem_fraction_static) /
                          std::max(1, options.ranks_per_device);
@@ -114,11 +78,18 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   if (options.tp) num_pages_ = fewest(*options.tp, num_pages_);
   const int64_t context = c.max_position_embeddings > 0 ? c.max_position_embeddings : num_pages_ * page_size_;
   max_pages_per_seq_ = (std::min(context, num_pages_ * page_size_) + page_size_ - 1) / page_size_;
-  const int64_t layer_elems = num_pages_ * page_size_ * width;
-  cache_storage_ = Tensor::empty(DType::kBF16, {c.num_hidden_layers, layer_elems}, Device::kCUDA);
+  // A verify's fillers may pass a sequence's pages (near the cache's end or the context's): their table entries
+  // name one page past the pool's, which nothing writes (fillers store nothing), so it stays zeros.
+  int64_t pages_per_layer = num_pages_;
+  if (speculative_.enabled()) {
+    scratch_page_ = pages_per_layer++;
+    max_pages_per_seq_ += (speculative_.num_steps + page_size_ - 1) / page_size_ + 1;
+  }
+  const int64_t layer_elems = pages_per_layer * page_size_ * width;
+  cache_storage_ = Tensor::empty(DType::kBF16, {cache_layers, layer_elems}, Device::kCUDA);
   NW_CUDA_CHECK(cudaMemset(cache_storage_.data, 0, cache_storage_.nbytes()));
-  for (int layer = 0; layer < c.num_hidden_layers; ++layer)
-    cache_.push_back(cache_storage_.rows(layer, layer + 1).reshape({num_pages_, page_size_, width}));
+  for (int layer = 0; layer < cache_layers; ++layer)
+    cache_.push_back(cache_storage_.rows(layer, layer + 1).reshape({pages_per_layer, page_size_, width}));
   const std::string dp = model_->dp_size() > 1 ? cat(" (DP group ", model_->dp_rank(), ")") : std::string();
   NW_LOG(Info) << (options.tp ? cat("cuda, TP rank ", options.tp->rank(), dp, ": ") : std::string("cuda: "))
                << "weights " << model_->weights().bytes / (1 << 20) << " MiB, KV cache " << num_pages_ << " pages x "
@@ -132,12 +103,12 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   seq_lens_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   cu_seqlens_q_ = Tensor::empty(DType::kI32, {2 * (max_seqs_ + 1)}, Device::kCUDA);  // HostStaging's two arrays
   cu_seqlens_k_ = Tensor::empty(DType::kI32, {2 * (max_seqs_ + 1)}, Device::kCUDA);
-  last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
+  last_rows_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
   valid_rows_ = Tensor::empty(DType::kI32, {model_->dp_size()}, Device::kCUDA);
   host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_, model_->dp_size());
   if (model_->expert_counts().defined())
     expert_counts_ = std::make_unique<CudaCountsReader>(model_->expert_counts(), stream_);
-  greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
+  greedy_ids_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
   // Graphs capture the collectives, so every TP rank captures the same sizes: up to the smallest any of them can.
   int64_t graph_bs = options.disable_cuda_graph || !model_->decode_capturable()
                          ? 0 : std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_);
@@ -183,7 +154,8 @@ std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_
                                                        const CudaRunnerOptions& options) {
   const TpSlice slice = slice_of(options);
   ModelConfig config = gpu_config(model_dir, slice);
-  CudaModelWeights weights = load_cuda_weights(config, Checkpoint(model_dir), slice, options.progress);
+  CudaModelWeights weights = load_cuda_weights(config, Checkpoint(model_dir), slice, options.progress,
+                                               options.speculative.enabled());
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }
 
@@ -194,44 +166,56 @@ std::unique_ptr<CudaModelRunner> CudaModelRunner::dummy(const std::string& model
   if (slice.rank == 0) {
     NW_LOG(Info) << "cuda: random weights for " << model_dir << "/config.json (--load-format dummy)";
   }
-  CudaModelWeights weights = dummy_cuda_weights(config, seed, slice);
+  CudaModelWeights weights = dummy_cuda_weights(config, seed, slice, options.speculative.enabled());
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }
 
-CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed) {
+CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed,
+                                 int64_t verify_len, std::span<const int64_t> logit_rows) {
   const ModelConfig& c = model_->config();
   const int64_t real_seqs = static_cast<int64_t>(batch.seqs.size());
-  const int64_t b = std::max(real_seqs, padded_seqs), t = batch.num_tokens() + (b - real_seqs);
+  const int64_t b = std::max(real_seqs, padded_seqs);
+  const auto padded = [&](const SequenceInfo& s) { return verify_len > 0 && s.decodes(); };
+  int64_t t = b - real_seqs;
+  for (const SequenceInfo& s : batch.seqs) t += padded(s) ? verify_len : s.new_len;
   NW_CHECK(batch.positions.size() == batch.token_ids.size(), "run: positions and token_ids differ in length");
   NW_CHECK(t <= model_->max_tokens() && b <= max_seqs_, "run: ", t, " tokens in ", b,
            " sequences exceed the step buffers (", model_->max_tokens(), " tokens, ", max_seqs_, " sequences)");
+  NW_CHECK(verify_len == 0 || scratch_page_ >= 0, "run: a verify step on a runner that does not speculate");
   HostStaging& h = *host_;
   CudaStep step;
-  int64_t row = 0, table_width = 1;
+  int64_t row = 0, from = 0, table_width = 1;  // row: of the step; from: of the batch
   h.cu_q[0] = h.cu_k[0] = 0;
+  decode_part_.assign(static_cast<size_t>(b), 1);
   for (int64_t s = 0; s < b; ++s) {
     const SequenceInfo* seq = s < real_seqs ? &batch.seqs[s] : nullptr;
-    const int64_t new_len = seq ? seq->new_len : 1, keys = seq ? seq->prefix_len + seq->new_len : 0;
+    const int64_t real_len = seq ? seq->new_len : 1, new_len = seq && padded(*seq) ? verify_len : real_len;
+    const int64_t keys = seq ? seq->prefix_len + new_len : 0;
     int32_t* table = h.table + s * max_pages_per_seq_;
     if (seq) {
+      decode_part_[s] = seq->decodes();
       const int64_t pages = (keys + page_size_ - 1) / page_size_;
-      NW_CHECK(new_len > 0 && seq->prefix_len >= 0, "run: a sequence needs at least one new token");
-      NW_CHECK(pages <= max_pages_per_seq_ && static_cast<int64_t>(seq->page_table.size()) >= pages, "run: ",
-               keys, " tokens need ", pages, " pages; the page table has ", seq->page_table.size(),
-               ", the context at most ", max_pages_per_seq_);
+      const int64_t real_pages = (seq->prefix_len + real_len + page_size_ - 1) / page_size_;
+      const int64_t held = static_cast<int64_t>(seq->page_table.size());
+      NW_CHECK(real_len > 0 && real_len <= new_len && seq->prefix_len >= 0, "run: a sequence of ", real_len,
+               " new tokens (at least one, at most the verify's ", verify_len, ")");
+      NW_CHECK(pages <= max_pages_per_seq_ && held >= real_pages, "run: ", seq->prefix_len + real_len,
+               " tokens need ", real_pages, " pages; the page table has ", held, ", the context at most ",
+               max_pages_per_seq_);
       for (int64_t p = 0; p < pages; ++p) {
-        table[p] = seq->page_table[p];
-        NW_CHECK(table[p] >= 0 && table[p] < num_pages_, "run: page ", table[p], " is outside the cache of ",
-                 num_pages_);
+        table[p] = p < held ? seq->page_table[p] : static_cast<int32_t>(scratch_page_);  // past them: fillers only
+        NW_CHECK(p >= held || (table[p] >= 0 && table[p] < num_pages_), "run: page ", table[p],
+                 " is outside the cache of ", num_pages_);
       }
       table_width = std::max(table_width, pages);
       for (int64_t i = 0; i < new_len; ++i) {
         const int64_t pos = seq->prefix_len + i;
-        const int32_t id = batch.token_ids[row + i];
+        const bool filler = i >= real_len;
+        const int32_t id = batch.token_ids[from + std::min(i, real_len - 1)];
         NW_CHECK(id >= 0 && id < c.vocab_size, "token id ", id, " is outside the vocabulary (size ", c.vocab_size, ")");
         h.ids[row + i] = id;
-        h.positions[row + i] = batch.positions[row + i];
-        h.slots[row + i] = static_cast<int64_t>(table[pos / page_size_]) * page_size_ + pos % page_size_;
+        h.positions[row + i] = filler ? static_cast<int32_t>(pos) : batch.positions[from + i];
+        h.slots[row + i] = filler ? -1 : static_cast<int64_t>(table[pos / page_size_]) * page_size_ + pos % page_size_;
       }
     } else {  // padding: token 0 at position 0, stored nowhere, no keys
       h.ids[row] = 0;
@@ -242,11 +226,18 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
     h.cu_q[s + 1] = static_cast<int32_t>(h.cu_q[s] + new_len);
     h.cu_k[s + 1] = static_cast<int32_t>(h.cu_k[s] + keys);
     row += new_len;
+    from += seq ? real_len : 0;
     h.last[s] = static_cast<int32_t>(row - 1);
     step.max_seqlen_q = std::max(step.max_seqlen_q, new_len);
     step.max_seqlen_k = std::max(step.max_seqlen_k, keys);
   }
-  NW_CHECK(row == t, "run: sequences cover ", row, " tokens, the batch has ", t);
+  NW_CHECK(row == t && from == batch.num_tokens(), "run: sequences cover ", from, " tokens, the batch has ",
+           batch.num_tokens());
+  for (size_t i = 0; i < logit_rows.size(); ++i) {
+    NW_CHECK(logit_rows[i] >= 0 && logit_rows[i] < t, "run: logits row ", logit_rows[i], " outside the step's ", t);
+    h.last[i] = static_cast<int32_t>(logit_rows[i]);
+  }
+  const int64_t r = logit_rows.empty() ? b : static_cast<int64_t>(logit_rows.size());
   auto put = [&](const Tensor& dst, const void* src, size_t bytes) {
     NW_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, bytes, cudaMemcpyHostToDevice, stream_));
   };
@@ -256,7 +247,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   put(seq_lens_, h.lens, b * 4);
   put(cu_seqlens_q_, h.cu_q, (b + 1) * 4);
   put(cu_seqlens_k_, h.cu_k, (b + 1) * 4);
-  put(last_rows_, h.last, b * 4);
+  put(last_rows_, h.last, r * 4);
   // Only the pages in use: kernels never read a table entry past a sequence's last page.
   const size_t pitch = static_cast<size_t>(max_pages_per_seq_) * 4;
   if (b > 0)
@@ -269,11 +260,12 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   step.seq_lens = seq_lens_.rows(0, b);
   step.cu_seqlens_q = cu_seqlens_q_.rows(0, b + 1);
   step.cu_seqlens_k = cu_seqlens_k_.rows(0, b + 1);
-  step.last_rows = last_rows_.rows(0, b);
+  step.last_rows = last_rows_.rows(0, r);
   step.num_tokens = t;
   step.num_seqs = b;
   step.total_keys = h.cu_k[b];
   step.absorbed = absorbed;
+  step.q_len = absorbed && verify_len > 0 ? verify_len : 1;
   if (padded_seqs > 0) {  // a graph's step: its padding rows route too, so the expert counts need the real ones
     const int groups = model_->dp_size();
     for (int g = 0; g < groups; ++g) {  // capture's all-padding steps name no group's tokens
@@ -283,16 +275,17 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
     put(valid_rows_, h.valid, groups * 4);
     step.valid_rows = valid_rows_;
   }
-  if (split_mixed && padded_seqs == 0 && b > 1) split_into_parts(step);
+  if (split_mixed && padded_seqs == 0 && b > 1) split_into_parts(step, verify_len);
   return step;
 }
 
-// One run of one-token sequences and one of longer ones, either way round (the engine plans decodes first, then
-// the chunk): two parts, the one-token one absorbed. Anything else stays one decompressed step.
-void CudaModelRunner::split_into_parts(CudaStep& step) {
+// One run of decoding sequences (one token each, or a verify's padded ones) and one of longer ones, either way round
+// (the engine plans decodes first, then the chunk): two parts, the decoding one absorbed. Anything else stays one
+// decompressed step.
+void CudaModelRunner::split_into_parts(CudaStep& step, int64_t verify_len) {
   HostStaging& h = *host_;
   const int64_t b = step.num_seqs;
-  const auto one_token = [&](int64_t s) { return h.cu_q[s + 1] - h.cu_q[s] == 1; };
+  const auto one_token = [&](int64_t s) { return decode_part_[static_cast<size_t>(s)] != 0; };
   int64_t k = 1;
   while (k < b && one_token(k) == one_token(0)) ++k;
   if (k == b) return;  // one form throughout
@@ -330,6 +323,7 @@ void CudaModelRunner::split_into_parts(CudaStep& step) {
     p.num_seqs = n;
     p.total_keys = h.cu_k[end] - h.cu_k[begin];
     p.absorbed = one_token(begin);
+    p.q_len = p.absorbed && verify_len > 0 ? verify_len : 1;
     p.first_token = t0;
     return p;
   };
@@ -407,89 +401,33 @@ void CudaModelRunner::check_dp_tokens(const ForwardBatch& batch) const {
            " tokens, dp_tokens says ", batch.dp_tokens[group]);
 }
 
-void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
-  Draws& d = *draws_;
-  const int64_t b = static_cast<int64_t>(batch.seqs.size());
-  d.samples.assign(samples.begin(), samples.end());
-  d.rows = b;
-  d.want_logits = return_logits;
-  Tensor logits = forward(batch, AttentionForm::kAuto).rows(0, b);
-  if (!samples.empty()) launch_draws(logits, samples);
-  if (return_logits && b > 0)
-    NW_CUDA_CHECK(cudaMemcpyAsync(d.logits.reserve(logits.nbytes()), logits.data, logits.nbytes(),
-                                  cudaMemcpyDeviceToHost, stream_));
-  NW_CUDA_CHECK(cudaEventRecord(d.done, stream_));
+namespace {
+
+// Whether the draft model has work in a speculating runner's step: drafts to verify, a request that wants drafts, or
+// a prompt chunk whose positions it takes. Steps without (only sampling requests, say) run as plain steps, decode
+// graphs included; the MTP layer's cache then lacks their positions, which only makes later drafts worse.
+bool needs_draft_model(const ForwardBatch& batch, std::span<const SampleRequest> samples) {
+  return std::any_of(batch.seqs.begin(), batch.seqs.end(),
+                     [](const SequenceInfo& s) { return s.draft_len > 0 || s.next_token >= 0; }) ||
+         std::any_of(samples.begin(), samples.end(), [](const SampleRequest& r) { return r.max_draft > 0; });
 }
 
-void CudaModelRunner::launch_draws(const Tensor& logits, std::span<const SampleRequest> samples) {
-  Draws& d = *draws_;
-  const int64_t n = static_cast<int64_t>(samples.size()), vocab = logits.size(1);
-  d.argmax_only = std::all_of(samples.begin(), samples.end(), drawn_by_argmax);
-  if (d.argmax_only) {  // one id per sequence row; samples pick theirs in finish()
-    Tensor ids = greedy_ids_.rows(0, d.rows);
-    ops::cuda::argmax(logits, ids, stream_);
-    NW_CUDA_CHECK(cudaMemcpyAsync(d.results.reserve(d.rows * 4), ids.data, d.rows * 4, cudaMemcpyDeviceToHost,
-                                  stream_));
-    return;
-  }
-  // Rows and adjustments go up in one copy through pinned memory, into one device buffer.
-  const ops::SamplingBatchHost host = build_sampling_batch(samples, vocab);
-  const size_t row_bytes = host.rows.size() * sizeof(ops::SamplingRow);
-  const size_t adjust_bytes = host.adjustments.size() * sizeof(ops::TokenAdjustment);
-  const size_t adjust_at = (row_bytes + 15) / 16 * 16;
-  char* up = static_cast<char*>(d.upload.reserve(adjust_at + adjust_bytes + 16));
-  std::memcpy(up, host.rows.data(), row_bytes);
-  std::memcpy(up + adjust_at, host.adjustments.data(), adjust_bytes);
-  char* dev = static_cast<char*>(reserve_device(d.device_batch, adjust_at + adjust_bytes + 16));
-  NW_CUDA_CHECK(cudaMemcpyAsync(dev, up, adjust_at + adjust_bytes, cudaMemcpyHostToDevice, stream_));
-  const ops::SamplingBatch batch{reinterpret_cast<const ops::SamplingRow*>(dev), n,
-                                 reinterpret_cast<const ops::TokenAdjustment*>(dev + adjust_at),
-                                 static_cast<int64_t>(host.adjustments.size())};
-  if (d.out_rows < n) {
-    d.device_out = ops::SampledRows::allocate(n, Device::kCUDA);
-    d.out_rows = n;
-  }
-  const size_t ws = ops::cuda::sampling_workspace_bytes(n, vocab);
-  ops::cuda::sample_tokens(logits, batch, d.device_out, reserve_device(d.workspace, ws), ws, stream_);
-  // Down: tokens and logprobs for every sample, the top lists only when some sample asked for them.
-  const bool tops = std::any_of(samples.begin(), samples.end(), [](const SampleRequest& r) { return r.top_logprobs > 0; });
-  const size_t k = ops::kMaxTopLogprobs, head = static_cast<size_t>(n) * 8, top_bytes = static_cast<size_t>(n) * k * 8;
-  char* down = static_cast<char*>(d.results.reserve(head + (tops ? top_bytes : 0)));
-  NW_CUDA_CHECK(cudaMemcpyAsync(down, d.device_out.tokens.data, n * 4, cudaMemcpyDeviceToHost, stream_));
-  NW_CUDA_CHECK(cudaMemcpyAsync(down + n * 4, d.device_out.logprobs.data, n * 4, cudaMemcpyDeviceToHost, stream_));
-  if (tops) {
-    NW_CUDA_CHECK(cudaMemcpyAsync(down + head, d.device_out.top_ids.data, n * k * 4, cudaMemcpyDeviceToHost, stream_));
-    NW_CUDA_CHECK(cudaMemcpyAsync(down + head + n * k * 4, d.device_out.top_logprobs.data, n * k * 4,
-                                  cudaMemcpyDeviceToHost, stream_));
-  }
+}  // namespace
+
+void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
+  if (speculative_.enabled() && needs_draft_model(batch, samples))
+    return launch_speculative(batch, samples, return_logits);
+  const int64_t b = static_cast<int64_t>(batch.seqs.size());
+  queue_draws(forward(batch, AttentionForm::kAuto).rows(0, b), samples, return_logits);
 }
 
 StepOutput CudaModelRunner::finish() {
-  Draws& d = *draws_;
-  NW_CUDA_CHECK(cudaEventSynchronize(d.done));
-  StepOutput out;
-  const int64_t n = static_cast<int64_t>(d.samples.size()), k = ops::kMaxTopLogprobs;
-  out.sampled.resize(d.samples.size());
-  const char* down = static_cast<const char*>(d.results.data.get());
-  for (int64_t i = 0; i < n; ++i) {
-    const SampleRequest& r = d.samples[i];
-    SampledToken& t = out.sampled[i];
-    if (d.argmax_only) {
-      t.token = reinterpret_cast<const int32_t*>(down)[r.row];
-      continue;
-    }
-    t.token = reinterpret_cast<const int32_t*>(down)[i];
-    NW_CHECK(t.token >= 0, "the GPU sampler refused sample ", i, " (a parameter outside its range)");
-    if (r.logprob || r.top_logprobs > 0) t.logprob = reinterpret_cast<const float*>(down + n * 4)[i];
-    const int32_t* top_ids = reinterpret_cast<const int32_t*>(down + n * 8);
-    const float* top_lp = reinterpret_cast<const float*>(down + n * 8 + n * k * 4);
-    for (int j = 0; j < r.top_logprobs; ++j) t.top.push_back({top_ids[i * k + j], top_lp[i * k + j]});
+  if (speculative_out_) {
+    StepOutput out = std::move(*speculative_out_);
+    speculative_out_.reset();
+    return out;
   }
-  if (d.want_logits) {
-    out.logits = Tensor::zeros(DType::kF32, {d.rows, model_->config().vocab_size});
-    if (d.rows > 0) std::memcpy(out.logits.data, d.logits.data.get(), out.logits.nbytes());
-  }
-  return out;
+  return read_draws();
 }
 
 Tensor CudaModelRunner::run(const ForwardBatch& batch, AttentionForm form) {
@@ -504,8 +442,8 @@ Tensor CudaModelRunner::run(const ForwardBatch& batch, AttentionForm form) {
 void CudaModelRunner::copy_page(int32_t src, int32_t dst) {
   NW_CHECK(src >= 0 && src < num_pages_ && dst >= 0 && dst < num_pages_, "copy_page: page ", src, " -> ", dst,
            " outside the cache of ", num_pages_);
-  for (const Tensor& layer : cache_) {
-    const size_t page_bytes = layer.nbytes() / static_cast<size_t>(num_pages_);
+  for (const Tensor& layer : cache_) {  // the MTP layer's too when speculating
+    const size_t page_bytes = layer.nbytes() / static_cast<size_t>(layer.size(0));
     char* base = static_cast<char*>(layer.data);
     NW_CUDA_CHECK(cudaMemcpyAsync(base + dst * page_bytes, base + src * page_bytes, page_bytes,
                                   cudaMemcpyDeviceToDevice, stream_));

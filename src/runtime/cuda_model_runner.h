@@ -6,14 +6,18 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "model/cuda_model.h"
 #include "model/deepseek_model.h"
+#include "ops/sampling.h"
+#include "runtime/cuda_buffers.h"
 #include "runtime/cuda_counts_reader.h"
 #include "runtime/cuda_graph_sizes.h"
 #include "runtime/model_runner.h"
+#include "runtime/speculative.h"
 
 namespace narwhal {
 
@@ -38,6 +42,9 @@ struct CudaRunnerOptions {
   int dp_size = 1;
   int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
+  // NEXTN speculative decoding (one GPU, no TP yet): the MTP layer is loaded, the cache holds its latents too, and
+  // launch() verifies drafts and drafts more (cuda_speculative.cpp).
+  SpeculativeConfig speculative = {};
 };
 
 class CudaModelRunner : public ModelRunner {
@@ -66,10 +73,14 @@ class CudaModelRunner : public ModelRunner {
   std::vector<int64_t> expert_tokens() const override {
     return expert_counts_ ? expert_counts_->read() : std::vector<int64_t>();
   }
+  bool speculative() const override { return speculative_.enabled(); }
 
   // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does. With DP attention a step
   // that dp_graph_size gives a graph replays it whatever the form, and refuses kDecompressed.
   Tensor run(const ForwardBatch& batch, AttentionForm form);
+  // Tests: the MTP layer alone over `batch` (DeepSeekModel::forward_mtp's batch), `hidden` [T, H] host F32 the
+  // states it takes (rounded to BF16 as the GPU's own are): host logits of each sequence's last token.
+  Tensor run_mtp(const ForwardBatch& batch, const Tensor& hidden);
   // Decode batch sizes with a captured graph, ascending (empty when graphs are off or the model's shapes rule them
   // out on some TP rank).
   std::vector<int> graph_batch_sizes() const;
@@ -82,9 +93,14 @@ class CudaModelRunner : public ModelRunner {
 
  private:
   // Copies the batch into the persistent device buffers, padded to `padded_seqs` one-token sequences
-  // (decode graphs); returns the step's views, a mixed step in parts when `split_mixed`.
-  CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed = false);
-  void split_into_parts(CudaStep& step);
+  // (decode graphs); returns the step's views, a mixed step in parts when `split_mixed`. A speculative verify
+  // (verify_len > 0) pads every decoding sequence (SequenceInfo::decodes) with filler tokens to verify_len new
+  // tokens, as the decode kernel takes them: fillers repeat its last token, store no latents, and read the scratch
+  // page where they pass the sequence's pages (their draws are never read; real tokens never see them). The step
+  // then returns the logits of `logit_rows` (rows of the padded step; empty: each sequence's last).
+  CudaStep upload(const ForwardBatch& batch, bool absorbed, int64_t padded_seqs, bool split_mixed = false,
+                  int64_t verify_len = 0, std::span<const int64_t> logit_rows = {});
+  void split_into_parts(CudaStep& step, int64_t verify_len);
   void capture_graphs(int max_bs);
   // The fewest of every TP rank's `value` (collective): the cache size, or the largest graph, all of them hold.
   int64_t fewest(Communicator& tp, int64_t value);
@@ -103,14 +119,41 @@ class CudaModelRunner : public ModelRunner {
   Tensor valid_rows_;  // [dp_size] I32: CudaStep::valid_rows of graph steps
   std::map<int, cudaGraphExec_t> graphs_;  // batch size -> decode graph
   Tensor graph_logits_;                    // where every graph writes its logits
-  Tensor greedy_ids_;                      // [max_seqs] I32
+  Tensor greedy_ids_;                      // [max_tokens] I32: argmax ids, one per logits row
   struct HostStaging;
   std::unique_ptr<HostStaging> host_;
   // The launched step: its sample requests, where its results land (pinned) and the event that says they did.
-  struct Draws;
+  struct Draws {
+    std::vector<SampleRequest> samples;
+    bool argmax_only = false, want_logits = false;
+    int64_t rows = 0;
+    PinnedBuffer upload, results, logits;  // sampler rows + adjustments up; tokens, logprobs, tops down
+    Tensor device_batch, workspace;
+    ops::SampledRows device_out;
+    int64_t out_rows = 0;
+    cudaEvent_t done = nullptr;
+  };
   std::unique_ptr<Draws> draws_;
   std::unique_ptr<CudaCountsReader> expert_counts_;  // null where the model does not count
+  // Queues the draws of `samples` from `logits` (and the logits' copy to the host when asked); read_draws() waits
+  // for them and gives them back.
+  void queue_draws(const Tensor& logits, std::span<const SampleRequest> samples, bool return_logits);
   void launch_draws(const Tensor& logits, std::span<const SampleRequest> samples);
+  StepOutput read_draws();
+
+  // Speculative decoding (cuda_speculative.cpp): a verify forward, its draws and acceptance, then the draft
+  // model's rounds; the result waits in speculative_out_ for finish().
+  void launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits);
+  std::vector<std::vector<int32_t>> draft(const ForwardBatch& verify, std::span<const int64_t> verify_rows,
+                                          std::span<const SampleRequest> samples, const VerifyOutcome& outcome);
+  // The MTP layer's input: rows `rows` of the model's hidden() gathered into mtp_hidden_.
+  Tensor gather_hidden(std::span<const int64_t> rows);
+  SpeculativeConfig speculative_;
+  int64_t scratch_page_ = -1;        // speculating: a cache page beyond the pool's, for fillers past a sequence's pages
+  std::vector<char> decode_part_;    // per sequence of the last upload: whether it belongs to the absorbed part
+  std::optional<StepOutput> speculative_out_;
+  PinnedBuffer rows_host_;
+  Tensor rows_device_, mtp_hidden_;
 };
 
 }  // namespace narwhal

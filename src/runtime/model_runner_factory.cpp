@@ -59,6 +59,7 @@ CudaRunnerOptions cuda_options(const RunnerOptions& options) {
   cuda.cuda_graph_max_bs = options.cuda_graph_max_bs;
   cuda.disable_cuda_graph = options.disable_cuda_graph;
   cuda.max_tokens_per_step = options.max_tokens_per_step;
+  cuda.speculative = options.speculative;
   if (cuda.cuda_graph_max_bs == 0) {
     size_t free_bytes = 0, total_bytes = 0;
     NW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));

@@ -38,7 +38,9 @@ struct RunnerOptions {
   // --tp-size, --nnodes, --node-rank, --dist-init-addr, --dist-timeout. TP over the host backend on the CPU (rank
   // threads, nodes over TCP), over NCCL on the GPU (a GPU per rank), or device-local with kDeviceLocalEnv.
   ParallelFlags parallel = {};
-  SpeculativeConfig speculative = {};  // cpu: the runner verifies and drafts (the cache holds the MTP layer too)
+  // The runner verifies and drafts (the cache holds the MTP layer too); cuda: one GPU only (CudaModelRunner refuses
+  // TP and DP attention).
+  SpeculativeConfig speculative = {};
 };
 
 // Whether these options make this process a node other than 0 of a multi-node world: it runs run_worker_node, not

@@ -1,5 +1,7 @@
-// Speculative decoding's host arithmetic: verify rows, greedy acceptance, the MTP layer's extend and chain batches.
+// Speculative decoding's host arithmetic: verify rows, acceptance, the MTP layer's extend and chain batches.
 #include "runtime/speculative.h"
+
+#include <algorithm>
 
 #include "core/error.h"
 
@@ -25,6 +27,58 @@ VerifyRows verify_rows(const ForwardBatch& batch, std::span<const SampleRequest>
     for (int64_t t = end - s.draft_len - 1; t < end; ++t) rows.token_rows.push_back(t);
   }
   return rows;
+}
+
+std::vector<SampleRequest> verify_samples(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                          const VerifyRows& rows) {
+  std::vector<SampleRequest> out;
+  for (const SampleRequest& request : samples) {
+    const int64_t drafts = batch.seqs[static_cast<size_t>(request.row)].draft_len;
+    for (int64_t j = 0; j <= drafts; ++j) {
+      SampleRequest at = request;
+      at.row = rows.first[static_cast<size_t>(request.row)] + j;
+      at.position = request.position + j;
+      if (j > 0) at.masked = nullptr;  // the engine drafts only when rows after the first are past min_new_tokens
+      out.push_back(at);
+    }
+  }
+  return out;
+}
+
+VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                            std::span<const SampledToken> drawn) {
+  VerifyOutcome out;
+  const size_t n = batch.seqs.size();
+  std::vector<int64_t> ends(n);
+  out.kept.resize(n);
+  out.after.resize(n);
+  for (size_t i = 0, end = 0; i < n; ++i) {
+    ends[i] = static_cast<int64_t>(end += static_cast<size_t>(batch.seqs[i].new_len));
+    out.kept[i] = batch.seqs[i].new_len - batch.seqs[i].draft_len;
+    out.after[i] = batch.seqs[i].next_token;
+  }
+  std::vector<bool> seen(n, false);
+  size_t at = 0;
+  for (const SampleRequest& request : samples) {
+    const size_t seq = static_cast<size_t>(request.row);
+    const int64_t drafts = batch.seqs[seq].draft_len;
+    NW_CHECK(at + static_cast<size_t>(drafts) < drawn.size(), "accept_drafts: ", drawn.size(),
+             " draws for the requests' rows");
+    std::vector<int32_t> draws;
+    for (int64_t j = 0; j <= drafts; ++j) draws.push_back(drawn[at + static_cast<size_t>(j)].token);
+    const std::span<const int32_t> proposed(batch.token_ids.data() + ends[seq] - drafts, static_cast<size_t>(drafts));
+    const int64_t taken = accepted_length(proposed, draws);
+    out.sampled.insert(out.sampled.end(), drawn.begin() + static_cast<std::ptrdiff_t>(at),
+                       drawn.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>(taken)));
+    out.accepted.push_back(static_cast<int32_t>(taken));
+    if (!seen[seq]) {
+      seen[seq] = true;
+      out.kept[seq] += taken - 1;
+      out.after[seq] = draws[static_cast<size_t>(taken - 1)];
+    }
+    at += static_cast<size_t>(drafts + 1);
+  }
+  return out;
 }
 
 int64_t accepted_length(std::span<const int32_t> drafts, std::span<const int32_t> draws) {
@@ -71,6 +125,53 @@ ForwardBatch mtp_chain_batch(const ForwardBatch& last, std::span<const int32_t> 
     next.add_sequence({drafts[i]}, position, s.page_table);
   }
   return next;
+}
+
+DraftChain::DraftChain(const ForwardBatch& verify, std::span<const SampleRequest> samples,
+                       const VerifyOutcome& outcome, int num_steps, int64_t page_size, int64_t max_position,
+                       bool every_round)
+    : num_steps_(num_steps), page_size_(page_size), max_position_(max_position), every_round_(every_round),
+      drafts_(samples.size()) {
+  for (const SampleRequest& r : samples) max_draft_.push_back(r.max_draft);
+  MtpBatch mtp = mtp_extend_batch(verify, outcome.kept, outcome.after);
+  batch_ = std::move(mtp.batch);
+  hidden_rows_ = std::move(mtp.hidden_rows);
+  drafter_.assign(batch_.seqs.size(), -1);
+  for (size_t m = 0; m < batch_.seqs.size(); ++m)
+    for (size_t r = 0; r < samples.size() && drafter_[m] < 0; ++r)
+      if (samples[r].row == mtp.source[m] && samples[r].max_draft > 0) drafter_[m] = static_cast<int>(r);
+  done_ = batch_.seqs.empty() && !every_round_;
+}
+
+void DraftChain::advance(std::span<const int32_t> draws) {
+  NW_CHECK(!done_ && draws.size() == batch_.seqs.size(), "DraftChain: ", draws.size(), " draws for ",
+           batch_.seqs.size(), " sequences");
+  ++round_;
+  std::vector<bool> more(batch_.seqs.size(), false);
+  std::vector<int64_t> last_rows;
+  std::vector<int> drafter;
+  bool any = false;
+  for (size_t m = 0, end = 0; m < batch_.seqs.size(); ++m) {
+    const SequenceInfo& s = batch_.seqs[m];
+    end += static_cast<size_t>(s.new_len);
+    if (drafter_[m] < 0) continue;
+    std::vector<int32_t>& d = drafts_[static_cast<size_t>(drafter_[m])];
+    d.push_back(draws[m]);
+    const int64_t position = s.prefix_len + s.new_len;
+    more[m] = static_cast<int>(d.size()) < std::min(num_steps_, max_draft_[static_cast<size_t>(drafter_[m])]) &&
+              position < static_cast<int64_t>(s.page_table.size()) * page_size_ && position < max_position_;
+    if (!more[m]) continue;
+    any = true;
+    last_rows.push_back(static_cast<int64_t>(end) - 1);  // its last row's output feeds the next round
+    drafter.push_back(drafter_[m]);
+  }
+  if (every_round_ ? round_ >= num_steps_ : !any) {
+    done_ = true;
+    return;
+  }
+  batch_ = mtp_chain_batch(batch_, draws, more, page_size_, max_position_);
+  hidden_rows_ = std::move(last_rows);
+  drafter_ = std::move(drafter);
 }
 
 }  // namespace narwhal

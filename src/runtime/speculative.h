@@ -31,6 +31,25 @@ struct VerifyRows {
 };
 VerifyRows verify_rows(const ForwardBatch& batch, std::span<const SampleRequest> samples);
 
+// Every request's draw rows of a verify step, request after request: its pending token's row, then one per draft of
+// its sequence, each a copy of the request with that logits row (of `rows`) and the position it draws for, so that
+// each row is drawn as plain decoding would draw that position (greedy or seeded sampling alike).
+std::vector<SampleRequest> verify_samples(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                          const VerifyRows& rows);
+
+// What a verify step gives: the engine's tokens, and per sequence of the batch what the draft model takes next.
+struct VerifyOutcome {
+  std::vector<SampledToken> sampled;  // StepOutput::sampled: each request's accepted drafts, then its next draw
+  std::vector<int32_t> accepted;      // StepOutput::accepted
+  std::vector<int64_t> kept;          // per sequence: its new positions whose latents the target kept
+  std::vector<int32_t> after;         // per sequence: the token after its last kept position (-1: not known)
+};
+// Acceptance: `drawn` holds the draws of verify_samples' rows, in its order; a request keeps its drafts while each
+// equals the draw before it, then that draw. The first request of a sequence
+// decides what the draft model takes (forked choices draft later).
+VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                            std::span<const SampledToken> drawn);
+
 // How many of a row's draws the sequence takes: the drafts equal to the draw before them, then one more draw.
 // draws[j] is the target's token after the row's j-th token (0: the pending one); drafts.size() + 1 == draws.size().
 int64_t accepted_length(std::span<const int32_t> drafts, std::span<const int32_t> draws);
@@ -51,5 +70,41 @@ MtpBatch mtp_extend_batch(const ForwardBatch& verify, std::span<const int64_t> k
 // whose next position reaches `max_position`, stop drafting: `keep[i]` says which of last's sequences go on.
 ForwardBatch mtp_chain_batch(const ForwardBatch& last, std::span<const int32_t> drafts, const std::vector<bool>& keep,
                              int64_t page_size, int64_t max_position);
+
+// The draft model's rounds after a verify, as runners share them: the MTP layer first takes every kept position of
+// the verify (mtp_extend_batch) and draws after each sequence's last; then, round after round, each sequence whose
+// request wants more drafts feeds its newest one with the layer's own hidden state of the position before it
+// (mtp_chain_batch). The runner runs each batch() and passes its draws to advance(). Each sequence drafts for the
+// first request of its row that wants drafts (SampleRequest::max_draft, at most num_steps), until its pages or
+// max_position end. `every_round` (DP attention, whose groups meet in every forward): the extend and num_steps - 1
+// chain rounds all run, empty where a group has nothing.
+class DraftChain {
+ public:
+  DraftChain(const ForwardBatch& verify, std::span<const SampleRequest> samples, const VerifyOutcome& outcome,
+             int num_steps, int64_t page_size, int64_t max_position, bool every_round = false);
+
+  bool done() const { return done_; }
+  // The batch the MTP layer runs now, and per token of it the row whose hidden state it takes: a token row of the
+  // verify batch in the first round (the target's final-normed state), a row of the last round's batch afterwards
+  // (the MTP layer's head-normed output).
+  ForwardBatch& batch() { return batch_; }
+  const std::vector<int64_t>& hidden_rows() const { return hidden_rows_; }
+  // The MTP layer's draw after each sequence of batch() (from its last row's logits).
+  void advance(std::span<const int32_t> draws);
+  // Per sample request: its drafts (StepOutput::drafts).
+  std::vector<std::vector<int32_t>> take_drafts() { return std::move(drafts_); }
+
+ private:
+  std::vector<int> max_draft_;
+  int num_steps_;
+  int64_t page_size_, max_position_;
+  bool every_round_;
+  int round_ = 0;
+  bool done_ = false;
+  ForwardBatch batch_;
+  std::vector<int64_t> hidden_rows_;
+  std::vector<int> drafter_;  // per sequence of batch_: the request it drafts for, -1 none
+  std::vector<std::vector<int32_t>> drafts_;
+};
 
 }  // namespace narwhal

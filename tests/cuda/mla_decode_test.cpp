@@ -1,5 +1,6 @@
 // GPU MLA decode (absorbed MQA over the paged 576-wide latent cache, split-KV) against the CPU reference
-// ops::mla_attention_absorbed, on ragged batches with batch padding (seq_len 0), q_len 1 and 2, 16 and 128 heads.
+// ops::mla_attention_absorbed, on ragged batches with batch padding (seq_len 0), q_len 1, 2 and 4 (a verify's
+// largest), 4, 16 and 128 heads.
 //
 // The CPU reference runs with W_UK = W_UV = identity (nope = v = kv_lora = 512), so its q is exactly the
 // kernel's absorbed query [q_latent | q_pe] and its output exactly the kernel's latent output: the comparison
@@ -100,6 +101,15 @@ TEST(CudaMlaDecode, V3HeadsQLen1) {
 TEST(CudaMlaDecode, V3HeadsQLen2Page16) {
   NW_REQUIRE_GPU();
   check_decode({128, 2, 16, {2, 513, 0, 31}, 105});
+}
+
+// A speculative verify's largest shape (the pending token and 3 drafts): 4 heads (the trained tiny model's, 16 rows a
+// sequence), 16 and 128 heads (64 and 512 rows), lengths from one verify's 4 keys up, across pages of 16.
+TEST(CudaMlaDecode, VerifyQLen4) {
+  NW_REQUIRE_GPU();
+  check_decode({4, 4, 16, {4, 19, 0, 64, 300}, 109});
+  check_decode({16, 4, 16, {5, 1000, 0, 67}, 110});
+  check_decode({128, 4, 64, {4, 513, 130}, 111});
 }
 
 // Batch 1 as the decode benchmark runs it: fewer tiles (17) than the grid has parts, so one part per tile

@@ -1,4 +1,5 @@
-// Speculative decoding's host arithmetic: which rows verify, how many draws are kept, the draft model's batches.
+// Speculative decoding's host arithmetic: which rows verify, how many draws are kept, the draft model's batches and
+// rounds (DraftChain, which the CPU and GPU runners both follow).
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -69,6 +70,75 @@ TEST(Speculative, ChainStepFeedsEachDraftAtTheNextPosition) {
   EXPECT_EQ(mtp_chain_batch(last, drafts, {false, true}, 4, 100).token_ids, (std::vector<int32_t>{91}));
   EXPECT_THROW(mtp_chain_batch(last, drafts, {true, true}, 2, 100), Error) << "position 2 is past one page of 2";
   EXPECT_THROW(mtp_chain_batch(last, drafts, {false, true}, 4, 8), Error) << "position 8 reaches the context";
+}
+
+std::vector<SampledToken> tokens(std::vector<int32_t> ids) {
+  std::vector<SampledToken> out;
+  for (int32_t id : ids) out.push_back({id});
+  return out;
+}
+
+// The decode with drafts {21, 22} draws 21, 99, 7: it keeps one draft and takes 99; the other decode takes 31.
+TEST(Speculative, AcceptDraftsTakesEachRequestsMatchingDraftsAndSetsTheDraftModelsPositions) {
+  const ForwardBatch b = verify_batch();
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  const std::vector<SampleRequest> samples{{1, &greedy}, {2, &greedy}};
+  const std::vector<SampleRequest> rows = verify_samples(b, samples, verify_rows(b, samples));
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[1].row, 1);
+  EXPECT_EQ(rows[1].position, 1);
+  EXPECT_EQ(rows[3].row, 3);
+  const VerifyOutcome out = accept_drafts(b, samples, tokens({21, 99, 7, 31}));
+  EXPECT_EQ(out.accepted, (std::vector<int32_t>{2, 1}));
+  ASSERT_EQ(out.sampled.size(), 3u);
+  EXPECT_EQ(out.sampled[1].token, 99);
+  EXPECT_EQ(out.sampled[2].token, 31);
+  EXPECT_EQ(out.kept, (std::vector<int64_t>{3, 2, 1}));
+  EXPECT_EQ(out.after, (std::vector<int32_t>{13, 99, 31}));
+  EXPECT_THROW(accept_drafts(b, samples, tokens({21, 99})), Error);
+  const std::vector<int32_t> stops{1};
+  std::vector<SampleRequest> masked{{1, &greedy}};
+  masked[0].masked = &stops;
+  const std::vector<SampleRequest> masked_rows = verify_samples(b, masked, verify_rows(b, masked));
+  EXPECT_EQ(masked_rows[0].masked, &stops) << "the pending token's row keeps the min_new_tokens mask";
+  EXPECT_EQ(masked_rows[1].masked, nullptr) << "draft rows are past it";
+}
+
+// The extend round drafts after every sequence's last kept position, then each request's chain goes on until it has
+// max_draft drafts (or num_steps), its pages end, or the context does; rounds take the last round's last rows.
+TEST(Speculative, DraftChainRoundsStopAtEachRequestsLimits) {
+  ForwardBatch b;
+  b.add_sequence({20, 21, 22}, 5, {1, 2}, 2);  // keeps 2 (accepted 2): positions 5, 6; pages end at 8
+  b.add_sequence({30}, 2, {3});                // keeps 1: position 2
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<SampleRequest> samples{{0, &greedy}, {1, &greedy}};
+  samples[0].max_draft = 3;
+  samples[1].max_draft = 1;
+  VerifyOutcome outcome;
+  outcome.kept = {2, 1};
+  outcome.after = {40, 50};
+  DraftChain chain(b, samples, outcome, 3, 4, 100);
+  ASSERT_FALSE(chain.done());
+  EXPECT_EQ(chain.batch().token_ids, (std::vector<int32_t>{21, 40, 50}));
+  EXPECT_EQ(chain.hidden_rows(), (std::vector<int64_t>{0, 1, 3}));
+  chain.advance(std::vector<int32_t>{60, 70});  // sequence 1 has its one draft
+  ASSERT_FALSE(chain.done());
+  EXPECT_EQ(chain.batch().token_ids, (std::vector<int32_t>{60}));
+  EXPECT_EQ(chain.batch().positions, (std::vector<int32_t>{7}));
+  EXPECT_EQ(chain.hidden_rows(), (std::vector<int64_t>{1}));
+  chain.advance(std::vector<int32_t>{61});  // position 8 is past its pages
+  EXPECT_TRUE(chain.done());
+  EXPECT_EQ(chain.take_drafts(), (std::vector<std::vector<int32_t>>{{60, 61}, {70}}));
+  // DP attention runs every round, even with nothing to run.
+  DraftChain idle(ForwardBatch{}, {}, VerifyOutcome{}, 2, 4, 100, true);
+  ASSERT_FALSE(idle.done());
+  idle.advance({});
+  EXPECT_FALSE(idle.done());
+  EXPECT_TRUE(idle.batch().seqs.empty());
+  idle.advance({});
+  EXPECT_TRUE(idle.done());
 }
 
 }  // namespace

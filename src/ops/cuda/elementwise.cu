@@ -397,6 +397,21 @@ void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream) {
   launch(bf16_to_f32_kernel, blocks, kThreads, 0, stream, device_ptr<bf16>(x), out.f32(), x.numel());
 }
 
+void copy_columns(Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col, int64_t width,
+                  cudaStream_t stream) {
+  check_cuda(dst, DType::kBF16, "copy_columns dst");
+  check_cuda(src, DType::kBF16, "copy_columns src");
+  NW_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) >= src.size(0) && dst_col >= 0 && src_col >= 0 &&
+               width >= 0 && dst_col + width <= dst.size(1) && src_col + width <= src.size(1),
+           "copy_columns: columns ", src_col, "+", width, " of src", src.shape_string(), " to ", dst_col, " of dst",
+           dst.shape_string());
+  if (src.size(0) == 0 || width == 0) return;
+  const size_t elem = sizeof(bf16);
+  NW_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.data) + dst_col * elem, dst.size(1) * elem,
+                                  static_cast<const char*>(src.data) + src_col * elem, src.size(1) * elem,
+                                  width * elem, src.size(0), cudaMemcpyDeviceToDevice, stream));
+}
+
 void f32_to_bf16(const Tensor& x, Tensor& out, cudaStream_t stream) {
   check_cuda(x, DType::kF32, "f32_to_bf16 input");
   check_cuda(out, DType::kBF16, "f32_to_bf16 out");

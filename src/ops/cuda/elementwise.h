@@ -47,6 +47,12 @@ void silu_and_mul(const Tensor& gate_up, Tensor& out, cudaStream_t stream);
 // out[i, :] = x[rows[i], :] (BF16 rows of width x.size(1)); e.g. each sequence's last token before lm_head.
 void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t stream);
 
+// dst[r, dst_col : dst_col + width] = src[r, src_col : src_col + width] for every row r of src (BF16 [R, *] both,
+// dst of at least R rows), one strided copy on the stream: a column slice out of a wider row (the latent part of
+// the cache's rows) or into one (the MTP layer's concatenated input).
+void copy_columns(Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col, int64_t width,
+                  cudaStream_t stream);
+
 // out = float(x), elementwise (BF16 -> F32), for logits and router scores.
 void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream);
 

@@ -467,7 +467,8 @@ void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, 
            p.kv_lora, " + ", p.rope_dim);
   NW_CHECK(p.page_size >= 16 && (p.page_size & (p.page_size - 1)) == 0,
            "mla_decode: page_size must be a power of two >= 16, got ", p.page_size);
-  NW_CHECK(p.heads >= 1 && p.q_len >= 1, "mla_decode: heads ", p.heads, " and q_len ", p.q_len, " must be >= 1");
+  NW_CHECK(p.heads >= 1 && p.q_len >= 1 && p.q_len <= kMlaDecodeMaxQLen, "mla_decode: heads ", p.heads, " must be >= 1 "
+           "and q_len ", p.q_len, " in 1..", kMlaDecodeMaxQLen);
   const int64_t batch = seq_lens.ndim() == 1 ? seq_lens.size(0) : -1;
   NW_CHECK(q.dtype == DType::kBF16 && cache.dtype == DType::kBF16 && out.dtype == DType::kBF16 &&
                page_table.dtype == DType::kI32 && seq_lens.dtype == DType::kI32 && batch >= 0 && q.ndim() == 3 &&

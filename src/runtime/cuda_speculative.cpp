@@ -1,0 +1,134 @@
+// CudaModelRunner's speculative step (NEXTN, chain drafting), eager: the verify forward and its draws on the GPU, the
+// ids to the host (a sync), acceptance there, then each draft-model round (one more sync each).
+#include <algorithm>
+#include <cstring>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "ops/cuda/elementwise.h"
+#include "runtime/cuda_model_runner.h"
+
+namespace narwhal {
+
+namespace {
+
+// The step row of each batch row once every decoding sequence is padded to verify_len tokens (as upload pads it).
+std::vector<int64_t> padded_rows(const ForwardBatch& batch, int64_t verify_len) {
+  std::vector<int64_t> rows;
+  int64_t at = 0;
+  for (const SequenceInfo& s : batch.seqs) {
+    for (int64_t i = 0; i < s.new_len; ++i) rows.push_back(at + i);
+    at += s.decodes() ? verify_len : s.new_len;
+  }
+  return rows;
+}
+
+bool all_decode(const ForwardBatch& batch) {
+  return std::all_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInfo& s) { return s.decodes(); });
+}
+
+}  // namespace
+
+// One verify forward over [pending, drafts..., fillers...] of every decoding sequence (and any prompt chunks beside
+// them, in their own part), every draw row's token on the GPU, then acceptance and drafting on the host. The result
+// is ready when this returns; finish() hands it over.
+void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                         bool return_logits) {
+  const int64_t verify_len = 1 + speculative_.num_steps;
+  const VerifyRows rows = verify_rows(batch, samples);
+  const std::vector<int64_t> padded = padded_rows(batch, verify_len);
+  std::vector<int64_t> logit_rows;
+  for (int64_t r : rows.token_rows) logit_rows.push_back(padded[static_cast<size_t>(r)]);
+  const bool decode = all_decode(batch);
+  CudaStep step = upload(batch, decode, 0, !decode, verify_len, logit_rows);
+  step.keep_hidden = true;
+  const Tensor logits = model_->forward(step, cache_, stream_);
+  const std::vector<SampleRequest> draws = verify_samples(batch, samples, rows);
+  queue_draws(logits, draws, return_logits);
+  StepOutput drawn = read_draws();  // waits for the ids: the host decides what the draft model runs
+  VerifyOutcome outcome = accept_drafts(batch, samples, drawn.sampled);
+  StepOutput out;
+  out.drafts = draft(batch, padded, samples, outcome);
+  out.sampled = std::move(outcome.sampled);
+  out.accepted = std::move(outcome.accepted);
+  if (return_logits) {  // each drawing sequence's logits at its pending token (requests that want them never draft)
+    const int64_t vocab = model_->config().vocab_size;
+    out.logits = Tensor::zeros(DType::kF32, {static_cast<int64_t>(batch.seqs.size()), vocab});
+    for (size_t i = 0; i < batch.seqs.size(); ++i)
+      if (rows.first[i] >= 0)
+        std::memcpy(out.logits.f32() + i * vocab, drawn.logits.f32() + rows.first[i] * vocab,
+                    static_cast<size_t>(vocab) * sizeof(float));
+  }
+  speculative_out_ = std::move(out);
+}
+
+// The draft model's rounds (DraftChain): each gathers the rows it continues from out of the last forward's hidden
+// states, runs the MTP layer and brings its argmax ids back.
+std::vector<std::vector<int32_t>> CudaModelRunner::draft(const ForwardBatch& verify,
+                                                         std::span<const int64_t> verify_rows,
+                                                         std::span<const SampleRequest> samples,
+                                                         const VerifyOutcome& outcome) {
+  DraftChain chain(verify, samples, outcome, speculative_.num_steps, page_size_,
+                   model_->config().max_position_embeddings);
+  bool first = true;
+  while (!chain.done()) {
+    const ForwardBatch& batch = chain.batch();
+    std::vector<int64_t> from = chain.hidden_rows();
+    if (first)  // the verify's rows: its step was padded
+      for (int64_t& r : from) r = verify_rows[static_cast<size_t>(r)];
+    first = false;
+    const Tensor hidden = gather_hidden(from);
+    const bool decode = all_decode(batch);
+    CudaStep step = upload(batch, decode, 0, !decode);
+    step.keep_hidden = true;
+    const Tensor logits = model_->forward_mtp(step, hidden, cache_, stream_);
+    const int64_t n = logits.size(0);
+    Tensor ids = greedy_ids_.rows(0, n);
+    ops::cuda::argmax(logits, ids, stream_);
+    std::vector<int32_t> next(static_cast<size_t>(n));
+    NW_CUDA_CHECK(cudaMemcpyAsync(next.data(), ids.data, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, stream_));
+    NW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the next round's batch is built from these ids
+    chain.advance(next);
+  }
+  return chain.take_drafts();
+}
+
+Tensor CudaModelRunner::run_mtp(const ForwardBatch& batch, const Tensor& hidden) {
+  const int64_t t = batch.num_tokens(), h = model_->config().hidden_size;
+  NW_CHECK(speculative_.enabled(), "run_mtp: the runner was made without speculative decoding (no MTP layer)");
+  NW_CHECK(hidden.dtype == DType::kF32 && hidden.ndim() == 2 && hidden.size(0) == t && hidden.size(1) == h,
+           "run_mtp: hidden", hidden.shape_string(), " must be [", t, ", ", h, "] F32 on the host");
+  Tensor rounded = Tensor::zeros(DType::kBF16, {t, h});
+  for (int64_t i = 0; i < t * h; ++i) rounded.ptr<uint16_t>()[i] = float_to_bf16(hidden.f32()[i]);
+  const Tensor device = rounded.to(Device::kCUDA);
+  const bool decode = all_decode(batch);
+  CudaStep step = upload(batch, decode, 0, !decode);
+  step.keep_hidden = true;
+  const Tensor logits = model_->forward_mtp(step, device, cache_, stream_);
+  Tensor out = Tensor::zeros(DType::kF32, logits.shape);
+  NW_CUDA_CHECK(cudaMemcpyAsync(out.data, logits.data, out.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+Tensor CudaModelRunner::gather_hidden(std::span<const int64_t> rows) {
+  const Tensor source = model_->hidden();
+  const int64_t n = static_cast<int64_t>(rows.size()), h = model_->config().hidden_size;
+  auto* host = static_cast<int32_t*>(rows_host_.reserve(static_cast<size_t>(n) * 4 + 4));
+  for (int64_t i = 0; i < n; ++i) {
+    NW_CHECK(rows[i] >= 0 && rows[i] < source.size(0), "speculative step: hidden row ", rows[i], " outside the ",
+             source.size(0), " of the last forward");
+    host[i] = static_cast<int32_t>(rows[i]);
+  }
+  if (!rows_device_.defined() || rows_device_.size(0) < n) {  // grown between steps only: nothing captured reads them
+    rows_device_ = Tensor::empty(DType::kI32, {n}, Device::kCUDA);
+    mtp_hidden_ = Tensor::empty(DType::kBF16, {n, h}, Device::kCUDA);
+  }
+  const Tensor index = rows_device_.rows(0, n);
+  Tensor out = mtp_hidden_.rows(0, n);
+  NW_CUDA_CHECK(cudaMemcpyAsync(index.data, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_));
+  ops::cuda::gather_rows(source, index, out, stream_);
+  return out;
+}
+
+}  // namespace narwhal

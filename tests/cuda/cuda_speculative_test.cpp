@@ -1,0 +1,216 @@
+// Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with 1 and 3 drafts per step equal its ids
+// without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked prefill, mixed chunks, the
+// prefix cache and small pages (page 4: the portable attention; page 16: the tuned decode kernel verifying 2 and 4
+// tokens per sequence); the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's
+// MTP layer matches the CPU reference's DeepSeekModel::forward_mtp.
+//
+// Tolerance of forward_mtp against the CPU, 2e-2 (max |diff| / max |ref| per row): one decoder layer, its norms and
+// eh_proj in BF16 (2^-9 relative per rounding, ~10 deep) on the same weights, its input hidden rounded to BF16, as
+// cuda_model_test's fixture tolerance for whole forwards. A wrong concatenation or cache layer is O(1) off.
+//
+// The greedy ids are compared exactly: the verify runs the decode's absorbed form and kernels on the same rows, but
+// at other GEMM sizes (4 rows a sequence instead of 1), so a near tie of two logits could in principle fall the other
+// way; plain batching faces the same (cuda_engine_test), and none is seen on these models.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "core/json.h"
+#include "cuda/gpu_test_util.h"
+#include "model/deepseek_model.h"
+#include "runtime/cuda_model_runner.h"
+#include "runtime/engine.h"
+#include "test_util.h"
+#include "text/tokenizer.h"
+
+namespace narwhal {
+namespace {
+
+constexpr double kMtpTolerance = 2e-2;
+
+CudaRunnerOptions options(int64_t page_size, int steps) {
+  CudaRunnerOptions o;
+  o.page_size = page_size;
+  o.max_total_tokens = 4096;
+  o.max_tokens_per_step = 1024;
+  o.cuda_graph_max_bs = 8;  // plain steps still replay graphs; speculative ones run eager
+  o.speculative = SpeculativeConfig{steps};
+  return o;
+}
+
+// Prompts sharing prefixes of 8 and 13 tokens (ids 2 .. 251), of lengths 3 to 40 (engine_model_test's).
+std::vector<std::vector<int32_t>> random_prompts() {
+  uint32_t state = 5;
+  const auto random_ids = [&](int n) {
+    std::vector<int32_t> ids;
+    for (int i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>(2 + (state = state * 1664525u + 1013904223u) % 250));
+    return ids;
+  };
+  const std::vector<int32_t> a = random_ids(8), b = random_ids(13);
+  std::vector<std::vector<int32_t>> out;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int32_t> p = i % 3 == 0 ? a : i % 3 == 1 ? b : std::vector<int32_t>{};
+    for (int32_t id : random_ids(3 + static_cast<int>(state % 28))) p.push_back(id);
+    out.push_back(p);
+  }
+  return out;
+}
+
+// The trained model's first held-out questions, as its prompts are written ("Question: ...\nAnswer:").
+std::vector<std::vector<int32_t>> arith_prompts() {
+  const std::string dir = testing::source_path("models/arith-tiny");
+  const text::Tokenizer tokenizer(dir);
+  std::ifstream in(dir + "/test.jsonl");
+  std::vector<std::vector<int32_t>> out;
+  for (std::string line; out.size() < 6 && std::getline(in, line);) {
+    const std::string text = "Question: " + json::parse(line)["question"].get<std::string>() + "\nAnswer:";
+    const std::vector<int> ids = tokenizer.encode(text, true);
+    out.emplace_back(ids.begin(), ids.end());
+  }
+  return out;
+}
+
+struct EngineRun {
+  std::vector<std::vector<int32_t>> outputs;
+  double accept_length = 0;
+};
+
+// The prompts in two waves (the second finds the first's prefixes in the cache), chunks of 16 beside decodes.
+// Greedy unless `temperature` > 0 (then seeded: every row is drawn as decoding draws its position).
+EngineRun run_engine(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts, int steps,
+                     int64_t page_size, int max_new_tokens, double temperature = 0.0) {
+  EngineConfig config;
+  config.speculative_num_steps = steps;
+  config.chunked_prefill_size = 16;
+  config.enable_mixed_chunk = true;
+  Engine engine(CudaModelRunner::load(model_dir, options(page_size, steps)), config);
+  SamplingParams params;
+  params.temperature = temperature;
+  params.seed = 7;
+  params.max_new_tokens = max_new_tokens;
+  params.ignore_eos = true;
+  EngineRun run;
+  run.outputs.resize(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    RequestInput input;
+    input.input_ids = prompts[i];
+    input.params = params;
+    input.on_output = [&run, i](RequestOutput&& out) {
+      run.outputs[i].insert(run.outputs[i].end(), out.token_ids.begin(), out.token_ids.end());
+    };
+    engine.submit(std::move(input));
+    if (i + 1 == prompts.size() / 2) engine.run_until_idle();
+  }
+  engine.run_until_idle();
+  EXPECT_EQ(engine.kv_pool().num_free() + engine.kv_pool().num_evictable(), engine.kv_pool().num_pages());
+  run.accept_length = engine.stats().spec_accept_length();
+  return run;
+}
+
+struct Model {
+  std::string dir;
+  std::vector<std::vector<int32_t>> prompts;
+};
+
+std::vector<Model> models() {
+  return {{testing::fixture_dir("v3"), random_prompts()},
+          {testing::fixture_dir("v3_fp8"), random_prompts()},
+          {testing::source_path("models/arith-tiny"), arith_prompts()}};
+}
+
+TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
+  NW_REQUIRE_GPU();
+  for (const Model& m : models()) {
+    for (int64_t page : {4, 16}) {
+      const EngineRun plain = run_engine(m.dir, m.prompts, 0, page, 24);
+      for (int steps : {1, 3}) {
+        SCOPED_TRACE(m.dir + " page " + std::to_string(page) + " steps " + std::to_string(steps));
+        const EngineRun spec = run_engine(m.dir, m.prompts, steps, page, 24);
+        EXPECT_EQ(spec.outputs, plain.outputs);
+        EXPECT_GE(spec.accept_length, 1.0);
+        EXPECT_LE(spec.accept_length, steps + 1.0);
+      }
+    }
+  }
+}
+
+// Sampled requests draft too: each verify row is drawn by the GPU sampler with the request's seed at that row's
+// position, so seeded outputs are plain decoding's.
+TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
+  NW_REQUIRE_GPU();
+  const std::string dir = testing::source_path("models/arith-tiny");
+  const EngineRun plain = run_engine(dir, arith_prompts(), 0, 16, 24, 0.8);
+  const EngineRun spec = run_engine(dir, arith_prompts(), 3, 16, 24, 0.8);
+  EXPECT_EQ(spec.outputs, plain.outputs);
+  EXPECT_GT(spec.accept_length, 1.0);
+}
+
+// The trained model's MTP layer drafts what it will say: random drafts keep about 1.0 tokens a step.
+TEST(CudaSpeculative, TrainedModelKeepsItsDrafts) {
+  NW_REQUIRE_GPU();
+  const EngineRun spec = run_engine(testing::source_path("models/arith-tiny"), arith_prompts(), 3, 16, 40);
+  std::printf("[ arith-tiny on the GPU, 3 steps ] accept length %.2f\n", spec.accept_length);
+  EXPECT_GT(spec.accept_length, 2.0);
+}
+
+// The MTP layer over a prompt's positions (the extend round, decompressed form), then one chained token (the absorbed
+// form over its own cache layer), both fed the CPU reference's hidden states: logits against the CPU's.
+TEST(CudaSpeculative, ForwardMtpMatchesCpuReference) {
+  NW_REQUIRE_GPU();
+  for (const std::string& dir : {testing::fixture_dir("v3"), testing::source_path("models/arith-tiny")}) {
+    SCOPED_TRACE(dir);
+    const DeepSeekModel cpu = DeepSeekModel::load(dir);
+    const ModelConfig& c = cpu.config();
+    KvCache cache(c, c.num_hidden_layers + 1, 8, 16);
+    auto gpu = CudaModelRunner::load(dir, options(16, 1));
+    const std::vector<int32_t> prompt = {5, 17, 42, 9, 33, 21, 8, 60, 11, 3, 27, 14, 90, 6, 45, 19, 72, 2, 38};
+    const int64_t n = static_cast<int64_t>(prompt.size()), vocab = c.vocab_size;
+    const std::vector<int32_t> pages = {0, 1, 2, 3};
+    ForwardBatch target;
+    target.add_sequence(prompt, 0, pages);
+    ForwardOptions keep;
+    keep.return_hidden = true;
+    const ForwardOutput main = cpu.forward(target, cache, keep);
+    const int32_t next = static_cast<int32_t>(std::max_element(main.logits.f32(), main.logits.f32() + vocab) -
+                                              main.logits.f32());
+    std::vector<int32_t> shifted(prompt.begin() + 1, prompt.end());
+    shifted.push_back(next);
+    ForwardBatch extend;
+    extend.add_sequence(shifted, 0, pages);
+    const ForwardOutput want = cpu.forward_mtp(0, extend, main.hidden, cache, keep);
+    const Tensor got = gpu->run_mtp(extend, main.hidden);
+    ASSERT_EQ(got.shape, want.logits.shape);
+    EXPECT_LE(testing::compare(got.f32(), want.logits.f32(), vocab).rel, kMtpTolerance) << "extend";
+
+    const int32_t draft = static_cast<int32_t>(std::max_element(want.logits.f32(), want.logits.f32() + vocab) -
+                                               want.logits.f32());
+    ForwardBatch chain;
+    chain.add_sequence({draft}, n, pages);
+    const Tensor last = want.hidden.rows(n - 1, n).reshape({1, c.hidden_size});
+    const ForwardOutput want_chain = cpu.forward_mtp(0, chain, last, cache, keep);
+    const Tensor got_chain = gpu->run_mtp(chain, last);
+    EXPECT_LE(testing::compare(got_chain.f32(), want_chain.logits.f32(), vocab).rel, kMtpTolerance) << "chain";
+  }
+}
+
+// What the GPU cannot verify is refused by name: more drafts than the decode kernel's query rows, a checkpoint
+// without an MTP layer.
+TEST(CudaSpeculative, RefusesWhatItCannotVerify) {
+  NW_REQUIRE_GPU();
+  try {
+    CudaModelRunner::load(testing::fixture_dir("v3"), options(16, 4));
+    ADD_FAILURE() << "4 steps were taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--speculative-num-steps 4"), std::string::npos) << e.what();
+  }
+  try {
+    CudaModelRunner::load(testing::fixture_dir("v2"), options(16, 1));
+    ADD_FAILURE() << "a checkpoint without MTP weights was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_nextn_predict_layers"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace narwhal
