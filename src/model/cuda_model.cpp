@@ -80,12 +80,14 @@ bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
 }  // namespace
 
 CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-                     KernelChoice kernels, Communicator* tp, int ep_size, Communicator* dp_group, int dp_size)
+                     KernelChoice kernels, Communicator* tp, int ep_size, Communicator* dp_group, int dp_size,
+                     MoeA2aBackend moe_a2a, DeepEpMode deepep_mode)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
       attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
       dp_size_(tp_ ? dp_size : 1),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_} : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_, moe_a2a, deepep_mode}
+                                             : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)),
       max_tokens_(max_tokens),
@@ -125,6 +127,12 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   fast_moe_ = !portable && fits_moe_kernels(local_, weights_);
   NW_CHECK(fast_moe_ || tp_dims_.slice.ep_size == 1, "--ep-size ", tp_dims_.slice.ep_size, ": expert parallelism ",
            "on the GPU runs in the tuned MoE kernels, which these shapes (or --kernels portable) rule out");
+  if (tp_dims_.slice.deepep()) {
+    const std::vector<int32_t>& ranks = tp_dims_.expert_rank;
+    Tensor host = Tensor::zeros(DType::kI32, {static_cast<int64_t>(ranks.size())});
+    std::copy(ranks.begin(), ranks.end(), host.ptr<int32_t>());
+    expert_rank_ = host.to(Device::kCUDA);
+  }
   rope_.inv_freq = Tensor::from_floats(local_.rope_inv_freq(), {local_.qk_rope_head_dim / 2}).to(Device::kCUDA);
   rope_.scaling = local_.rope_attention_scaling();
   rope_.interleave = local_.rope.interleave;
@@ -204,6 +212,7 @@ Tensor CudaModel::feed_forward(const CudaLayerWeights& w, const CudaStep& step, 
   if (t > 0)
     ops::cuda::add_rms_norm(residual, attn_out, w.post_attention_norm, static_cast<float>(local_.rms_norm_eps),
                             normed, stream, normed_f32.defined() ? &normed_f32 : nullptr);
+  if (w.moe && tp_dims_.slice.deepep()) return moe_a2a(*w.moe, step, normed, normed_f32, stream);
   Tensor x = normed, x_f32 = normed_f32;
   if (dp) {
     x_f32 = gather_dp_groups(normed_f32, step.dp_rows, stream);
@@ -289,7 +298,7 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
   }
   ops::cuda::moe_route(logits, w.correction_bias, router_, ids, weights, stream);
   if (routing_trace_) trace_routing(logits, ids, weights, stream);
-  if (routing_override_) override_routing(ids, weights, stream);
+  if (routing_override_) override_routing(ids, weights, 0, t, stream);
   if (fast_moe_) {
     ops::cuda::moe_experts(x, ids, weights, e, out, ws.data, ws.nbytes(), stream);
     return;
@@ -319,15 +328,19 @@ void CudaModel::trace_routing(const Tensor& logits, const Tensor& ids, const Ten
   routing_trace_->layers.push_back(std::move(layer));
 }
 
-void CudaModel::override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream) {
+void CudaModel::override_routing(Tensor& ids, Tensor& weights, int64_t first_row, int64_t rows,
+                                 cudaStream_t stream) {
   NW_CHECK(override_layer_ < routing_override_->layers.size(), "routing override: ",
            routing_override_->layers.size(), " MoE layers given, the forward has more");
   const RoutingTrace::Layer& l = routing_override_->layers[override_layer_++];
-  NW_CHECK(l.tokens == ids.size(0) && l.top_k == ids.size(1) && l.ids.size() == static_cast<size_t>(ids.numel()) &&
-               l.weights.size() == l.ids.size(),
-           "routing override: a layer of ", l.tokens, " tokens x top ", l.top_k, " for ", ids.shape_string());
-  NW_CUDA_CHECK(cudaMemcpyAsync(ids.data, l.ids.data(), ids.nbytes(), cudaMemcpyHostToDevice, stream));
-  NW_CUDA_CHECK(cudaMemcpyAsync(weights.data, l.weights.data(), weights.nbytes(), cudaMemcpyHostToDevice, stream));
+  NW_CHECK(l.tokens == rows && l.top_k == ids.size(1) && l.ids.size() == static_cast<size_t>(rows * l.top_k) &&
+               l.weights.size() == l.ids.size() && first_row + ids.size(0) <= rows,
+           "routing override: a layer of ", l.tokens, " tokens x top ", l.top_k, " for rows ", first_row, " + ",
+           ids.shape_string(), " of ", rows);
+  const size_t skip = static_cast<size_t>(first_row * l.top_k);
+  NW_CUDA_CHECK(cudaMemcpyAsync(ids.data, l.ids.data() + skip, ids.nbytes(), cudaMemcpyHostToDevice, stream));
+  NW_CUDA_CHECK(cudaMemcpyAsync(weights.data, l.weights.data() + skip, weights.nbytes(), cudaMemcpyHostToDevice,
+                                stream));
   NW_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

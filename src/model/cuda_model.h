@@ -51,6 +51,9 @@ struct CudaStep {
   // rank of the TP group: ForwardBatch::dp_tokens for an eager step, a decode graph's size for each group in a
   // graph. Empty without DP attention.
   std::vector<int64_t> dp_rows;
+  // Every rank of the TP group runs a decode this step (a decode graph, or every_rank_decodes of the batch): deepep's
+  // auto mode then dispatches in low-latency mode.
+  bool decode_only = false;
 };
 
 // Which kernels run: kAuto picks the tuned ones where the shapes allow; kPortable forces the shape-generic
@@ -69,12 +72,15 @@ enum class KernelChoice { kAuto, kPortable };
 // every rank on all of them, its delta is all_reduce'd over `tp`, and each group keeps its own rows. A group with
 // nothing to run (a step of 0 tokens and 0 sequences) still meets the others there; its ranks skip the group's own
 // meetings together, since they run the same step. Every rank of `tp` calls forward together.
+// With --moe-a2a-backend deepep (moe_a2a, ep_size == tp->size()) the MoE layers follow DeepEP's pattern instead
+// (model/moe_a2a.h, cuda_moe_a2a.cpp): no gather of the DP groups and no all_reduce around them.
 class CudaModel {
  public:
   // max_tokens: the most tokens one step may carry (token-indexed buffers are reserved for it up front).
   CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
             KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr, int ep_size = 1,
-            Communicator* dp_group = nullptr, int dp_size = 1);
+            Communicator* dp_group = nullptr, int dp_size = 1, MoeA2aBackend moe_a2a = MoeA2aBackend::kNone,
+            DeepEpMode deepep_mode = DeepEpMode::kAuto);
 
   const ModelConfig& config() const { return config_; }
   const TpDims& tp_dims() const { return tp_dims_; }
@@ -84,9 +90,11 @@ class CudaModel {
   int dp_size() const { return dp_size_; }
   int dp_rank() const { return tp_ ? tp_->rank() / tp_dims_.slice.attn_size() : 0; }
   // Whether decode steps (one token per sequence) run without host-known key counts, and their collectives can be
-  // captured too, i.e. may be captured.
+  // captured too, i.e. may be captured (not with deepep's normal mode, which reads its counts on the host).
   bool decode_capturable() const {
-    return fast_attention_ && fast_moe_ && (!tp_ || tp_->graph_capturable()) && (!attn_ || attn_->graph_capturable());
+    const bool host_counts = tp_dims_.slice.deepep() && tp_dims_.slice.deepep_mode == DeepEpMode::kNormal;
+    return fast_attention_ && fast_moe_ && !host_counts && (!tp_ || tp_->graph_capturable()) &&
+           (!attn_ || attn_->graph_capturable());
   }
 
   // Runs the step on `stream` (no host sync): writes the new tokens' latents into `cache` (per layer
@@ -105,7 +113,8 @@ class CudaModel {
     kResidual, kNormed, kNormedF32, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
     kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
     kGathered, kLatentRows, kKv, kExpertOut, kLogitsShard, kGatheredLogits, kDpGathered, kDpRows, kDpNormed,
-    kDpDelta, kBufferCount
+    kDpDelta, kA2aCounts, kA2aSlot, kA2aToken, kA2aSendX, kA2aSendIds, kA2aSendWeights, kA2aRecvX, kA2aRecvIds,
+    kA2aRecvWeights, kA2aPartial, kA2aReturned, kA2aSlice, kA2aGathered, kBufferCount
   };
   // A typed view of buffer `id`, grown when too small (into new storage: graphs keep the old).
   Tensor buffer(Buffer id, DType dtype, std::vector<int64_t> shape);
@@ -126,8 +135,12 @@ class CudaModel {
   void mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
   // x: the normed input in BF16 for the experts, x_f32 the same unrounded for the router.
   void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
+  // deepep: the same over this rank's attention group's rows, by all_to_all; returns the group's BF16 delta.
+  Tensor moe_a2a(const CudaMoeWeights& w, const CudaStep& step, const Tensor& x, const Tensor& x_f32,
+                 cudaStream_t stream);
   void trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream);
-  void override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream);
+  // The override's next layer: its rows [first_row, first_row + ids rows) of `rows` (deepep routes a slice).
+  void override_routing(Tensor& ids, Tensor& weights, int64_t first_row, int64_t rows, cudaStream_t stream);
   // The meeting points (nothing without TP): the FFN's in the TP group, the embedding's, attention's and the
   // lm_head's in the attention group (the TP group, or with DP attention the DP group).
   void all_reduce(Tensor& t, cudaStream_t stream);
@@ -155,6 +168,7 @@ class CudaModel {
   RoutingTrace* routing_trace_ = nullptr;
   const RoutingTrace* routing_override_ = nullptr;
   size_t override_layer_ = 0;  // the override's next layer in this forward
+  Tensor expert_rank_;         // deepep: TpDims::expert_rank on the device, for the dispatch kernels
 };
 
 }  // namespace narwhal
