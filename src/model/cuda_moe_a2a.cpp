@@ -87,7 +87,8 @@ Tensor CudaModel::moe_a2a(const CudaMoeWeights& w, const CudaStep& step, const T
   Tensor slice = buffer(kA2aSlice, DType::kBF16, {attn_ ? s.chunk : t, h});
   Tensor out = slice.rows(0, t);
   ops::cuda::moe_dispatch_combine(returned, send_slot, sent_counts, s.capacity, out, stream);
-  if (!attn_) return out;  // one rank per group: its slice is all of the group's rows
+  // One rank per group: its slice is all of the group's rows; an idle group (every rank of it alike) has none.
+  if (!attn_ || s.chunk == 0) return out;
   Tensor gathered = buffer(kA2aGathered, DType::kBF16, {attn_->size() * s.chunk, h});
   attn_->all_gather(slice, gathered, stream);
   return gathered.rows(0, t_group);  // the slices in rank order are the rows in order, then the last ones' padding
