@@ -6,7 +6,8 @@
 // batches) must still meet the others and return no logits. The experts run with the reference's routing (each
 // group's, stacked in group order as the FFN sees the rows), as in cuda_tp_test.cpp. DeepEP's dispatch
 // (--moe-a2a-backend deepep) replaces the groups' gather and the all_reduce around every MoE layer: each rank routes
-// its slice of its own group's rows (the same tolerances, cuda_tp_test.cpp's DeepEpMatchesTheReference says why).
+// its slice of its own group's rows (the same tolerances, cuda_tp_test.cpp's ExpertParallelMatchesTheReference
+// says why).
 // DeepSeek-V3's per-rank shapes at TP 8 with DP 8 (EP 8, also with deepep) and DP 2 run on dummy weights; with two
 // GPUs, NCCL with decode graphs too.
 #include <gtest/gtest.h>

@@ -17,6 +17,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <tuple>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -124,53 +126,41 @@ TEST(CudaTp, DeepSeekDimsMatchTheReference) {
 
 // Expert parallelism in the tuned MoE kernels (each rank's choices of other ranks' experts skipped, the shared
 // experts run for its EP rank's share of the tokens): DeepSeek's dims at TP 2 / EP 2, TP 4 / EP 2 and 4, TP 8 /
-// EP 8, in BF16 and FP8 kept FP8, against the CPU reference.
+// EP 8, in BF16 and FP8 kept FP8, against the CPU reference. Then DeepEP's dispatch (EP = TP 2 and 4, whole experts
+// per rank): each rank routes its slice of the rows (the reference's routing, for those rows), all_to_alls them to
+// the ranks of their experts and back, and the slices are all_gather'ed; in normal, low-latency and auto mode (the
+// script's prefill and decode steps switch it); at TP 4 the decodes of one to three sequences leave some ranks an
+// empty slice. The tolerances are TP's: each rank's experts sum a token's choices in F32 and round the row to BF16
+// once before it travels back, and the combine adds the ranks' rows in F32 and rounds once more, as TP's BF16
+// all_reduce of per-rank partial sums does.
 TEST(CudaTp, ExpertParallelMatchesTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
+  std::vector<std::tuple<int, int, std::optional<DeepEpMode>>> splits = {{2, 2, {}}, {4, 2, {}}, {4, 4, {}}, {8, 8, {}}};
+  for (int tp : {2, 4})
+    for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto})
+      splits.emplace_back(tp, tp, mode);
   for (bool fp8 : {false, true}) {
     testing::TempDir dir;
     write_deepseek_dims(dir.path(), fp8);
     const ModelConfig c = ModelConfig::from_file(dir.path() + "/config.json");
     const testing::StepScript script = testing::make_step_script(6, c.vocab_size, kParallelPageSize);
     const Reference ref = run_reference(dir.path(), script);
-    for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}, std::pair{8, 8}}) {
+    for (const auto& split : splits) {
+      const int tp = std::get<0>(split), ep = std::get<1>(split);
+      const std::optional<DeepEpMode> deepep = std::get<2>(split);
       const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
         o.ep_size = ep;
+        if (deepep) {
+          o.moe_a2a = MoeA2aBackend::kDeepEp;
+          o.deepep_mode = *deepep;
+        }
         return CudaModelRunner::load(dir.path(), o);
       });
-      expect_logits_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep), ref.tolerance);
+      expect_logits_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep,
+                                               deepep ? cat(" deepep ", deepep_mode_name(*deepep)) : ""),
+                          ref.tolerance);
     }
-  }
-}
-
-// DeepEP's dispatch (EP = TP 2 and 4, whole experts per rank): each rank routes its slice of the rows (the reference's
-// routing, for those rows), all_to_alls them to the ranks of their experts and back, the slices are all_gather'ed.
-// Normal, low-latency and auto mode (the script's prefill and decode steps switch it); at TP 4 the decode steps of
-// one to three sequences leave some ranks an empty slice. DeepSeek's dims in BF16 and FP8 kept FP8. The tolerances
-// are TP's: each rank's experts sum a token's choices in F32 and round the row to BF16 once before it travels back,
-// and the combine adds the ranks' rows in F32 and rounds once more, as TP's BF16 all_reduce of per-rank partial sums
-// does.
-TEST(CudaTp, DeepEpMatchesTheReference) {
-  NW_REQUIRE_GPU();
-  set_log_level(LogLevel::kWarning);
-  for (bool fp8 : {false, true}) {
-    testing::TempDir dir;
-    write_deepseek_dims(dir.path(), fp8);
-    const ModelConfig c = ModelConfig::from_file(dir.path() + "/config.json");
-    const testing::StepScript script = testing::make_step_script(8, c.vocab_size, kParallelPageSize);
-    const Reference ref = run_reference(dir.path(), script);
-    for (int tp : {2, 4})
-      for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto}) {
-        const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
-          o.ep_size = tp;
-          o.moe_a2a = MoeA2aBackend::kDeepEp;
-          o.deepep_mode = mode;
-          return CudaModelRunner::load(dir.path(), o);
-        });
-        expect_logits_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " deepep ", deepep_mode_name(mode)),
-                            ref.tolerance);
-      }
   }
 }
 

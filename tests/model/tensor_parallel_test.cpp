@@ -14,6 +14,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -97,7 +98,6 @@ std::vector<Outputs> run_tp(const std::string& model_dir, int tp, uint64_t seed,
   return outputs;
 }
 
-constexpr DeepEpMode kDeepEpModes[] = {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto};
 
 double max_rel_error(const Tensor& actual, const Tensor& expected) {
   EXPECT_EQ(actual.shape, expected.shape);
@@ -158,34 +158,25 @@ TEST_P(TpFixture, Tp2And4GiveTp1Logits) {
 }
 
 // Expert parallelism (EP-MoE) with TP attention: EP 2 at TP 2 (each expert whole on one rank), EP 2 at TP 4 (each
-// expert split over a pair of ranks) and EP 4 at TP 4, against TP 1. The odd fixtures' heads do not split.
+// expert split over a pair of ranks) and EP 4 at TP 4, against TP 1; then DeepEP's dispatch (EP = TP 2 and 4) in
+// every mode: the step script mixes prefill and decode steps (auto switches between the modes), the greedy
+// continuation decodes one token at a time (at TP 4 three of the four slices are empty) and the MTP module's layer
+// is a MoE layer too. The odd fixtures' heads do not split (dp_attention_test.cpp runs them with deepep).
 TEST_P(TpFixture, ExpertParallelGivesTp1Logits) {
   set_log_level(LogLevel::kWarning);
   const std::string dir = testing::fixture_dir(GetParam());
   if (std::string(GetParam()).find("odd") != std::string::npos) GTEST_SKIP() << "its heads do not split";
   const Outputs tp1 = run_model(DeepSeekModel::load(dir), 5);
-  for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}}) {
-    const std::string what = cat(GetParam(), " tp ", tp, " ep ", ep);
-    const double err = expect_tp_matches(tp1, run_tp(dir, tp, 5, ep), what);
+  std::vector<std::tuple<int, int, std::optional<DeepEpMode>>> splits = {{2, 2, {}}, {4, 2, {}}, {4, 4, {}}};
+  for (int tp : {2, 4})
+    for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto})
+      splits.emplace_back(tp, tp, mode);
+  for (const auto& [tp, ep, deepep] : splits) {
+    const std::string what =
+        cat(GetParam(), " tp ", tp, " ep ", ep, deepep ? cat(" deepep ", deepep_mode_name(*deepep)) : "");
+    const double err = expect_tp_matches(tp1, run_tp(dir, tp, 5, ep, deepep), what);
     std::printf("%s: max rel error vs TP 1 %.2e\n", what.c_str(), err);
   }
-}
-
-// DeepEP's dispatch with TP attention (EP = TP 2 and 4) in every mode: the step script mixes prefill and decode
-// steps (auto switches between the modes), the greedy continuation decodes one token at a time (at TP 4 three of
-// the four slices are empty) and the MTP module's layer is a MoE layer too. The odd fixtures' heads do not split
-// without DP attention (dp_attention_test.cpp runs them).
-TEST_P(TpFixture, DeepEpGivesTp1Logits) {
-  set_log_level(LogLevel::kWarning);
-  const std::string dir = testing::fixture_dir(GetParam());
-  if (std::string(GetParam()).find("odd") != std::string::npos) GTEST_SKIP() << "its heads do not split";
-  const Outputs tp1 = run_model(DeepSeekModel::load(dir), 5);
-  for (int tp : {2, 4})
-    for (DeepEpMode mode : kDeepEpModes) {
-      const std::string what = cat(GetParam(), " tp ", tp, " deepep ", deepep_mode_name(mode));
-      const double err = expect_tp_matches(tp1, run_tp(dir, tp, 5, tp, mode), what);
-      std::printf("%s: max rel error vs TP 1 %.2e\n", what.c_str(), err);
-    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TpFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8", "v3_odd", "v2_odd"));
