@@ -86,8 +86,8 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
       tp_(tp && tp->size() > 1 ? tp : nullptr),
       attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
       dp_size_(tp_ ? dp_size : 1),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_, moe_a2a, deepep_mode}
-                                             : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(
+          config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_, moe_a2a, deepep_mode} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)),
       max_tokens_(max_tokens),

@@ -71,8 +71,8 @@ DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communica
       tp_(tp && tp->size() > 1 ? tp : nullptr),
       attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
       dp_size_(tp_ ? dp_size : 1),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size, moe_a2a, deepep_mode}
-                                             : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(
+          config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size, moe_a2a, deepep_mode} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)) {
   NW_CHECK(!tp_ || tp_->device() == Device::kCPU, "DeepSeekModel runs on the host: its TP group needs the host "

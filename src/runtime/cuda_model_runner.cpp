@@ -150,9 +150,9 @@ CudaModelRunner::~CudaModelRunner() {
 namespace {
 
 TpSlice slice_of(const CudaRunnerOptions& options) {
-  return options.tp ? TpSlice{options.tp->rank(), options.tp->size(), options.ep_size, options.dp_size,
-                              options.moe_a2a, options.deepep_mode}
-                    : TpSlice{};
+  if (!options.tp) return {};
+  const Communicator& tp = *options.tp;
+  return {tp.rank(), tp.size(), options.ep_size, options.dp_size, options.moe_a2a, options.deepep_mode};
 }
 
 ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {

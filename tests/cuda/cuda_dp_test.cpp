@@ -224,16 +224,18 @@ TEST(CudaDp, DeepSeekV3PerRankShapesRunAtTp8) {
                                std::pair{DpLayout{8, 2, 1, {}}, MoeA2aBackend::kNone},
                                std::pair{DpLayout{8, 8, 8, {}}, MoeA2aBackend::kDeepEp}}) {
     const std::vector<StepScript> mine(scripts.begin(), scripts.begin() + l.dp);
-    const std::vector<std::vector<Tensor>> logits = run_dp(l, mine, nullptr, [&, l = l, a2a = a2a](CudaRunnerOptions& o) {
+    const auto make = [&, l = l, a2a = a2a](CudaRunnerOptions& o) {
       o.moe_a2a = a2a;
       const TpSlice slice{o.tp->rank(), o.tp->size(), l.ep, l.dp};
       return std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7, slice), o);
-    });
+    };
+    const std::vector<std::vector<Tensor>> logits = run_dp(l, mine, nullptr, make);
     for (int g = 0; g < l.dp; ++g)
       for (size_t i = 0; i < logits[g].size(); ++i) {
         ASSERT_EQ(logits[g][i].size(0), static_cast<int64_t>(mine[g].steps[i].seqs.size())) << l.describe();
         for (int64_t k = 0; k < logits[g][i].numel(); ++k)
-          ASSERT_TRUE(std::isfinite(logits[g][i].f32()[k])) << l.describe() << " group " << g << " logit " << k;
+          ASSERT_TRUE(std::isfinite(logits[g][i].f32()[k]))
+              << l.describe() << " " << moe_a2a_backend_name(a2a) << " group " << g << " logit " << k;
       }
   }
 }

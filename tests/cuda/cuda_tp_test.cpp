@@ -1,8 +1,9 @@
 // The GPU forward split over TP ranks on ONE GPU (the device-local backend: a thread per rank, exchanging device
 // memory), against the CPU reference on the same checkpoint: the fixtures at TP 2, 4 and 8 (or the refusal naming
 // the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8 and with expert parallelism
-// (also with DeepEP's all-to-all dispatch, --moe-a2a-backend deepep, in each mode), random configs at TP 2, and DeepSeek-V3's per-rank shapes at TP 8 (and EP 8) with dummy weights; with two GPUs or
-// more, NCCL with graphs too.
+// (also with DeepEP's all-to-all dispatch, --moe-a2a-backend deepep, in each mode), random configs at TP 2, and
+// DeepSeek-V3's per-rank shapes at TP 8 (and EP 8, also with deepep) with dummy weights; with two GPUs or more, NCCL
+// with graphs too (and deepep's low-latency mode captured).
 // TP must be exactly as accurate as TP 1, so it is held to forward_diff_test.cpp's tolerances against the same CPU
 // reference (which equals transformers to ~1e-6): 2e-2 in ||tp - cpu||_2 / ||cpu||_2 per row for BF16
 // activations, 8e-2 where FP8 weights stay FP8 (activations quantized to e4m3 per 128). Comparing TP n with GPU
@@ -136,7 +137,8 @@ TEST(CudaTp, DeepSeekDimsMatchTheReference) {
 TEST(CudaTp, ExpertParallelMatchesTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
-  std::vector<std::tuple<int, int, std::optional<DeepEpMode>>> splits = {{2, 2, {}}, {4, 2, {}}, {4, 4, {}}, {8, 8, {}}};
+  std::vector<std::tuple<int, int, std::optional<DeepEpMode>>> splits = {
+      {2, 2, {}}, {4, 2, {}}, {4, 4, {}}, {8, 8, {}}};
   for (int tp : {2, 4})
     for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto})
       splits.emplace_back(tp, tp, mode);

@@ -69,7 +69,8 @@ void check_dispatch(const DispatchCase& c, uint64_t seed) {
   Tensor d_counts = poisoned(DType::kI32, {n}), d_slot = poisoned(DType::kI32, {t, n});
   Tensor d_token = poisoned(DType::kI32, {n, t});
   ops::cuda::moe_dispatch_layout(ids_dev, rank_dev, c.self, d_counts, d_slot, d_token, nullptr);
-  const std::vector<int32_t> got_counts = host_i32(d_counts), got_slot = host_i32(d_slot), got_token = host_i32(d_token);
+  const std::vector<int32_t> got_counts = host_i32(d_counts), got_slot = host_i32(d_slot);
+  const std::vector<int32_t> got_token = host_i32(d_token);
   ASSERT_TRUE(same_bytes(got_counts.data(), counts.data, counts.nbytes()));
   EXPECT_TRUE(same_bytes(got_slot.data(), slot.data, slot.nbytes()));
   for (int64_t d = 0; d < n; ++d)
@@ -82,9 +83,10 @@ void check_dispatch(const DispatchCase& c, uint64_t seed) {
   for (const int64_t capacity : {int64_t{0}, t + 3}) {
     SCOPED_TRACE(cat("capacity ", capacity));
     const int64_t rows = capacity > 0 ? n * capacity : packed_rows;
-    Tensor send_x = Tensor::zeros(DType::kBF16, {rows, c.hidden}), send_ids = Tensor::zeros(DType::kI32, {rows, c.top_k});
-    Tensor send_w = Tensor::zeros(DType::kF32, {rows, c.top_k});
-    ops::moe_dispatch_pack(x_bf16, ids_host, weights_host, rank_host, counts, token, capacity, send_x, send_ids, send_w);
+    Tensor send_x = Tensor::zeros(DType::kBF16, {rows, c.hidden});
+    Tensor send_ids = Tensor::zeros(DType::kI32, {rows, c.top_k}), send_w = Tensor::zeros(DType::kF32, {rows, c.top_k});
+    ops::moe_dispatch_pack(x_bf16, ids_host, weights_host, rank_host, counts, token, capacity, send_x, send_ids,
+                           send_w);
     Tensor d_x = poisoned(DType::kBF16, {rows, c.hidden}), d_ids = poisoned(DType::kI32, {rows, c.top_k});
     Tensor d_w = poisoned(DType::kF32, {rows, c.top_k});
     ops::cuda::moe_dispatch_pack(x.device, ids_dev, weights_dev, rank_dev, d_counts, d_token, capacity, d_x, d_ids,
@@ -126,7 +128,8 @@ TEST(CudaMoeDispatch, RefusesWhatItDoesNotTake) {
   Tensor slot = poisoned(DType::kI32, {4, 300}), token = poisoned(DType::kI32, {300, 4});
   Tensor many = poisoned(DType::kI32, {300});
   EXPECT_THROW(ops::cuda::moe_dispatch_layout(ids, rank, 0, many, slot, token, nullptr), Error) << "300 ranks";
-  Tensor counts = poisoned(DType::kI32, {2}), slot2 = poisoned(DType::kI32, {4, 2}), token2 = poisoned(DType::kI32, {2, 4});
+  Tensor counts = poisoned(DType::kI32, {2}), slot2 = poisoned(DType::kI32, {4, 2});
+  Tensor token2 = poisoned(DType::kI32, {2, 4});
   EXPECT_THROW(ops::cuda::moe_dispatch_layout(ids, rank, 2, counts, slot2, token2, nullptr), Error) << "self 2 of 2";
   const Tensor x_f32 = poisoned(DType::kF32, {4, 128}), weights = poisoned(DType::kF32, {4, 2});
   Tensor send_x = poisoned(DType::kBF16, {8, 128}), send_ids = poisoned(DType::kI32, {8, 2});

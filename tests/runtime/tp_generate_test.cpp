@@ -209,8 +209,8 @@ TEST(TpGenerateNodes, AModelThatDoesNotSplitIsRefusedAtOnce) {
   }
 }
 
-// DP replicas (--dp-size without DP attention), DP groups that --tp-size cannot hold or that span nodes, an EP size that
-// does not divide the TP size, deepep with experts split inside EP groups and a --deepep-mode without deepep are
+// DP replicas (--dp-size without DP attention), DP groups that --tp-size cannot hold or that span nodes, an EP size
+// that does not divide the TP size, deepep with experts split inside EP groups and a --deepep-mode without deepep are
 // refused by name.
 TEST(TpGenerateNodes, DataParallelReplicasAndUnevenGroupsAreRefused) {
   testing::TempDir dir;

@@ -90,7 +90,8 @@ TEST(TpRunner, EngineOutputsEqualTp1) {
        {parallel_flags(2), parallel_flags(4), parallel_flags(2, 2), parallel_flags(4, 2, 4), parallel_flags(4, 4),
         deepep(parallel_flags(2, 1, 2), DeepEpMode::kNormal), deepep(parallel_flags(4, 1, 4), DeepEpMode::kLowLatency),
         deepep(parallel_flags(4, 1, 4), DeepEpMode::kAuto), deepep(parallel_flags(2, 2, 2), DeepEpMode::kAuto),
-        deepep(parallel_flags(4, 2, 4), DeepEpMode::kNormal), deepep(parallel_flags(4, 4, 4), DeepEpMode::kLowLatency)}) {
+        deepep(parallel_flags(4, 2, 4), DeepEpMode::kNormal),
+        deepep(parallel_flags(4, 4, 4), DeepEpMode::kLowLatency)}) {
     const std::vector<Choice> got = generate(flags);
     const std::string what = cat("tp ", flags.tp_size, " dp ", flags.dp_size, " ep ", flags.ep_size, " ",
                                  moe_a2a_backend_name(flags.moe_a2a_backend), " ", deepep_mode_name(flags.deepep_mode));
