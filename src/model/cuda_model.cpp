@@ -7,6 +7,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "model/deepseek_model.h"
+#include "model/moe_a2a.h"
 #include "ops/cuda/mla.h"
 #include "ops/cuda/moe.h"
 #include "ops/cuda/portable.h"
@@ -127,12 +128,7 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   fast_moe_ = !portable && fits_moe_kernels(local_, weights_);
   NW_CHECK(fast_moe_ || tp_dims_.slice.ep_size == 1, "--ep-size ", tp_dims_.slice.ep_size, ": expert parallelism ",
            "on the GPU runs in the tuned MoE kernels, which these shapes (or --kernels portable) rule out");
-  if (tp_dims_.slice.deepep()) {
-    const std::vector<int32_t>& ranks = tp_dims_.expert_rank;
-    Tensor host = Tensor::zeros(DType::kI32, {static_cast<int64_t>(ranks.size())});
-    std::copy(ranks.begin(), ranks.end(), host.ptr<int32_t>());
-    expert_rank_ = host.to(Device::kCUDA);
-  }
+  if (tp_dims_.slice.deepep()) expert_rank_ = expert_rank_tensor(tp_dims_).to(Device::kCUDA);
   rope_.inv_freq = Tensor::from_floats(local_.rope_inv_freq(), {local_.qk_rope_head_dim / 2}).to(Device::kCUDA);
   rope_.scaling = local_.rope_attention_scaling();
   rope_.interleave = local_.rope.interleave;

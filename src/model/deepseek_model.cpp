@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "model/moe_a2a.h"
 #include "model/safetensors.h"
 #include "ops/activation.h"
 #include "ops/embed.h"
@@ -96,11 +97,7 @@ DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communica
   router_ = router_params(config_);
   mla_ = {local_.num_attention_heads, local_.qk_nope_head_dim, local_.qk_rope_head_dim, local_.v_head_dim,
           local_.kv_lora_rank, static_cast<float>(local_.softmax_scale())};
-  if (tp_dims_.slice.deepep()) {
-    const std::vector<int32_t>& ranks = tp_dims_.expert_rank;
-    expert_rank_ = Tensor::zeros(DType::kI32, {static_cast<int64_t>(ranks.size())});
-    std::copy(ranks.begin(), ranks.end(), expert_rank_.ptr<int32_t>());
-  }
+  if (tp_dims_.slice.deepep()) expert_rank_ = expert_rank_tensor(tp_dims_);
 }
 
 DeepSeekModel DeepSeekModel::load(const std::string& model_dir) {

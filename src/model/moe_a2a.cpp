@@ -1,4 +1,4 @@
-// moe_a2a_step: the slices and capacity of DeepEP's dispatch, from the step's token counts alone.
+// moe_a2a_step: the slices and capacity of DeepEP's dispatch, from the step's token counts alone; its expert table.
 #include "model/moe_a2a.h"
 
 #include <algorithm>
@@ -25,6 +25,12 @@ MoeA2aStep moe_a2a_step(DeepEpMode mode, bool decode_only, const std::vector<int
   if (s.low_latency)
     for (int64_t r : group_rows) s.capacity = std::max(s.capacity, chunk_of(r));
   return s;
+}
+
+Tensor expert_rank_tensor(const TpDims& dims) {
+  Tensor t = Tensor::zeros(DType::kI32, {static_cast<int64_t>(dims.expert_rank.size())});
+  std::copy(dims.expert_rank.begin(), dims.expert_rank.end(), t.ptr<int32_t>());
+  return t;
 }
 
 bool every_rank_decodes(const ForwardBatch& batch, bool dp_attention) {

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/tensor.h"
 #include "model/forward_batch.h"
+#include "model/tensor_parallel.h"
 #include "parallel/parallel_config.h"
 
 namespace narwhal {
@@ -45,6 +47,9 @@ struct MoeA2aStep {
 // `decode_only` (every rank's step is a decode, every_rank_decodes) resolves kAuto: low latency when set.
 MoeA2aStep moe_a2a_step(DeepEpMode mode, bool decode_only, const std::vector<int64_t>& group_rows, int group,
                         int attn_size, int attn_rank);
+
+// TpDims::expert_rank as the dispatch ops take it: a host I32 tensor [E].
+Tensor expert_rank_tensor(const TpDims& dims);
 
 // Whether every rank of the TP group runs a decode step (one new token per sequence): without DP attention every
 // rank runs this batch; with it, ForwardBatch::dp_decode says so for every group.

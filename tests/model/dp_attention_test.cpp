@@ -4,13 +4,14 @@
 // the same bits, and a group with nothing to run (empty batches) must still meet the others. With DeepEP's dispatch
 // (--moe-a2a-backend deepep, EP = TP) each rank routes its slice of its own group's rows instead: every fixture with
 // routed experts at TP 2 / DP 2, TP 4 / DP 2 and 4, TP 8 / DP 4 (where heads and experts split), in normal,
-// low-latency and auto mode, idle groups included.
+// low-latency and auto mode (which switches between the two within a script), idle groups included.
 // Tolerance 1e-5 relative, as tensor_parallel_test.cpp: the same float32 products in another grouping.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -135,13 +136,14 @@ class DpDeepEp : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DpDeepEp, EachGroupGivesTp1LogitsOnItsOwnBatch) {
   set_log_level(LogLevel::kWarning);
+  // Auto runs both modes (the scripts' prefill steps normal, the steps where every group decodes low latency).
+  const std::vector<DeepEpMode> both = {DeepEpMode::kNormal, DeepEpMode::kLowLatency}, automatic = {DeepEpMode::kAuto};
   int ran = 0;
-  for (const auto& [tp, dp] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}, std::pair{8, 4}}) {
+  for (const auto& [tp, dp, modes] : {std::tuple{2, 2, both}, std::tuple{4, 2, automatic}, std::tuple{4, 4, both},
+                                      std::tuple{8, 4, automatic}}) {
     if (!splits(GetParam(), tp, dp)) continue;
     ++ran;
-    for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency})
-      expect_dp_matches(GetParam(), tp, dp, tp, {}, mode);
-    if (tp == 4) expect_dp_matches(GetParam(), tp, dp, tp, {}, DeepEpMode::kAuto);
+    for (DeepEpMode mode : modes) expect_dp_matches(GetParam(), tp, dp, tp, {}, mode);
   }
   EXPECT_GE(ran, 2) << "every fixture splits at TP 2 / DP 2 and TP 4 / DP 4";
 }
