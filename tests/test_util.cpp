@@ -78,4 +78,10 @@ void write_random_checkpoint(const std::string& dir, const json& config, uint64_
   write_checkpoint(dir, config.dump(2), random_checkpoint_tensors(parsed, seed, fp8), 2);
 }
 
+int64_t routed_choices(const ModelConfig& config, int64_t tokens) {
+  int64_t moe_layers = 0;
+  for (int layer = 0; layer < config.num_hidden_layers; ++layer) moe_layers += config.is_moe_layer(layer);
+  return tokens * moe_layers * config.num_experts_per_tok;
+}
+
 }  // namespace narwhal::testing

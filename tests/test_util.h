@@ -8,6 +8,7 @@
 
 #include "core/json.h"
 #include "core/tensor.h"
+#include "model/model_config.h"
 
 namespace narwhal::testing {
 
@@ -45,5 +46,9 @@ json small_v3_config();
 
 // Writes config.json and random weights (two shards + index) for `config` into `dir`.
 void write_random_checkpoint(const std::string& dir, const json& config, uint64_t seed = 1, bool fp8 = false);
+
+// What the expert counts of `tokens` forwarded tokens sum to (ModelRunner::expert_tokens): top_k choices per token
+// in every MoE layer.
+int64_t routed_choices(const ModelConfig& config, int64_t tokens);
 
 }  // namespace narwhal::testing

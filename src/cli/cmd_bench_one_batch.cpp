@@ -1,9 +1,9 @@
 // `narwhal bench-one-batch`: SGLang's bench_one_batch on the GPU runner: one static batch, prefill then decode,
-// with each decode step's time against its HBM floor (bytes it must read over the bandwidth measured here). With
-// --tp it times the TP group's steps (greedy tokens drawn on TP rank 0) without a floor.
+// with each decode step's time against its HBM floor (the bytes one GPU must read, decode_step_bytes, over the
+// bandwidth measured here). With --tp it times the TP group's steps (greedy tokens drawn on TP rank 0), with
+// --enable-dp-attention --dp-size D the steps of D DP groups that each run the batch.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -12,12 +12,11 @@
 
 #include <cuda_profiler_api.h>
 
+#include "cli/bench_one_batch_floor.h"
 #include "cli/commands.h"
 #include "cli/server_args.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
-#include "model/cuda_weights.h"
-#include "runtime/cuda_model_runner.h"
 #include "runtime/model_runner_factory.h"
 
 namespace narwhal {
@@ -59,34 +58,6 @@ double measure_hbm_bandwidth() {
   return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3);
 }
 
-// Bytes one decode step must read: every weight except the embedding table (B rows) and the routed experts
-// (the expected number of distinct ones B tokens pick, E(1 - (1 - k/E)^B), per MoE layer), plus the KV cache.
-struct StepBytes {
-  double weights = 0, experts = 0, kv = 0;
-  double total() const { return weights + experts + kv; }
-};
-
-StepBytes decode_bytes(const CudaModelWeights& w, const ModelConfig& c, int64_t batch, int64_t context) {
-  StepBytes s;
-  double routed_total = 0, routed_per_expert = 0;
-  for (const CudaLayerWeights& l : w.layers) {
-    if (!l.moe) continue;
-    const ops::cuda::MoeExpertWeights& e = l.moe->experts;
-    const double all = static_cast<double>(e.gate_up.nbytes() + e.down.nbytes()) +
-                       (e.gate_up_scale_inv.defined() ? e.gate_up_scale_inv.nbytes() + e.down_scale_inv.nbytes() : 0);
-    const double per_expert = all / static_cast<double>(e.gate_up.size(0));
-    routed_total += per_expert * c.n_routed_experts;
-    routed_per_expert += per_expert;
-  }
-  const double hidden_row = static_cast<double>(c.hidden_size) * 2;
-  s.weights = static_cast<double>(w.bytes) - routed_total - hidden_row * c.vocab_size + hidden_row * batch;
-  const double e = c.n_routed_experts, k = c.num_experts_per_tok;
-  const double distinct = e > 0 ? e * (1.0 - std::pow(1.0 - k / e, static_cast<double>(batch))) : 0;
-  s.experts = distinct * routed_per_expert;
-  s.kv = static_cast<double>(batch) * context * c.kv_cache_dim() * 2 * c.num_hidden_layers;
-  return s;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -94,23 +65,29 @@ double median(std::vector<double> v) {
 
 struct Result {
   int64_t batch, input_len, output_len;
-  double prefill_s, decode_median_s, floor_s;  // floor_s 0: not computed (--tp > 1)
+  double prefill_s, decode_median_s, floor_s;  // floor_s: the per-GPU floor
 };
 
-// Each sequence's greedy next token, drawn where the forward ran (only the ids come back): the served step, as the
-// engine runs it for a temperature-0 request.
-std::vector<int32_t> greedy_step(ModelRunner& runner, const ForwardBatch& batch) {
+// Each DP group's greedy next token per sequence of its batch, drawn where the forward ran (only the ids come back):
+// the served step, as the engine runs it for temperature-0 requests. Every group launches before any finishes (one
+// step of them all).
+std::vector<std::vector<int32_t>> greedy_step(const std::vector<std::unique_ptr<ModelRunner>>& groups,
+                                              const std::vector<ForwardBatch>& batches) {
   static const SamplingParams kGreedy = [] {
     SamplingParams p;
     p.temperature = 0.0;
     return p;
   }();
   static const TokenCounts kNoCounts;
-  std::vector<SampleRequest> samples(batch.seqs.size());
-  for (size_t s = 0; s < samples.size(); ++s) samples[s] = {static_cast<int64_t>(s), &kGreedy, &kNoCounts};
-  runner.launch(batch, samples, false);
-  std::vector<int32_t> ids;
-  for (const SampledToken& t : runner.finish().sampled) ids.push_back(t.token);
+  std::vector<std::vector<SampleRequest>> samples(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t s = 0; s < batches[g].seqs.size(); ++s)
+      samples[g].push_back({static_cast<int64_t>(s), &kGreedy, &kNoCounts});
+    groups[g]->launch(batches[g], samples[g], false);
+  }
+  std::vector<std::vector<int32_t>> ids(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (const SampledToken& t : groups[g]->finish().sampled) ids[g].push_back(t.token);
   return ids;
 }
 
@@ -121,9 +98,11 @@ int run_bench_one_batch(int argc, char** argv) {
   BenchFlags f;
   ArgParser parser("bench-one-batch",
                    "Times one static batch on the GPU (prefill, then decode steps), as SGLang's bench_one_batch, "
-                   "and prints each decode step against its HBM floor.");
+                   "and prints each decode step against the HBM floor of one GPU. With --enable-dp-attention "
+                   "--dp-size D every DP group runs --batch-size sequences (SGLang's: each rank builds the same "
+                   "batch), so a step carries D x batch of them; throughputs count every group's tokens.");
   args.register_flags(parser);
-  parser.add("batch-size", &f.batch_size, "batch sizes, comma-separated");
+  parser.add("batch-size", &f.batch_size, "batch sizes (per DP group), comma-separated");
   parser.add("input-len", &f.input_len, "prompt lengths, comma-separated");
   parser.add("output-len", &f.output_len, "decode steps per case");
   if (!parser.parse(argc, argv, 2)) return 0;
@@ -139,24 +118,32 @@ int run_bench_one_batch(int argc, char** argv) {
 
   RunnerOptions options = args.runner_options();
   options.cuda_graph_max_bs = std::max(args.cuda_graph_max_bs, max_batch);
-  // Prefill runs whole sequences per step, as many as fit in 16384 tokens.
+  // Prefill runs whole sequences per step, as many as fit in 16384 tokens (per DP group).
   options.max_tokens_per_step = std::max<int64_t>(16384, max_input);
   if (is_worker_node(options)) {  // node 0 runs the benchmark; this node runs its ranks' part of each step
     run_worker_node(options);
     return 0;
   }
-  const bool tp = args.tp_size > 1;
-  const double bandwidth = tp ? 0.0 : measure_hbm_bandwidth();
-  if (tp) {
-    std::printf("--tp %d: no HBM floor (each GPU reads its own slice). With %s=1 every rank shares one GPU and takes "
-                "its turn, so those times say nothing about TP speed.\n", args.tp_size, kDeviceLocalEnv);
-  } else {
-    std::printf("HBM bandwidth (device-to-device copy, read + write): %.0f GB/s\n", bandwidth / 1e9);
-  }
-  std::unique_ptr<ModelRunner> runner = make_model_runner(options);
-  const ModelConfig& config = runner->config();
+  const ParallelFlags& parallel = options.parallel;
+  const TpSlice slice{0, parallel.tp_size, parallel.ep_size, parallel.dp_attention_groups()};
+  // Device-local TP runs every rank on this GPU, each in turn: a step's time is the sum of their work, and the GPU
+  // reads every rank's share.
+  const int ranks_here = parallel.tp_size > 1 && device_local_requested() ? parallel.tp_size : 1;
+  const double bandwidth = measure_hbm_bandwidth();
+  std::printf("HBM bandwidth (device-to-device copy, read + write, this GPU): %.0f GB/s\n", bandwidth / 1e9);
+  if (parallel.tp_size > 1)
+    std::printf("--tp %d --ep %d, %d DP group(s) of %d rank(s): the floor is what one GPU reads (its share of the "
+                "weights, its DP group's cache)%s\n", parallel.tp_size, parallel.ep_size, slice.dp_size,
+                slice.attn_size(), ranks_here > 1 ? "" : "; a GPU per rank, meeting at every layer: a step is each's");
+  if (ranks_here > 1)
+    std::printf("%s=1: all %d ranks share this GPU and take turns, so a step's time is the sum of their work; "
+                "step / floor below is against %d x the per-GPU floor, and says nothing about TP speed.\n",
+                kDeviceLocalEnv, ranks_here, ranks_here);
+  const std::vector<std::unique_ptr<ModelRunner>> groups = make_model_runners(options);
+  const ModelRunner& runner = *groups.front();
+  const ModelConfig& config = runner.config();
   const int64_t pages_per_seq = (max_input + f.output_len + args.page_size - 1) / args.page_size;
-  NW_CHECK(pages_per_seq * max_batch <= runner->num_pages(), "the cache holds ", runner->num_pages(),
+  NW_CHECK(pages_per_seq * max_batch <= runner.num_pages(), "the cache holds ", runner.num_pages(),
            " pages; batch ", max_batch, " x ", max_input + f.output_len, " tokens needs ", pages_per_seq * max_batch);
 
   std::mt19937 rng(static_cast<uint32_t>(args.random_seed));
@@ -164,28 +151,35 @@ int run_bench_one_batch(int argc, char** argv) {
   // Profilers started with --capture-range=cudaProfilerApi see the timed decode steps, or with this set the timed
   // prefill (scripts/gpu-check GPU_CHECK_PROFILE=prefill).
   const bool profile_prefill = std::getenv("NARWHAL_PROFILE_PREFILL") != nullptr;
+  const size_t dp = groups.size();
   for (int batch : batches) {
     for (int input : inputs) {
-      std::vector<std::vector<int32_t>> tables(batch), prompts(batch);
-      for (int s = 0; s < batch; ++s) {
+      // Each group's own prompts, in its own cache (the same page ids in each).
+      std::vector<std::vector<int32_t>> tables(batch);
+      std::vector<std::vector<std::vector<int32_t>>> prompts(dp, std::vector<std::vector<int32_t>>(batch));
+      for (int s = 0; s < batch; ++s)
         for (int64_t p = 0; p < pages_per_seq; ++p) tables[s].push_back(static_cast<int32_t>(s * pages_per_seq + p));
-        for (int i = 0; i < input; ++i)
-          prompts[s].push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(config.vocab_size)));
-      }
+      for (auto& group : prompts)
+        for (auto& prompt : group)
+          for (int i = 0; i < input; ++i)
+            prompt.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(config.vocab_size)));
       // Warm-up prefill + decode step (kernel plans), then the timed run.
-      std::vector<int32_t> next;
+      std::vector<std::vector<int32_t>> next(dp);
       double prefill_s = 0;
       std::vector<double> steps;
       for (int pass = 0; pass < 2; ++pass) {
-        next.clear();
+        for (auto& ids : next) ids.clear();
         if (pass == 1 && profile_prefill) NW_CUDA_CHECK(cudaProfilerStart());
         const double t0 = now_s();
         for (int first = 0; first < batch;) {
-          ForwardBatch fb;
+          std::vector<ForwardBatch> fb(dp);
           int s = first;
-          while (s < batch && (s == first || (s - first + 1) * int64_t{input} <= options.max_tokens_per_step))
-            fb.add_sequence(prompts[s], 0, tables[s]), ++s;
-          for (int32_t id : greedy_step(*runner, fb)) next.push_back(id);
+          while (s < batch && (s == first || (s - first + 1) * int64_t{input} <= options.max_tokens_per_step)) {
+            for (size_t g = 0; g < dp; ++g) fb[g].add_sequence(prompts[g][s], 0, tables[s]);
+            ++s;
+          }
+          const std::vector<std::vector<int32_t>> ids = greedy_step(groups, fb);
+          for (size_t g = 0; g < dp; ++g) next[g].insert(next[g].end(), ids[g].begin(), ids[g].end());
           first = s;
         }
         prefill_s = now_s() - t0;
@@ -193,39 +187,37 @@ int run_bench_one_batch(int argc, char** argv) {
         steps.clear();
         if (pass == 1 && !profile_prefill) NW_CUDA_CHECK(cudaProfilerStart());
         for (int step = 0; step < (pass == 0 ? 1 : f.output_len); ++step) {
-          ForwardBatch fb;
-          for (int s = 0; s < batch; ++s) fb.add_sequence({next[s]}, input + step, tables[s]);
+          std::vector<ForwardBatch> fb(dp);
+          for (size_t g = 0; g < dp; ++g)
+            for (int s = 0; s < batch; ++s) fb[g].add_sequence({next[g][s]}, input + step, tables[s]);
           const double t1 = now_s();
-          next = greedy_step(*runner, fb);
+          next = greedy_step(groups, fb);
           steps.push_back(now_s() - t1);
         }
         if (pass == 1 && !profile_prefill) NW_CUDA_CHECK(cudaProfilerStop());
       }
-      const double decode_s = median(steps);
+      const double decode_s = median(steps), sequences = static_cast<double>(dp) * batch;
       std::printf("batch %d input %d: Prefill. latency: %.5f s, throughput: %.2f token/s\n", batch, input, prefill_s,
-                  batch * static_cast<double>(input) / prefill_s);
+                  sequences * input / prefill_s);
       std::printf("batch %d input %d: Decode.  median latency: %.5f s, median throughput: %.2f token/s\n", batch,
-                  input, decode_s, batch / decode_s);
-      double floor_s = 0;
-      if (const auto* single = dynamic_cast<const CudaModelRunner*>(runner.get())) {  // TP 1: one GPU's weights
-        const StepBytes bytes = decode_bytes(single->model().weights(), config, batch, input + f.output_len / 2);
-        floor_s = bytes.total() / bandwidth;
-        std::printf("batch %d input %d: Decode HBM floor: %.3f ms (weights %.0f MB + experts %.0f MB + KV %.0f MB at "
-                    "%.0f GB/s); step / floor = %.2f\n",
-                    batch, input, floor_s * 1e3, bytes.weights / 1e6, bytes.experts / 1e6, bytes.kv / 1e6,
-                    bandwidth / 1e9, decode_s / floor_s);
-      }
+                  input, decode_s, sequences / decode_s);
+      const DecodeStepBytes bytes = decode_step_bytes(config, slice, batch, input + f.output_len / 2);
+      const double floor_s = bytes.total() / bandwidth;
+      std::printf("batch %d input %d: Decode HBM floor per GPU: %.3f ms (weights %.0f MB + experts %.0f MB + KV "
+                  "%.0f MB at %.0f GB/s); step / floor = %.2f\n",
+                  batch, input, floor_s * 1e3, bytes.weights / 1e6, bytes.experts / 1e6, bytes.kv / 1e6,
+                  bandwidth / 1e9, decode_s / (ranks_here * floor_s));
       results.push_back({batch, input, f.output_len, prefill_s, decode_s, floor_s});
     }
   }
   std::printf("\n| batch | input | output | prefill s | prefill tok/s | decode ms/step | decode tok/s | floor ms | "
               "step/floor |\n|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results) {
-    char floor[64] = "n/a | n/a";
-    if (r.floor_s > 0) std::snprintf(floor, sizeof floor, "%.3f | %.2f", r.floor_s * 1e3, r.decode_median_s / r.floor_s);
-    std::printf("| %lld | %lld | %lld | %.4f | %.0f | %.3f | %.0f | %s |\n", static_cast<long long>(r.batch),
+    const double sequences = static_cast<double>(dp) * r.batch;
+    std::printf("| %lld | %lld | %lld | %.4f | %.0f | %.3f | %.0f | %.3f | %.2f |\n", static_cast<long long>(r.batch),
                 static_cast<long long>(r.input_len), static_cast<long long>(r.output_len), r.prefill_s,
-                r.batch * r.input_len / r.prefill_s, r.decode_median_s * 1e3, r.batch / r.decode_median_s, floor);
+                sequences * r.input_len / r.prefill_s, r.decode_median_s * 1e3, sequences / r.decode_median_s,
+                r.floor_s * 1e3, r.decode_median_s / (ranks_here * r.floor_s));
   }
   return 0;
 }

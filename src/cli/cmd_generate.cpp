@@ -12,6 +12,7 @@
 #include "cli/tokenizer_token_text.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/logging.h"
 #include "runtime/engine.h"
 #include "runtime/model_runner_factory.h"
 #include "text/tokenizer.h"
@@ -240,6 +241,12 @@ int run_generate(int argc, char** argv) {
     prompt_of[engine.submit(std::move(input))] = i;
   }
   engine.run_until_idle();
+  if (const EngineStats& s = engine.stats(); s.spec_verifies > 0) {
+    char line[96];
+    std::snprintf(line, sizeof line, "Speculative decoding: accept len %.2f over %lld decode steps",
+                  s.spec_accept_length(), static_cast<long long>(s.spec_verifies.load()));
+    NW_LOG(Info) << line;
+  }
 
   const bool batch = prompts.size() > 1 || f.n > 1;
   for (size_t i = 0; i < results.size(); ++i) {

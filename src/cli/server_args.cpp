@@ -65,6 +65,13 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.add("dp-size", &dp_size, "data-parallel size: DP-attention groups (with --enable-dp-attention; it must divide "
         "--tp-size)");
   p.alias("dp", "dp-size");
+  p.add("speculative-algorithm", &speculative_algorithm,
+        "NEXTN (or EAGLE): speculative decoding, drafting with the checkpoint's MTP layer and verifying the drafts "
+        "in one target forward (greedy requests; the output is the same as without)");
+  p.add("speculative-num-steps", &speculative_num_steps, "tokens drafted per sequence and step (0: 3)");
+  p.add("speculative-eagle-topk", &speculative_eagle_topk, "drafts per step and position: 1, chain drafting (0: 1)");
+  p.add("speculative-num-draft-tokens", &speculative_num_draft_tokens,
+        "tokens a verify step checks per sequence: --speculative-num-steps + 1 with topk 1 (0: that)");
   p.add("load-balance-method", &load_balance_method,
         "which DP rank a new request goes to: round_robin (in turn) or shortest_queue (the fewest running and "
         "waiting sequences)");
@@ -88,6 +95,11 @@ ParallelFlags ServerArgs::parallel_flags() const {
   return f;
 }
 
+SpeculativeConfig ServerArgs::speculative_config() const {
+  if (speculative_algorithm.empty()) return {};
+  return {speculative_num_steps > 0 ? speculative_num_steps : 3};
+}
+
 EngineConfig ServerArgs::engine_config() const {
   EngineConfig config;
   config.schedule_policy = parse_schedule_policy(schedule_policy);
@@ -101,6 +113,7 @@ EngineConfig ServerArgs::engine_config() const {
   config.schedule_conservativeness = schedule_conservativeness;
   config.random_seed = static_cast<uint64_t>(random_seed);
   config.load_balance_method = parse_load_balance_method(load_balance_method);
+  config.speculative_num_steps = speculative_config().num_steps;
   config.validate();
   return config;
 }
@@ -116,6 +129,7 @@ RunnerOptions ServerArgs::runner_options() const {
   o.load_format = load_format;
   o.cuda_graph_max_bs = cuda_graph_max_bs;
   o.disable_cuda_graph = disable_cuda_graph;
+  o.speculative = speculative_config();
   // A step carries at most one prefill budget plus decode tokens (mixed chunks), or one decode token per
   // running request (at most 4096 when --max-running-requests is left to the engine).
   // With DP attention each rank's share (the engine splits --max-running-requests over the ranks).
@@ -164,11 +178,8 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add_unsupported("disable-mla", "MLA is the only attention narwhal implements");
   p.add_unsupported("enable-flashinfer-mla", "narwhal has its own MLA kernels");
   p.add_unsupported("attention-backend", "narwhal has its own MLA kernels");
-  p.add_unsupported("speculative-algorithm", "speculative decoding is not implemented yet");
-  p.add_unsupported("speculative-draft-model-path", "speculative decoding is not implemented yet");
-  p.add_unsupported("speculative-num-steps", "speculative decoding is not implemented yet");
-  p.add_unsupported("speculative-eagle-topk", "speculative decoding is not implemented yet");
-  p.add_unsupported("speculative-num-draft-tokens", "speculative decoding is not implemented yet");
+  p.add_unsupported("speculative-draft-model-path", "NEXTN drafts with the served checkpoint's own MTP layer; a "
+                    "separate draft checkpoint is not read yet");
   p.add_unsupported("dtype", "activations are BF16 (GPU) or F32 (CPU), weights keep the checkpoint's dtype");
   p.add_unsupported("context-length", "the context length comes from config.json");
   p.add_unsupported("skip-tokenizer-init", "narwhal always serves text");
@@ -218,6 +229,30 @@ void ServerArgs::validate() const {
            "data-parallel replicas, which narwhal does not run yet: add --enable-dp-attention (DP groups inside the "
            "--tp-size ranks), or start one server per replica behind a load balancer");
   ParallelConfig::validate(parallel_flags());
+  validate_speculative();
+}
+
+void ServerArgs::validate_speculative() const {
+  const std::string& a = speculative_algorithm;
+  NW_CHECK(a.empty() || a == "NEXTN" || a == "EAGLE", "--speculative-algorithm ", a, ": narwhal drafts with the "
+           "checkpoint's MTP layer: NEXTN (or EAGLE, the same here)");
+  if (a.empty()) {
+    NW_CHECK(speculative_num_steps == 0 && speculative_eagle_topk == 0 && speculative_num_draft_tokens == 0,
+             "--speculative-num-steps / --speculative-eagle-topk / --speculative-num-draft-tokens need "
+             "--speculative-algorithm NEXTN");
+    return;
+  }
+  const int steps = speculative_config().num_steps;
+  NW_CHECK(steps >= 1 && steps <= 8, "--speculative-num-steps must be in [1, 8], got ", speculative_num_steps);
+  NW_CHECK(speculative_eagle_topk <= 1, "--speculative-eagle-topk ", speculative_eagle_topk, ": tree drafting "
+           "(several drafts per position) is not built yet; chain drafting is --speculative-eagle-topk 1");
+  NW_CHECK(speculative_num_draft_tokens == 0 || speculative_num_draft_tokens == steps + 1,
+           "--speculative-num-draft-tokens ", speculative_num_draft_tokens, ": with chain drafting a verify checks "
+           "the pending token and its ", steps, " drafts, so it is --speculative-num-steps + 1 = ", steps + 1);
+  NW_CHECK(device == "cpu", "--speculative-algorithm on --device cuda: the GPU runner does not speculate yet; "
+           "--device cpu does");
+  NW_CHECK(nnodes == 1, "--speculative-algorithm with --nnodes ", nnodes, ": every rank draws the drafts' tokens, "
+           "and the requests' sampling state does not travel to other nodes yet");
 }
 
 }  // namespace narwhal

@@ -8,6 +8,7 @@
 #include "parallel/parallel_config.h"
 #include "runtime/engine_config.h"
 #include "runtime/model_runner_factory.h"
+#include "runtime/speculative.h"
 
 namespace narwhal {
 
@@ -49,6 +50,12 @@ struct ServerArgs {
   int decode_log_interval = 40;
   double schedule_conservativeness = 1.0;
 
+  // Speculative decoding (SGLang's names; 0 = SGLang's automatic choice for DeepSeek: 3 steps, topk 1, 4 tokens).
+  std::string speculative_algorithm;      // NEXTN (EAGLE is the same here): drafts from the checkpoint's MTP layer
+  int speculative_num_steps = 0;
+  int speculative_eagle_topk = 0;
+  int speculative_num_draft_tokens = 0;
+
   // HTTP server (narwhal serve).
   std::string host = "127.0.0.1";
   int port = 30000;
@@ -77,10 +84,12 @@ struct ServerArgs {
   void register_server_flags(ArgParser& parser);
   // Checks values that flags alone cannot (e.g. --model-path given); applies --log-level.
   void validate() const;
+  void validate_speculative() const;
   // The engine's settings and the runner's load/cache options these flags describe (after validate()).
   EngineConfig engine_config() const;
   RunnerOptions runner_options() const;
   ParallelFlags parallel_flags() const;
+  SpeculativeConfig speculative_config() const;  // off without --speculative-algorithm
   // A DP rank's --chunked-prefill-size: with DP attention SGLang's split of it over --dp-size, since the ranks'
   // chunks meet in every MoE (the gathered rows are dp_size chunks).
   int64_t rank_chunked_prefill_size() const;

@@ -153,6 +153,11 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
     buffer(kRouterLogits, DType::kF32, {t, local_.n_routed_experts});
     buffer(kTopkIds, DType::kI32, {t, local_.num_experts_per_tok});
     buffer(kTopkWeights, DType::kF32, {t, local_.num_experts_per_tok});
+    // deepep routes a slice per rank, which rank 0's counter alone would undercount: not counted there yet.
+    if (!tp_ || (tp_->rank() == 0 && !tp_dims_.slice.deepep())) {
+      expert_counts_ = Tensor::empty(DType::kI64, {local_.n_routed_experts}, Device::kCUDA);
+      NW_CUDA_CHECK(cudaMemset(expert_counts_.data, 0, expert_counts_.nbytes()));
+    }
     for (const CudaLayerWeights& l : weights_.layers)
       if (l.moe && fast_moe_) {
         const size_t bytes = ops::cuda::moe_experts_workspace_bytes(t, local_.num_experts_per_tok, l.moe->experts);
@@ -217,8 +222,12 @@ Tensor CudaModel::feed_forward(const CudaLayerWeights& w, const CudaStep& step, 
   }
   Tensor out = buffer(dp ? kDpDelta : kDelta, DType::kBF16, {x.size(0), h});
   if (x.size(0) > 0) {  // no rows only when every DP group is idle, which every rank knows from dp_rows
-    if (w.moe) moe(*w.moe, x, x_f32, out, stream);
-    else mlp(*w.mlp, x, out, stream);
+    if (w.moe) {
+      moe(*w.moe, x, x_f32, out, stream);
+      count_experts(step, x.size(0), stream);
+    } else {
+      mlp(*w.mlp, x, out, stream);
+    }
     all_reduce(out, stream);  // each rank's slice of the intermediate dims (routed and shared experts together)
   }
   return dp ? own_dp_rows(out, step.dp_rows) : out;
@@ -312,6 +321,12 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
     gemm_.linear_bf16(act, e.down.rows(i, i + 1).reshape({hidden, inter}), y, stream);
   }
   ops::cuda::moe_combine_dense(expert_out, ids, weights, local_.n_routed_experts, e.num_shared, out, stream);
+}
+
+void CudaModel::count_experts(const CudaStep& step, int64_t rows, cudaStream_t stream) {
+  if (!expert_counts_.defined()) return;
+  const Tensor ids = buffer(kTopkIds, DType::kI32, {rows, local_.num_experts_per_tok});
+  ops::cuda::moe_count_experts(ids, step.valid_rows, expert_counts_, stream);
 }
 
 void CudaModel::trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream) {

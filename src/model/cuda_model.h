@@ -51,6 +51,10 @@ struct CudaStep {
   // rank of the TP group: ForwardBatch::dp_tokens for an eager step, a decode graph's size for each group in a
   // graph. Empty without DP attention.
   std::vector<int64_t> dp_rows;
+  // A decode graph's step (device I32 [G], G = DP groups or 1): the FFN's rows are G equal blocks, a group's each,
+  // whose first valid_rows[g] are real and the rest padding, which routes too but must not be counted. Undefined:
+  // every row is real (eager steps).
+  Tensor valid_rows;
   // Every rank of the TP group runs a decode this step (a decode graph, or every_rank_decodes of the batch): deepep's
   // auto mode then dispatches in low-latency mode.
   bool decode_only = false;
@@ -101,6 +105,11 @@ class CudaModel {
   // [pages, page_size, kv_lora + rope] BF16) and returns each sequence's last-token logits [B, vocab] F32,
   // a view of an internal buffer valid until the next forward ([0, vocab] for an idle DP group).
   Tensor forward(const CudaStep& step, const std::vector<Tensor>& cache, cudaStream_t stream);
+  // [n_routed_experts] I64 on the device: the router's (token, expert) choices of every forward so far, over all MoE
+  // layers, padding rows left out (CudaStep::valid_rows); counted inside captured graphs too (a fixed address). Only
+  // TP rank 0 counts, since every rank routes the same rows (with DP attention every group's, gathered): undefined
+  // on the others, for a model without MoE, and with deepep (each rank routes its own slice; not summed yet).
+  const Tensor& expert_counts() const { return expert_counts_; }
   // Tests, eager steps only (both copy synchronously; never while a graph is captured). While a trace is set, every
   // MoE layer's router logits and the GPU's own choices are copied to it. While an override is set, the experts
   // run with the override's choices and weights instead (its layers in forward order, one forward's worth):
@@ -135,6 +144,8 @@ class CudaModel {
   void mlp(const CudaMlpWeights& w, const Tensor& x, Tensor& out, cudaStream_t stream);
   // x: the normed input in BF16 for the experts, x_f32 the same unrounded for the router.
   void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
+  // Adds this layer's choices (the first `rows` of kTopkIds, which every MoE path leaves there) to expert_counts_.
+  void count_experts(const CudaStep& step, int64_t rows, cudaStream_t stream);
   // deepep: the same over this rank's attention group's rows, by all_to_all; returns the group's BF16 delta.
   Tensor moe_a2a(const CudaMoeWeights& w, const CudaStep& step, const Tensor& x, const Tensor& x_f32,
                  cudaStream_t stream);
@@ -165,6 +176,7 @@ class CudaModel {
   ops::cuda::GemmRunner gemm_;
   std::array<Tensor, kBufferCount> buffers_;
   std::vector<Tensor> retired_;  // outgrown buffers, kept for the graphs captured over them
+  Tensor expert_counts_;
   RoutingTrace* routing_trace_ = nullptr;
   const RoutingTrace* routing_override_ = nullptr;
   size_t override_layer_ = 0;  // the override's next layer in this forward

@@ -153,7 +153,8 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   int64_t offset = 0;
   for (const SequenceInfo& s : batch.seqs) {
     ops::MlaSequence seq{offset, s.prefix_len, s.new_len, s.page_table.data()};
-    bool absorb = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && s.new_len == 1);
+    // A speculative verify is a decode of several causal tokens: the decode's form, so verified ids equal decoded.
+    bool absorb = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && s.new_len - s.draft_len == 1);
     (absorb ? absorbed : decompressed).push_back(seq);
     offset += s.new_len;
   }
@@ -175,8 +176,10 @@ void DeepSeekModel::route(const MoeWeights& w, const Tensor& x, const ForwardOpt
   const int64_t t = x.size(0);
   Tensor router_logits = linear(x, w.router);
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
-  if (options.expert_tokens)
-    for (int64_t i = 0; i < ids.numel(); ++i) ++(*options.expert_tokens)[static_cast<size_t>(ids.ptr<int32_t>()[i])];
+  if (std::vector<int64_t>* experts = options.expert_tokens) {
+    Tensor counts = Tensor::view(experts->data(), DType::kI64, {static_cast<int64_t>(experts->size())});
+    ops::moe_count_experts(ids, Tensor(), counts);
+  }
   if (RoutingTrace* trace = options.routing_trace)
     trace->layers.push_back({t, router_.num_experts, router_.top_k,
                              {router_logits.f32(), router_logits.f32() + router_logits.numel()},
@@ -269,6 +272,18 @@ Tensor DeepSeekModel::own_dp_rows(const Tensor& all, const std::vector<int64_t>&
   return out;
 }
 
+std::vector<int64_t> DeepSeekModel::dp_token_counts(int64_t tokens) const {
+  NW_CHECK(dp_size_ > 1, "dp_token_counts: the model runs without DP attention");
+  const int per_group = tp_dims_.slice.attn_size();
+  Tensor mine = Tensor::zeros(DType::kI32, {1});
+  mine.ptr<int32_t>()[0] = static_cast<int32_t>(tokens);
+  Tensor all = Tensor::zeros(DType::kI32, {tp_->size()});
+  tp_->all_gather(mine, all);
+  std::vector<int64_t> counts;
+  for (int g = 0; g < dp_size_; ++g) counts.push_back(all.ptr<int32_t>()[g * per_group]);  // the group's first rank
+  return counts;
+}
+
 Tensor DeepSeekModel::embed(const std::vector<int32_t>& ids, const Tensor& table) const {
   Tensor h = empty(static_cast<int64_t>(ids.size()), config_.hidden_size);
   ops::embedding(ids, table, h, tp_dims_.vocab.begin);  // ids of other ranks' rows give zeros
@@ -301,7 +316,14 @@ ForwardOutput DeepSeekModel::head(const Tensor& h, const Tensor& norm, const Ten
   // MTP consumes the final-normed states, as transformers' MTP candidate generator and SGLang's nextn do.
   if (options.return_hidden) result.hidden = normed;
   Tensor rows = normed;
-  if (!options.all_logits) {  // only each sequence's last token feeds the sampler
+  if (!options.logit_rows.empty()) {
+    rows = empty(static_cast<int64_t>(options.logit_rows.size()), h.size(1));
+    for (size_t i = 0; i < options.logit_rows.size(); ++i) {
+      const int64_t r = options.logit_rows[i];
+      NW_CHECK(r >= 0 && r < h.size(0), "forward: logit row ", r, " is outside the batch's ", h.size(0), " tokens");
+      std::memcpy(rows.f32() + i * h.size(1), normed.f32() + r * h.size(1), h.size(1) * sizeof(float));
+    }
+  } else if (!options.all_logits) {  // only each sequence's last token feeds the sampler
     rows = empty(static_cast<int64_t>(batch.seqs.size()), h.size(1));
     int64_t end = 0;
     for (size_t i = 0; i < batch.seqs.size(); ++i) {

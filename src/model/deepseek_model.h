@@ -22,6 +22,8 @@ struct ForwardOptions {
   AttentionForm attention = AttentionForm::kAuto;
   bool all_logits = false;     // logits for every token instead of each sequence's last one
   bool return_hidden = false;  // keep the final-normed hidden states of every token, for MTP
+  // Logits of these token rows, in this order, instead (speculative decoding: every row a verify or a draft reads).
+  std::vector<int64_t> logit_rows;
   // Tests: every MoE layer's router logits and choices are appended (with deepep, this rank's slice's).
   RoutingTrace* routing_trace = nullptr;
   // [n_routed_experts]: each routed (token, expert) choice of every MoE layer adds 1 to its expert (/metrics'
@@ -76,6 +78,12 @@ class DeepSeekModel {
   // num_hidden_layers + k). Returns logits predicting the token after batch.token_ids[i].
   ForwardOutput forward_mtp(int k, const ForwardBatch& batch, const Tensor& hidden, const KvCache& cache,
                             const ForwardOptions& options = {}) const;
+
+  int dp_size() const { return dp_size_; }
+  // DP attention: every DP group's token count for a batch this group sizes itself (a batch the engine did not
+  // plan, like the draft model's), in group order, for ForwardBatch::dp_tokens. A collective over the TP group:
+  // every rank calls it, in the same order.
+  std::vector<int64_t> dp_token_counts(int64_t tokens) const;
 
  private:
   void check_batch(const ForwardBatch& batch, const KvCache& cache) const;

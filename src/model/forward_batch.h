@@ -13,6 +13,12 @@ struct SequenceInfo {
   int64_t prefix_len = 0;             // tokens already in the cache
   int64_t new_len = 0;                // tokens of this step
   std::vector<int32_t> page_table;    // cache pages holding positions 0 .. prefix_len + new_len - 1
+  // Speculative verify: the last draft_len new tokens are drafts after the one pending token, checked by this step
+  // (attention treats the row as a decode of new_len - draft_len + draft_len causal tokens, in the absorbed form).
+  int64_t draft_len = 0;
+  // Speculative decoding: the token after this step's last one when it is already known (a prompt chunk before
+  // the last), so the MTP layer can take the chunk's every position now; -1 otherwise.
+  int32_t next_token = -1;
 };
 
 // One batch format for prefill, decode, mixed and verify steps: the new tokens of every sequence,
@@ -30,7 +36,8 @@ struct ForwardBatch {
   // and then every rank does (a graph's collectives must meet the same graph's); false runs every rank eager.
   bool dp_decode = false;
 
-  void add_sequence(const std::vector<int32_t>& new_tokens, int64_t prefix_len, std::vector<int32_t> page_table);
+  void add_sequence(const std::vector<int32_t>& new_tokens, int64_t prefix_len, std::vector<int32_t> page_table,
+                    int64_t draft_len = 0, int32_t next_token = -1);
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 };
 

@@ -1,5 +1,5 @@
-// Mixture-of-experts: router (softmax/sigmoid scoring; greedy, group-limited and noaux_tc selection) and the
-// routed experts' gated MLPs.
+// Mixture-of-experts: router (softmax/sigmoid scoring; greedy, group-limited and noaux_tc selection), the count of
+// the router's choices per expert, and the routed experts' gated MLPs.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,11 @@ struct RouterParams {
 // Selection among equal scores prefers the lower expert index.
 void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const RouterParams& params,
                Tensor& topk_ids, Tensor& topk_weights);
+
+// counts [E] I64 += how many of topk_ids' [T, k] choices picked each expert (ids outside [0, E) count nowhere), over
+// the rows that are real: all of them, or with `valid_rows` (I32 [G]) the first valid_rows[g] of each of G equal
+// blocks of T / G rows (a padded CUDA-graph step, a block per DP group: its padding rows route too).
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts);
 
 // out[t] += sum_j topk_weights[t, j] * down_e(silu(gate_e(x_t)) * up_e(x_t)), e = topk_ids[t, j].
 // gate_up [E, 2I, H] (gate rows first), down [E, H, I]; x [T, H]; out [T, H] accumulates. With `expert_index`

@@ -19,14 +19,15 @@ namespace narwhal {
 
 // Pinned host mirrors of the step buffers: the copies run asynchronously, and nothing is rewritten before the
 // previous step's copies finished (every step ends with a stream sync).
-// cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0).
+// cu_q and cu_k hold two arrays of seqs + 1: the step's, then a mixed step's second part's (from 0); valid: a graph
+// step's real rows per DP group.
 struct CudaModelRunner::HostStaging {
   std::shared_ptr<void> block;
-  int32_t *ids, *positions, *lens, *cu_q, *cu_k, *last, *table;
+  int32_t *ids, *positions, *lens, *cu_q, *cu_k, *last, *table, *valid;
   int64_t* slots;
 
-  HostStaging(int64_t tokens, int64_t seqs, int64_t max_pages) {
-    const size_t words = static_cast<size_t>(tokens * 4 + seqs * 6 + 4 + seqs * max_pages);
+  HostStaging(int64_t tokens, int64_t seqs, int64_t max_pages, int groups) {
+    const size_t words = static_cast<size_t>(tokens * 4 + seqs * 6 + 4 + seqs * max_pages + groups);
     void* p = nullptr;
     NW_CUDA_CHECK(cudaMallocHost(&p, words * 4));
     block = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
@@ -38,6 +39,7 @@ struct CudaModelRunner::HostStaging {
     cu_k = cu_q + 2 * (seqs + 1);
     last = cu_k + 2 * (seqs + 1);
     table = last + seqs;
+    valid = table + seqs * max_pages;
   }
 };
 
@@ -132,7 +134,10 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   cu_seqlens_q_ = Tensor::empty(DType::kI32, {2 * (max_seqs_ + 1)}, Device::kCUDA);  // HostStaging's two arrays
   cu_seqlens_k_ = Tensor::empty(DType::kI32, {2 * (max_seqs_ + 1)}, Device::kCUDA);
   last_rows_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
-  host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_);
+  valid_rows_ = Tensor::empty(DType::kI32, {model_->dp_size()}, Device::kCUDA);
+  host_ = std::make_unique<HostStaging>(max_tokens, max_seqs_, max_pages_per_seq_, model_->dp_size());
+  if (model_->expert_counts().defined())
+    expert_counts_ = std::make_unique<CudaCountsReader>(model_->expert_counts(), stream_);
   greedy_ids_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
   // Graphs capture the collectives, so every TP rank captures the same sizes: up to the smallest any of them can.
   int64_t graph_bs = options.disable_cuda_graph || !model_->decode_capturable()
@@ -272,6 +277,15 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   step.num_seqs = b;
   step.total_keys = h.cu_k[b];
   step.absorbed = absorbed;
+  if (padded_seqs > 0) {  // a graph's step: its padding rows route too, so the expert counts need the real ones
+    const int groups = model_->dp_size();
+    for (int g = 0; g < groups; ++g) {  // capture's all-padding steps name no group's tokens
+      const int64_t real = groups == 1 ? batch.num_tokens() : batch.dp_tokens.empty() ? 0 : batch.dp_tokens[g];
+      h.valid[g] = static_cast<int32_t>(real);
+    }
+    put(valid_rows_, h.valid, groups * 4);
+    step.valid_rows = valid_rows_;
+  }
   if (split_mixed && padded_seqs == 0 && b > 1) split_into_parts(step);
   return step;
 }

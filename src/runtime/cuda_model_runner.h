@@ -11,6 +11,7 @@
 
 #include "model/cuda_model.h"
 #include "model/deepseek_model.h"
+#include "runtime/cuda_counts_reader.h"
 #include "runtime/cuda_graph_sizes.h"
 #include "runtime/model_runner.h"
 
@@ -62,6 +63,11 @@ class CudaModelRunner : public ModelRunner {
   StepOutput finish() override;
   Tensor run(const ForwardBatch& batch) override;
   void copy_page(int32_t src, int32_t dst) override;
+  // CudaModel::expert_counts as CudaCountsReader::read gives them: never waiting for a step, exact once nothing is
+  // left to run (after finish()). Empty on TP ranks other than 0.
+  std::vector<int64_t> expert_tokens() const override {
+    return expert_counts_ ? expert_counts_->read() : std::vector<int64_t>();
+  }
 
   // Runs with a forced MLA form (tests prove the forms equal); kAuto is what run() does. With DP attention a step
   // that dp_graph_size gives a graph replays it whatever the form, and refuses kDecompressed.
@@ -96,6 +102,7 @@ class CudaModelRunner : public ModelRunner {
   std::vector<Tensor> cache_;  // per layer [num_pages, page_size, kv_lora + rope] BF16 views of cache_storage_
   // Persistent step buffers: fixed addresses for captured graphs.
   Tensor token_ids_, positions_, slots_, page_table_, seq_lens_, cu_seqlens_q_, cu_seqlens_k_, last_rows_;
+  Tensor valid_rows_;  // [dp_size] I32: CudaStep::valid_rows of graph steps
   std::map<int, cudaGraphExec_t> graphs_;  // batch size -> decode graph
   Tensor graph_logits_;                    // where every graph writes its logits
   Tensor greedy_ids_;                      // [max_seqs] I32
@@ -104,6 +111,7 @@ class CudaModelRunner : public ModelRunner {
   // The launched step: its sample requests, where its results land (pinned) and the event that says they did.
   struct Draws;
   std::unique_ptr<Draws> draws_;
+  std::unique_ptr<CudaCountsReader> expert_counts_;  // null where the model does not count
   void launch_draws(const Tensor& logits, std::span<const SampleRequest> samples);
 };
 

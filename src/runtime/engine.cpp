@@ -36,6 +36,11 @@ std::vector<std::unique_ptr<ModelRunner>> one_runner(std::unique_ptr<ModelRunner
 
 }  // namespace
 
+double EngineStats::spec_accept_length() const {
+  const int64_t verifies = spec_verifies.load();
+  return verifies > 0 ? static_cast<double>(spec_verified_tokens.load()) / static_cast<double>(verifies) : 0.0;
+}
+
 std::vector<DpRankLoad> EngineStats::dp_loads() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return dp_loads_;
@@ -252,8 +257,17 @@ void Engine::launch(DpRank& rank) {
   bool return_logits = false;
   for (const ScheduledSequence& item : rank.plan.items) {
     const Sequence& s = *item.seq;
-    batch.add_sequence({s.tokens.begin() + s.kv_len, s.tokens.begin() + s.kv_len + item.new_tokens}, s.kv_len,
-                       s.pages);
+    const auto from = s.tokens.begin() + s.kv_len;
+    if (item.decode && item.new_tokens > 1) {  // the pending token, then its drafts to verify
+      std::vector<int32_t> fed{*from};
+      fed.insert(fed.end(), s.draft.begin(), s.draft.begin() + (item.new_tokens - 1));
+      batch.add_sequence(fed, s.kv_len, s.pages, item.new_tokens - 1);
+    } else {
+      // A prompt chunk before the last knows the token after it: the draft model takes its every position now.
+      const int64_t end = s.kv_len + item.new_tokens;
+      const int32_t next = speculating() && end < static_cast<int64_t>(s.tokens.size()) ? s.tokens[end] : -1;
+      batch.add_sequence({from, from + item.new_tokens}, s.kv_len, s.pages, 0, next);
+    }
     return_logits = return_logits || s.request->input.return_logits;
   }
   plan_samples(rank);
@@ -294,11 +308,22 @@ void Engine::log_step(DpRank& rank) {
   NW_LOG(Info) << who << "Decode batch. #running-req: " << scheduler.num_running() << ", #token: "
                << used_pages * pool.page_size() << ", token usage: " << fixed2(usage)
                << ", cache hit rate: " << fixed2(prompt > 0 ? static_cast<double>(stats_.cached_tokens) / prompt : 0.0)
+               << accept_length_since_log(rank)
                << ", gen throughput (token/s): " << fixed2((rank.generated - rank.generated_at_last_log) / seconds)
                << ", #queue-req: " << scheduler.num_waiting();
   rank.decode_steps_since_log = 0;
   rank.last_decode_log = now;
   rank.generated_at_last_log = rank.generated;
+  rank.spec_verifies_at_last_log = rank.spec_verifies;
+  rank.spec_verified_tokens_at_last_log = rank.spec_verified_tokens;
+}
+
+// ", accept len: 2.41" (SGLang's field): the speculating decodes' mean tokens per step since the last line.
+std::string Engine::accept_length_since_log(const DpRank& rank) const {
+  const int64_t verifies = rank.spec_verifies - rank.spec_verifies_at_last_log;
+  if (!speculating() || verifies == 0) return "";
+  return ", accept len: " +
+         fixed2(static_cast<double>(rank.spec_verified_tokens - rank.spec_verified_tokens_at_last_log) / verifies);
 }
 
 void Engine::plan_samples(DpRank& rank) {
@@ -310,11 +335,12 @@ void Engine::plan_samples(DpRank& rank) {
     const bool masked = s->output_len() < r.input.params.min_new_tokens && !r.stop_ids.empty();
     rank.sample_seqs.push_back(s);
     rank.samples.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
-                        s->output_len(), r.input.return_logprob, r.input.top_logprobs_num});
+                            s->output_len(), r.input.return_logprob, r.input.top_logprobs_num,
+                            speculating() && may_draft(*s) ? config_.speculative_num_steps : 0});
   };
   for (size_t row = 0; row < plan.items.size(); ++row) {
     Sequence* s = plan.items[row].seq;
-    if (s->pending() != plan.items[row].new_tokens) continue;  // a prompt chunk: nothing to draw yet
+    if (!plan.items[row].decode && s->pending() != plan.items[row].new_tokens) continue;  // a prompt chunk: no draw
     add(s, static_cast<int64_t>(row));
     // Choices that fork off this prompt when it is done draw from the same logits.
     if (s->forks > 1)
@@ -324,17 +350,57 @@ void Engine::plan_samples(DpRank& rank) {
 
 void Engine::process_step(DpRank& rank, StepOutput& out) {
   const std::vector<Sequence*>& sample_seqs = rank.sample_seqs;
+  // Request i's tokens in out.sampled: one each, or with speculation out.accepted[i] (verified drafts first).
+  std::vector<size_t> first(sample_seqs.size() + 1, 0);
+  for (size_t i = 0; i < sample_seqs.size(); ++i)
+    first[i + 1] = first[i] + (out.accepted.empty() ? 1 : static_cast<size_t>(out.accepted[i]));
+  NW_CHECK(out.sampled.size() == first.back(), "engine: the runner drew ", out.sampled.size(), " tokens for ",
+           first.back());
+  const auto take = [&](size_t i) {
+    Sequence& seq = *sample_seqs[i];
+    const int64_t row = rank.samples[i].row;
+    if (rank.plan.items[static_cast<size_t>(row)].decode && rank.samples[i].max_draft > 0) {
+      ++stats_.spec_verifies;  // a speculating sequence's decode: its tokens this step are its accept length
+      stats_.spec_verified_tokens += static_cast<int64_t>(first[i + 1] - first[i]);
+      ++rank.spec_verifies;
+      rank.spec_verified_tokens += static_cast<int64_t>(first[i + 1] - first[i]);
+    }
+    seq.draft.clear();
+    bool running = true;
+    for (size_t j = first[i]; j < first[i + 1] && running; ++j)
+      running = accept_token(seq, out.sampled[j], out.logits, row, j + 1 < first[i + 1]);
+    if (running && !out.drafts.empty()) keep_draft(seq, std::move(out.drafts[i]));
+  };
   for (size_t i = 0; i < sample_seqs.size();) {
     Sequence* s = sample_seqs[i];
     const int64_t row = rank.samples[i].row;
     // The other choices take the prompt's pages before its own token may end it; those that got their own copy
     // of its partial last page take their draw, the others recompute that page in a later step (and draw then).
     const std::vector<Sequence*> ready = s->forks > 1 ? fork(*s) : std::vector<Sequence*>();
-    accept_token(*s, out.sampled[i], out.logits, row);
+    take(i);
     for (++i; i < sample_seqs.size() && rank.samples[i].row == row && sample_seqs[i]->request == s->request; ++i)
-      if (std::find(ready.begin(), ready.end(), sample_seqs[i]) != ready.end())
-        accept_token(*sample_seqs[i], out.sampled[i], out.logits, row);
+      if (std::find(ready.begin(), ready.end(), sample_seqs[i]) != ready.end()) take(i);
   }
+}
+
+bool Engine::may_draft(const Sequence& seq) const {
+  const RequestInput& input = seq.request->input;
+  const SamplingParams& p = input.params;
+  // A verify draws each row with the request's state at the step's start: penalties (output counts) would change
+  // between its rows, and so would the min_new_tokens mask before every row but the first is past it; the logits
+  // a request asks for are one row's.
+  return p.frequency_penalty == 0.0 && p.presence_penalty == 0.0 && p.repetition_penalty == 1.0 &&
+         !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens;
+}
+
+// The drafts the next step verifies: no more than the sequence may still generate after its pending token, nor than
+// its context holds.
+void Engine::keep_draft(Sequence& seq, std::vector<int32_t> draft) {
+  const int64_t room = std::min(seq.max_new_tokens - seq.output_len() - 1,
+                                max_sequence_len_ - static_cast<int64_t>(seq.tokens.size()));
+  if (room <= 0 || !may_draft(seq)) return;
+  if (static_cast<int64_t>(draft.size()) > room) draft.resize(static_cast<size_t>(room));
+  seq.draft = std::move(draft);
 }
 
 // Choice 0 has just finished the prompt: the other choices take its full pages (shared, counted) and
@@ -370,9 +436,11 @@ std::vector<Sequence*> Engine::fork(Sequence& parent) {
 
 // Appends the token; a stop token or the length limit ends the sequence here (its last output follows in
 // flush_outputs), so the next plan no longer schedules it.
-void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row) {
-  if (seq.finished) return;  // ended by a stop string found after this step was launched: the draw is past its end
+bool Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row,
+                          bool cached) {
+  if (seq.finished) return false;  // ended by a stop string found after this step was launched: past its end
   const RequestInput& input = seq.request->input;
+  if (cached) ++seq.kv_len;  // a verified draft: the step wrote its latents
   seq.tokens.push_back(sampled.token);
   ++seq.output_counts[sampled.token];
   ++stats_.generated_tokens;
@@ -390,8 +458,10 @@ void Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tens
   if (seq.output_len() >= seq.max_new_tokens) out.finish = FinishReason::length();
   else if (std::find(stop_ids.begin(), stop_ids.end(), sampled.token) != stop_ids.end())
     out.finish = FinishReason::stop_token(sampled.token);
-  if (out.finish) rank_of(seq).scheduler.remove(&seq);
+  const bool running = !out.finish;
+  if (!running) rank_of(seq).scheduler.remove(&seq);
   pending_outputs_.push_back(std::move(out));
+  return running;
 }
 
 void Engine::flush_outputs() {

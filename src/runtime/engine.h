@@ -51,6 +51,11 @@ struct EngineStats {
   std::atomic<int64_t> finished_requests{0};  // ended by a stop condition or length (not aborted)
   std::atomic<int64_t> aborted_requests{0};
   std::atomic<int64_t> retractions{0};
+  // Speculative decoding: decode steps of sequences that speculate, and the tokens they gave (drafts the target
+  // kept plus the one it drew after them): their ratio is the mean accept length (SGLang's spec_accept_length).
+  std::atomic<int64_t> spec_verifies{0};
+  std::atomic<int64_t> spec_verified_tokens{0};
+  double spec_accept_length() const;  // their ratio; 0 before any
   // Liveness and occupancy, refreshed by the loop thread: at every step and at least once a second when idle.
   std::atomic<bool> loop_running{false};
   std::atomic<int64_t> heartbeat_ns{0};      // steady_clock time of the loop's last sign of life
@@ -88,6 +93,8 @@ struct DpRank {
   int64_t generated = 0;  // tokens its sequences accepted, for its decode log line
   int decode_steps_since_log = 0;
   int64_t generated_at_last_log = 0;
+  int64_t spec_verifies = 0, spec_verified_tokens = 0;  // as EngineStats', this rank's, for its decode log line
+  int64_t spec_verifies_at_last_log = 0, spec_verified_tokens_at_last_log = 0;
   std::chrono::steady_clock::time_point last_decode_log = std::chrono::steady_clock::now();
 };
 
@@ -151,11 +158,16 @@ class Engine {
   void launch(DpRank& rank);
   void process_step(DpRank& rank, StepOutput& out);
   std::vector<Sequence*> fork(Sequence& parent);
-  void accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row);
+  // Appends a drawn token; `cached`: a verified draft, whose latents the step wrote. False once the sequence ended.
+  bool accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row, bool cached = false);
+  bool speculating() const { return config_.speculative_num_steps > 0; }
+  bool may_draft(const Sequence& seq) const;  // whether its decodes may verify drafts (greedy, no penalties, ...)
+  void keep_draft(Sequence& seq, std::vector<int32_t> draft);
   // Text, stop strings and streaming of the accepted tokens: with overlap, while the device runs the next step.
   void flush_outputs();
   void remove_stopped();
   void log_step(DpRank& rank);
+  std::string accept_length_since_log(const DpRank& rank) const;
   std::string failure_of_runners() const;  // the first runner's failure(), or ""
   bool any_rank_busy() const;
   void emit(Sequence& seq, RequestOutput&& out);

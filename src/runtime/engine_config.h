@@ -36,6 +36,9 @@ struct EngineConfig {
   bool disable_overlap_schedule = false;
   int decode_log_interval = 40;        // decode steps between two "Decode batch." log lines (SGLang's default)
   LoadBalanceMethod load_balance_method = LoadBalanceMethod::kRoundRobin;
+  // Speculative decoding (the runner drafts and verifies, runtime/speculative.h): tokens drafted per sequence and
+  // step; 0: off. The scheduler gives a decoding sequence pages for its drafts and the draft model's next ones.
+  int speculative_num_steps = 0;
 
   // Throws Error naming the flag whose value cannot work.
   void validate() const;

@@ -18,9 +18,15 @@ namespace narwhal {
 // uses; the runner only stores them, num_pages() of page_size() tokens.
 // What one step gives back: a drawn token (and the asked-for logprobs) per sample request, in request order,
 // and, when launch() was asked for them, the logits rows of the batch (host F32 [num_seqs, vocab]).
+// With speculative decoding a request may take several tokens: `sampled` holds them all, request after request,
+// `accepted[i]` how many are request i's (the verified drafts, then the token drawn after them), and `drafts[i]` the
+// tokens the draft model proposes to follow its last one. Both are empty when the runner does not speculate (one
+// token each, no drafts).
 struct StepOutput {
   std::vector<SampledToken> sampled;
   Tensor logits;
+  std::vector<int32_t> accepted;
+  std::vector<std::vector<int32_t>> drafts;
 };
 
 class ModelRunner {
@@ -48,6 +54,9 @@ class ModelRunner {
   // Tokens the router sent to each routed expert since start, over all MoE layers ([n_routed_experts]; empty where
   // the runner does not count). Between steps only.
   virtual std::vector<int64_t> expert_tokens() const { return {}; }
+  // Whether launch() verifies drafts and drafts more (speculative.h): then every tensor-parallel rank draws, since
+  // what the draft model runs next depends on what was accepted.
+  virtual bool speculative() const { return false; }
 };
 
 // A runner whose forward gives host logits (the CPU reference, test runners): launch() runs run() and the host
@@ -58,7 +67,7 @@ class HostSamplingRunner : public ModelRunner {
   void launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) override;
   StepOutput finish() override;
 
- private:
+ protected:
   Sampler sampler_;
   StepOutput result_;
 };

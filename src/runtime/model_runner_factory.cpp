@@ -20,6 +20,11 @@
 
 namespace narwhal {
 
+bool device_local_requested() {
+  const char* v = std::getenv(kDeviceLocalEnv);
+  return v && std::string(v) == "1";
+}
+
 namespace {
 
 ModelConfig read_config(const std::string& model_dir) {
@@ -29,7 +34,7 @@ ModelConfig read_config(const std::string& model_dir) {
 }
 
 int64_t cpu_cache_pages(const RunnerOptions& options, const ModelConfig& config, bool log) {
-  const int64_t bytes_per_token = CpuModelRunner::cache_bytes_per_token(config);
+  const int64_t bytes_per_token = CpuModelRunner::cache_bytes_per_token(config, options.speculative.enabled());
   const int64_t pages =
       kv_pool_pages(options.cpu_cache_bytes, bytes_per_token, options.page_size, options.max_total_tokens);
   if (log) {
@@ -42,7 +47,7 @@ int64_t cpu_cache_pages(const RunnerOptions& options, const ModelConfig& config,
 std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
   auto model = std::make_shared<const DeepSeekModel>(DeepSeekModel::load(options.model_path));
   const int64_t pages = cpu_cache_pages(options, model->config(), true);
-  return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
+  return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size, options.speculative);
 }
 
 CudaRunnerOptions cuda_options(const RunnerOptions& options) {
@@ -65,11 +70,6 @@ CudaRunnerOptions cuda_options(const RunnerOptions& options) {
 std::unique_ptr<CudaModelRunner> make_cuda_runner(const RunnerOptions& options, const CudaRunnerOptions& cuda) {
   if (options.load_format == "dummy") return CudaModelRunner::dummy(options.model_path, cuda);
   return CudaModelRunner::load(options.model_path, cuda);
-}
-
-bool device_local_requested() {
-  const char* v = std::getenv(kDeviceLocalEnv);
-  return v && std::string(v) == "1";
 }
 
 Backend tp_backend(const RunnerOptions& options) {
@@ -161,7 +161,7 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
       auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, slice.ep_size, dp_group,
                                                          slice.dp_size, slice.moe_a2a, slice.deepep_mode);
       done();
-      return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size);
+      return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size, options.speculative);
     };
   }
   CudaRunnerOptions cuda = cuda_options(options);

@@ -9,6 +9,7 @@
 
 #include "parallel/parallel_config.h"
 #include "runtime/model_runner.h"
+#include "runtime/speculative.h"
 
 namespace narwhal {
 
@@ -20,6 +21,7 @@ int auto_cuda_graph_max_bs(int64_t total_bytes);
 // Set to 1, GPU tensor parallelism runs every rank on the current GPU (the device-local backend, for tests on one
 // GPU) instead of a GPU per rank over NCCL.
 inline constexpr const char* kDeviceLocalEnv = "NARWHAL_TP_DEVICE_LOCAL";
+bool device_local_requested();
 
 // What a runner needs to know to load and to size the cache (filled from ServerArgs by the CLI).
 struct RunnerOptions {
@@ -36,6 +38,7 @@ struct RunnerOptions {
   // --tp-size, --nnodes, --node-rank, --dist-init-addr, --dist-timeout. TP over the host backend on the CPU (rank
   // threads, nodes over TCP), over NCCL on the GPU (a GPU per rank), or device-local with kDeviceLocalEnv.
   ParallelFlags parallel = {};
+  SpeculativeConfig speculative = {};  // cpu: the runner verifies and drafts (the cache holds the MTP layer too)
 };
 
 // Whether these options make this process a node other than 0 of a multi-node world: it runs run_worker_node, not

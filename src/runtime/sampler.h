@@ -37,6 +37,9 @@ struct SampleRequest {
   int64_t position = 0;
   bool logprob = false;
   int top_logprobs = 0;
+  // Speculative decoding: how many tokens the runner should draft to follow this request's last one (0: none). Its
+  // row's sequence may end in draft tokens to verify (SequenceInfo::draft_len), each drawn at its own position.
+  int max_draft = 0;
 };
 
 // The ops' rows for `requests`: one SamplingRow each, and as adjustments its logit_bias, its output counts when a

@@ -67,10 +67,19 @@ StepPlan Scheduler::plan() {
 }
 
 void Scheduler::plan_decodes(StepPlan& plan) {
+  // A decode writes its pending token; speculating, also up to num_steps drafts (a device runner may pad every
+  // sequence's to num_steps, so that one verify shape fits the batch) and then the draft model's num_steps - 1
+  // positions after the last token it keeps: 2 * num_steps positions from kv_len, as SGLang reserves a verify's.
+  // Never past the whole cache, which a sequence alone must always fit (its drafts are clipped to it).
+  const int64_t capacity = pool_.num_pages() * pool_.page_size();
+  const auto decode_end = [&](const Sequence& s) {
+    return std::max(s.kv_len + 1 + static_cast<int64_t>(s.draft.size()),
+                    std::min(s.kv_len + std::max(1, 2 * config_.speculative_num_steps), capacity));
+  };
   const auto pages_needed = [&] {
     int64_t pages = 0;
     for (const Sequence* s : running_)
-      if (s->pending() == 1) pages += pool_.pages_for(s->kv_len + 1) - static_cast<int64_t>(s->pages.size());
+      if (s->pending() == 1) pages += std::max<int64_t>(0, pool_.pages_for(decode_end(*s)) - static_cast<int64_t>(s->pages.size()));
     return pages;
   };
   while (pages_needed() > pool_.num_free() + pool_.num_evictable()) {
@@ -79,7 +88,8 @@ void Scheduler::plan_decodes(StepPlan& plan) {
     retract(victim);
   }
   for (Sequence* s : running_)
-    if (s->pending() == 1 && grow(*s, s->kv_len + 1)) plan.items.push_back({s, 1, true});
+    if (s->pending() == 1 && grow(*s, decode_end(*s)))
+      plan.items.push_back({s, 1 + static_cast<int64_t>(s->draft.size()), true});
 }
 
 void Scheduler::plan_extends(StepPlan& plan) {
@@ -238,12 +248,14 @@ void Scheduler::retract(Sequence* seq) {
 void Scheduler::complete(const StepPlan& plan) {
   for (const ScheduledSequence& item : plan.items) {
     Sequence& seq = *item.seq;
-    seq.kv_len += item.new_tokens;
+    // A decode's drafts count once the engine accepts them (Engine::accept_token).
+    seq.kv_len += item.decode ? 1 : item.new_tokens;
     if (!item.decode) cache_.insert(std::span<const int32_t>(seq.tokens).first(seq.kv_len), seq.pages);
   }
 }
 
 void Scheduler::release_pages(Sequence& seq) {
+  seq.draft.clear();  // its drafts' positions go with the pages
   cache_.insert(std::span<const int32_t>(seq.tokens).first(seq.kv_len), seq.pages);
   pool_.release_all(seq.pages);
   seq.pages.clear();

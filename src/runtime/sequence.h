@@ -32,6 +32,9 @@ struct Sequence {
   int64_t cached_tokens = 0;      // prompt tokens its first admission found in the prefix cache
   TokenCounts output_counts;
   OutputText text;
+  // Speculative decoding: tokens the draft model proposes after the pending one, verified by the next decode step
+  // (and dropped when the sequence leaves the running batch).
+  std::vector<int32_t> draft;
 
   int64_t output_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   // Tokens still to be fed before the next token can be sampled.

@@ -81,6 +81,8 @@ std::string encode_command(const TpCommand& c) {
       w.put(s.prefix_len);
       w.put(s.new_len);
       w.put_vector(s.page_table);
+      w.put(s.draft_len);
+      w.put(s.next_token);
     }
   }
   return w.take();
@@ -112,6 +114,8 @@ TpCommand decode_command(const std::string& bytes) {
       s.prefix_len = r.get<int64_t>();
       s.new_len = r.get<int64_t>();
       s.page_table = r.get_vector<int32_t>();
+      s.draft_len = r.get<int64_t>();
+      s.next_token = r.get<int32_t>();
     }
   }
   NW_CHECK(r.done(), "TP command: bytes left after the command");

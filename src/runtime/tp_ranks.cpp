@@ -168,9 +168,12 @@ void TpRanks::execute(ModelRunner& runner, const Entry& entry, int group, bool d
       }
       // A group's first rank draws its tokens; the others run the same forward (their collectives meet the first
       // rank's), and the kRun of a rank other than the first is such a step too, so no logits cross to its host.
+      // Speculating, every rank draws the same tokens from the same logits, since they decide the draft model's
+      // batch, whose collectives meet too.
+      const bool sample = (draws || runner.speculative()) && c.kind == TpCommand::Kind::kStep;
       const std::span<const SampleRequest> samples =
-          draws && static_cast<size_t>(group) < entry.samples.size() ? entry.samples[static_cast<size_t>(group)]
-                                                                      : std::span<const SampleRequest>();
+          sample && static_cast<size_t>(group) < entry.samples.size() ? entry.samples[static_cast<size_t>(group)]
+                                                                       : std::span<const SampleRequest>();
       runner.launch(batch, samples, draws && c.return_logits);
       StepOutput out = runner.finish();
       if (!draws) return;

@@ -130,6 +130,12 @@ std::string Metrics::render(const EngineStats& engine, const TransportCounters& 
                labels_,
                total_pages > 0 ? static_cast<double>(engine.kv_used_pages - engine.kv_evictable_pages) / total_pages
                                : 0.0);
+  // SGLang's spec_accept_length: tokens per decode step of speculating sequences (1: no draft kept), since start.
+  write_metric(out, "narwhal:spec_accept_length", "gauge",
+               "mean tokens a speculative decode step gave (kept drafts + 1); 0 before any", labels_,
+               engine.spec_accept_length());
+  write_metric(out, "narwhal:spec_verify_steps_total", "counter", "decode steps of speculating sequences", labels_,
+               static_cast<double>(engine.spec_verifies.load()));
   write_metric(out, "narwhal:engine_alive", "gauge", "1 while the engine loop runs", labels_,
                engine.loop_running ? 1.0 : 0.0);
   // Each DP rank's load (one rank without DP attention): a rank that lags shows here before it shows in latency.

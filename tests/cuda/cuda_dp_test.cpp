@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <optional>
 
 #include "core/error.h"
@@ -86,8 +87,8 @@ RoutingTrace stacked_routing(const DpLayout& l, const std::vector<Reference>& re
 
 // The layout's runners, made by `make`, through every step (with the references' routing when given); returns each
 // group's logits (its first rank's) after checking that its other ranks' equal them bit for bit, and that an idle
-// group's have no rows. Throws the world's error (a refusal). With `graphs` (NCCL), every rank must have captured
-// decode graphs.
+// group's have no rows, and that world rank 0 alone counted the experts of every group's tokens. Throws the world's
+// error (a refusal). With `graphs` (NCCL), every rank must have captured decode graphs.
 using RankRunnerFn = std::function<std::unique_ptr<CudaModelRunner>(CudaRunnerOptions&)>;
 std::vector<std::vector<Tensor>> run_dp(const DpLayout& l, const std::vector<StepScript>& scripts,
                                         const std::vector<Reference>* refs, const RankRunnerFn& make,
@@ -101,6 +102,9 @@ std::vector<std::vector<Tensor>> run_dp(const DpLayout& l, const std::vector<Ste
     return a.pages_needed < b.pages_needed;
   });
   const size_t steps = scripts[0].steps.size();
+  int64_t tokens = 0;  // every busy group's, all of which the FFN runs on
+  for (int g = 0; g < l.dp; ++g)
+    for (size_t i = 0; i < steps && !l.is_idle(g); ++i) tokens += scripts[g].steps[i].num_tokens();
   std::vector<std::vector<Tensor>> by_rank(l.tp);
   run_ranks(flags, [&](const ParallelConfig& rank, Communicator& world) {
     ParallelGroups groups = split_groups(world, rank);
@@ -122,6 +126,15 @@ std::vector<std::vector<Tensor>> run_dp(const DpLayout& l, const std::vector<Ste
         runner->set_routing_override(&routing[i]);
       }
       by_rank[rank.tp_rank()].push_back(runner->run(dp_step(l, scripts, rank.dp_rank(), i)));
+    }
+    // The expert counts: world rank 0's, of every group's rows once (a padded graph's real ones); no other rank's.
+    // With deepep no rank counts on the GPU yet (each routes its own slice).
+    const std::vector<int64_t> counts = runner->expert_tokens();
+    if (rank.tp_rank() == 0 && !runner->model().tp_dims().slice.deepep()) {
+      EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}),
+                testing::routed_choices(runner->config(), tokens)) << l.describe();
+    } else {
+      EXPECT_TRUE(counts.empty()) << l.describe() << " rank " << rank.tp_rank();
     }
   }, backend);
   const int per_group = l.tp / l.dp;

@@ -1,9 +1,13 @@
 // The engine end to end on the GPU runner: the v3 fixture's prompt, submitted several times in two waves beside
-// other prompts (batched decode, prefix-cache hits in the second wave), still yields transformers' greedy ids.
+// other prompts (batched decode, prefix-cache hits in the second wave), still yields transformers' greedy ids; the
+// expert counts of a generate; the GPU's draws against the host sampler.
 #include <gtest/gtest.h>
+
+#include <numeric>
 
 #include "core/json.h"
 #include "cuda/gpu_test_util.h"
+#include "model/cuda_weights.h"
 #include "runtime/cuda_model_runner.h"
 #include "runtime/engine.h"
 #include "runtime/sampler.h"
@@ -48,6 +52,36 @@ TEST(CudaEngine, BatchedGreedyMatchesTransformers) {
     }
   }
   EXPECT_GT(engine.stats().cached_tokens, 0);  // the repeated prompt hit the prefix cache
+}
+
+// The expert counts /metrics shows: after a generate whose decode batches shrink from 5 to 1 sequences (replaying
+// the graphs of 8 and 4 with padding rows, and of 4, 2 and 1 without), they sum to top_k choices per forwarded token
+// per MoE layer: no padding row and none of the capture's steps counted.
+TEST(CudaEngine, ExpertCountsSumToTheRoutedTokens) {
+  NW_REQUIRE_GPU();
+  const ModelConfig config = ModelConfig::from_json(testing::deepseek_dims_json(false), "test config");
+  CudaRunnerOptions options;
+  options.page_size = 16;
+  options.max_total_tokens = 4096;
+  options.max_tokens_per_step = 1024;
+  options.cuda_graph_max_bs = 16;
+  auto owned = std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7), options);
+  const CudaModelRunner& runner = *owned;
+  ASSERT_FALSE(runner.graph_batch_sizes().empty());
+  Engine engine(std::move(owned), EngineConfig{});
+  for (int i = 0; i < 5; ++i) {
+    RequestInput input;
+    for (int t = 0; t < 20 + 7 * i; ++t) input.input_ids.push_back((t * 37 + i * 101) % 1000);
+    input.params.temperature = 0.0;
+    input.params.max_new_tokens = 3 + 2 * i;
+    input.params.ignore_eos = true;
+    engine.submit(std::move(input));
+  }
+  engine.run_until_idle();
+  const std::vector<int64_t> counts = runner.expert_tokens();
+  ASSERT_EQ(static_cast<int64_t>(counts.size()), config.n_routed_experts);
+  EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}),
+            testing::routed_choices(config, engine.stats().forward_tokens));
 }
 
 // The runner's draws on the GPU (launch / finish) are the host sampler's on the same logits, token for token and

@@ -1,5 +1,6 @@
 // The GPU forward (CudaModelRunner) against transformers' fixtures, and its optimizations against each other:
-// tuned == portable kernels, CUDA graph == eager, absorbed == decompressed, ragged == alone, prefix == recompute.
+// tuned == portable kernels, CUDA graph == eager (and its expert counts exact), absorbed == decompressed, ragged ==
+// alone, prefix == recompute.
 // Tolerances:
 //  - vs the fixtures 2e-2 in ||gpu - ref||_2 / ||ref||_2 per row: transformers runs float32 on the same BF16
 //    weights, the GPU rounds every activation to BF16 (2^-9 relative per rounding, ~10 roundings deep per layer)
@@ -206,6 +207,14 @@ TEST(CudaModel, GraphReplayMatchesEager) {
     // 3 sequences replay the batch-4 graph with one padding row.
     expect_close(prompts_then_decode(*graphed, kPrompts, 4), prompts_then_decode(*eager, kPrompts, 4), 5e-3,
                  fp8 ? "fp8 graph vs eager" : "graph vs eager");
+    // The expert counts leave out the padding row and the capture's steps: each runner counted the tokens it ran.
+    int64_t tokens = 4 * static_cast<int64_t>(kPrompts.size());
+    for (const auto& p : kPrompts) tokens += static_cast<int64_t>(p.size());
+    for (const CudaModelRunner* r : {graphed.get(), eager.get()}) {
+      const std::vector<int64_t> counts = r->expert_tokens();
+      EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}),
+                testing::routed_choices(r->config(), tokens)) << (r == eager.get() ? "eager" : "graphs");
+    }
   }
 }
 

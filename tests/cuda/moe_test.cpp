@@ -1,5 +1,6 @@
-// GPU MoE against the CPU reference ops: the router (all three gating methods, with exact ties) and the fused
-// experts (BF16 and FP8 weights, shared experts folded in) at DeepSeek hidden / intermediate sizes.
+// GPU MoE against the CPU reference ops: the router (all three gating methods, with exact ties), the fused experts
+// (BF16 and FP8 weights, shared experts folded in) at DeepSeek hidden / intermediate sizes, and the per-expert
+// counts of the router's choices (integers: exactly equal).
 //
 // Tolerances:
 // - Router ids must match exactly: logits are multiples of 1/2 (bias multiples of 1/4), so equal scores are
@@ -283,6 +284,58 @@ TEST(CudaMoeExperts, FusedRoutingEqualsRouteThenExperts) {
         EXPECT_TRUE(std::equal(a.ptr<uint8_t>(), a.ptr<uint8_t>() + a.nbytes(), b.ptr<uint8_t>())) << what;
       }
     }
+  }
+}
+
+// The CPU reference of the per-expert counts on a case worked by hand: rows 0-1 of block 0 and row 2 of block 1 are
+// real (valid {2, 1} over two blocks of 2 rows), ids outside [0, 4) count nowhere, and counts add to what was there.
+TEST(MoeCountExperts, ReferenceCountsTheRealRowsOfEachBlock) {
+  const std::vector<int32_t> ids = {0, 1, 1, 2, 3, -1, 2, 2};  // [4 rows, top 2]
+  Tensor topk = Tensor::zeros(DType::kI32, {4, 2});
+  std::copy(ids.begin(), ids.end(), topk.ptr<int32_t>());
+  Tensor valid = Tensor::zeros(DType::kI32, {2});
+  valid.ptr<int32_t>()[0] = 2, valid.ptr<int32_t>()[1] = 1;
+  Tensor counts = Tensor::zeros(DType::kI64, {4});
+  counts.ptr<int64_t>()[3] = 10;
+  ops::moe_count_experts(topk, valid, counts);
+  EXPECT_EQ(std::vector<int64_t>(counts.ptr<int64_t>(), counts.ptr<int64_t>() + 4), (std::vector<int64_t>{1, 2, 1, 11}));
+  ops::moe_count_experts(topk, Tensor(), counts);  // every row: row 3 adds expert 2 twice
+  EXPECT_EQ(std::vector<int64_t>(counts.ptr<int64_t>(), counts.ptr<int64_t>() + 4), (std::vector<int64_t>{2, 4, 4, 12}));
+}
+
+// The GPU counts equal the reference's, added onto counts already there: one token and one block, a block count
+// (16384 tokens x top 8 spread over 64 CTAs), every row or the real ones of 1 and 4 blocks, with ids out of range.
+TEST(MoeCountExperts, GpuMatchesTheReference) {
+  NW_REQUIRE_GPU();
+  struct Case {
+    int experts, top_k;
+    int64_t tokens;
+    std::vector<int32_t> valid;  // empty: every row
+  };
+  for (const Case& c : {Case{64, 6, 1, {}}, Case{256, 8, 37, {20}}, Case{384, 8, 16384, {}},
+                        Case{256, 8, 5000, {1250, 0, 17, 1000}}}) {
+    const std::string what = cat(c.experts, " experts top ", c.top_k, ", ", c.tokens, " tokens, ", c.valid.size(),
+                                 " valid blocks");
+    Routing routing = random_routing(c.tokens, c.top_k, c.experts, 700 + c.tokens);
+    routing.ids[0] = -1;
+    routing.ids.back() = c.experts;
+    Tensor ids = Tensor::zeros(DType::kI32, {c.tokens, c.top_k});
+    std::copy(routing.ids.begin(), routing.ids.end(), ids.ptr<int32_t>());
+    Tensor valid;
+    if (!c.valid.empty()) {
+      valid = Tensor::zeros(DType::kI32, {static_cast<int64_t>(c.valid.size())});
+      std::copy(c.valid.begin(), c.valid.end(), valid.ptr<int32_t>());
+    }
+    Tensor want = Tensor::zeros(DType::kI64, {c.experts});
+    for (int e = 0; e < c.experts; ++e) want.ptr<int64_t>()[e] = e * 1000;
+    Tensor got = want.to(Device::kCUDA);
+    ops::moe_count_experts(ids, valid, want);
+    ops::cuda::moe_count_experts(ids.to(Device::kCUDA), valid.defined() ? valid.to(Device::kCUDA) : Tensor(), got,
+                                 nullptr);
+    const Tensor host = got.to(Device::kCPU);
+    int64_t mismatches = 0;
+    for (int e = 0; e < c.experts; ++e) mismatches += host.ptr<int64_t>()[e] != want.ptr<int64_t>()[e];
+    EXPECT_EQ(mismatches, 0) << what;
   }
 }
 

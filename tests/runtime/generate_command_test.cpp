@@ -67,6 +67,59 @@ TEST(GenerateCommand, BadInputIsAnErrorMessage) {
   generate("--input-ids 999", 1);  // outside the vocabulary
 }
 
+// The trained tiny model (models/arith-tiny, whose MTP layer was trained with it) answering word problems: with
+// speculative decoding the ids are plain greedy decoding's, on pages of 4 tokens with chunked prefill and the prefix
+// cache, and its drafts are really kept (an accept length that random drafts, about 1.0, never reach).
+TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
+  std::string questions;
+  for (const char* q : {"Maya has 21 balloons and shares them equally among 3 friends. How many balloons does each "
+                        "friend get?",
+                        "Isla reads 10 pages every day for 7 days and then 9 more pages. How many pages does Isla "
+                        "read in total?",
+                        "Noah buys 3 coins for $7 each and pays with a $50 bill. How much change does Noah get?"})
+    questions += " --text 'Question: " + std::string(q) + "\nAnswer:'";
+  const std::string common = testing::narwhal_bin() + " generate --model-path " +
+                             testing::source_path("models/arith-tiny") + " --json --max-new-tokens 40 "
+                             "--page-size 4 --chunked-prefill-size 16" + questions;
+  testing::TempDir dir;
+  const std::string plain = run(common + " --temperature 0 --log-level error 2>/dev/null", 0);
+  for (int steps : {1, 3}) {
+    const std::string log = dir.file("log" + std::to_string(steps));
+    const std::string spec = run(common + " --temperature 0 --speculative-algorithm NEXTN --speculative-num-steps " +
+                                     std::to_string(steps) + " 2>" + log, 0);
+    EXPECT_EQ(lines_of(spec), lines_of(plain)) << "--speculative-num-steps " << steps;
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = text.find("Speculative decoding: accept len ");
+    ASSERT_NE(at, std::string::npos) << text;
+    const double accept = std::stod(text.substr(at + 33));
+    EXPECT_GT(accept, steps == 1 ? 1.5 : 2.0) << text.substr(at, 80);
+    EXPECT_LE(accept, steps + 1.0);
+  }
+  // Seeded sampling: every kept token is the one decoding draws at its position (rejection sampling with a
+  // deterministic draft), so the tokens are decoding's.
+  const std::string sampling = " --temperature 0.7 --random-seed 3 --log-level error 2>/dev/null";
+  EXPECT_EQ(lines_of(run(common + " --speculative-algorithm NEXTN" + sampling, 0)), lines_of(run(common + sampling, 0)));
+  // The random fixture's MTP layer drafts badly, but the ids stay the greedy ones.
+  EXPECT_EQ(generate("--json --max-new-tokens 10 --input-ids 5,17,42 --speculative-algorithm NEXTN"),
+            generate("--json --max-new-tokens 10 --input-ids 5,17,42"));
+}
+
+TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
+  const auto refused = [](const std::string& model, const std::string& flags, const std::string& says) {
+    const std::string out = run(testing::narwhal_bin() + " generate --model-path " + testing::fixture_dir(model) +
+                                    " --input-ids 5 " + flags + " 2>&1",
+                                1);
+    EXPECT_NE(out.find(says), std::string::npos) << flags << ": " << out;
+  };
+  refused("v3", "--speculative-algorithm NEXTN --speculative-eagle-topk 4", "--speculative-eagle-topk 4");
+  refused("v3", "--speculative-algorithm NEXTN --speculative-num-steps 3 --speculative-num-draft-tokens 8",
+          "--speculative-num-draft-tokens 8");
+  refused("v3", "--speculative-algorithm MEDUSA", "--speculative-algorithm MEDUSA");
+  refused("v3", "--speculative-num-steps 2", "need --speculative-algorithm NEXTN");
+  refused("v2", "--speculative-algorithm NEXTN", "num_nextn_predict_layers");
+}
+
 // Without a usable GPU, the CUDA paths say so and exit 1 (not a raw cudaMalloc / driver-version error).
 TEST(GenerateCommand, NoGpuIsAClearError) {
   int devices = 0;

@@ -122,6 +122,41 @@ TEST_P(TpGenerate, Tp2And4InOneProcessEqualTp1) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TpGenerate, ::testing::Values("v3", "v2_lite", "v3_fp8"));
 
+// Speculative decoding on the trained tiny model (its MTP drafts are mostly kept): every rank draws the same tokens
+// and runs the same draft-model batches, so TP, DP attention (groups' draft batches meeting around the MoE) and EP
+// give the greedy ids of TP 1 without speculation.
+TEST(TpGenerateSpeculative, TpDpAttentionAndEpGiveThePlainGreedyIds) {
+  testing::TempDir dir;
+  const auto args = [](int tp, std::vector<std::string> extra) {
+    std::vector<std::string> a = {testing::narwhal_bin(), "generate", "--model-path",
+                                  testing::source_path("models/arith-tiny"), "--temperature", "0", "--json",
+                                  "--max-new-tokens", "24", "--page-size", "4", "--log-level", "error", "--tp",
+                                  std::to_string(tp)};
+    for (const char* q : {"Question: Maya has 21 balloons and shares them equally among 3 friends. How many "
+                          "balloons does each friend get?\nAnswer:",
+                          "Question: Noah buys 3 coins for $7 each and pays with a $50 bill. How much change does "
+                          "Noah get?\nAnswer:",
+                          "Question: Isla reads 10 pages every day for 7 days. How many pages does she read?\nAnswer:"})
+      a.insert(a.end(), {"--text", q});
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  const std::vector<json> plain = run_alone(args(1, {}), dir, "plain.log");
+  ASSERT_EQ(plain.size(), 3u);
+  const std::vector<std::string> nextn = {"--speculative-algorithm", "NEXTN", "--speculative-num-steps", "3"};
+  const std::vector<std::pair<int, std::vector<std::string>>> cases = {
+      {2, {}}, {2, {"--ep-size", "2"}}, {2, {"--enable-dp-attention", "--dp-size", "2"}},
+      {4, {"--enable-dp-attention", "--dp-size", "2", "--enable-ep-moe"}}};
+  for (const auto& [tp, flags] : cases) {
+    std::vector<std::string> extra = nextn;
+    extra.insert(extra.end(), flags.begin(), flags.end());
+    const std::vector<json> got = run_alone(args(tp, extra), dir, cat("spec", tp, flags.size(), ".log"));
+    ASSERT_EQ(got.size(), plain.size()) << "tp " << tp;
+    for (size_t p = 0; p < plain.size(); ++p)
+      EXPECT_EQ(got[p]["output_ids"], plain[p]["output_ids"]) << "tp " << tp << " " << flags.size() << " prompt " << p;
+  }
+}
+
 // 2 processes of 1 rank, 2 of 2 ranks, 4 of 1 rank: node 0 prints TP 1's output, every node exits 0.
 TEST(TpGenerateNodes, TwoAndFourProcessesEqualTp1) {
   testing::TempDir dir;

@@ -70,13 +70,10 @@ std::vector<Choice> generate(const ParallelFlags& flags) {
   engine.run_until_idle();
   // Every token fed was routed to top_k experts in every MoE layer, and counted once (on world rank 0; with deepep
   // each rank counts its slice and the TP group sums them).
-  const ModelConfig& c = engine.model_config();
-  int moe_layers = 0;
-  for (int layer = 0; layer < c.num_hidden_layers; ++layer) moe_layers += c.is_moe_layer(layer);
   const std::vector<int64_t> experts = first.expert_tokens();
-  EXPECT_EQ(static_cast<int64_t>(experts.size()), c.n_routed_experts);
+  EXPECT_EQ(static_cast<int64_t>(experts.size()), engine.model_config().n_routed_experts);
   EXPECT_EQ(std::accumulate(experts.begin(), experts.end(), int64_t{0}),
-            engine.stats().forward_tokens * moe_layers * c.num_experts_per_tok);
+            testing::routed_choices(engine.model_config(), engine.stats().forward_tokens));
   return choices;
 }
 

@@ -21,16 +21,20 @@ export function modelDir() {
   return made;
 }
 
-// The `narwhal serve` arguments of startServer: the bundled model served as "tiny" with API key KEY, `args` added.
-// A 256 MiB KV cache is plenty here and starts seconds sooner than the 1 GiB default.
-export function serveArgs(args = []) {
-  return ["serve", "--model-path", modelDir(), "--port", "0", "--api-key", KEY, "--served-model-name", "tiny",
+// The `narwhal serve` arguments of startServer: the bundled model (or `model`) served as "tiny" with API key KEY,
+// `args` added. A 256 MiB KV cache is plenty here and starts seconds sooner than the 1 GiB default.
+export function serveArgs(args = [], model = modelDir()) {
+  return ["serve", "--model-path", model, "--port", "0", "--api-key", KEY, "--served-model-name", "tiny",
           "--cpu-cache-bytes", String(256 << 20), ...args];
 }
 
-// Starts `narwhal serve` with serveArgs(args) (and `env`, when given, as its environment); resolves once it listens.
-export async function startServer(args = [], env = process.env) {
-  const process_ = spawn(bin, serveArgs(args), { stdio: ["ignore", "pipe", "inherit"], env });
+// The trained tiny model (models/arith-tiny), whose MTP layer drafts tokens worth keeping.
+export const arithModel = () => path.join(root, "models/arith-tiny");
+
+// Starts `narwhal serve` with serveArgs(args, model) (and `env`, when given, as its environment); resolves once it
+// listens.
+export async function startServer(args = [], env = process.env, model = modelDir()) {
+  const process_ = spawn(bin, serveArgs(args, model), { stdio: ["ignore", "pipe", "inherit"], env });
   const base = await new Promise((resolve, reject) => {
     let out = "";
     process_.stdout.on("data", (d) => {

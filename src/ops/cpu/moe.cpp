@@ -1,5 +1,5 @@
-// CPU MoE: routing exactly as transformers' DeepSeek routers, and experts run one GEMM pair per expert over
-// the tokens routed to it.
+// CPU MoE: routing exactly as transformers' DeepSeek routers, the per-expert count of its choices, and experts run
+// one GEMM pair per expert over the tokens routed to it.
 #include "ops/moe.h"
 
 #include <algorithm>
@@ -114,6 +114,23 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
     for (int j = 0; j < p.top_k; ++j) {
       if (p.renormalize) weights[j] /= sum + 1e-20f;
       weights[j] *= p.routed_scaling_factor;
+    }
+  }
+}
+
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts) {
+  const int64_t rows = topk_ids.size(0), k = topk_ids.size(1), experts = counts.numel();
+  const int64_t groups = valid_rows.defined() ? valid_rows.numel() : 1;
+  NW_CHECK(topk_ids.dtype == DType::kI32 && counts.dtype == DType::kI64 && groups > 0 && rows % groups == 0 &&
+               (!valid_rows.defined() || valid_rows.dtype == DType::kI32),
+           "moe_count_experts: ids ", topk_ids.shape_string(), " counts ", counts.shape_string(), " valid rows ",
+           valid_rows.shape_string());
+  const int64_t block = rows / groups;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (valid_rows.defined() && r % block >= valid_rows.ptr<int32_t>()[r / block]) continue;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = topk_ids.ptr<int32_t>()[r * k + j];
+      if (e >= 0 && e < experts) ++counts.ptr<int64_t>()[e];
     }
   }
 }

@@ -1,6 +1,6 @@
-// DeepSeekMoE on the GPU: the router's top-k selection (moe_route.cu) and the fused expert MLPs with the
-// shared experts folded in (moe_experts.cu: sort/align, grouped gate_up GEMM + SiLU-and-mul, grouped down GEMM
-// weighted by the router, per-token sum; the grouped GEMM is moe_gemm.cuh).
+// DeepSeekMoE on the GPU: the router's top-k selection and the count of its choices (moe_route.cu), and the fused
+// expert MLPs with the shared experts folded in (moe_experts.cu: sort/align, grouped gate_up GEMM + SiLU-and-mul,
+// grouped down GEMM weighted by the router, per-token sum; the grouped GEMM is moe_gemm.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,6 +23,12 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
 // What moe_route takes: E <= 384 experts (every released checkpoint's count: 64, 160, 256, 384), top-k <= 16,
 // n_group <= 32 dividing E. Empty when supported, else what is not, for the model's refusal at load.
 std::string moe_route_unsupported(const RouterParams& params);
+
+// ops::moe_count_experts on the device: counts [E] I64 (E <= 384) += the choices of topk_ids [T, k] I32 per expert,
+// over every row or, with valid_rows (device I32 [G]), the first valid_rows[g] rows of each of G equal blocks (so a
+// captured graph counts a replay's real rows: the valid counts live in a buffer the replay rewrites). Integer
+// atomics: exact in any order. Grid depends on T only: CUDA-graph capturable, no host sync.
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts, cudaStream_t stream);
 
 // Stacked expert weights on the device, in the layout the loader converts checkpoints into: E routed experts
 // followed by S shared experts. The shared MLP (gate/up [S*I, H], down [H, S*I]) is split along its
