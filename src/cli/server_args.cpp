@@ -50,6 +50,15 @@ void ServerArgs::register_flags(ArgParser& p) {
         "divide it; each group's tp-size / ep-size ranks split their experts' intermediate dimension)");
   p.alias("ep", "ep-size");
   p.add_switch("enable-ep-moe", &enable_ep_moe, "expert parallelism over all TP ranks: --ep-size = --tp-size");
+  p.add("moe-a2a-backend", &moe_a2a_backend,
+        "how MoE layers move tokens between EP ranks: none (every rank runs its experts over every token, one "
+        "all_reduce sums them) or deepep (each rank sends its slice of the tokens to the ranks holding their experts "
+        "by all_to_all and gets the results back; needs whole experts per rank: --ep-size = --tp-size, the default "
+        "it then takes)");
+  p.add("deepep-mode", &deepep_mode,
+        "with --moe-a2a-backend deepep: normal (counts exchanged first, variable sizes; eager steps only), "
+        "low_latency (fixed-size blocks, no host sync: decode CUDA graphs capture it) or auto (low_latency for "
+        "steps where every rank decodes, normal otherwise)");
   p.add_switch("enable-dp-attention", &enable_dp_attention,
                "data-parallel attention: the TP ranks form --dp-size groups, each with its own scheduler, radix cache "
                "and KV cache, running attention TP over its tp-size / dp-size ranks; their tokens meet around "
@@ -72,7 +81,12 @@ void ServerArgs::register_flags(ArgParser& p) {
 ParallelFlags ServerArgs::parallel_flags() const {
   ParallelFlags f;
   f.tp_size = tp_size;
-  f.ep_size = enable_ep_moe && ep_size == 1 ? tp_size : ep_size;
+  f.moe_a2a_backend = parse_moe_a2a_backend(moe_a2a_backend);
+  f.deepep_mode = parse_deepep_mode(deepep_mode);
+  // As SGLang: --enable-ep-moe and deepep put the experts over every TP rank unless --ep-size says otherwise (which
+  // deepep then refuses).
+  const bool whole_experts = enable_ep_moe || f.moe_a2a_backend == MoeA2aBackend::kDeepEp;
+  f.ep_size = whole_experts && ep_size == 1 ? tp_size : ep_size;
   f.dp_size = dp_size;
   f.enable_dp_attention = enable_dp_attention;
   f.nnodes = nnodes;

@@ -23,6 +23,8 @@ struct ServerArgs {
   int tp_size = 1;
   int ep_size = 1;             // routed experts split over this many groups of the TP ranks (EP-MoE)
   bool enable_ep_moe = false;  // SGLang's older switch: --ep-size = --tp-size
+  std::string moe_a2a_backend = "none";  // none or deepep (DeepEP's all-to-all token dispatch; --ep-size = --tp-size)
+  std::string deepep_mode = "auto";      // auto, normal or low_latency (with deepep)
   bool enable_dp_attention = false;  // DP attention: --dp-size groups of the TP ranks, each with its own batch
   int dp_size = 1;
   std::string load_balance_method = "round_robin";  // round_robin or shortest_queue: a new request's DP rank

@@ -7,6 +7,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "model/deepseek_model.h"
+#include "model/moe_a2a.h"
 #include "ops/cuda/mla.h"
 #include "ops/cuda/moe.h"
 #include "ops/cuda/portable.h"
@@ -80,12 +81,14 @@ bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
 }  // namespace
 
 CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
-                     KernelChoice kernels, Communicator* tp, int ep_size, Communicator* dp_group, int dp_size)
+                     KernelChoice kernels, Communicator* tp, int ep_size, Communicator* dp_group, int dp_size,
+                     MoeA2aBackend moe_a2a, DeepEpMode deepep_mode)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
       attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
       dp_size_(tp_ ? dp_size : 1),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_} : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(
+          config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size_, moe_a2a, deepep_mode} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)),
       max_tokens_(max_tokens),
@@ -125,6 +128,7 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
   fast_moe_ = !portable && fits_moe_kernels(local_, weights_);
   NW_CHECK(fast_moe_ || tp_dims_.slice.ep_size == 1, "--ep-size ", tp_dims_.slice.ep_size, ": expert parallelism ",
            "on the GPU runs in the tuned MoE kernels, which these shapes (or --kernels portable) rule out");
+  if (tp_dims_.slice.deepep()) expert_rank_ = expert_rank_tensor(tp_dims_).to(Device::kCUDA);
   rope_.inv_freq = Tensor::from_floats(local_.rope_inv_freq(), {local_.qk_rope_head_dim / 2}).to(Device::kCUDA);
   rope_.scaling = local_.rope_attention_scaling();
   rope_.interleave = local_.rope.interleave;
@@ -149,7 +153,8 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
     buffer(kRouterLogits, DType::kF32, {t, local_.n_routed_experts});
     buffer(kTopkIds, DType::kI32, {t, local_.num_experts_per_tok});
     buffer(kTopkWeights, DType::kF32, {t, local_.num_experts_per_tok});
-    if (!tp_ || tp_->rank() == 0) {
+    // deepep routes a slice per rank, which rank 0's counter alone would undercount: not counted there yet.
+    if (!tp_ || (tp_->rank() == 0 && !tp_dims_.slice.deepep())) {
       expert_counts_ = Tensor::empty(DType::kI64, {local_.n_routed_experts}, Device::kCUDA);
       NW_CUDA_CHECK(cudaMemset(expert_counts_.data, 0, expert_counts_.nbytes()));
     }
@@ -208,6 +213,7 @@ Tensor CudaModel::feed_forward(const CudaLayerWeights& w, const CudaStep& step, 
   if (t > 0)
     ops::cuda::add_rms_norm(residual, attn_out, w.post_attention_norm, static_cast<float>(local_.rms_norm_eps),
                             normed, stream, normed_f32.defined() ? &normed_f32 : nullptr);
+  if (w.moe && tp_dims_.slice.deepep()) return moe_a2a(*w.moe, step, normed, normed_f32, stream);
   Tensor x = normed, x_f32 = normed_f32;
   if (dp) {
     x_f32 = gather_dp_groups(normed_f32, step.dp_rows, stream);
@@ -297,7 +303,7 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
   }
   ops::cuda::moe_route(logits, w.correction_bias, router_, ids, weights, stream);
   if (routing_trace_) trace_routing(logits, ids, weights, stream);
-  if (routing_override_) override_routing(ids, weights, stream);
+  if (routing_override_) override_routing(ids, weights, 0, t, stream);
   if (fast_moe_) {
     ops::cuda::moe_experts(x, ids, weights, e, out, ws.data, ws.nbytes(), stream);
     return;
@@ -333,15 +339,19 @@ void CudaModel::trace_routing(const Tensor& logits, const Tensor& ids, const Ten
   routing_trace_->layers.push_back(std::move(layer));
 }
 
-void CudaModel::override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream) {
+void CudaModel::override_routing(Tensor& ids, Tensor& weights, int64_t first_row, int64_t rows,
+                                 cudaStream_t stream) {
   NW_CHECK(override_layer_ < routing_override_->layers.size(), "routing override: ",
            routing_override_->layers.size(), " MoE layers given, the forward has more");
   const RoutingTrace::Layer& l = routing_override_->layers[override_layer_++];
-  NW_CHECK(l.tokens == ids.size(0) && l.top_k == ids.size(1) && l.ids.size() == static_cast<size_t>(ids.numel()) &&
-               l.weights.size() == l.ids.size(),
-           "routing override: a layer of ", l.tokens, " tokens x top ", l.top_k, " for ", ids.shape_string());
-  NW_CUDA_CHECK(cudaMemcpyAsync(ids.data, l.ids.data(), ids.nbytes(), cudaMemcpyHostToDevice, stream));
-  NW_CUDA_CHECK(cudaMemcpyAsync(weights.data, l.weights.data(), weights.nbytes(), cudaMemcpyHostToDevice, stream));
+  NW_CHECK(l.tokens == rows && l.top_k == ids.size(1) && l.ids.size() == static_cast<size_t>(rows * l.top_k) &&
+               l.weights.size() == l.ids.size() && first_row + ids.size(0) <= rows,
+           "routing override: a layer of ", l.tokens, " tokens x top ", l.top_k, " for rows ", first_row, " + ",
+           ids.shape_string(), " of ", rows);
+  const size_t skip = static_cast<size_t>(first_row * l.top_k);
+  NW_CUDA_CHECK(cudaMemcpyAsync(ids.data, l.ids.data() + skip, ids.nbytes(), cudaMemcpyHostToDevice, stream));
+  NW_CUDA_CHECK(cudaMemcpyAsync(weights.data, l.weights.data() + skip, weights.nbytes(), cudaMemcpyHostToDevice,
+                                stream));
   NW_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -60,6 +60,9 @@ struct CudaStep {
   // whose first valid_rows[g] are real and the rest padding, which routes too but must not be counted. Undefined:
   // every row is real (eager steps).
   Tensor valid_rows;
+  // Every rank of the TP group runs a decode this step (a decode graph, or every_rank_decodes of the batch): deepep's
+  // auto mode then dispatches in low-latency mode.
+  bool decode_only = false;
 };
 
 // Which kernels run: kAuto picks the tuned ones where the shapes allow; kPortable forces the shape-generic
@@ -78,12 +81,15 @@ enum class KernelChoice { kAuto, kPortable };
 // every rank on all of them, its delta is all_reduce'd over `tp`, and each group keeps its own rows. A group with
 // nothing to run (a step of 0 tokens and 0 sequences) still meets the others there; its ranks skip the group's own
 // meetings together, since they run the same step. Every rank of `tp` calls forward together.
+// With --moe-a2a-backend deepep (moe_a2a, ep_size == tp->size()) the MoE layers follow DeepEP's pattern instead
+// (model/moe_a2a.h, cuda_moe_a2a.cpp): no gather of the DP groups and no all_reduce around them.
 class CudaModel {
  public:
   // max_tokens: the most tokens one step may carry (token-indexed buffers are reserved for it up front).
   CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_tokens, int64_t page_size,
             KernelChoice kernels = KernelChoice::kAuto, Communicator* tp = nullptr, int ep_size = 1,
-            Communicator* dp_group = nullptr, int dp_size = 1);
+            Communicator* dp_group = nullptr, int dp_size = 1, MoeA2aBackend moe_a2a = MoeA2aBackend::kNone,
+            DeepEpMode deepep_mode = DeepEpMode::kAuto);
 
   const ModelConfig& config() const { return config_; }
   const TpDims& tp_dims() const { return tp_dims_; }
@@ -93,9 +99,11 @@ class CudaModel {
   int dp_size() const { return dp_size_; }
   int dp_rank() const { return tp_ ? tp_->rank() / tp_dims_.slice.attn_size() : 0; }
   // Whether decode steps (one token per sequence) run without host-known key counts, and their collectives can be
-  // captured too, i.e. may be captured.
+  // captured too, i.e. may be captured (not with deepep's normal mode, which reads its counts on the host).
   bool decode_capturable() const {
-    return fast_attention_ && fast_moe_ && (!tp_ || tp_->graph_capturable()) && (!attn_ || attn_->graph_capturable());
+    const bool host_counts = tp_dims_.slice.deepep() && tp_dims_.slice.deepep_mode == DeepEpMode::kNormal;
+    return fast_attention_ && fast_moe_ && !host_counts && (!tp_ || tp_->graph_capturable()) &&
+           (!attn_ || attn_->graph_capturable());
   }
 
   // Runs the step on `stream` (no host sync): writes the new tokens' latents into `cache` (per layer
@@ -115,7 +123,7 @@ class CudaModel {
   // [n_routed_experts] I64 on the device: the router's (token, expert) choices of every forward so far, over all MoE
   // layers, padding rows left out (CudaStep::valid_rows); counted inside captured graphs too (a fixed address). Only
   // TP rank 0 counts, since every rank routes the same rows (with DP attention every group's, gathered): undefined
-  // on the others and for a model without MoE.
+  // on the others, for a model without MoE, and with deepep (each rank routes its own slice; not summed yet).
   const Tensor& expert_counts() const { return expert_counts_; }
   // Tests, eager steps only (both copy synchronously; never while a graph is captured). While a trace is set, every
   // MoE layer's router logits and the GPU's own choices are copied to it. While an override is set, the experts
@@ -129,7 +137,8 @@ class CudaModel {
     kResidual, kNormed, kNormedF32, kDelta, kQ, kQa, kLatent, kQAbsorbed, kAttnLatent, kAttnOut, kGateUp, kAct,
     kRouterLogits, kTopkIds, kTopkWeights, kMoeWorkspace, kDecodeWorkspace, kLastRows, kLogitsBf16, kLogits,
     kGathered, kLatentRows, kKv, kExpertOut, kLogitsShard, kGatheredLogits, kDpGathered, kDpRows, kDpNormed,
-    kDpDelta, kHidden, kMtpJoined, kBufferCount
+    kDpDelta, kHidden, kMtpJoined, kA2aCounts, kA2aSlot, kA2aToken, kA2aSendX, kA2aSendIds, kA2aSendWeights,
+    kA2aRecvX, kA2aRecvIds, kA2aRecvWeights, kA2aPartial, kA2aReturned, kA2aSlice, kA2aGathered, kBufferCount
   };
   // A typed view of buffer `id`, grown when too small (into new storage: graphs keep the old).
   Tensor buffer(Buffer id, DType dtype, std::vector<int64_t> shape);
@@ -161,8 +170,12 @@ class CudaModel {
   void moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f32, Tensor& out, cudaStream_t stream);
   // Adds this layer's choices (the first `rows` of kTopkIds, which every MoE path leaves there) to expert_counts_.
   void count_experts(const CudaStep& step, int64_t rows, cudaStream_t stream);
+  // deepep: the same over this rank's attention group's rows, by all_to_all; returns the group's BF16 delta.
+  Tensor moe_a2a(const CudaMoeWeights& w, const CudaStep& step, const Tensor& x, const Tensor& x_f32,
+                 cudaStream_t stream);
   void trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream);
-  void override_routing(Tensor& ids, Tensor& weights, cudaStream_t stream);
+  // The override's next layer: its rows [first_row, first_row + ids rows) of `rows` (deepep routes a slice).
+  void override_routing(Tensor& ids, Tensor& weights, int64_t first_row, int64_t rows, cudaStream_t stream);
   // The meeting points (nothing without TP): the FFN's in the TP group, the embedding's, attention's and the
   // lm_head's in the attention group (the TP group, or with DP attention the DP group).
   void all_reduce(Tensor& t, cudaStream_t stream);
@@ -193,6 +206,7 @@ class CudaModel {
   RoutingTrace* routing_trace_ = nullptr;
   const RoutingTrace* routing_override_ = nullptr;
   size_t override_layer_ = 0;  // the override's next layer in this forward
+  Tensor expert_rank_;         // deepep: TpDims::expert_rank on the device, for the dispatch kernels
 };
 
 }  // namespace narwhal

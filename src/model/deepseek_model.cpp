@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "model/moe_a2a.h"
 #include "model/safetensors.h"
 #include "ops/activation.h"
 #include "ops/embed.h"
@@ -66,12 +67,13 @@ ops::RouterParams router_params(const ModelConfig& c) {
 }
 
 DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp, int ep_size,
-                             Communicator* dp_group, int dp_size)
+                             Communicator* dp_group, int dp_size, MoeA2aBackend moe_a2a, DeepEpMode deepep_mode)
     : config_(std::move(config)),
       tp_(tp && tp->size() > 1 ? tp : nullptr),
       attn_(dp_size > 1 ? (dp_group && dp_group->size() > 1 ? dp_group : nullptr) : tp_),
       dp_size_(tp_ ? dp_size : 1),
-      tp_dims_(narwhal::tp_dims(config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size} : TpSlice{})),
+      tp_dims_(narwhal::tp_dims(
+          config_, tp_ ? TpSlice{tp_->rank(), tp_->size(), ep_size, dp_size, moe_a2a, deepep_mode} : TpSlice{})),
       local_(local_config(config_, tp_dims_)),
       weights_(std::move(weights)) {
   NW_CHECK(!tp_ || tp_->device() == Device::kCPU, "DeepSeekModel runs on the host: its TP group needs the host "
@@ -95,6 +97,7 @@ DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communica
   router_ = router_params(config_);
   mla_ = {local_.num_attention_heads, local_.qk_nope_head_dim, local_.qk_rope_head_dim, local_.v_head_dim,
           local_.kv_lora_rank, static_cast<float>(local_.softmax_scale())};
+  if (tp_dims_.slice.deepep()) expert_rank_ = expert_rank_tensor(tp_dims_);
 }
 
 DeepSeekModel DeepSeekModel::load(const std::string& model_dir) {
@@ -168,11 +171,10 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   return linear(out.reshape({t, heads * config_.v_head_dim}), w.o_proj.weight);
 }
 
-Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, const ForwardOptions& options) const {
+void DeepSeekModel::route(const MoeWeights& w, const Tensor& x, const ForwardOptions& options, Tensor& ids,
+                          Tensor& weights) const {
   const int64_t t = x.size(0);
   Tensor router_logits = linear(x, w.router);
-  Tensor ids = Tensor::zeros(DType::kI32, {t, int64_t{router_.top_k}});
-  Tensor weights = empty(t, router_.top_k);
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
   if (std::vector<int64_t>* experts = options.expert_tokens) {
     Tensor counts = Tensor::view(experts->data(), DType::kI64, {static_cast<int64_t>(experts->size())});
@@ -183,6 +185,13 @@ Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, const ForwardOpt
                              {router_logits.f32(), router_logits.f32() + router_logits.numel()},
                              {ids.ptr<int32_t>(), ids.ptr<int32_t>() + ids.numel()},
                              {weights.f32(), weights.f32() + weights.numel()}});
+}
+
+Tensor DeepSeekModel::moe(const MoeWeights& w, const Tensor& x, const ForwardOptions& options) const {
+  const int64_t t = x.size(0);
+  Tensor ids = Tensor::zeros(DType::kI32, {t, int64_t{router_.top_k}});
+  Tensor weights = empty(t, router_.top_k);
+  route(w, x, options, ids, weights);
   Tensor out = w.shared ? shared_experts(*w.shared, x) : empty(t, x.size(1));
   ops::moe_experts(x, ids, weights, w.experts_gate_up.weight, w.experts_down.weight, out,
                    tp_dims_.slice.ep_size > 1 ? &tp_dims_.expert_index : nullptr);
@@ -216,6 +225,10 @@ void DeepSeekModel::decoder_layer(const DecoderLayerWeights& w, int cache_layer,
   attention_all_reduce(attn);
   add_into(h, attn);
   Tensor x = rms_norm(h, w.post_attention_norm, eps);
+  if (w.moe && tp_dims_.slice.deepep()) {  // DeepEP's pattern: each row comes back whole, nothing to all_reduce
+    add_into(h, moe_a2a(*w.moe, x, batch, options));
+    return;
+  }
   // DP attention: the FFN runs, split over every rank, on all DP groups' tokens; each group keeps its own rows.
   const Tensor all = dp_size_ > 1 ? gather_dp_groups(x, batch.dp_tokens) : x;
   Tensor ffn = w.moe ? moe(*w.moe, all, options) : mlp(*w.mlp, all);
@@ -325,9 +338,12 @@ ForwardOutput DeepSeekModel::head(const Tensor& h, const Tensor& norm, const Ten
 ForwardOutput DeepSeekModel::forward(const ForwardBatch& batch, const KvCache& cache,
                                      const ForwardOptions& options) const {
   check_batch(batch, cache);
+  std::vector<int64_t> counted;
+  const ForwardOptions mine = own_expert_counts(options, counted);
   Tensor h = embed(batch.token_ids, weights_.embed);
   for (int layer = 0; layer < config_.num_hidden_layers; ++layer)
-    decoder_layer(weights_.layers[layer], layer, batch, cache, options, h);
+    decoder_layer(weights_.layers[layer], layer, batch, cache, mine, h);
+  sum_expert_counts(counted, options);
   return head(h, weights_.final_norm, weights_.lm_head, batch, options);
 }
 
@@ -348,7 +364,9 @@ ForwardOutput DeepSeekModel::forward_mtp(int k, const ForwardBatch& batch, const
     std::memcpy(joined.f32() + i * 2 * hs + hs, hn.f32() + i * hs, hs * sizeof(float));
   }
   Tensor h = linear(joined, w.eh_proj.weight);
-  decoder_layer(w.layer, config_.num_hidden_layers + k, batch, cache, options, h);
+  std::vector<int64_t> counted;
+  decoder_layer(w.layer, config_.num_hidden_layers + k, batch, cache, own_expert_counts(options, counted), h);
+  sum_expert_counts(counted, options);
   return head(h, w.head_norm, w.head, batch, options);
 }
 

@@ -24,9 +24,12 @@ struct ForwardOptions {
   bool return_hidden = false;  // keep the final-normed hidden states of every token, for MTP
   // Logits of these token rows, in this order, instead (speculative decoding: every row a verify or a draft reads).
   std::vector<int64_t> logit_rows;
-  RoutingTrace* routing_trace = nullptr;  // tests: every MoE layer's router logits and choices are appended
+  // Tests: every MoE layer's router logits and choices are appended (with deepep, this rank's slice's).
+  RoutingTrace* routing_trace = nullptr;
   // [n_routed_experts]: each routed (token, expert) choice of every MoE layer adds 1 to its expert (/metrics'
-  // expert load, what a load balancer would rebalance the placement from).
+  // expert load, what a load balancer would rebalance the placement from). With deepep each rank routes its own slice
+  // and the TP group sums the counts at the end of the forward (one all_reduce), so every rank adds every choice
+  // once: then all ranks must pass counts, or none.
   std::vector<int64_t>* expert_tokens = nullptr;
 };
 
@@ -45,7 +48,9 @@ ops::RouterParams router_params(const ModelConfig& config);
 // With expert parallelism (ep_size > 1) a rank runs only the choices of the experts it holds: every rank has
 // every token (attention is TP), so the same all_reduce after the MoE gathers each token's experts from their
 // ranks, and no all-to-all is needed. The host backend adds in rank order, so every rank gets the same bits.
-// Null (or size 1): no TP.
+// With --moe-a2a-backend deepep (ep_size == TP size) the MoE layers follow DeepEP's pattern instead
+// (model/moe_a2a.h): each rank routes its slice of the rows, all_to_alls them to their experts' ranks and back,
+// and the slices are all_gather'ed; no all_reduce. Null (or size 1): no TP.
 class DeepSeekModel {
  public:
   // DP attention (dp_size > 1, SGLang's --enable-dp-attention): `tp` is the whole TP group and `dp_group` this
@@ -53,7 +58,8 @@ class DeepSeekModel {
   // attention, TP over its ranks; before each MLP / MoE the groups' tokens are gathered, the FFN runs split over
   // every rank as without DP, and each group keeps its rows. Every rank of the TP group calls forward together.
   DeepSeekModel(ModelConfig config, ModelWeights weights, Communicator* tp = nullptr, int ep_size = 1,
-                Communicator* dp_group = nullptr, int dp_size = 1);
+                Communicator* dp_group = nullptr, int dp_size = 1, MoeA2aBackend moe_a2a = MoeA2aBackend::kNone,
+                DeepEpMode deepep_mode = DeepEpMode::kAuto);
   // Reads config.json and the safetensors of a model directory.
   static DeepSeekModel load(const std::string& model_dir);
 
@@ -86,6 +92,13 @@ class DeepSeekModel {
   Tensor attention(const AttentionWeights& w, int cache_layer, const ForwardBatch& batch, const KvCache& cache,
                    AttentionForm form, const Tensor& x) const;
   Tensor moe(const MoeWeights& w, const Tensor& x, const ForwardOptions& options) const;
+  // The router's top-k of x's rows (counted and traced as the options say).
+  void route(const MoeWeights& w, const Tensor& x, const ForwardOptions& options, Tensor& ids, Tensor& weights) const;
+  // deepep (deepseek_moe_a2a.cpp): the MoE delta of x, this rank's attention group's rows, with no all_reduce to
+  // follow; the options with this rank's own expert counts, and their sum over the TP group into the caller's.
+  Tensor moe_a2a(const MoeWeights& w, const Tensor& x, const ForwardBatch& batch, const ForwardOptions& options) const;
+  ForwardOptions own_expert_counts(const ForwardOptions& options, std::vector<int64_t>& mine) const;
+  void sum_expert_counts(std::vector<int64_t>& mine, const ForwardOptions& options) const;
   Tensor shared_experts(const MlpWeights& w, const Tensor& x) const;
   ForwardOutput head(const Tensor& h, const Tensor& norm, const Tensor& lm_head, const ForwardBatch& batch,
                      const ForwardOptions& options) const;
@@ -108,6 +121,7 @@ class DeepSeekModel {
   ops::RopeParams rope_;
   ops::RouterParams router_;
   ops::MlaShape mla_;
+  Tensor expert_rank_;  // deepep: TpDims::expert_rank as an I32 tensor, for the dispatch ops
 };
 
 }  // namespace narwhal

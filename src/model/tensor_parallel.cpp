@@ -13,6 +13,9 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
            " does not divide --tp-size ", slice.size);
   NW_CHECK(slice.dp_size >= 1 && slice.size % slice.dp_size == 0, "--dp-size ", slice.dp_size,
            " does not divide --tp-size ", slice.size);
+  NW_CHECK(slice.moe_a2a == MoeA2aBackend::kNone || slice.ep_size == slice.size, "--moe-a2a-backend deepep needs ",
+           "--ep-size equal to --tp-size (whole experts per rank), got --ep-size ", slice.ep_size, " with --tp-size ",
+           slice.size);
   const int moe_tp = slice.size / slice.ep_size;  // the ranks that share each expert (SGLang's moe_tp_size)
   const int attn = slice.attn_size(), attn_rank = slice.attn_rank();
   const auto split = [&](int64_t total, const char* field) {
@@ -35,13 +38,15 @@ TpDims tp_dims(const ModelConfig& c, TpSlice slice) {
         ExpertPlacement::contiguous(c.n_routed_experts, slice.ep_size, "config.json's n_routed_experts at this --ep-size");
     d.routed_experts = placement.experts_of(slice.rank / moe_tp);
     d.expert_index = placement.local_index(slice.rank / moe_tp);
+    for (int64_t e = 0; e < c.n_routed_experts; ++e) d.expert_rank.push_back(placement.ep_rank_of(e));
   }
   const int64_t shared = c.n_shared_experts * c.moe_intermediate_size;
   d.shared_intermediate = moe && shared > 0 ? shard(shared, slice.rank % moe_tp, moe_tp,
                                                     "config.json's n_shared_experts x moe_intermediate_size")
                                               : Shard{0, shared};
-  d.shared_token_stride = slice.ep_size;
-  d.shared_token_offset = slice.rank / moe_tp;
+  // deepep: every rank runs the shared experts for its own slice of the tokens (the dispatch's self block).
+  d.shared_token_stride = slice.deepep() ? 1 : slice.ep_size;
+  d.shared_token_offset = slice.deepep() ? 0 : slice.rank / moe_tp;
   // Split, a shard is a whole number of 8-row groups: its rows of logits stay 16-byte aligned for the GPU's GEMMs.
   const int64_t per_rank = attn == 1 ? c.vocab_size : ((c.vocab_size + attn - 1) / attn + 7) / 8 * 8;
   d.vocab = {attn_rank * per_rank, per_rank};

@@ -172,7 +172,9 @@ void NcclCommunicator::do_all_to_all(const Tensor& in, const std::vector<int64_t
                                      const std::vector<int64_t>& recv_rows, cudaStream_t stream) {
   start(Collective::kAllToAll);
   const NcclLibrary& nccl = NcclLibrary::get();
-  const size_t row = in.size(0) ? in.nbytes() / in.size(0) : 0;
+  // From the shape, not in's bytes: a rank with no rows to send may still receive some (deepep's empty slices).
+  size_t row = dtype_size(in.dtype);
+  for (int d = 1; d < in.ndim(); ++d) row *= static_cast<size_t>(in.shape[d]);
   // One group of point-to-point calls; the rank's own rows are a plain device copy.
   ncclResult_t queued = ncclSuccess;  // the first failure among the group's calls
   auto queue = [&](ncclResult_t r) {

@@ -39,6 +39,27 @@ std::string describe_ranks(std::vector<int> ranks, int ranks_per_node, int nnode
   return out;
 }
 
+MoeA2aBackend parse_moe_a2a_backend(const std::string& name) {
+  if (name == "none") return MoeA2aBackend::kNone;
+  if (name == "deepep") return MoeA2aBackend::kDeepEp;
+  throw Error(cat("--moe-a2a-backend ", name, ": expected none or deepep"));
+}
+
+DeepEpMode parse_deepep_mode(const std::string& name) {
+  if (name == "auto") return DeepEpMode::kAuto;
+  if (name == "normal") return DeepEpMode::kNormal;
+  if (name == "low_latency") return DeepEpMode::kLowLatency;
+  throw Error(cat("--deepep-mode ", name, ": expected auto, normal or low_latency"));
+}
+
+const char* moe_a2a_backend_name(MoeA2aBackend backend) {
+  return backend == MoeA2aBackend::kDeepEp ? "deepep" : "none";
+}
+
+const char* deepep_mode_name(DeepEpMode mode) {
+  return mode == DeepEpMode::kNormal ? "normal" : mode == DeepEpMode::kLowLatency ? "low_latency" : "auto";
+}
+
 int ParallelConfig::world_size_of(const ParallelFlags& flags) {
   return flags.enable_dp_attention ? flags.tp_size : flags.tp_size * flags.dp_size;
 }
@@ -54,6 +75,13 @@ void ParallelConfig::validate(const ParallelFlags& f) {
            f.tp_size, " ranks into --dp-size ", f.dp_size, " attention groups, which needs --tp-size divisible by --dp-size");
   NW_CHECK(f.tp_size % f.ep_size == 0, "--ep-size ", f.ep_size, " does not divide --tp-size ", f.tp_size,
            " (the experts are split over EP ranks inside each TP group)");
+  // DeepEP's dispatch sends a token to the rank holding each chosen expert whole (as SGLang requires).
+  NW_CHECK(f.moe_a2a_backend == MoeA2aBackend::kNone || f.ep_size == f.tp_size, "--moe-a2a-backend deepep sends ",
+           "each token to the ranks holding its experts whole: it needs --ep-size equal to --tp-size, got --ep-size ",
+           f.ep_size, " with --tp-size ", f.tp_size);
+  NW_CHECK(f.moe_a2a_backend == MoeA2aBackend::kDeepEp || f.deepep_mode == DeepEpMode::kAuto, "--deepep-mode ",
+           deepep_mode_name(f.deepep_mode), " applies to --moe-a2a-backend deepep, not ",
+           moe_a2a_backend_name(f.moe_a2a_backend));
   const int world = world_size_of(f);
   const std::string world_text =
       f.enable_dp_attention || f.dp_size == 1 ? cat("--tp-size ", f.tp_size)

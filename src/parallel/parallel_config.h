@@ -7,6 +7,19 @@
 
 namespace narwhal {
 
+// --moe-a2a-backend (SGLang's): how MoE layers meet. kNone: every rank runs its experts over every token of the TP
+// group, and one all_reduce sums them; kDeepEp: DeepEP's pattern, each rank's slice of the tokens goes by all_to_all
+// to the ranks holding its experts and comes back combined (model/moe_a2a.h).
+enum class MoeA2aBackend : uint8_t { kNone, kDeepEp };
+// --deepep-mode: kNormal (per-destination counts exchanged first, variable sizes; a GPU reads them on the host),
+// kLowLatency (fixed capacity per destination, no host sync: CUDA-graph capturable), kAuto (low latency for steps
+// where every rank decodes, normal otherwise), as SGLang's.
+enum class DeepEpMode : uint8_t { kAuto, kNormal, kLowLatency };
+MoeA2aBackend parse_moe_a2a_backend(const std::string& name);  // none, deepep; else an Error naming the flag
+DeepEpMode parse_deepep_mode(const std::string& name);         // auto, normal, low_latency
+const char* moe_a2a_backend_name(MoeA2aBackend backend);
+const char* deepep_mode_name(DeepEpMode mode);
+
 // The parallelism flags, with SGLang's names and meanings (`--tp-size` counts the ranks over all nodes). The CLI
 // fills this; tests build it directly.
 struct ParallelFlags {
@@ -14,6 +27,8 @@ struct ParallelFlags {
   int dp_size = 1;                   // --dp-size: DP-attention groups inside the TP ranks, or else whole replicas
   bool enable_dp_attention = false;  // --enable-dp-attention
   int ep_size = 1;                   // --ep-size: ranks of a TP group that the routed experts are split over
+  MoeA2aBackend moe_a2a_backend = MoeA2aBackend::kNone;  // --moe-a2a-backend; kDeepEp needs ep_size == tp_size
+  DeepEpMode deepep_mode = DeepEpMode::kAuto;             // --deepep-mode (with kDeepEp only)
   int nnodes = 1;                    // --nnodes: one process per node, world_size / nnodes ranks each
   int node_rank = 0;                 // --node-rank: this process's node
   std::string dist_init_addr;        // --dist-init-addr HOST:PORT, where node 0 serves the TcpStore

@@ -50,6 +50,8 @@ void join_nodes(TcpStore& store, const ParallelConfig& config, const Fingerprint
   mine["--dp-size"] = std::to_string(f.dp_size);
   mine["--enable-dp-attention"] = f.enable_dp_attention ? "true" : "false";
   mine["--ep-size"] = std::to_string(f.ep_size);
+  mine["--moe-a2a-backend"] = moe_a2a_backend_name(f.moe_a2a_backend);
+  mine["--deepep-mode"] = deepep_mode_name(f.deepep_mode);
   mine["--nnodes"] = std::to_string(f.nnodes);
   mine["--dist-timeout"] = cat(f.dist_timeout_s);
   const int node = config.node_rank();

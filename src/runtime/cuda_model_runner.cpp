@@ -9,6 +9,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
+#include "model/moe_a2a.h"
 #include "model/safetensors.h"
 #include "ops/cuda/mla.h"
 #include "runtime/kv_pool.h"
@@ -59,7 +60,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   const int64_t max_tokens = std::max<int64_t>(options.max_tokens_per_step, options.cuda_graph_max_bs);
   model_ = std::make_unique<CudaModel>(std::move(config), std::move(weights), max_tokens, page_size_,
                                        options.kernels, options.tp, options.ep_size, options.dp_group,
-                                       options.dp_size);
+                                       options.dp_size, options.moe_a2a, options.deepep_mode);
   const ModelConfig& c = model_->config();
   max_seqs_ = std::min<int64_t>(max_tokens, 4096);
 
@@ -125,7 +126,9 @@ CudaModelRunner::~CudaModelRunner() {
 namespace {
 
 TpSlice slice_of(const CudaRunnerOptions& options) {
-  return options.tp ? TpSlice{options.tp->rank(), options.tp->size(), options.ep_size, options.dp_size} : TpSlice{};
+  if (!options.tp) return {};
+  const Communicator& tp = *options.tp;
+  return {tp.rank(), tp.size(), options.ep_size, options.dp_size, options.moe_a2a, options.deepep_mode};
 }
 
 ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {
@@ -338,6 +341,7 @@ void CudaModelRunner::capture_graphs(int max_bs) {
     ForwardBatch none;  // every sequence is padding: length 0, writes nothing to the cache
     CudaStep step = upload(none, true, bs);
     if (model_->dp_size() > 1) step.dp_rows.assign(model_->dp_size(), bs);  // every group replays it at once
+    step.decode_only = true;
     model_->forward(step, cache_, stream_);  // warm-up: GEMM plans, kernel attributes
     NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     cudaGraph_t graph = nullptr;
@@ -385,6 +389,7 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   if (graph_bs == 0) {
     CudaStep step = upload(batch, absorbed, 0, form == AttentionForm::kAuto && !absorbed);
     if (dp) step.dp_rows = batch.dp_tokens;
+    step.decode_only = every_rank_decodes(batch, dp);
     return model_->forward(step, cache_, stream_);
   }
   upload(batch, true, graph_bs);

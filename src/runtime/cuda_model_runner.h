@@ -34,6 +34,8 @@ struct CudaRunnerOptions {
   // capture the same graphs, whose collectives only NCCL can capture.
   Communicator* tp = nullptr;
   int ep_size = 1;                  // with tp: the EP groups its ranks split the routed experts over (--ep-size)
+  MoeA2aBackend moe_a2a = MoeA2aBackend::kNone;  // with tp: --moe-a2a-backend (deepep: ep_size == tp's size)
+  DeepEpMode deepep_mode = DeepEpMode::kAuto;    // --deepep-mode
   // DP attention (--enable-dp-attention --dp-size), with tp: tp's ranks form dp_size groups of tp->size() / dp_size
   // consecutive ranks, each with its own batches; dp_group is this rank's (ParallelGroups::attn_tp, null where a
   // group is one rank). Every batch names every group's token count (ForwardBatch::dp_tokens); an idle group runs

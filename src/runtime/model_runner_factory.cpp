@@ -109,7 +109,7 @@ bool dp_attention(const ParallelFlags& flags) { return flags.dp_attention_groups
 
 // The TP group's split of the model (rank 0's; every rank's has the same shape).
 TpSlice world_slice(const ParallelFlags& flags) {
-  return {0, flags.tp_size, flags.ep_size, flags.dp_attention_groups()};
+  return {0, flags.tp_size, flags.ep_size, flags.dp_attention_groups(), flags.moe_a2a_backend, flags.deepep_mode};
 }
 
 // Each DP group's first rank draws the group's tokens for the engine, which runs on node 0: with more than one
@@ -160,7 +160,7 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
       slice.rank = tp.rank();
       ModelWeights weights = load_weights(config, Checkpoint(options.model_path), Device::kCPU, slice, progress.get());
       auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, slice.ep_size, dp_group,
-                                                         slice.dp_size);
+                                                         slice.dp_size, slice.moe_a2a, slice.deepep_mode);
       done();
       return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size, options.speculative);
     };
@@ -174,6 +174,8 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
     mine.dp_size = world_slice(rank.flags()).dp_size;
     mine.tp = &tp;
     mine.ep_size = rank.ep_size();
+    mine.moe_a2a = rank.flags().moe_a2a_backend;
+    mine.deepep_mode = rank.flags().deepep_mode;
     mine.ranks_per_device = ranks_per_device;
     mine.progress = progress.get();
     std::unique_ptr<ModelRunner> runner = make_cuda_runner(options, mine);

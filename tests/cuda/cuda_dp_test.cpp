@@ -4,14 +4,19 @@
 // that group's batch alone, within cuda_tp_test.cpp's tolerances and for its reasons (2e-2 per row in BF16, 8e-2
 // where FP8 weights stay FP8); every rank of a group must hold the same bits; a group with nothing to run (empty
 // batches) must still meet the others and return no logits. The experts run with the reference's routing (each
-// group's, stacked in group order as the FFN sees the rows), as in cuda_tp_test.cpp. DeepSeek-V3's per-rank shapes
-// at TP 8 with DP 8 (EP 8) and DP 2 run on dummy weights; with two GPUs, NCCL with decode graphs too.
+// group's, stacked in group order as the FFN sees the rows), as in cuda_tp_test.cpp. DeepEP's dispatch
+// (--moe-a2a-backend deepep) replaces the groups' gather and the all_reduce around every MoE layer: each rank routes
+// its slice of its own group's rows (the same tolerances, cuda_tp_test.cpp's ExpertParallelMatchesTheReference
+// says why).
+// DeepSeek-V3's per-rank shapes at TP 8 with DP 8 (EP 8, also with deepep) and DP 2 run on dummy weights; with two
+// GPUs, NCCL with decode graphs too.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <optional>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -123,8 +128,9 @@ std::vector<std::vector<Tensor>> run_dp(const DpLayout& l, const std::vector<Ste
       by_rank[rank.tp_rank()].push_back(runner->run(dp_step(l, scripts, rank.dp_rank(), i)));
     }
     // The expert counts: world rank 0's, of every group's rows once (a padded graph's real ones); no other rank's.
+    // With deepep no rank counts on the GPU yet (each routes its own slice).
     const std::vector<int64_t> counts = runner->expert_tokens();
-    if (rank.tp_rank() == 0) {
+    if (rank.tp_rank() == 0 && !runner->model().tp_dims().slice.deepep()) {
       EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}),
                 testing::routed_choices(runner->config(), tokens)) << l.describe();
     } else {
@@ -151,19 +157,29 @@ std::vector<std::vector<Tensor>> run_dp(const DpLayout& l, const std::vector<Ste
   return by_group;
 }
 
+// Makes a rank's runner from its options (run_dp fills them in) with `deepep`'s dispatch when given.
+RankRunnerFn loader(const std::string& dir, std::optional<DeepEpMode> deepep = std::nullopt) {
+  return [dir, deepep](CudaRunnerOptions& o) {
+    if (deepep) {
+      o.moe_a2a = MoeA2aBackend::kDeepEp;
+      o.deepep_mode = *deepep;
+    }
+    return CudaModelRunner::load(dir, o);
+  };
+}
+
 // The checkpoint in `dir` at the layout, each busy group's logits against the CPU reference on its batch alone.
-void expect_groups_match(const std::string& dir, const std::string& name, const DpLayout& l) {
+void expect_groups_match(const std::string& dir, const std::string& name, const DpLayout& l,
+                         std::optional<DeepEpMode> deepep = std::nullopt) {
   const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
   const std::vector<StepScript> scripts = group_scripts(l.dp, config.vocab_size);
   std::vector<Reference> refs;
   for (int g = 0; g < l.dp; ++g) refs.push_back(l.is_idle(g) ? Reference() : testing::run_reference(dir, scripts[g]));
-  const std::vector<std::vector<Tensor>> got = run_dp(l, scripts, &refs, [&](CudaRunnerOptions& o) {
-    return CudaModelRunner::load(dir, o);
-  });
+  const std::vector<std::vector<Tensor>> got = run_dp(l, scripts, &refs, loader(dir, deepep));
+  const std::string what = cat(name, " ", l.describe(), deepep ? cat(" deepep ", deepep_mode_name(*deepep)) : "");
   for (int g = 0; g < l.dp; ++g) {
     if (l.is_idle(g)) continue;
-    testing::expect_logits_close(got[g], refs[g].logits, cat(name, " ", l.describe(), " group ", g),
-                                 refs[g].tolerance);
+    testing::expect_logits_close(got[g], refs[g].logits, cat(what, " group ", g), refs[g].tolerance);
   }
 }
 
@@ -192,25 +208,47 @@ TEST(CudaDp, AnIdleGroupStillMeetsTheOthers) {
     expect_groups_match(dir.path(), "deepseek dims bf16", l);
 }
 
+// DeepEP's dispatch with DP attention (EP = TP): DP 2 of TP 2 (a group of one rank: its slice is all its rows), DP 2
+// of TP 4 (each group's rows split over its two ranks) and with a group idle, in normal and low-latency mode and
+// auto (low latency where every group decodes, as dp_decode says), BF16 and FP8 kept FP8.
+TEST(CudaDp, DeepEpMatchesTheReferenceOnEachGroupsBatch) {
+  NW_REQUIRE_GPU();
+  set_log_level(LogLevel::kWarning);
+  for (bool fp8 : {false, true}) {
+    testing::TempDir dir;
+    testing::write_deepseek_dims(dir.path(), fp8);
+    for (const DpLayout& l : {DpLayout{2, 2, 2, {}}, DpLayout{4, 2, 4, {}}, DpLayout{4, 2, 4, {1}}})
+      for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto})
+        if (!fp8 || mode != DeepEpMode::kAuto)
+          expect_groups_match(dir.path(), fp8 ? "deepseek dims fp8" : "deepseek dims bf16", l, mode);
+  }
+}
+
 // DeepSeek-V3's per-rank shapes at TP 8 (cuda_tp_test.cpp's V3 test) with DP attention, dummy weights: DP 8 with
 // EP 8 (every rank all 128 heads and the whole vocabulary, 32 whole experts) and DP 2 (32 heads and a quarter of the
-// vocabulary per rank, the experts split 8 ways). Every group's logits are finite, the same on each of its ranks.
+// vocabulary per rank, the experts split 8 ways), and DP 8 with deepep (auto). Every group's logits are finite, the
+// same on each of its ranks.
 TEST(CudaDp, DeepSeekV3PerRankShapesRunAtTp8) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   const ModelConfig config = ModelConfig::from_json(testing::deepseek_v3_dims_json(), "config.json");
   const std::vector<StepScript> scripts = group_scripts(8, config.vocab_size);
-  for (const DpLayout& l : {DpLayout{8, 8, 8, {}}, DpLayout{8, 2, 1, {}}}) {
+  for (const auto& [l, a2a] : {std::pair{DpLayout{8, 8, 8, {}}, MoeA2aBackend::kNone},
+                               std::pair{DpLayout{8, 2, 1, {}}, MoeA2aBackend::kNone},
+                               std::pair{DpLayout{8, 8, 8, {}}, MoeA2aBackend::kDeepEp}}) {
     const std::vector<StepScript> mine(scripts.begin(), scripts.begin() + l.dp);
-    const std::vector<std::vector<Tensor>> logits = run_dp(l, mine, nullptr, [&](CudaRunnerOptions& o) {
+    const auto make = [&, l = l, a2a = a2a](CudaRunnerOptions& o) {
+      o.moe_a2a = a2a;
       const TpSlice slice{o.tp->rank(), o.tp->size(), l.ep, l.dp};
       return std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7, slice), o);
-    });
+    };
+    const std::vector<std::vector<Tensor>> logits = run_dp(l, mine, nullptr, make);
     for (int g = 0; g < l.dp; ++g)
       for (size_t i = 0; i < logits[g].size(); ++i) {
         ASSERT_EQ(logits[g][i].size(0), static_cast<int64_t>(mine[g].steps[i].seqs.size())) << l.describe();
         for (int64_t k = 0; k < logits[g][i].numel(); ++k)
-          ASSERT_TRUE(std::isfinite(logits[g][i].f32()[k])) << l.describe() << " group " << g << " logit " << k;
+          ASSERT_TRUE(std::isfinite(logits[g][i].f32()[k]))
+              << l.describe() << " " << moe_a2a_backend_name(a2a) << " group " << g << " logit " << k;
       }
   }
 }
@@ -218,7 +256,8 @@ TEST(CudaDp, DeepSeekV3PerRankShapesRunAtTp8) {
 // NCCL, a GPU per rank (DP 2 of TP 2): decode steps where every group decodes replay graphs on every rank (the
 // smaller group padded to the larger's bucket, an idle group's all padding) and match eager steps; eager NCCL matches
 // the reference. Graphs and eager run different row counts through the GEMMs, so they are held to the reference's
-// tolerance, not to bits.
+// tolerance, not to bits. With deepep (EP 2, auto mode) the graphs captured the low-latency all_to_alls, sized by
+// the graph's rows; the prefills run normal mode eagerly.
 TEST(CudaDp, NcclWithGraphsMatchesEagerAndTheReference) {
   NW_REQUIRE_GPU();
   if (testing::gpu_count() < 2) GTEST_SKIP() << "NCCL DP attention needs two GPUs";
@@ -227,19 +266,22 @@ TEST(CudaDp, NcclWithGraphsMatchesEagerAndTheReference) {
   testing::write_deepseek_dims(dir.path(), false);
   const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
   const std::vector<StepScript> scripts = group_scripts(2, config.vocab_size);
-  const auto load = [&](CudaRunnerOptions& o) { return CudaModelRunner::load(dir.path(), o); };
-  for (const DpLayout& l : {DpLayout{2, 2, 1, {}}, DpLayout{2, 2, 1, {1}}}) {
-    std::vector<Reference> refs;
-    for (int g = 0; g < l.dp; ++g)
-      refs.push_back(l.is_idle(g) ? Reference() : testing::run_reference(dir.path(), scripts[g]));
-    const std::vector<std::vector<Tensor>> eager = run_dp(l, scripts, nullptr, load, Backend::kNccl);
-    const std::vector<std::vector<Tensor>> graphed = run_dp(l, scripts, nullptr, load, Backend::kNccl, true);
-    const std::vector<std::vector<Tensor>> routed = run_dp(l, scripts, &refs, load, Backend::kNccl);
-    for (int g = 0; g < l.dp; ++g) {
-      if (l.is_idle(g)) continue;
-      const std::string what = cat("nccl ", l.describe(), " group ", g);
-      testing::expect_logits_close(routed[g], refs[g].logits, what, refs[g].tolerance);
-      testing::expect_logits_close(graphed[g], eager[g], what + " graphs vs eager", refs[g].tolerance);
+  for (const std::optional<DeepEpMode> deepep : {std::optional<DeepEpMode>(), std::optional(DeepEpMode::kAuto)}) {
+    const RankRunnerFn load = loader(dir.path(), deepep);
+    const int ep = deepep ? 2 : 1;
+    for (const DpLayout& l : {DpLayout{2, 2, ep, {}}, DpLayout{2, 2, ep, {1}}}) {
+      std::vector<Reference> refs;
+      for (int g = 0; g < l.dp; ++g)
+        refs.push_back(l.is_idle(g) ? Reference() : testing::run_reference(dir.path(), scripts[g]));
+      const std::vector<std::vector<Tensor>> eager = run_dp(l, scripts, nullptr, load, Backend::kNccl);
+      const std::vector<std::vector<Tensor>> graphed = run_dp(l, scripts, nullptr, load, Backend::kNccl, true);
+      const std::vector<std::vector<Tensor>> routed = run_dp(l, scripts, &refs, load, Backend::kNccl);
+      for (int g = 0; g < l.dp; ++g) {
+        if (l.is_idle(g)) continue;
+        const std::string what = cat("nccl ", l.describe(), deepep ? " deepep auto" : "", " group ", g);
+        testing::expect_logits_close(routed[g], refs[g].logits, what, refs[g].tolerance);
+        testing::expect_logits_close(graphed[g], eager[g], what + " graphs vs eager", refs[g].tolerance);
+      }
     }
   }
 }

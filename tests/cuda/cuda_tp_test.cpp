@@ -1,8 +1,9 @@
 // The GPU forward split over TP ranks on ONE GPU (the device-local backend: a thread per rank, exchanging device
 // memory), against the CPU reference on the same checkpoint: the fixtures at TP 2, 4 and 8 (or the refusal naming
-// the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8 and with expert parallelism,
-// random configs at TP 2, and DeepSeek-V3's per-rank shapes at TP 8 (and EP 8) with dummy weights; with two GPUs or
-// more, NCCL with graphs too.
+// the field or FP8 block), DeepSeek's attention dims in BF16 and FP8 at TP 2, 4 and 8 and with expert parallelism
+// (also with DeepEP's all-to-all dispatch, --moe-a2a-backend deepep, in each mode), random configs at TP 2, and
+// DeepSeek-V3's per-rank shapes at TP 8 (and EP 8, also with deepep) with dummy weights; with two GPUs or more, NCCL
+// with graphs too (and deepep's low-latency mode captured).
 // TP must be exactly as accurate as TP 1, so it is held to forward_diff_test.cpp's tolerances against the same CPU
 // reference (which equals transformers to ~1e-6): 2e-2 in ||tp - cpu||_2 / ||cpu||_2 per row for BF16
 // activations, 8e-2 where FP8 weights stay FP8 (activations quantized to e4m3 per 128). Comparing TP n with GPU
@@ -14,8 +15,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <tuple>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -123,22 +127,41 @@ TEST(CudaTp, DeepSeekDimsMatchTheReference) {
 
 // Expert parallelism in the tuned MoE kernels (each rank's choices of other ranks' experts skipped, the shared
 // experts run for its EP rank's share of the tokens): DeepSeek's dims at TP 2 / EP 2, TP 4 / EP 2 and 4, TP 8 /
-// EP 8, in BF16 and FP8 kept FP8, against the CPU reference.
+// EP 8, in BF16 and FP8 kept FP8, against the CPU reference. Then DeepEP's dispatch (EP = TP 2 and 4, whole experts
+// per rank): each rank routes its slice of the rows (the reference's routing, for those rows), all_to_alls them to
+// the ranks of their experts and back, and the slices are all_gather'ed; in normal, low-latency and auto mode (the
+// script's prefill and decode steps switch it); at TP 4 the decodes of one to three sequences leave some ranks an
+// empty slice. The tolerances are TP's: each rank's experts sum a token's choices in F32 and round the row to BF16
+// once before it travels back, and the combine adds the ranks' rows in F32 and rounds once more, as TP's BF16
+// all_reduce of per-rank partial sums does.
 TEST(CudaTp, ExpertParallelMatchesTheReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
+  std::vector<std::tuple<int, int, std::optional<DeepEpMode>>> splits = {
+      {2, 2, {}}, {4, 2, {}}, {4, 4, {}}, {8, 8, {}}};
+  for (int tp : {2, 4})
+    for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto})
+      splits.emplace_back(tp, tp, mode);
   for (bool fp8 : {false, true}) {
     testing::TempDir dir;
     write_deepseek_dims(dir.path(), fp8);
     const ModelConfig c = ModelConfig::from_file(dir.path() + "/config.json");
     const testing::StepScript script = testing::make_step_script(6, c.vocab_size, kParallelPageSize);
     const Reference ref = run_reference(dir.path(), script);
-    for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}, std::pair{8, 8}}) {
+    for (const auto& split : splits) {
+      const int tp = std::get<0>(split), ep = std::get<1>(split);
+      const std::optional<DeepEpMode> deepep = std::get<2>(split);
       const std::vector<Tensor> got = run_tp(tp, Backend::kDeviceLocal, script, &ref, [&](CudaRunnerOptions& o) {
         o.ep_size = ep;
+        if (deepep) {
+          o.moe_a2a = MoeA2aBackend::kDeepEp;
+          o.deepep_mode = *deepep;
+        }
         return CudaModelRunner::load(dir.path(), o);
       });
-      expect_logits_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep), ref.tolerance);
+      expect_logits_close(got, ref.logits, cat(fp8 ? "fp8" : "bf16", " tp ", tp, " ep ", ep,
+                                               deepep ? cat(" deepep ", deepep_mode_name(*deepep)) : ""),
+                          ref.tolerance);
     }
   }
 }
@@ -193,22 +216,27 @@ TEST(CudaTp, RandomConfigsAtTp2MatchTheReference) {
 }
 
 // DeepSeek-V3's per-rank shapes at TP 8 (16 of 128 heads, hidden 7168, 256 experts of 2048 / 8, vocab 129280 / 8,
-// FP8), and at TP 8 with EP 8, two layers (one dense, one MoE), dummy weights: the whole forward runs on every
-// rank and gives finite logits, the same on every rank.
+// FP8), at TP 8 with EP 8 and with deepep (auto mode), two layers (one dense, one MoE), dummy weights: the whole
+// forward runs on every rank and gives finite logits, the same on every rank.
 TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
   const ModelConfig config = ModelConfig::from_json(testing::deepseek_v3_dims_json(), "config.json");
   const testing::StepScript script = testing::make_step_script(2, config.vocab_size, kParallelPageSize);
-  for (int ep : {1, 8}) {  // TP 8, and TP 8 with EP 8 (32 whole experts of 2048 per rank)
+  // TP 8, TP 8 with EP 8 (32 whole experts of 2048 per rank), and that with deepep.
+  for (const auto& split : {std::pair{1, MoeA2aBackend::kNone}, std::pair{8, MoeA2aBackend::kNone},
+                            std::pair{8, MoeA2aBackend::kDeepEp}}) {
+    const int ep = split.first;
     const std::vector<Tensor> logits = run_tp(8, Backend::kDeviceLocal, script, nullptr, [&](CudaRunnerOptions& o) {
       o.ep_size = ep;
-      const TpSlice slice{o.tp->rank(), o.tp->size(), ep};
+      o.moe_a2a = split.second;
+      const TpSlice slice{o.tp->rank(), o.tp->size(), o.ep_size};
       return std::make_unique<CudaModelRunner>(config, dummy_cuda_weights(config, 7, slice), o);
     });
     for (const Tensor& step : logits)
       for (int64_t i = 0; i < step.numel(); ++i)
-        ASSERT_TRUE(std::isfinite(step.f32()[i])) << "ep " << ep << " logit " << i;
+        ASSERT_TRUE(std::isfinite(step.f32()[i])) << "ep " << ep << " " << moe_a2a_backend_name(split.second)
+                                                  << " logit " << i;
   }
 }
 
@@ -228,6 +256,40 @@ TEST(CudaTp, NcclWithGraphsMatchesEagerAndTheReference) {
   expect_logits_close(eager, ref.logits, "nccl tp 2", ref.tolerance);
   expect_logits_close(run_tp(2, Backend::kNccl, script, nullptr, load, true), run_tp(2, Backend::kNccl, script, nullptr, load),
                "nccl graphs vs eager", 1e-5);
+}
+
+// NCCL with deepep: low latency, whose fixed-size all_to_alls decode graphs capture (auto mode: the prefill steps
+// run normal mode eagerly, the decodes replay graphs), equals eager low latency (the same kernels and sums), and
+// eager normal mode matches the reference. Normal mode captures no graph (it reads its counts on the host).
+TEST(CudaTp, NcclDeepEpGraphsMatchEagerAndTheReference) {
+  NW_REQUIRE_GPU();
+  if (testing::gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
+  set_log_level(LogLevel::kWarning);
+  testing::TempDir dir;
+  testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(false), 17);
+  const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
+  const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kParallelPageSize);
+  std::atomic<int> with_graphs{0};  // ranks that captured decode graphs
+  const auto deepep = [&](DeepEpMode mode) {
+    return [&, mode](CudaRunnerOptions& o) {
+      o.ep_size = 2;
+      o.moe_a2a = MoeA2aBackend::kDeepEp;
+      o.deepep_mode = mode;
+      auto runner = CudaModelRunner::load(dir.path(), o);
+      with_graphs += runner->graph_batch_sizes().empty() ? 0 : 1;
+      return runner;
+    };
+  };
+  const Reference ref = run_reference(dir.path(), script);
+  expect_logits_close(run_tp(2, Backend::kNccl, script, &ref, deepep(DeepEpMode::kNormal)), ref.logits,
+                      "nccl deepep normal", ref.tolerance);
+  with_graphs = 0;
+  run_tp(2, Backend::kNccl, script, nullptr, deepep(DeepEpMode::kNormal), true);
+  EXPECT_EQ(with_graphs, 0) << "normal mode syncs the host: no graph may capture it";
+  const std::vector<Tensor> graphed = run_tp(2, Backend::kNccl, script, nullptr, deepep(DeepEpMode::kAuto), true);
+  EXPECT_EQ(with_graphs, 2);
+  expect_logits_close(graphed, run_tp(2, Backend::kNccl, script, nullptr, deepep(DeepEpMode::kAuto)),
+                      "nccl deepep graphs vs eager", 1e-5);
 }
 
 }  // namespace

@@ -174,8 +174,16 @@ StackedWeights make_weights(const ExpertsCase& c, uint64_t seed) {
   return w;
 }
 
-void check_experts(const ExpertsCase& c, const StackedWeights& w, int64_t tokens, uint64_t seed) {
-  const Routing routing = random_routing(tokens, c.top_k, c.routed, seed);
+// With `unrouted` every third choice is -1 (routes nowhere, as a deepep dispatch's other ranks' experts), and the
+// shared experts run for the tokens in w.device's shared_token_begin / end only.
+void check_experts(const ExpertsCase& c, const StackedWeights& w, int64_t tokens, uint64_t seed,
+                   bool unrouted = false) {
+  Routing routing = random_routing(tokens, c.top_k, c.routed, seed);
+  if (unrouted)
+    for (size_t i = 0; i < routing.ids.size(); i += 3) routing.ids[i] = -1;
+  const auto shared_runs = [&](int64_t t) {
+    return t >= w.device.shared_token_begin && t < w.device.shared_token_end;
+  };
   auto x = random_bf16({tokens, c.hidden}, seed + 1);
 
   // Reference: the shared experts as extra slots of weight 1 per token.
@@ -183,7 +191,8 @@ void check_experts(const ExpertsCase& c, const StackedWeights& w, int64_t tokens
   Tensor ids = Tensor::zeros(DType::kI32, {tokens, width}), weights = Tensor::zeros(DType::kF32, {tokens, width});
   for (int64_t t = 0; t < tokens; ++t)
     for (int j = 0; j < width; ++j) {
-      ids.ptr<int32_t>()[t * width + j] = j < c.top_k ? routing.ids[t * c.top_k + j] : c.routed + j - c.top_k;
+      ids.ptr<int32_t>()[t * width + j] =
+          j < c.top_k ? routing.ids[t * c.top_k + j] : shared_runs(t) ? c.routed + j - c.top_k : -1;
       weights.f32()[t * width + j] = j < c.top_k ? routing.weights[t * c.top_k + j] : 1.0f;
     }
   Tensor reference = Tensor::zeros(DType::kF32, {tokens, c.hidden});
@@ -223,6 +232,19 @@ TEST(CudaMoeExperts, Fp8V3ShapesWithSharedExpert) {
   const ExpertsCase c{7168, 2048, 8, 1, 4, true};
   const StackedWeights w = make_weights(c, 300);
   for (int64_t tokens : {1, 19, 200}) check_experts(c, w, tokens, 310 + tokens);
+}
+
+// deepep's destination: choices of other ranks' experts arrive as -1, and the shared experts run over the rank's own
+// block of the received rows only (rows 3 .. 40 of 57 here; none at all, and all of them).
+TEST(CudaMoeExperts, SharedExpertsRunOverTheirTokenRange) {
+  NW_REQUIRE_GPU();
+  const ExpertsCase c{2048, 1408, 10, 2, 6, false};
+  StackedWeights w = make_weights(c, 200);
+  for (const auto& [begin, end] : {std::pair{3, 40}, std::pair{0, 0}, std::pair{0, 57}}) {
+    w.device.shared_token_begin = begin;
+    w.device.shared_token_end = end;
+    check_experts(c, w, 57, 700 + begin + end, true);
+  }
 }
 
 // moe_route_experts routes inside the align kernel up to 32 tokens: its ids, weights and output must be the

@@ -1,16 +1,20 @@
 // The CPU forward split over TP ranks (rank threads on the host backend) against the same model at TP 1: every
 // fixture at TP 2 and 4 (the splits that do not divide are refused, naming the field), the MTP module, random
-// configs at TP 2, transformers v5's stacked experts and tied embeddings, expert parallelism (EP 2, 4 and 8), and
-// the FP8 rule that a kept-FP8 weight is cut with whole blocks.
+// configs at TP 2, transformers v5's stacked experts and tied embeddings, expert parallelism (EP 2, 4 and 8), DeepEP's
+// all-to-all dispatch (--moe-a2a-backend deepep, EP = TP 2, 4 and 8, normal, low-latency and auto mode; ranks whose
+// experts nobody picks), and the FP8 rule that a kept-FP8 weight is cut with whole blocks.
 // Tolerance 1e-5 relative (max |diff| / max |ref| per step): TP adds the same float32 products in another
 // grouping (per-rank partial sums of o_proj, down_proj and the experts, then summed in rank order); measured at
-// most 1.2e-6 on the fixtures. The greedy ids must be equal, and every rank must hold the same bits.
+// most 1.2e-6 on the fixtures (deepep adds each token's experts per rank, then the ranks in order). The greedy ids
+// must be equal, and every rank must hold the same bits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -72,19 +76,28 @@ Outputs run_model(const DeepSeekModel& model, uint64_t seed) {
   return out;
 }
 
-// Runs `model_dir` split over `tp` rank threads (the routed experts over `ep` groups of them); returns each
-// rank's outputs.
-std::vector<Outputs> run_tp(const std::string& model_dir, int tp, uint64_t seed, int ep = 1) {
+// Rank `rank` of `tp`, the experts over `ep` groups; with `deepep` (ep == tp), DeepEP's dispatch in that mode.
+TpSlice slice_of(int rank, int tp, int ep, std::optional<DeepEpMode> deepep) {
+  return {rank, tp, ep, 1, deepep ? MoeA2aBackend::kDeepEp : MoeA2aBackend::kNone, deepep.value_or(DeepEpMode::kAuto)};
+}
+
+DeepSeekModel load_rank(const std::string& model_dir, const TpSlice& slice, Communicator& comm) {
   const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
-  const Checkpoint checkpoint(model_dir);
+  ModelWeights weights = load_weights(config, Checkpoint(model_dir), Device::kCPU, slice);
+  return DeepSeekModel(config, std::move(weights), &comm, slice.ep_size, nullptr, 1, slice.moe_a2a,
+                       slice.deepep_mode);
+}
+
+// Runs `model_dir` split over `tp` rank threads (as slice_of says); returns each rank's outputs.
+std::vector<Outputs> run_tp(const std::string& model_dir, int tp, uint64_t seed, int ep = 1,
+                            std::optional<DeepEpMode> deepep = std::nullopt) {
   std::vector<Outputs> outputs(tp);
   run_ranks(tp, [&](const ParallelConfig& rank, Communicator& comm) {
-    ModelWeights weights = load_weights(config, checkpoint, Device::kCPU, {rank.tp_rank(), tp, ep});
-    const DeepSeekModel model(config, std::move(weights), &comm, ep);
-    outputs[rank.tp_rank()] = run_model(model, seed);
+    outputs[rank.tp_rank()] = run_model(load_rank(model_dir, slice_of(rank.tp_rank(), tp, ep, deepep), comm), seed);
   });
   return outputs;
 }
+
 
 double max_rel_error(const Tensor& actual, const Tensor& expected) {
   EXPECT_EQ(actual.shape, expected.shape);
@@ -145,15 +158,23 @@ TEST_P(TpFixture, Tp2And4GiveTp1Logits) {
 }
 
 // Expert parallelism (EP-MoE) with TP attention: EP 2 at TP 2 (each expert whole on one rank), EP 2 at TP 4 (each
-// expert split over a pair of ranks) and EP 4 at TP 4, against TP 1. The odd fixtures' heads do not split.
+// expert split over a pair of ranks) and EP 4 at TP 4, against TP 1; then DeepEP's dispatch (EP = TP 2 and 4) in
+// every mode: the step script mixes prefill and decode steps (auto switches between the modes), the greedy
+// continuation decodes one token at a time (at TP 4 three of the four slices are empty) and the MTP module's layer
+// is a MoE layer too. The odd fixtures' heads do not split (dp_attention_test.cpp runs them with deepep).
 TEST_P(TpFixture, ExpertParallelGivesTp1Logits) {
   set_log_level(LogLevel::kWarning);
   const std::string dir = testing::fixture_dir(GetParam());
   if (std::string(GetParam()).find("odd") != std::string::npos) GTEST_SKIP() << "its heads do not split";
   const Outputs tp1 = run_model(DeepSeekModel::load(dir), 5);
-  for (const auto& [tp, ep] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}}) {
-    const std::string what = cat(GetParam(), " tp ", tp, " ep ", ep);
-    const double err = expect_tp_matches(tp1, run_tp(dir, tp, 5, ep), what);
+  std::vector<std::tuple<int, int, std::optional<DeepEpMode>>> splits = {{2, 2, {}}, {4, 2, {}}, {4, 4, {}}};
+  for (int tp : {2, 4})
+    for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency, DeepEpMode::kAuto})
+      splits.emplace_back(tp, tp, mode);
+  for (const auto& [tp, ep, deepep] : splits) {
+    const std::string what =
+        cat(GetParam(), " tp ", tp, " ep ", ep, deepep ? cat(" deepep ", deepep_mode_name(*deepep)) : "");
+    const double err = expect_tp_matches(tp1, run_tp(dir, tp, 5, ep, deepep), what);
     std::printf("%s: max rel error vs TP 1 %.2e\n", what.c_str(), err);
   }
 }
@@ -174,12 +195,16 @@ json expert_parallel_config(int heads, int experts, int groups) {
   return c;
 }
 
-// Routed experts that do not split over the EP groups, and an EP size that does not divide the TP size.
+// Routed experts that do not split over the EP groups, an EP size that does not divide the TP size, and deepep
+// with experts split inside EP groups.
 TEST(TensorParallel, UnevenExpertSplitsAreRefused) {
   const ModelConfig config = ModelConfig::from_json(expert_parallel_config(4, 6, 1), "config.json");
   for (const auto& [slice, expected] :
        {std::pair{TpSlice{0, 4, 4}, "config.json's n_routed_experts at this --ep-size = 6 does not split evenly over 4"},
-        std::pair{TpSlice{0, 4, 3}, "--ep-size 3 does not divide --tp-size 4"}}) {
+        std::pair{TpSlice{0, 4, 3}, "--ep-size 3 does not divide --tp-size 4"},
+        std::pair{TpSlice{0, 4, 2, 1, MoeA2aBackend::kDeepEp},
+                  "--moe-a2a-backend deepep needs --ep-size equal to --tp-size (whole experts per rank), got --ep-size "
+                  "2 with --tp-size 4"}}) {
     try {
       tp_dims(config, slice);
       ADD_FAILURE() << "ep " << slice.ep_size << " was not refused";
@@ -310,8 +335,60 @@ TEST(TensorParallel, ExpertParallelAtTp8AndStackedExperts) {
   testing::write_random_checkpoint(per_expert.path(), c, 12);
   const Outputs tp1 = run_model(DeepSeekModel::load(per_expert.path()), 12);
   for (int ep : {8, 4}) expect_tp_matches(tp1, run_tp(per_expert.path(), 8, 12, ep), cat("tp 8 ep ", ep));
+  for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency})
+    expect_tp_matches(tp1, run_tp(per_expert.path(), 8, 12, 8, mode), cat("tp 8 deepep ", deepep_mode_name(mode)));
   write_stacked_experts(per_expert.path(), stacked.path());
   expect_tp_matches(tp1, run_tp(stacked.path(), 2, 12, 2), "stacked experts tp 2 ep 2");
+}
+
+// The v3 fixture with EP ranks 2 and 3's experts (8-15 of 16 at EP 4: router groups 2 and 3) made unpickable by a
+// correction bias of -100, in `to`.
+void write_unpicked_experts(const std::string& to) {
+  const std::string from = testing::fixture_dir("v3");
+  const ModelConfig c = ModelConfig::from_file(from + "/config.json");
+  const Checkpoint checkpoint(from);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const TensorSpec& spec : checkpoint_tensors(c)) {
+    const TensorInfo& info = checkpoint.get(spec.name);
+    Tensor t = Tensor::zeros(info.dtype, spec.shape);
+    std::memcpy(t.data, info.data, info.nbytes);
+    if (spec.name.find("e_score_correction_bias") != std::string::npos)
+      for (int64_t e = c.n_routed_experts / 2; e < c.n_routed_experts; ++e) t.f32()[e] = -100.0f;
+    tensors.push_back({spec.name, t});
+  }
+  write_checkpoint(to, read_text_file(from + "/config.json"), tensors, 2);
+}
+
+// deepep at TP 4 where ranks 2 and 3 hold experts nobody picks: in a decode step of one token (one row, on rank 0)
+// they receive nothing at all, and in prefill steps only their own slice. TP 1's logits, and the expert counts of
+// rank 0 (the TP group's sum) equal TP 1's: every choice once, none on the unpicked experts.
+TEST(TensorParallel, DeepEpRanksThatReceiveNothingStillMeetTheOthers) {
+  set_log_level(LogLevel::kWarning);
+  testing::TempDir dir;
+  write_unpicked_experts(dir.path());
+  const Outputs tp1 = run_model(DeepSeekModel::load(dir.path()), 6);
+  for (DeepEpMode mode : {DeepEpMode::kNormal, DeepEpMode::kLowLatency})
+    expect_tp_matches(tp1, run_tp(dir.path(), 4, 6, 4, mode), cat("unpicked experts deepep ", deepep_mode_name(mode)));
+  // One prompt, then one decode step, with the expert counts.
+  const auto count = [&](const DeepSeekModel& model) {
+    std::vector<int64_t> experts(static_cast<size_t>(model.config().n_routed_experts), 0);
+    ForwardOptions options;
+    options.expert_tokens = &experts;
+    KvCache cache(model.config(), model.num_cache_layers(), 4, 8);
+    ForwardBatch prompt, decode;
+    prompt.add_sequence({5, 17, 42, 7, 9}, 0, {0});
+    decode.add_sequence({3}, 5, {0});
+    model.forward(prompt, cache, options);
+    model.forward(decode, cache, options);
+    return experts;
+  };
+  const std::vector<int64_t> want = count(DeepSeekModel::load(dir.path()));
+  for (size_t e = want.size() / 2; e < want.size(); ++e) EXPECT_EQ(want[e], 0) << "expert " << e << " was picked";
+  std::vector<std::vector<int64_t>> got(4);
+  run_ranks(4, [&](const ParallelConfig& rank, Communicator& comm) {
+    got[rank.tp_rank()] = count(load_rank(dir.path(), slice_of(rank.tp_rank(), 4, 4, DeepEpMode::kAuto), comm));
+  });
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(got[r], want) << "rank " << r << "'s expert counts";
 }
 
 // A mapped-like FP8 tensor [256, 384] with 2 x 3 block scales, for the cut rules.

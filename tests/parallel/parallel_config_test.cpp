@@ -159,6 +159,23 @@ TEST(ParallelConfig, ErrorsNameTheFlags) {
   f.tp_size = 8;
   f.ep_size = 3;
   EXPECT_NE(error_of(f).find("--ep-size 3 does not divide --tp-size 8"), std::string::npos) << error_of(f);
+  f.ep_size = 4;
+  f.moe_a2a_backend = MoeA2aBackend::kDeepEp;
+  EXPECT_NE(error_of(f).find("--moe-a2a-backend deepep sends each token to the ranks holding its experts whole: it "
+                             "needs --ep-size equal to --tp-size, got --ep-size 4 with --tp-size 8"),
+            std::string::npos)
+      << error_of(f);
+  f.ep_size = 8;
+  EXPECT_EQ(error_of(f), "");
+  f.moe_a2a_backend = MoeA2aBackend::kNone;
+  f.deepep_mode = DeepEpMode::kLowLatency;
+  EXPECT_NE(error_of(f).find("--deepep-mode low_latency applies to --moe-a2a-backend deepep, not none"),
+            std::string::npos)
+      << error_of(f);
+  EXPECT_EQ(parse_deepep_mode("low_latency"), DeepEpMode::kLowLatency);
+  EXPECT_EQ(parse_moe_a2a_backend("deepep"), MoeA2aBackend::kDeepEp);
+  EXPECT_THROW(parse_moe_a2a_backend("mooncake"), Error);
+  EXPECT_THROW(parse_deepep_mode("fast"), Error);
   f = {};
   f.tp_size = 6;
   f.nnodes = 4;

@@ -1,5 +1,6 @@
 // `narwhal generate` with tensor parallelism on the CPU: --tp 2 and 4 print TP 1's greedy ids and logits (within
-// 1e-5 relative), in one process and as 2 and 4 local processes over TCP (--nnodes N --node-rank r
+// 1e-5 relative), also with EP, DP attention and DeepEP's dispatch (--moe-a2a-backend deepep), in one process and as
+// 2 and 4 local processes over TCP (--nnodes N --node-rank r
 // --dist-init-addr 127.0.0.1:PORT, the same command on each); a node that never joins, flags that differ between
 // nodes, a model that does not split and a worker killed mid-run fail every other node within seconds, naming the
 // ranks, the flag or the field.
@@ -103,6 +104,19 @@ TEST_P(TpGenerate, Tp2And4InOneProcessEqualTp1) {
     std::vector<std::string> args = generate_args(GetParam(), tp);
     args.insert(args.end(), flags.begin(), flags.end());
     expect_same(run_alone(args, dir, cat("dp", tp, ".log")), tp1, cat("tp ", tp, " ", flags[2], " ", flags.back()));
+  }
+  // DeepEP's dispatch (--ep-size then defaults to --tp-size): auto (low latency for the decodes, normal for the
+  // prefill), low latency throughout, and normal with DP attention.
+  const std::vector<std::pair<int, std::vector<std::string>>> deepep_cases = {
+      {2, {"--moe-a2a-backend", "deepep"}},
+      {4, {"--moe-a2a-backend", "deepep", "--deepep-mode", "low_latency"}},
+      {4, {"--moe-a2a-backend", "deepep", "--deepep-mode", "normal", "--enable-dp-attention", "--dp-size", "2"}}};
+  for (const auto& [tp, flags] : deepep_cases) {
+    std::vector<std::string> args = generate_args(GetParam(), tp);
+    args.insert(args.end(), flags.begin(), flags.end());
+    std::string what = cat("tp ", tp);
+    for (const std::string& f : flags) what += " " + f;
+    expect_same(run_alone(args, dir, cat("deepep", tp, ".log")), tp1, what);
   }
 }
 
@@ -230,8 +244,9 @@ TEST(TpGenerateNodes, AModelThatDoesNotSplitIsRefusedAtOnce) {
   }
 }
 
-// DP replicas (--dp-size without DP attention), DP groups that --tp-size cannot hold or that span nodes, and an EP size that does not
-// divide the TP size are refused by name.
+// DP replicas (--dp-size without DP attention), DP groups that --tp-size cannot hold or that span nodes, an EP size
+// that does not divide the TP size, deepep with experts split inside EP groups and a --deepep-mode without deepep are
+// refused by name.
 TEST(TpGenerateNodes, DataParallelReplicasAndUnevenGroupsAreRefused) {
   testing::TempDir dir;
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
@@ -239,7 +254,12 @@ TEST(TpGenerateNodes, DataParallelReplicasAndUnevenGroupsAreRefused) {
       {{"--dp-size", "3", "--enable-dp-attention"}, "which needs --tp-size divisible by --dp-size"},
       {{"--enable-dp-attention", "--dp-size", "2", "--nnodes", "2", "--dist-init-addr", "127.0.0.1:1"},
        "DP group 1 would start at rank 1 on node 1, but the engine on node 0 draws every group's tokens"},
-      {{"--ep-size", "3"}, "--ep-size 3 does not divide --tp-size 2"}};
+      {{"--ep-size", "3"}, "--ep-size 3 does not divide --tp-size 2"},
+      {{"--tp", "4", "--ep-size", "2", "--moe-a2a-backend", "deepep"},
+       "--moe-a2a-backend deepep sends each token to the ranks holding its experts whole: it needs --ep-size equal to "
+       "--tp-size, got --ep-size 2 with --tp-size 4"},
+      {{"--deepep-mode", "normal"}, "--deepep-mode normal applies to --moe-a2a-backend deepep, not none"},
+      {{"--moe-a2a-backend", "mooncake"}, "--moe-a2a-backend mooncake: expected none or deepep"}};
   for (size_t i = 0; i < cases.size(); ++i) {
     std::vector<std::string> args = generate_args("v3", 2);
     args.insert(args.end(), cases[i].first.begin(), cases[i].first.end());

@@ -1,11 +1,12 @@
 // The engine over a TpModelRunner in one process (rank threads on the host backend): greedy outputs and logits
 // of a batch with forks (n = 2, page copies on every rank), chunked prefill and the prefix cache equal TP 1's, also
-// with DP attention (a DpGroupRunner per DP rank) and EP
+// with DP attention (a DpGroupRunner per DP rank), EP and DeepEP's dispatch (--moe-a2a-backend deepep, each mode)
 // (logits within 1e-5 relative, as tests/model/tensor_parallel_test.cpp measures); a rank that fails mid-run stops
 // the engine's loop, with every request aborted and Engine::failure naming the rank; and commands' wire form.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <numeric>
 #include <thread>
 
@@ -29,6 +30,12 @@ struct Choice {
 };
 
 using testing::parallel_flags;
+
+ParallelFlags deepep(ParallelFlags flags, DeepEpMode mode) {
+  flags.moe_a2a_backend = MoeA2aBackend::kDeepEp;
+  flags.deepep_mode = mode;
+  return flags;
+}
 
 // Three prompts (two sharing a prefix, one odd-length so its forks copy a partial page), n = 2 each, through the
 // engine on the v3 fixture split as `flags` say; choices in (prompt, index) order.
@@ -61,7 +68,8 @@ std::vector<Choice> generate(const ParallelFlags& flags) {
     engine.submit(std::move(input));
   }
   engine.run_until_idle();
-  // Every token fed was routed to top_k experts in every MoE layer, and counted once (on world rank 0).
+  // Every token fed was routed to top_k experts in every MoE layer, and counted once (on world rank 0; with deepep
+  // each rank counts its slice and the TP group sums them).
   const std::vector<int64_t> experts = first.expert_tokens();
   EXPECT_EQ(static_cast<int64_t>(experts.size()), engine.model_config().n_routed_experts);
   EXPECT_EQ(std::accumulate(experts.begin(), experts.end(), int64_t{0}),
@@ -70,13 +78,20 @@ std::vector<Choice> generate(const ParallelFlags& flags) {
 }
 
 // TP 2 and 4; DP attention (prompts round robin over the DP ranks, each forking in its own cache; at DP 4 one rank
-// runs idle throughout), with EP over all ranks too.
+// runs idle throughout), with EP over all ranks too; deepep in each mode, with and without DP attention (the engine's
+// steps mix prefill chunks and decodes, so auto switches modes from step to step).
 TEST(TpRunner, EngineOutputsEqualTp1) {
   set_log_level(LogLevel::kWarning);
   const std::vector<Choice> tp1 = generate(parallel_flags(1));
-  for (const ParallelFlags& flags : {parallel_flags(2), parallel_flags(4), parallel_flags(2, 2), parallel_flags(4, 2, 4), parallel_flags(4, 4)}) {
+  for (const ParallelFlags& flags :
+       {parallel_flags(2), parallel_flags(4), parallel_flags(2, 2), parallel_flags(4, 2, 4), parallel_flags(4, 4),
+        deepep(parallel_flags(2, 1, 2), DeepEpMode::kNormal), deepep(parallel_flags(4, 1, 4), DeepEpMode::kLowLatency),
+        deepep(parallel_flags(4, 1, 4), DeepEpMode::kAuto), deepep(parallel_flags(2, 2, 2), DeepEpMode::kAuto),
+        deepep(parallel_flags(4, 2, 4), DeepEpMode::kNormal),
+        deepep(parallel_flags(4, 4, 4), DeepEpMode::kLowLatency)}) {
     const std::vector<Choice> got = generate(flags);
-    const std::string what = cat("tp ", flags.tp_size, " dp ", flags.dp_size, " ep ", flags.ep_size);
+    const std::string what = cat("tp ", flags.tp_size, " dp ", flags.dp_size, " ep ", flags.ep_size, " ",
+                                 moe_a2a_backend_name(flags.moe_a2a_backend), " ", deepep_mode_name(flags.deepep_mode));
     double worst = 0;
     for (size_t c = 0; c < tp1.size(); ++c) {
       EXPECT_EQ(got[c].ids, tp1[c].ids) << what << " choice " << c;
@@ -87,6 +102,7 @@ TEST(TpRunner, EngineOutputsEqualTp1) {
                                     .rel);
     }
     EXPECT_LE(worst, kTolerance) << what;
+    std::printf("%s: max rel error vs TP 1 %.2e\n", what.c_str(), worst);
   }
 }
 

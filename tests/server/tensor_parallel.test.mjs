@@ -1,7 +1,8 @@
 // `narwhal serve` split over local processes (--tp N --nnodes N --node-rank r --dist-init-addr 127.0.0.1:PORT, the
 // same command on each): node 0 answers OpenAI requests as the TP 1 server does while the workers serve no HTTP and
 // stop when node 0 stops; a worker killed mid-serve, idle or busy, turns node 0's /health 503, then node 0 exits 1.
-// Expert parallelism and DP attention (in one process) answer concurrent requests as TP 1 does, leaking nothing.
+// Expert parallelism (also with DeepEP's dispatch, --moe-a2a-backend deepep) and DP attention (in one process) answer
+// concurrent requests as TP 1 does, leaking nothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -73,9 +74,10 @@ test("two and four processes answer as the TP 1 server does", async () => {
 });
 
 // Expert parallelism, DP attention (each DP rank its own scheduler and cache, requests spread round robin or to the
-// shortest queue) and both together answer concurrent requests as TP 1 does, and leak nothing; /metrics shows each
-// DP rank's load.
-test("expert parallelism and DP attention answer concurrent requests as the TP 1 server does", async () => {
+// shortest queue), both together, and DeepEP's dispatch with and without DP attention (concurrent requests make steps
+// that mix prefills and decodes, so its auto mode switches between normal and low latency) answer concurrent
+// requests as TP 1 does, and leak nothing; /metrics shows each DP rank's load.
+test("expert parallelism, deepep and DP attention answer concurrent requests as the TP 1 server does", async () => {
   const prompts = ["The capital of France is", "Once upon a time", "1, 2, 3,", "def main():", "Hello"];
   const complete = (client, prompt) =>
     client.completions.create({ model: "tiny", prompt, max_tokens: 10, temperature: 0 }).then((r) => r.choices[0].text);
@@ -85,7 +87,9 @@ test("expert parallelism and DP attention answer concurrent requests as the TP 1
   const configs = [["--tp", "2", "--ep-size", "2"],
                    ["--tp", "2", "--enable-dp-attention", "--dp-size", "2"],
                    ["--tp", "4", "--enable-dp-attention", "--dp", "2", "--enable-ep-moe",
-                    "--load-balance-method", "shortest_queue"]];
+                    "--load-balance-method", "shortest_queue"],
+                   ["--tp", "2", "--moe-a2a-backend", "deepep"],
+                   ["--tp", "4", "--enable-dp-attention", "--dp", "2", "--moe-a2a-backend", "deepep"]];
   for (const flags of configs) {
     const server = await startServer([...flags, ...kSmallCache], env);
     try {

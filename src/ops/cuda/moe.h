@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -41,9 +42,11 @@ struct MoeExpertWeights {
   int num_shared = 0;        // S
   // Expert parallelism: the routed experts are ids first_expert .. first_expert + E - 1 (a choice of another id is
   // another rank's and adds nothing here), and the shared experts run for the tokens t with
-  // t % shared_token_stride == shared_token_offset (each EP rank its share of the tokens).
+  // t % shared_token_stride == shared_token_offset (each EP rank its share of the tokens) in
+  // [shared_token_begin, shared_token_end) (deepep: the rows of the rank's own block of the dispatch).
   int first_expert = 0;
   int shared_token_stride = 1, shared_token_offset = 0;
+  int shared_token_begin = 0, shared_token_end = INT32_MAX;
 };
 
 // Device bytes moe_experts needs for `tokens` tokens; a workspace sized for T serves any smaller T.

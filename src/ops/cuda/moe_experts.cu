@@ -66,6 +66,7 @@ Layout make_layout(int64_t pairs, int64_t experts, int64_t hidden, int64_t inter
 struct ExpertSlice {
   int first_expert = 0;
   int shared_token_stride = 1, shared_token_offset = 0;
+  int shared_token_begin = 0, shared_token_end = 0;
 };
 
 // The pair's expert in the stacked weights: a routed choice as its local index, a shared slot after the routed
@@ -74,7 +75,10 @@ __device__ __forceinline__ int pair_expert(const int32_t* topk_ids, int pair, in
                                            int num_routed, const ExpertSlice& slice) {
   const int token = pair / pair_width, slot = pair % pair_width;
   if (slot >= top_k)
-    return token % slice.shared_token_stride == slice.shared_token_offset ? num_routed + slot - top_k : -1;
+    return token % slice.shared_token_stride == slice.shared_token_offset && token >= slice.shared_token_begin &&
+                   token < slice.shared_token_end
+               ? num_routed + slot - top_k
+               : -1;
   const int e = topk_ids[token * top_k + slot] - slice.first_expert;
   return e >= 0 && e < num_routed ? e : -1;  // an invalid id routes nowhere rather than out of bounds
 }
@@ -196,9 +200,10 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
            w.down.shape_string(), " ", dtype_name(w.down.dtype), " with ", w.num_shared,
            " shared experts (stacked BF16 or F8_E4M3 expected)");
   NW_CHECK(w.first_expert >= 0 && w.shared_token_stride >= 1 && w.shared_token_offset >= 0 &&
-               w.shared_token_offset < w.shared_token_stride,
+               w.shared_token_offset < w.shared_token_stride && w.shared_token_begin >= 0 &&
+               w.shared_token_begin <= w.shared_token_end,
            "cuda::moe_experts: first expert ", w.first_expert, ", shared tokens every ", w.shared_token_stride,
-           " from ", w.shared_token_offset);
+           " from ", w.shared_token_offset, " in [", w.shared_token_begin, ", ", w.shared_token_end, ")");
   const int64_t experts = w.gate_up.size(0), inter = w.gate_up.size(1) / 2, hidden = w.gate_up.size(2);
   const int64_t tokens = x.ndim() == 2 ? x.size(0) : -1, top_k = topk_ids.ndim() == 2 ? topk_ids.size(1) : -1;
   NW_CHECK(x.dtype == DType::kBF16 && out.dtype == DType::kBF16 && x.shape == out.shape && tokens >= 0 &&
@@ -246,7 +251,8 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
                         sorted,
                         tile_expert,
                         num_tiles,
-                        {w.first_expert, w.shared_token_stride, w.shared_token_offset}};
+                        {w.first_expert, w.shared_token_stride, w.shared_token_offset, w.shared_token_begin,
+                         w.shared_token_end}};
   const size_t align_smem = (3 * experts + 1) * sizeof(int) + (routing ? kAlignWarps * experts * sizeof(float) : 0);
   // Past 48 KB (384 experts routed in the kernel) a kernel must ask for its dynamic shared memory, on each device.
   if (align_smem > 48 * 1024)
