@@ -66,7 +66,10 @@ void CudaModelRunner::launch_draws(const Tensor& logits, std::span<const SampleR
     d.out_rows = n;
   }
   const size_t ws = ops::cuda::sampling_workspace_bytes(n, vocab);
-  ops::cuda::sample_tokens(logits, batch, d.device_out, reserve_device(d.workspace, ws), ws, stream_);
+  // The buffers keep the most rows any step drew; this step's draws fill their first n.
+  ops::SampledRows out{d.device_out.tokens.rows(0, n), d.device_out.logprobs.rows(0, n),
+                       d.device_out.top_ids.rows(0, n), d.device_out.top_logprobs.rows(0, n)};
+  ops::cuda::sample_tokens(logits, batch, out, reserve_device(d.workspace, ws), ws, stream_);
   // Down: tokens and logprobs for every sample, the top lists only when some sample asked for them.
   const bool tops = std::any_of(samples.begin(), samples.end(), [](const SampleRequest& r) { return r.top_logprobs > 0; });
   const size_t k = ops::kMaxTopLogprobs, head = static_cast<size_t>(n) * 8, top_bytes = static_cast<size_t>(n) * k * 8;

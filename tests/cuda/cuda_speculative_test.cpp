@@ -8,11 +8,16 @@
 // eh_proj in BF16 (2^-9 relative per rounding, ~10 deep) on the same weights, its input hidden rounded to BF16, as
 // cuda_model_test's fixture tolerance for whole forwards. A wrong concatenation or cache layer is O(1) off.
 //
-// The greedy ids are compared exactly: the verify runs the decode's absorbed form and kernels on the same rows, but
-// at other GEMM sizes (4 rows a sequence instead of 1), so a near tie of two logits could in principle fall the other
-// way; plain batching faces the same (cuda_engine_test), and none is seen on these models.
+// The greedy ids are compared exactly up to the first place where the two runs part; there the verify (the decode's
+// absorbed form and kernels, but at other GEMM sizes: 2 or 4 rows a sequence instead of 1) may only have decided a
+// near tie the other way: the CPU reference's (F32) logits of the two tokens at that context must be within
+// kNearTie of its largest logit (BF16 forwards are 1e-2 apart, accuracy.md), else it is a wrong token. Seen once,
+// on v3_fp8 (logits 2.692 and 2.683, 0.35% apart: the CPU picks the verify's token).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "core/error.h"
@@ -28,6 +33,35 @@ namespace narwhal {
 namespace {
 
 constexpr double kMtpTolerance = 2e-2;
+constexpr double kNearTie = 2e-2;
+
+// Where `got` and `want` (one prompt's outputs) first differ, the CPU reference must see a near tie between their two
+// tokens (see the head comment); returns whether they differ at all.
+bool parts_only_at_a_near_tie(const DeepSeekModel& cpu, const std::vector<int32_t>& prompt,
+                              const std::vector<int32_t>& got, const std::vector<int32_t>& want) {
+  const size_t at = static_cast<size_t>(std::mismatch(got.begin(), got.end(), want.begin(), want.end()).first -
+                                        got.begin());
+  if (at == got.size() && got.size() == want.size()) return false;
+  EXPECT_TRUE(at < got.size() && at < want.size()) << "the runs gave different lengths";
+  if (at >= got.size() || at >= want.size()) return true;
+  std::vector<int32_t> context = prompt;
+  context.insert(context.end(), want.begin(), want.begin() + static_cast<int64_t>(at));
+  const int64_t n = static_cast<int64_t>(context.size());
+  KvCache cache(cpu.config(), cpu.config().num_hidden_layers, (n + 15) / 16, 16);
+  std::vector<int32_t> pages((n + 15) / 16);
+  for (size_t p = 0; p < pages.size(); ++p) pages[p] = static_cast<int32_t>(p);
+  ForwardBatch batch;
+  batch.add_sequence(context, 0, pages);
+  const Tensor logits = cpu.forward(batch, cache).logits;
+  const float* row = logits.f32();
+  const float top = *std::max_element(row, row + logits.size(1));
+  const double gap = std::abs(row[got[at]] - row[want[at]]) / std::max(std::abs(top), 1e-6f);
+  std::printf("[ near tie ] output %zu: tokens %d and %d, CPU logits %.5f and %.5f (%.2e of the largest)\n", at,
+              got[at], want[at], row[got[at]], row[want[at]], gap);
+  EXPECT_LE(gap, kNearTie) << "output " << at << ": token " << got[at] << " against " << want[at]
+                           << " is no near tie on the CPU reference";
+  return true;
+}
 
 CudaRunnerOptions options(int64_t page_size, int steps) {
   CudaRunnerOptions o;
@@ -122,12 +156,16 @@ std::vector<Model> models() {
 TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
   NW_REQUIRE_GPU();
   for (const Model& m : models()) {
+    const DeepSeekModel cpu = DeepSeekModel::load(m.dir);
     for (int64_t page : {4, 16}) {
       const EngineRun plain = run_engine(m.dir, m.prompts, 0, page, 24);
       for (int steps : {1, 3}) {
         SCOPED_TRACE(m.dir + " page " + std::to_string(page) + " steps " + std::to_string(steps));
         const EngineRun spec = run_engine(m.dir, m.prompts, steps, page, 24);
-        EXPECT_EQ(spec.outputs, plain.outputs);
+        int parted = 0;
+        for (size_t p = 0; p < m.prompts.size(); ++p)
+          parted += parts_only_at_a_near_tie(cpu, m.prompts[p], spec.outputs[p], plain.outputs[p]);
+        EXPECT_LE(parted, 1) << "prompts whose runs parted (each only at a near tie)";
         EXPECT_GE(spec.accept_length, 1.0);
         EXPECT_LE(spec.accept_length, steps + 1.0);
       }
