@@ -240,16 +240,21 @@ TEST(CudaTp, DeepSeekV3PerRankShapesRunAtTp8) {
   }
 }
 
+// The NCCL tests' model: a random checkpoint at DeepSeek's dims in `dir`, and the step script they run on it.
+testing::StepScript nccl_checkpoint(const testing::TempDir& dir) {
+  set_log_level(LogLevel::kWarning);
+  testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(false), 17);
+  const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
+  return testing::make_step_script(5, config.vocab_size, kParallelPageSize);
+}
+
 // NCCL, a GPU per rank: decode steps replayed from CUDA graphs that captured the collectives equal eager steps
 // (the same kernels and sums; graphs for 1..3 sequences are never padded), and eager NCCL matches the reference.
 TEST(CudaTp, NcclWithGraphsMatchesEagerAndTheReference) {
   NW_REQUIRE_GPU();
   if (testing::gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
-  set_log_level(LogLevel::kWarning);
   testing::TempDir dir;
-  testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(false), 17);
-  const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
-  const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kParallelPageSize);
+  const testing::StepScript script = nccl_checkpoint(dir);
   const auto load = [&](CudaRunnerOptions& o) { return CudaModelRunner::load(dir.path(), o); };
   const Reference ref = run_reference(dir.path(), script);
   const std::vector<Tensor> eager = run_tp(2, Backend::kNccl, script, &ref, load);
@@ -264,11 +269,8 @@ TEST(CudaTp, NcclWithGraphsMatchesEagerAndTheReference) {
 TEST(CudaTp, NcclDeepEpGraphsMatchEagerAndTheReference) {
   NW_REQUIRE_GPU();
   if (testing::gpu_count() < 2) GTEST_SKIP() << "NCCL TP needs two GPUs";
-  set_log_level(LogLevel::kWarning);
   testing::TempDir dir;
-  testing::write_random_checkpoint(dir.path(), testing::deepseek_dims_json(false), 17);
-  const ModelConfig config = ModelConfig::from_file(dir.path() + "/config.json");
-  const testing::StepScript script = testing::make_step_script(5, config.vocab_size, kParallelPageSize);
+  const testing::StepScript script = nccl_checkpoint(dir);
   std::atomic<int> with_graphs{0};  // ranks that captured decode graphs
   const auto deepep = [&](DeepEpMode mode) {
     return [&, mode](CudaRunnerOptions& o) {
