@@ -1,18 +1,12 @@
 // CpuModelRunner: forwards on the host; with speculative decoding the MTP layer's cache joins and launch() verifies.
 #include "runtime/cpu_model_runner.h"
 
-#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
+#include "ops/sampling.h"
 
 namespace narwhal {
-
-namespace {
-
-int32_t argmax(const float* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
-
-}  // namespace
 
 CpuModelRunner::CpuModelRunner(std::shared_ptr<const DeepSeekModel> model, int64_t num_pages, int64_t page_size,
                                SpeculativeConfig speculative)
@@ -67,13 +61,7 @@ void CpuModelRunner::launch_speculative(const ForwardBatch& batch, std::span<con
   result.drafts = draft(batch, out.hidden, samples, outcome);
   result.sampled = std::move(outcome.sampled);
   result.accepted = std::move(outcome.accepted);
-  if (return_logits) {  // each drawing sequence's logits at its pending token (requests that want them never draft)
-    result.logits = Tensor::zeros(DType::kF32, {static_cast<int64_t>(batch.seqs.size()), config().vocab_size});
-    for (size_t i = 0; i < batch.seqs.size(); ++i)
-      if (rows.first[i] >= 0)
-        std::memcpy(result.logits.f32() + i * config().vocab_size, out.logits.f32() + rows.first[i] * config().vocab_size,
-                    static_cast<size_t>(config().vocab_size) * sizeof(float));
-  }
+  if (return_logits) result.logits = pending_token_logits(rows, out.logits);
   result_ = std::move(result);
 }
 
@@ -97,7 +85,7 @@ std::vector<std::vector<int32_t>> CpuModelRunner::draft(const ForwardBatch& batc
       std::memcpy(rows.f32() + i * h, source.f32() + from[i] * h, static_cast<size_t>(h) * sizeof(float));
     const ForwardOutput out = model_->forward_mtp(0, step, rows, cache_, options);
     std::vector<int32_t> next(step.seqs.size());
-    for (size_t m = 0; m < next.size(); ++m) next[m] = argmax(out.logits.f32() + m * vocab, vocab);
+    for (size_t m = 0; m < next.size(); ++m) next[m] = ops::argmax(out.logits.f32() + m * vocab, vocab);  // as the GPU's
     source = out.hidden;
     chain.advance(next);
   }

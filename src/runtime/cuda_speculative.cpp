@@ -1,7 +1,6 @@
 // CudaModelRunner's speculative step (NEXTN, chain drafting), eager: the verify forward and its draws on the GPU, the
 // ids to the host (a sync), acceptance there, then each draft-model round (one more sync each).
 #include <algorithm>
-#include <cstring>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -51,14 +50,7 @@ void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<co
   out.drafts = draft(batch, padded, samples, outcome);
   out.sampled = std::move(outcome.sampled);
   out.accepted = std::move(outcome.accepted);
-  if (return_logits) {  // each drawing sequence's logits at its pending token (requests that want them never draft)
-    const int64_t vocab = model_->config().vocab_size;
-    out.logits = Tensor::zeros(DType::kF32, {static_cast<int64_t>(batch.seqs.size()), vocab});
-    for (size_t i = 0; i < batch.seqs.size(); ++i)
-      if (rows.first[i] >= 0)
-        std::memcpy(out.logits.f32() + i * vocab, drawn.logits.f32() + rows.first[i] * vocab,
-                    static_cast<size_t>(vocab) * sizeof(float));
-  }
+  if (return_logits) out.logits = pending_token_logits(rows, drawn.logits);
   speculative_out_ = std::move(out);
 }
 

@@ -2,6 +2,7 @@
 #include "runtime/speculative.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -27,6 +28,16 @@ VerifyRows verify_rows(const ForwardBatch& batch, std::span<const SampleRequest>
     for (int64_t t = end - s.draft_len - 1; t < end; ++t) rows.token_rows.push_back(t);
   }
   return rows;
+}
+
+Tensor pending_token_logits(const VerifyRows& rows, const Tensor& row_logits) {
+  const int64_t vocab = row_logits.size(1);
+  Tensor out = Tensor::zeros(DType::kF32, {static_cast<int64_t>(rows.first.size()), vocab});
+  for (size_t i = 0; i < rows.first.size(); ++i)
+    if (rows.first[i] >= 0)
+      std::memcpy(out.f32() + static_cast<int64_t>(i) * vocab, row_logits.f32() + rows.first[i] * vocab,
+                  static_cast<size_t>(vocab) * sizeof(float));
+  return out;
 }
 
 std::vector<SampleRequest> verify_samples(const ForwardBatch& batch, std::span<const SampleRequest> samples,

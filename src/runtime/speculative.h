@@ -31,6 +31,11 @@ struct VerifyRows {
 };
 VerifyRows verify_rows(const ForwardBatch& batch, std::span<const SampleRequest> samples);
 
+// StepOutput::logits of a verify step ([sequences, vocab] host F32): each drawing sequence's row of `row_logits`
+// (host F32, a row per rows.token_rows) at its pending token, zeros where nothing draws. Requests that ask for logits
+// never draft, so that row is the one plain decoding returns.
+Tensor pending_token_logits(const VerifyRows& rows, const Tensor& row_logits);
+
 // Every request's draw rows of a verify step, request after request: its pending token's row, then one per draft of
 // its sequence, each a copy of the request with that logits row (of `rows`) and the position it draws for, so that
 // each row is drawn as plain decoding would draw that position (greedy or seeded sampling alike).

@@ -29,6 +29,19 @@ TEST(Speculative, VerifyRowsAreEachDrawingSequencesPendingTokenAndDrafts) {
   EXPECT_THROW(verify_rows(b, outside), Error);
 }
 
+TEST(Speculative, PendingTokenLogitsAreEachDrawingSequencesFirstRow) {
+  const ForwardBatch b = verify_batch();
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  const std::vector<SampleRequest> samples{{1, &greedy}, {2, &greedy}};
+  const VerifyRows rows = verify_rows(b, samples);
+  Tensor row_logits = Tensor::zeros(DType::kF32, {4, 2});
+  for (int64_t i = 0; i < 8; ++i) row_logits.f32()[i] = static_cast<float>(i);
+  const Tensor out = pending_token_logits(rows, row_logits);
+  ASSERT_EQ(out.shape, (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(std::vector<float>(out.f32(), out.f32() + 6), (std::vector<float>{0, 0, 0, 1, 6, 7}));
+}
+
 TEST(Speculative, AcceptedLengthKeepsTheMatchingDraftsAndOneDrawMore) {
   const std::vector<int32_t> drafts{5, 6, 7};
   EXPECT_EQ(accepted_length(drafts, std::vector<int32_t>{5, 6, 7, 8}), 4);
