@@ -12,6 +12,7 @@
 #include "model/moe_a2a.h"
 #include "model/safetensors.h"
 #include "ops/cuda/mla.h"
+#include "runtime/cuda_speculative_graphs.h"
 #include "runtime/kv_pool.h"
 
 namespace narwhal {
@@ -115,6 +116,10 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
                          ? 0 : std::min<int64_t>(options.cuda_graph_max_bs, max_seqs_);
   if (options.tp) graph_bs = fewest(*options.tp, graph_bs);
   if (graph_bs > 0) capture_graphs(static_cast<int>(graph_bs));
+  // Speculative graphs return the logits of every verify row (bs x (1 + N) of the vocabulary, F32): up to 1024 rows,
+  // 0.5 GB at V3's vocabulary; larger batches verify eagerly.
+  const int64_t spec_bs = std::min(graph_bs, std::min<int64_t>(1024, max_tokens) / (1 + speculative_.num_steps));
+  if (speculative_.enabled() && spec_bs > 0) capture_speculative_graphs(static_cast<int>(spec_bs));
 }
 
 CudaModelRunner::~CudaModelRunner() {
@@ -179,8 +184,10 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   const int64_t real_seqs = static_cast<int64_t>(batch.seqs.size());
   const int64_t b = std::max(real_seqs, padded_seqs);
   const auto padded = [&](const SequenceInfo& s) { return verify_len > 0 && s.decodes(); };
-  int64_t t = b - real_seqs;
-  for (const SequenceInfo& s : batch.seqs) t += padded(s) ? verify_len : s.new_len;
+  const int64_t padding_len = std::max<int64_t>(verify_len, 1);  // a padding sequence's rows (a verify graph's too)
+  int64_t real_rows = 0;
+  for (const SequenceInfo& s : batch.seqs) real_rows += padded(s) ? verify_len : s.new_len;
+  const int64_t t = real_rows + (b - real_seqs) * padding_len;
   NW_CHECK(batch.positions.size() == batch.token_ids.size(), "run: positions and token_ids differ in length");
   NW_CHECK(t <= model_->max_tokens() && b <= max_seqs_, "run: ", t, " tokens in ", b,
            " sequences exceed the step buffers (", model_->max_tokens(), " tokens, ", max_seqs_, " sequences)");
@@ -192,7 +199,8 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   decode_part_.assign(static_cast<size_t>(b), 1);
   for (int64_t s = 0; s < b; ++s) {
     const SequenceInfo* seq = s < real_seqs ? &batch.seqs[s] : nullptr;
-    const int64_t real_len = seq ? seq->new_len : 1, new_len = seq && padded(*seq) ? verify_len : real_len;
+    const int64_t real_len = seq ? seq->new_len : 1;
+    const int64_t new_len = seq ? (padded(*seq) ? verify_len : real_len) : padding_len;
     const int64_t keys = seq ? seq->prefix_len + new_len : 0;
     int32_t* table = h.table + s * max_pages_per_seq_;
     if (seq) {
@@ -205,12 +213,16 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
       NW_CHECK(pages <= max_pages_per_seq_ && held >= real_pages, "run: ", seq->prefix_len + real_len,
                " tokens need ", real_pages, " pages; the page table has ", held, ", the context at most ",
                max_pages_per_seq_);
-      for (int64_t p = 0; p < pages; ++p) {
+      // A verify's table also names the held pages its draft rounds store into (verify_accept reads them there).
+      const int64_t draft_keys = padded(*seq) ? keys + speculative_.num_steps - 1 : keys;
+      const int64_t listed = std::max(pages, std::min({held, max_pages_per_seq_, (draft_keys + page_size_ - 1) /
+                                                                                      page_size_}));
+      for (int64_t p = 0; p < listed; ++p) {
         table[p] = p < held ? seq->page_table[p] : static_cast<int32_t>(scratch_page_);  // past them: fillers only
         NW_CHECK(p >= held || (table[p] >= 0 && table[p] < num_pages_), "run: page ", table[p],
                  " is outside the cache of ", num_pages_);
       }
-      table_width = std::max(table_width, pages);
+      table_width = std::max(table_width, listed);
       for (int64_t i = 0; i < new_len; ++i) {
         const int64_t pos = seq->prefix_len + i;
         const bool filler = i >= real_len;
@@ -221,9 +233,11 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
         h.slots[row + i] = filler ? -1 : static_cast<int64_t>(table[pos / page_size_]) * page_size_ + pos % page_size_;
       }
     } else {  // padding: token 0 at position 0, stored nowhere, no keys
-      h.ids[row] = 0;
-      h.positions[row] = 0;
-      h.slots[row] = -1;
+      for (int64_t i = 0; i < new_len; ++i) {
+        h.ids[row + i] = 0;
+        h.positions[row + i] = 0;
+        h.slots[row + i] = -1;
+      }
     }
     h.lens[s] = static_cast<int32_t>(keys);
     h.cu_q[s + 1] = static_cast<int32_t>(h.cu_q[s] + new_len);
@@ -272,7 +286,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   if (padded_seqs > 0) {  // a graph's step: its padding rows route too, so the expert counts need the real ones
     const int groups = model_->dp_size();
     for (int g = 0; g < groups; ++g) {  // capture's all-padding steps name no group's tokens
-      const int64_t real = groups == 1 ? batch.num_tokens() : batch.dp_tokens.empty() ? 0 : batch.dp_tokens[g];
+      const int64_t real = groups == 1 ? real_rows : batch.dp_tokens.empty() ? 0 : batch.dp_tokens[g];
       h.valid[g] = static_cast<int32_t>(real);
     }
     put(valid_rows_, h.valid, groups * 4);
@@ -420,13 +434,17 @@ bool needs_draft_model(const ForwardBatch& batch, std::span<const SampleRequest>
 }  // namespace
 
 void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
-  if (speculative_.enabled() && needs_draft_model(batch, samples))
+  if (speculative_.enabled() && needs_draft_model(batch, samples)) {
+    if (const int bs = speculative_graph_size(batch, samples, return_logits))
+      return launch_speculative_graph(batch, samples, bs);
     return launch_speculative(batch, samples, return_logits);
+  }
   const int64_t b = static_cast<int64_t>(batch.seqs.size());
   queue_draws(forward(batch, AttentionForm::kAuto).rows(0, b), samples, return_logits);
 }
 
 StepOutput CudaModelRunner::finish() {
+  if (spec_graphs_ && spec_graphs_->pending) return finish_speculative_graph();
   if (speculative_out_) {
     StepOutput out = std::move(*speculative_out_);
     speculative_out_.reset();

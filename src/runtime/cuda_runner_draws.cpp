@@ -12,19 +12,6 @@
 
 namespace narwhal {
 
-namespace {
-
-// Whether the GPU's argmax draws this sample: greedy, with nothing that changes the logits first or needs their
-// distribution (penalties over the output so far, a bias, masked stop ids, logprobs).
-bool drawn_by_argmax(const SampleRequest& r) {
-  const SamplingParams& p = *r.params;
-  const bool penalized = !r.counts->empty() && (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 ||
-                                                p.presence_penalty != 0.0);
-  return p.greedy() && !penalized && p.logit_bias.empty() && !r.masked && !r.logprob && r.top_logprobs == 0;
-}
-
-}  // namespace
-
 void CudaModelRunner::queue_draws(const Tensor& logits, std::span<const SampleRequest> samples, bool return_logits) {
   Draws& d = *draws_;
   d.samples.assign(samples.begin(), samples.end());

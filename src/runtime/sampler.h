@@ -42,6 +42,11 @@ struct SampleRequest {
   int max_draft = 0;
 };
 
+// Whether `r` is drawn by the argmax alone: greedy, with nothing that changes the logits first or needs their
+// distribution (penalties over the output so far, a bias, masked stop ids, logprobs). The GPU runner then draws it
+// with its argmax kernel (in speculative graphs too).
+bool drawn_by_argmax(const SampleRequest& r);
+
 // The ops' rows for `requests`: one SamplingRow each, and as adjustments its logit_bias, its output counts when a
 // penalty is on (so only rows with penalties or biases carry a list; its cost is one entry per distinct token),
 // and its masked ids; ids outside [0, vocab) are dropped. Throws if top_logprobs exceeds ops::kMaxTopLogprobs.

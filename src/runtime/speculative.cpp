@@ -138,6 +138,12 @@ ForwardBatch mtp_chain_batch(const ForwardBatch& last, std::span<const int32_t> 
   return next;
 }
 
+int64_t chain_draft_count(int64_t next, int64_t limit, int max_draft, int num_steps) {
+  const int64_t most = std::min(num_steps, max_draft);
+  if (most <= 0) return 0;
+  return 1 + std::clamp<int64_t>(limit - next, 0, most - 1);
+}
+
 DraftChain::DraftChain(const ForwardBatch& verify, std::span<const SampleRequest> samples,
                        const VerifyOutcome& outcome, int num_steps, int64_t page_size, int64_t max_position,
                        bool every_round)

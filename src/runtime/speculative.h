@@ -76,6 +76,12 @@ MtpBatch mtp_extend_batch(const ForwardBatch& verify, std::span<const int64_t> k
 ForwardBatch mtp_chain_batch(const ForwardBatch& last, std::span<const int32_t> drafts, const std::vector<bool>& keep,
                              int64_t page_size, int64_t max_position);
 
+// How many drafts DraftChain gives a sequence whose extend ends at position next - 1 (next = prefix + kept): its first
+// from the extend, then one a round while fewer than min(num_steps, max_draft) and the round's position (next, next
+// + 1, ...) is below `limit` (its pages' end and the context's, the lesser). A runner that runs every round for
+// every sequence (the speculative graphs) keeps this many of its drafts.
+int64_t chain_draft_count(int64_t next, int64_t limit, int max_draft, int num_steps);
+
 // The draft model's rounds after a verify, as runners share them: the MTP layer first takes every kept position of
 // the verify (mtp_extend_batch) and draws after each sequence's last; then, round after round, each sequence whose
 // request wants more drafts feeds its newest one with the layer's own hidden state of the position before it

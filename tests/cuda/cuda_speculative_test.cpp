@@ -1,7 +1,7 @@
 // Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with 1 and 3 drafts per step equal its ids
 // without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked prefill, mixed chunks, the
-// prefix cache and small pages (page 4: the portable attention; page 16: the tuned decode kernel verifying 2 and 4
-// tokens per sequence); the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's
+// prefix cache and small pages (page 4: the portable attention, eager; page 16: the tuned decode kernel verifying 2
+// and 4 tokens per sequence, in the speculative graphs); the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's
 // MTP layer matches the CPU reference's DeepSeekModel::forward_mtp.
 //
 // Tolerance of forward_mtp against the CPU, 2e-2 (max |diff| / max |ref| per row): one decoder layer, its norms and
@@ -68,7 +68,9 @@ CudaRunnerOptions options(int64_t page_size, int steps) {
   o.page_size = page_size;
   o.max_total_tokens = 4096;
   o.max_tokens_per_step = 1024;
-  o.cuda_graph_max_bs = 8;  // plain steps still replay graphs; speculative ones run eager
+  // Graphs up to 8: greedy steps of decoding sequences replay the speculative graphs (page 16: the tuned kernels), the
+  // rest (prompt chunks beside them, sampling, page 4's portable attention) run the eager speculative step.
+  o.cuda_graph_max_bs = 8;
   o.speculative = SpeculativeConfig{steps};
   return o;
 }

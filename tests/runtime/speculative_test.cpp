@@ -154,5 +154,33 @@ TEST(Speculative, DraftChainRoundsStopAtEachRequestsLimits) {
   EXPECT_TRUE(idle.done());
 }
 
+// The speculative graphs run every round for every sequence and keep chain_draft_count of its drafts: the count
+// DraftChain's rounds give, for every place the pages, the context, max_draft and num_steps can stop it.
+TEST(Speculative, ChainDraftCountIsTheDraftChainsCount) {
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  for (int steps = 1; steps <= 3; ++steps)
+    for (int max_draft = 0; max_draft <= 4; ++max_draft)
+      for (int64_t kept = 1; kept <= steps + 1; ++kept)
+        for (int64_t pages = 2; pages <= 3; ++pages)
+          for (int64_t max_position : {9, 10, 12, 100}) {
+            std::vector<int32_t> fed(static_cast<size_t>(steps + 1), 5);
+            ForwardBatch b;
+            b.add_sequence(fed, 3, std::vector<int32_t>(static_cast<size_t>(pages), 0), steps);
+            std::vector<SampleRequest> samples{{0, &greedy}};
+            samples[0].max_draft = max_draft;
+            VerifyOutcome outcome;
+            outcome.kept = {kept};
+            outcome.after = {6};
+            DraftChain chain(b, samples, outcome, steps, 4, max_position);
+            while (!chain.done()) chain.advance(std::vector<int32_t>(chain.batch().seqs.size(), 7));
+            const int64_t limit = std::min<int64_t>(pages * 4, max_position);
+            EXPECT_EQ(static_cast<int64_t>(chain.take_drafts()[0].size()),
+                      chain_draft_count(3 + kept, limit, max_draft, steps))
+                << "steps " << steps << " max_draft " << max_draft << " kept " << kept << " pages " << pages
+                << " max_position " << max_position;
+          }
+}
+
 }  // namespace
 }  // namespace narwhal
