@@ -104,9 +104,12 @@ CudaModel::CudaModel(ModelConfig config, CudaModelWeights weights, int64_t max_t
     NW_CHECK(mine[i] == mine[0] + static_cast<int32_t>(i), "CudaModel: the GPU's MoE kernels take a contiguous range ",
              "of experts per rank; this placement gives TP rank ", tp_dims_.slice.rank, " expert ", mine[i],
              " after ", mine[i - 1]);
-  for (CudaLayerWeights& l : weights_.layers) {
-    if (!l.moe) continue;
-    ops::cuda::MoeExpertWeights& e = l.moe->experts;
+  std::vector<CudaLayerWeights*> layers;  // every MoE layer this rank runs: the MTP layer's too
+  for (CudaLayerWeights& l : weights_.layers) layers.push_back(&l);
+  if (weights_.mtp) layers.push_back(&weights_.mtp->layer);
+  for (CudaLayerWeights* l : layers) {
+    if (!l->moe) continue;
+    ops::cuda::MoeExpertWeights& e = l->moe->experts;
     NW_CHECK(e.gate_up.size(0) == static_cast<int64_t>(mine.size()) + e.num_shared, "CudaModel: the weights hold ",
              e.gate_up.size(0) - e.num_shared, " routed experts, TP rank ", tp_dims_.slice.rank, " at --ep-size ",
              tp_dims_.slice.ep_size, " holds ", mine.size());
