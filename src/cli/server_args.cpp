@@ -253,9 +253,8 @@ void ServerArgs::validate_speculative() const {
            "--speculative-num-draft-tokens ", speculative_num_draft_tokens, ": with chain drafting a verify checks "
            "the pending token and its ", steps, " drafts, so it is --speculative-num-steps + 1 = ", steps + 1);
   if (device == "cuda") {  // what CudaModelRunner's speculation does not take yet
-    NW_CHECK(tp_size == 1 && !enable_dp_attention, "--speculative-algorithm on --device cuda runs on one GPU for "
-             "now: not with --tp-size ", tp_size, enable_dp_attention ? " --enable-dp-attention" : "",
-             " (--device cpu speculates under TP and DP attention)");
+    NW_CHECK(!enable_dp_attention, "--speculative-algorithm on --device cuda: not with --enable-dp-attention yet "
+             "(--device cpu speculates under DP attention)");
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
     NW_CHECK(steps + 1 <= most, "--speculative-num-steps ", steps, " on --device cuda: the GPU verifies the pending "
              "token and its drafts in one decode-kernel call of at most ", most, " tokens per sequence, so at most ",

@@ -49,8 +49,8 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   if (speculative_.enabled()) {
     NW_CHECK(weights.mtp, "--speculative-algorithm NEXTN drafts with the checkpoint's MTP layer, and this one has "
              "none (config.json field 'num_nextn_predict_layers' is 0, or its layer weights are missing)");
-    NW_CHECK(!options.tp, "--speculative-algorithm on --device cuda runs on one GPU for now: not with --tp-size > 1 "
-             "(or --enable-dp-attention); --device cpu speculates under TP");
+    NW_CHECK(options.dp_size == 1, "--speculative-algorithm on --device cuda: not with --enable-dp-attention yet ",
+             "(--device cpu speculates under DP attention)");
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
     NW_CHECK(speculative_.num_steps + 1 <= most, "--speculative-num-steps ", speculative_.num_steps, " on --device "
              "cuda: a verify checks the pending token and its drafts in one decode-kernel call, which takes at most ",

@@ -44,8 +44,10 @@ struct CudaRunnerOptions {
   int dp_size = 1;
   int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
-  // NEXTN speculative decoding (one GPU, no TP yet): the MTP layer is loaded, the cache holds its latents too, and
-  // launch() verifies drafts and drafts more (cuda_speculative.cpp).
+  // NEXTN speculative decoding (not with DP attention yet): the MTP layer is loaded (each TP rank its slice), the
+  // cache holds its latents too, and launch() verifies drafts and drafts more (cuda_speculative_graphs.cpp, and
+  // cuda_speculative.cpp eager). Every TP rank gets the sample requests (TpRanks) and draws the same tokens from the
+  // same logits, so their draft rounds, and the collectives in them, meet.
   SpeculativeConfig speculative = {};
 };
 

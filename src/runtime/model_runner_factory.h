@@ -38,8 +38,8 @@ struct RunnerOptions {
   // --tp-size, --nnodes, --node-rank, --dist-init-addr, --dist-timeout. TP over the host backend on the CPU (rank
   // threads, nodes over TCP), over NCCL on the GPU (a GPU per rank), or device-local with kDeviceLocalEnv.
   ParallelFlags parallel = {};
-  // The runner verifies and drafts (the cache holds the MTP layer too); cuda: one GPU only (CudaModelRunner refuses
-  // TP and DP attention).
+  // The runner verifies and drafts (the cache holds the MTP layer too); cuda: not with DP attention (CudaModelRunner
+  // refuses it).
   SpeculativeConfig speculative = {};
 };
 

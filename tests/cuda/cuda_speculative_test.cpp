@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "core/error.h"
@@ -26,6 +27,7 @@
 #include "model/deepseek_model.h"
 #include "runtime/cuda_model_runner.h"
 #include "runtime/engine.h"
+#include "runtime/model_runner_factory.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
 
@@ -114,13 +116,13 @@ struct EngineRun {
 
 // The prompts in two waves (the second finds the first's prefixes in the cache), chunks of 16 beside decodes.
 // Greedy unless `temperature` > 0 (then seeded: every row is drawn as decoding draws its position).
-EngineRun run_engine(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts, int steps,
-                     int64_t page_size, int max_new_tokens, double temperature = 0.0) {
+EngineRun run_engine(std::unique_ptr<ModelRunner> runner, const std::vector<std::vector<int32_t>>& prompts, int steps,
+                     int max_new_tokens, double temperature = 0.0) {
   EngineConfig config;
   config.speculative_num_steps = steps;
   config.chunked_prefill_size = 16;
   config.enable_mixed_chunk = true;
-  Engine engine(CudaModelRunner::load(model_dir, options(page_size, steps)), config);
+  Engine engine(std::move(runner), config);
   SamplingParams params;
   params.temperature = temperature;
   params.seed = 7;
@@ -160,10 +162,10 @@ TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
   for (const Model& m : models()) {
     const DeepSeekModel cpu = DeepSeekModel::load(m.dir);
     for (int64_t page : {4, 16}) {
-      const EngineRun plain = run_engine(m.dir, m.prompts, 0, page, 24);
+      const EngineRun plain = run_engine(CudaModelRunner::load(m.dir, options(page, 0)), m.prompts, 0, 24);
       for (int steps : {1, 3}) {
         SCOPED_TRACE(m.dir + " page " + std::to_string(page) + " steps " + std::to_string(steps));
-        const EngineRun spec = run_engine(m.dir, m.prompts, steps, page, 24);
+        const EngineRun spec = run_engine(CudaModelRunner::load(m.dir, options(page, steps)), m.prompts, steps, 24);
         int parted = 0;
         for (size_t p = 0; p < m.prompts.size(); ++p)
           parted += parts_only_at_a_near_tie(cpu, m.prompts[p], spec.outputs[p], plain.outputs[p]);
@@ -175,13 +177,45 @@ TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
   }
 }
 
+// TP 2 with both ranks on this GPU (the device-local backend: eager steps, its collectives cannot be captured), each
+// rank its slice of the MTP layer too: the trained model's greedy ids are one GPU's plain ones, but at near ties.
+// (The fixtures' 24-wide experts do not split for the GPU's kernels. --ep-size 2 is left out: on this backend the
+// engine's batched EP steps part from TP 1 now and then with or without speculation, an open bug of the EP path.)
+TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
+  NW_REQUIRE_GPU();
+  const std::string dir = testing::source_path("models/arith-tiny");
+  const DeepSeekModel cpu = DeepSeekModel::load(dir);
+  const std::vector<std::vector<int32_t>> prompts = arith_prompts();
+  const EngineRun plain = run_engine(CudaModelRunner::load(dir, options(16, 0)), prompts, 0, 24);
+  setenv(kDeviceLocalEnv, "1", 1);
+  for (int steps : {1, 3}) {
+    SCOPED_TRACE(cat("steps ", steps));
+    RunnerOptions o;
+    o.model_path = dir;
+    o.device = "cuda";
+    o.page_size = 16;
+    o.max_total_tokens = 4096;
+    o.max_tokens_per_step = 1024;
+    o.cuda_graph_max_bs = 8;
+    o.parallel.tp_size = 2;
+    o.speculative = SpeculativeConfig{steps};
+    const EngineRun spec = run_engine(make_model_runner(o), prompts, steps, 24);
+    int parted = 0;
+    for (size_t p = 0; p < prompts.size(); ++p)
+      parted += parts_only_at_a_near_tie(cpu, prompts[p], spec.outputs[p], plain.outputs[p]);
+    EXPECT_LE(parted, 1) << "prompts whose runs parted (each only at a near tie)";
+    EXPECT_GT(spec.accept_length, 1.5);
+  }
+  unsetenv(kDeviceLocalEnv);
+}
+
 // Sampled requests draft too: each verify row is drawn by the GPU sampler with the request's seed at that row's
 // position, so seeded outputs are plain decoding's.
 TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
   NW_REQUIRE_GPU();
   const std::string dir = testing::source_path("models/arith-tiny");
-  const EngineRun plain = run_engine(dir, arith_prompts(), 0, 16, 24, 0.8);
-  const EngineRun spec = run_engine(dir, arith_prompts(), 3, 16, 24, 0.8);
+  const EngineRun plain = run_engine(CudaModelRunner::load(dir, options(16, 0)), arith_prompts(), 0, 24, 0.8);
+  const EngineRun spec = run_engine(CudaModelRunner::load(dir, options(16, 3)), arith_prompts(), 3, 24, 0.8);
   EXPECT_EQ(spec.outputs, plain.outputs);
   EXPECT_GT(spec.accept_length, 1.0);
 }
@@ -189,7 +223,8 @@ TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
 // The trained model's MTP layer drafts what it will say: random drafts keep about 1.0 tokens a step.
 TEST(CudaSpeculative, TrainedModelKeepsItsDrafts) {
   NW_REQUIRE_GPU();
-  const EngineRun spec = run_engine(testing::source_path("models/arith-tiny"), arith_prompts(), 3, 16, 40);
+  const EngineRun spec = run_engine(CudaModelRunner::load(testing::source_path("models/arith-tiny"), options(16, 3)),
+                                     arith_prompts(), 3, 40);
   std::printf("[ arith-tiny on the GPU, 3 steps ] accept length %.2f\n", spec.accept_length);
   EXPECT_GT(spec.accept_length, 2.0);
 }

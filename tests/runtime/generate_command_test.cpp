@@ -119,7 +119,8 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
   refused("v3", "--speculative-num-steps 2", "need --speculative-algorithm NEXTN");
   refused("v2", "--speculative-algorithm NEXTN", "num_nextn_predict_layers");
   // What the GPU runner does not speculate with yet, refused before any GPU is looked for.
-  refused("v3", "--device cuda --tp-size 2 --speculative-algorithm NEXTN", "runs on one GPU for now");
+  refused("v3", "--device cuda --tp-size 2 --enable-dp-attention --dp-size 2 --speculative-algorithm NEXTN",
+          "not with --enable-dp-attention yet");
   refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-num-steps 4",
           "--speculative-num-steps 4 on --device cuda");
 }
