@@ -248,7 +248,10 @@ TEST(CudaMoeExperts, SharedExpertsRunOverTheirTokenRange) {
 }
 
 // moe_route_experts routes inside the align kernel up to 32 tokens: its ids, weights and output must be the
-// bits of moe_route followed by moe_experts, for every gating method (33 tokens takes the two-kernel path).
+// bits of moe_route followed by moe_experts, for every gating method (33 tokens takes the two-kernel path), and on
+// an expert-parallel rank too (the last of 2 or 8: its slice of the routed experts and of the shared tokens), whose
+// routing still scores every routed expert (a routing scratch sized by the rank's experts let warps overwrite each
+// other's group scores: wrong experts at --ep-size 2, now and then).
 TEST(CudaMoeExperts, FusedRoutingEqualsRouteThenExperts) {
   NW_REQUIRE_GPU();
   const std::vector<ops::RouterParams> routers = {
@@ -256,32 +259,38 @@ TEST(CudaMoeExperts, FusedRoutingEqualsRouteThenExperts) {
       {160, 6, 8, 3, MoeScoring::kSoftmax, MoeSelection::kGroupLimitedGreedy, false, 16.0f},
       {256, 8, 8, 4, MoeScoring::kSigmoid, MoeSelection::kNoauxTc, true, 2.5f}};
   for (const ops::RouterParams& p : routers) {
-    const ExpertsCase c{128, 64, p.num_experts, 1, p.top_k, false};
-    const StackedWeights w = make_weights(c, 400 + p.num_experts);
-    const Tensor bias = tied_values({p.num_experts}, 7, 0.5f, 0.25f).to(Device::kCUDA);
-    const Tensor used_bias = p.selection == MoeSelection::kNoauxTc ? bias : Tensor();
-    for (int64_t tokens : {1, 7, 32, 33}) {
-      const std::string what = std::to_string(p.num_experts) + " experts, " + std::to_string(tokens) + " tokens";
-      const Tensor logits = tied_values({tokens, p.num_experts}, 500 + tokens, 2.0f, 0.5f).to(Device::kCUDA);
-      auto x = random_bf16({tokens, c.hidden}, 600 + tokens);
-      const size_t bytes = ops::cuda::moe_experts_workspace_bytes(tokens, c.top_k, w.device);
-      Tensor workspace = testing::poisoned(DType::kF32, {static_cast<int64_t>(bytes / 4) + 1});
-      Tensor ids[2], weights[2], out[2];
-      for (int fused = 0; fused < 2; ++fused) {
-        ids[fused] = testing::poisoned(DType::kI32, {tokens, p.top_k});
-        weights[fused] = testing::poisoned(DType::kF32, {tokens, p.top_k});
-        out[fused] = testing::poisoned(DType::kBF16, {tokens, c.hidden});
-        if (fused) {
-          ops::cuda::moe_route_experts(x.device, logits, used_bias, p, ids[1], weights[1], w.device, out[1],
-                                       workspace.data, bytes, nullptr);
-        } else {
-          ops::cuda::moe_route(logits, used_bias, p, ids[0], weights[0], nullptr);
-          ops::cuda::moe_experts(x.device, ids[0], weights[0], w.device, out[0], workspace.data, bytes, nullptr);
+    for (int ep : {1, 2, 8}) {
+      const int local = p.num_experts / ep;
+      const ExpertsCase c{128, 64, local, 1, p.top_k, false};
+      StackedWeights w = make_weights(c, 400 + p.num_experts + ep);
+      w.device.first_expert = (ep - 1) * local;
+      w.device.shared_token_stride = ep;
+      w.device.shared_token_offset = ep - 1;
+      const Tensor bias = tied_values({p.num_experts}, 7, 0.5f, 0.25f).to(Device::kCUDA);
+      const Tensor used_bias = p.selection == MoeSelection::kNoauxTc ? bias : Tensor();
+      for (int64_t tokens : {1, 7, 32, 33}) {
+        const std::string what = cat(p.num_experts, " experts, ep ", ep, ", ", tokens, " tokens");
+        const Tensor logits = tied_values({tokens, p.num_experts}, 500 + tokens, 2.0f, 0.5f).to(Device::kCUDA);
+        auto x = random_bf16({tokens, c.hidden}, 600 + tokens);
+        const size_t bytes = ops::cuda::moe_experts_workspace_bytes(tokens, c.top_k, w.device);
+        Tensor workspace = testing::poisoned(DType::kF32, {static_cast<int64_t>(bytes / 4) + 1});
+        Tensor ids[2], weights[2], out[2];
+        for (int fused = 0; fused < 2; ++fused) {
+          ids[fused] = testing::poisoned(DType::kI32, {tokens, p.top_k});
+          weights[fused] = testing::poisoned(DType::kF32, {tokens, p.top_k});
+          out[fused] = testing::poisoned(DType::kBF16, {tokens, c.hidden});
+          if (fused) {
+            ops::cuda::moe_route_experts(x.device, logits, used_bias, p, ids[1], weights[1], w.device, out[1],
+                                         workspace.data, bytes, nullptr);
+          } else {
+            ops::cuda::moe_route(logits, used_bias, p, ids[0], weights[0], nullptr);
+            ops::cuda::moe_experts(x.device, ids[0], weights[0], w.device, out[0], workspace.data, bytes, nullptr);
+          }
         }
-      }
-      for (Tensor* pair : {ids, weights, out}) {
-        const Tensor a = pair[0].to(Device::kCPU), b = pair[1].to(Device::kCPU);
-        EXPECT_TRUE(std::equal(a.ptr<uint8_t>(), a.ptr<uint8_t>() + a.nbytes(), b.ptr<uint8_t>())) << what;
+        for (Tensor* pair : {ids, weights, out}) {
+          const Tensor a = pair[0].to(Device::kCPU), b = pair[1].to(Device::kCPU);
+          EXPECT_TRUE(std::equal(a.ptr<uint8_t>(), a.ptr<uint8_t>() + a.nbytes(), b.ptr<uint8_t>())) << what;
+        }
       }
     }
   }

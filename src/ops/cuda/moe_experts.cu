@@ -103,7 +103,8 @@ __global__ void __launch_bounds__(kAlignThreads) align_kernel(const AlignArgs a,
   int* cursor = tile_start + a.experts + 1;  // [experts]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (route_first) {
-    float* choice = reinterpret_cast<float*>(cursor + a.experts) + warp * a.experts;
+    // route_token takes r.experts floats a warp: every routed expert's score, not only this rank's (a.experts).
+    float* choice = reinterpret_cast<float*>(cursor + a.experts) + warp * r.experts;
     for (int t = warp; t < r.tokens; t += kAlignWarps) route::route_token(r, t, lane, choice);
   }
   for (int e = threadIdx.x; e < a.experts; e += blockDim.x) counts[e] = 0;
@@ -253,7 +254,10 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
                         num_tiles,
                         {w.first_expert, w.shared_token_stride, w.shared_token_offset, w.shared_token_begin,
                          w.shared_token_end}};
-  const size_t align_smem = (3 * experts + 1) * sizeof(int) + (routing ? kAlignWarps * experts * sizeof(float) : 0);
+  // The routing scratch holds every routed expert's score per warp: under expert parallelism that is more than this
+  // rank's stacked `experts` (8 + 1 of 16 at --ep-size 2; sized by those, warps overwrote each other's groups).
+  const size_t align_smem = (3 * experts + 1) * sizeof(int) +
+                            (routing ? kAlignWarps * static_cast<size_t>(routing->experts) * sizeof(float) : 0);
   // Past 48 KB (384 experts routed in the kernel) a kernel must ask for its dynamic shared memory, on each device.
   if (align_smem > 48 * 1024)
     NW_CUDA_CHECK(cudaFuncSetAttribute(align_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -72,7 +72,8 @@ __device__ inline uint32_t best_groups(const float* choice, const RouteArgs& a, 
   return keep;
 }
 
-// Routes token t with the calling warp; `choice_smem` is this warp's `experts` floats of shared memory.
+// Routes token t with the calling warp; `choice_smem` is this warp's a.experts floats of shared memory (every routed
+// expert's, whatever share of them the calling rank holds).
 __device__ __forceinline__ void route_token(const RouteArgs& a, int t, int lane, float* choice_smem) {
   const float* logits = a.logits + static_cast<int64_t>(t) * a.experts;
 
