@@ -112,6 +112,15 @@ TEST(CudaMlaDecode, VerifyQLen4) {
   check_decode({128, 4, 64, {4, 513, 130}, 111});
 }
 
+// The longest verifies the GPU takes (--speculative-num-steps 4 and 7): 5 and 8 rows a sequence, 40 to 1024 query rows
+// (128 heads x 8: sixteen 64-row blocks), causal among themselves.
+TEST(CudaMlaDecode, VerifyQLen5And8) {
+  NW_REQUIRE_GPU();
+  check_decode({4, 5, 16, {5, 21, 0, 64, 300}, 112});
+  check_decode({16, 8, 16, {8, 1000, 0, 67, 9}, 113});
+  check_decode({128, 8, 64, {8, 513, 130}, 114});
+}
+
 // Batch 1 as the decode benchmark runs it: fewer tiles (17) than the grid has parts, so one part per tile
 // works; and a sequence longer than the parts (313 tiles), so parts hold several tiles each.
 TEST(CudaMlaDecode, SingleSequenceFewerTilesThanParts) {

@@ -121,8 +121,8 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
   // What the GPU runner does not speculate with yet, refused before any GPU is looked for.
   refused("v3", "--device cuda --tp-size 2 --enable-dp-attention --dp-size 2 --speculative-algorithm NEXTN",
           "not with --enable-dp-attention yet");
-  refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-num-steps 4",
-          "--speculative-num-steps 4 on --device cuda");
+  refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-num-steps 8",
+          "--speculative-num-steps 8 on --device cuda");
 }
 
 // Without a usable GPU, the CUDA paths say so and exit 1 (not a raw cudaMalloc / driver-version error).

@@ -38,9 +38,9 @@ void mla_prefill_attention(const Tensor& q, const Tensor& kv, const Tensor& late
 // Each query head's q = [q_nope W_UK | q_pe] (576 wide) attends, as one MQA, over the paged latent cache:
 // keys are the whole 576-wide entries, values their first 512; the output is the 512-wide latent that W_UV
 // maps afterwards. Built for DeepSeek's kv_lora 512 + rope 64.
-// The most new tokens per sequence mla_decode takes (a speculative verify's pending token and 3 drafts): what
-// mla_decode_test checks; the kernel's row blocks would take more, untested.
-constexpr int64_t kMlaDecodeMaxQLen = 4;
+// The most new tokens per sequence mla_decode takes (a speculative verify's pending token and up to 7 drafts): what
+// mla_decode_test checks (q_len 1, 2, 4, 5 and 8); the kernel's row blocks would take more, untested.
+constexpr int64_t kMlaDecodeMaxQLen = 8;
 
 struct MlaDecodeParams {
   int64_t heads = 0;
