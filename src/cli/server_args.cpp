@@ -69,6 +69,9 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.add("speculative-algorithm", &speculative_algorithm,
         "NEXTN (or EAGLE): speculative decoding, drafting with the checkpoint's MTP layer and verifying the drafts "
         "in one target forward (greedy requests; the output is the same as without)");
+  p.add("speculative-draft-model-path", &speculative_draft_model_path,
+        "a NextN checkpoint (SGLang's export: the target's config.json and its MTP layer as model.layers.<N>.*) whose "
+        "layer drafts instead of the served checkpoint's own");
   p.add("speculative-num-steps", &speculative_num_steps, "tokens drafted per sequence and step (0: 3)");
   p.add("speculative-eagle-topk", &speculative_eagle_topk, "drafts per step and position: 1, chain drafting (0: 1)");
   p.add("speculative-num-draft-tokens", &speculative_num_draft_tokens,
@@ -98,7 +101,7 @@ ParallelFlags ServerArgs::parallel_flags() const {
 
 SpeculativeConfig ServerArgs::speculative_config() const {
   if (speculative_algorithm.empty()) return {};
-  return {speculative_num_steps > 0 ? speculative_num_steps : 3};
+  return {speculative_num_steps > 0 ? speculative_num_steps : 3, speculative_draft_model_path};
 }
 
 EngineConfig ServerArgs::engine_config() const {
@@ -181,8 +184,6 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add_unsupported("disable-mla", "MLA is the only attention narwhal implements");
   p.add_unsupported("enable-flashinfer-mla", "narwhal has its own MLA kernels");
   p.add_unsupported("attention-backend", "narwhal has its own MLA kernels");
-  p.add_unsupported("speculative-draft-model-path", "NEXTN drafts with the served checkpoint's own MTP layer; a "
-                    "separate draft checkpoint is not read yet");
   p.add_unsupported("dtype", "activations are BF16 (GPU) or F32 (CPU), weights keep the checkpoint's dtype");
   p.add_unsupported("context-length", "the context length comes from config.json");
   p.add_unsupported("skip-tokenizer-init", "narwhal always serves text");
@@ -240,9 +241,10 @@ void ServerArgs::validate_speculative() const {
   NW_CHECK(a.empty() || a == "NEXTN" || a == "EAGLE", "--speculative-algorithm ", a, ": narwhal drafts with the "
            "checkpoint's MTP layer: NEXTN (or EAGLE, the same here)");
   if (a.empty()) {
-    NW_CHECK(speculative_num_steps == 0 && speculative_eagle_topk == 0 && speculative_num_draft_tokens == 0,
-             "--speculative-num-steps / --speculative-eagle-topk / --speculative-num-draft-tokens need "
-             "--speculative-algorithm NEXTN");
+    NW_CHECK(speculative_num_steps == 0 && speculative_eagle_topk == 0 && speculative_num_draft_tokens == 0 &&
+                 speculative_draft_model_path.empty(),
+             "--speculative-num-steps / --speculative-eagle-topk / --speculative-num-draft-tokens / "
+             "--speculative-draft-model-path need --speculative-algorithm NEXTN");
     return;
   }
   const int steps = speculative_config().num_steps;

@@ -51,6 +51,7 @@ struct ServerArgs {
   double schedule_conservativeness = 1.0;
 
   // Speculative decoding (SGLang's names; 0 = SGLang's automatic choice for DeepSeek: 3 steps, topk 1, 4 tokens).
+  std::string speculative_draft_model_path;  // a NextN checkpoint drafting instead of the served one's MTP layer
   std::string speculative_algorithm;      // NEXTN (EAGLE is the same here): drafts from the checkpoint's MTP layer
   int speculative_num_steps = 0;
   int speculative_eagle_topk = 0;

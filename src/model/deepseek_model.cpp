@@ -100,11 +100,11 @@ DeepSeekModel::DeepSeekModel(ModelConfig config, ModelWeights weights, Communica
   if (tp_dims_.slice.deepep()) expert_rank_ = expert_rank_tensor(tp_dims_);
 }
 
-DeepSeekModel DeepSeekModel::load(const std::string& model_dir) {
+DeepSeekModel DeepSeekModel::load(const std::string& model_dir, const std::string& draft_dir) {
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   NW_CHECK(std::filesystem::exists(config_path), model_dir, ": no config.json (is --model-path a model directory?)");
   ModelConfig config = ModelConfig::from_file(config_path);
-  Checkpoint checkpoint(model_dir);
+  const Checkpoint checkpoint = open_checkpoint(model_dir, draft_dir, config);
   NW_LOG(Info) << "Checkpoint " << model_dir << ": " << checkpoint.num_tensors() << " tensors in "
                << checkpoint.num_files() << " file(s)" << (config.fp8 ? ", FP8 block-quantized" : "");
   ModelWeights weights = load_weights(config, checkpoint);

@@ -61,7 +61,7 @@ class DeepSeekModel {
                 Communicator* dp_group = nullptr, int dp_size = 1, MoeA2aBackend moe_a2a = MoeA2aBackend::kNone,
                 DeepEpMode deepep_mode = DeepEpMode::kAuto);
   // Reads config.json and the safetensors of a model directory.
-  static DeepSeekModel load(const std::string& model_dir);
+  static DeepSeekModel load(const std::string& model_dir, const std::string& draft_dir = "");
 
   const ModelConfig& config() const { return config_; }
   const TpDims& tp_dims() const { return tp_dims_; }

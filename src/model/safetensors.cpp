@@ -1,6 +1,7 @@
 // Safetensors reading (validated, zero-copy mmap) and writing.
 #include "model/safetensors.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -109,6 +110,24 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
 const TensorInfo* Checkpoint::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
+}
+
+size_t Checkpoint::overlay(const std::string& dir, const std::string& prefix) {
+  NW_CHECK(fs::is_directory(dir), dir, ": not a directory (expected a checkpoint directory)");
+  std::vector<std::string> paths;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && e.path().extension() == ".safetensors") paths.push_back(e.path().string());
+  std::sort(paths.begin(), paths.end());
+  size_t taken = 0;
+  for (const std::string& path : paths) {
+    files_.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const auto& [name, info] : files_.back()->tensors())
+      if (name.rfind(prefix, 0) == 0) {
+        by_name_[name] = &info;
+        ++taken;
+      }
+  }
+  return taken;
 }
 
 const TensorInfo& Checkpoint::get(const std::string& name) const {

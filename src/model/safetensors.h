@@ -46,6 +46,10 @@ class Checkpoint {
   const TensorInfo& get(const std::string& name) const;
   // Where a missing tensor was looked for: the index file or the single shard.
   const std::string& lookup_source() const { return lookup_source_; }
+  // Takes every tensor named `prefix`... of every *.safetensors file in `dir` over this checkpoint's own (a separate
+  // draft checkpoint's MTP layer: SGLang's NextN export keeps the full model's names in files of any name, beside
+  // an index it copied that names shards the directory lacks, so the index is not read). Returns how many it took.
+  size_t overlay(const std::string& dir, const std::string& prefix);
   size_t num_tensors() const { return by_name_.size(); }
   size_t num_files() const { return files_.size(); }
 

@@ -3,6 +3,7 @@
 // the host in the target dtype (CPU: F32 with FP8 dequantized; GPU: BF16, FP8 kept with scales) and placed
 // on the device once composed. A TP rank cuts its rows or columns out of each split tensor as it reads it.
 #include <cstring>
+#include <filesystem>
 #include <optional>
 
 #include "core/error.h"
@@ -275,6 +276,38 @@ int mtp_layers_in(const ModelConfig& c, const Checkpoint& ckpt) {
 }
 
 }  // namespace
+
+Checkpoint open_checkpoint(const std::string& model_dir, const std::string& draft_dir, const ModelConfig& c) {
+  Checkpoint checkpoint(model_dir);
+  if (draft_dir.empty()) return checkpoint;
+  const std::string config_path = (std::filesystem::path(draft_dir) / "config.json").string();
+  NW_CHECK(std::filesystem::exists(config_path), draft_dir, ": no config.json (--speculative-draft-model-path names a ",
+           "NextN checkpoint: the target's config.json and its MTP layer's weights)");
+  const ModelConfig draft = ModelConfig::from_file(config_path);
+  const std::pair<const char*, std::pair<int64_t, int64_t>> dims[] = {
+      {"hidden_size", {draft.hidden_size, c.hidden_size}},
+      {"vocab_size", {draft.vocab_size, c.vocab_size}},
+      {"num_hidden_layers", {draft.num_hidden_layers, c.num_hidden_layers}},
+      {"num_attention_heads", {draft.num_attention_heads, c.num_attention_heads}},
+      {"q_lora_rank", {draft.q_lora_rank.value_or(0), c.q_lora_rank.value_or(0)}},
+      {"kv_lora_rank", {draft.kv_lora_rank, c.kv_lora_rank}},
+      {"qk_nope_head_dim", {draft.qk_nope_head_dim, c.qk_nope_head_dim}},
+      {"qk_rope_head_dim", {draft.qk_rope_head_dim, c.qk_rope_head_dim}},
+      {"v_head_dim", {draft.v_head_dim, c.v_head_dim}},
+      {"n_routed_experts", {draft.n_routed_experts, c.n_routed_experts}},
+      {"num_experts_per_tok", {draft.num_experts_per_tok, c.num_experts_per_tok}},
+      {"moe_intermediate_size", {draft.moe_intermediate_size, c.moe_intermediate_size}},
+      {"intermediate_size", {draft.intermediate_size, c.intermediate_size}}};
+  for (const auto& [field, values] : dims)
+    NW_CHECK(values.first == values.second, config_path, ": field '", field, "' is ", values.first, ", the target's (",
+             model_dir, ") ", values.second, ": a draft checkpoint must be the served model's own NextN layer");
+  const std::string prefix = cat("model.layers.", c.num_hidden_layers, ".");
+  const size_t taken = checkpoint.overlay(draft_dir, prefix);
+  NW_CHECK(taken > 0 && checkpoint.find(prefix + "eh_proj.weight"), draft_dir, ": no tensor '", prefix,
+           "eh_proj.weight' in its *.safetensors (a NextN checkpoint holds the MTP layer under the full model's names, ",
+           "model.layers.<num_hidden_layers>.*)");
+  return checkpoint;
+}
 
 int weight_load_steps(const ModelConfig& c, const Checkpoint& ckpt) {
   return c.num_hidden_layers + mtp_layers_in(c, ckpt) + 1;

@@ -80,6 +80,12 @@ struct ModelWeights {
 // progress bar on stderr, or advances `progress` (shared by the ranks of a process) by weight_load_steps.
 ModelWeights load_weights(const ModelConfig& config, const Checkpoint& checkpoint, Device device = Device::kCPU,
                           TpSlice slice = {}, ProgressBar* progress = nullptr);
+// The checkpoint load_weights reads: `model_dir`'s, and with a separate draft checkpoint (--speculative-draft-model-
+// path: SGLang's NextN export, the MTP layer under its full-model names model.layers.<num_hidden_layers>.*) that
+// layer's tensors taken from `draft_dir` instead. The draft's config.json must give the target's dims (its field and
+// both values are named otherwise) and it must hold the layer (eh_proj named when not).
+Checkpoint open_checkpoint(const std::string& model_dir, const std::string& draft_dir, const ModelConfig& config);
+
 // How far load_weights advances a progress bar: one step for the embeddings and head, one per layer (MTP
 // layers included when the checkpoint has them).
 int weight_load_steps(const ModelConfig& config, const Checkpoint& checkpoint);

@@ -11,6 +11,7 @@
 #include "core/logging.h"
 #include "model/moe_a2a.h"
 #include "model/safetensors.h"
+#include "model/weights.h"
 #include "ops/cuda/mla.h"
 #include "runtime/cuda_speculative_graphs.h"
 #include "runtime/kv_pool.h"
@@ -162,7 +163,8 @@ std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_
                                                        const CudaRunnerOptions& options) {
   const TpSlice slice = slice_of(options);
   ModelConfig config = gpu_config(model_dir, slice);
-  CudaModelWeights weights = load_cuda_weights(config, Checkpoint(model_dir), slice, options.progress,
+  const Checkpoint checkpoint = open_checkpoint(model_dir, options.speculative.draft_model_path, config);
+  CudaModelWeights weights = load_cuda_weights(config, checkpoint, slice, options.progress,
                                                options.speculative.enabled());
   return std::make_unique<CudaModelRunner>(std::move(config), std::move(weights), options);
 }

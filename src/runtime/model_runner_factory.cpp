@@ -12,6 +12,7 @@
 #include "core/logging.h"
 #include "core/progress.h"
 #include "model/safetensors.h"
+#include "model/weights.h"
 #include "parallel/process_world.h"
 #include "runtime/cpu_model_runner.h"
 #include "runtime/cuda_model_runner.h"
@@ -33,6 +34,11 @@ ModelConfig read_config(const std::string& model_dir) {
   return ModelConfig::from_file(path);
 }
 
+// The served checkpoint, with --speculative-draft-model-path's MTP layer over its own.
+Checkpoint model_checkpoint(const RunnerOptions& options, const ModelConfig& config) {
+  return open_checkpoint(options.model_path, options.speculative.draft_model_path, config);
+}
+
 int64_t cpu_cache_pages(const RunnerOptions& options, const ModelConfig& config, bool log) {
   const int64_t bytes_per_token = CpuModelRunner::cache_bytes_per_token(config, options.speculative.enabled());
   const int64_t pages =
@@ -45,7 +51,7 @@ int64_t cpu_cache_pages(const RunnerOptions& options, const ModelConfig& config,
 }
 
 std::unique_ptr<ModelRunner> make_cpu_runner(const RunnerOptions& options) {
-  auto model = std::make_shared<const DeepSeekModel>(DeepSeekModel::load(options.model_path));
+  auto model = std::make_shared<const DeepSeekModel>(DeepSeekModel::load(options.model_path, options.speculative.draft_model_path));
   const int64_t pages = cpu_cache_pages(options, model->config(), true);
   return std::make_unique<CpuModelRunner>(std::move(model), pages, options.page_size, options.speculative);
 }
@@ -147,7 +153,7 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
   std::shared_ptr<ProgressBar> progress;
   if (options.load_format != "dummy")
     progress = std::make_shared<ProgressBar>(
-        "Loading weights", ranks * weight_load_steps(config, Checkpoint(options.model_path)));
+        "Loading weights", ranks * weight_load_steps(config, model_checkpoint(options, config)));
   auto made = std::make_shared<std::atomic<int>>(0);
   const auto done = [progress, made, ranks] {
     if (++*made == ranks && progress) progress->finish();
@@ -158,7 +164,7 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
                                                     Communicator* dp_group) {
       TpSlice slice = world_slice(rank.flags());
       slice.rank = tp.rank();
-      ModelWeights weights = load_weights(config, Checkpoint(options.model_path), Device::kCPU, slice, progress.get());
+      ModelWeights weights = load_weights(config, model_checkpoint(options, config), Device::kCPU, slice, progress.get());
       auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, slice.ep_size, dp_group,
                                                          slice.dp_size, slice.moe_a2a, slice.deepep_mode);
       done();

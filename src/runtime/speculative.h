@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "model/forward_batch.h"
@@ -21,6 +22,9 @@ namespace narwhal {
 // position.
 struct SpeculativeConfig {
   int num_steps = 0;  // tokens drafted per sequence and step; 0: off
+  // --speculative-draft-model-path: a NextN checkpoint whose MTP layer drafts instead of the served checkpoint's own
+  // (open_checkpoint); empty: the served checkpoint's.
+  std::string draft_model_path;
   bool enabled() const { return num_steps > 0; }
 };
 
