@@ -10,6 +10,7 @@
 #include "model/moe_a2a.h"
 #include "ops/cuda/mla.h"
 #include "ops/cuda/moe.h"
+#include "ops/cuda/mtp_input.h"
 #include "ops/cuda/portable.h"
 
 namespace narwhal {
@@ -428,20 +429,22 @@ Tensor CudaModel::forward_mtp(const CudaStep& step, const Tensor& hidden, const 
            step.num_seqs, " sequences");
   NW_CHECK(static_cast<int64_t>(cache.size()) > layer, "CudaModel::forward_mtp: ", cache.size(),
            " cache layers, the MTP layer's is ", layer);
-  NW_CHECK(hidden.dtype == DType::kBF16 && hidden.ndim() == 2 && hidden.size(0) == t && hidden.size(1) == h &&
-               (!hidden_.defined() || hidden.data != hidden_.data),
-           "CudaModel::forward_mtp: hidden", hidden.shape_string(), " must be [", t, ", ", h,
-           "] BF16, apart from hidden()");
+  NW_CHECK(hidden.dtype == DType::kBF16 && hidden.ndim() == 2 && hidden.size(0) == t && hidden.size(1) == h,
+           "CudaModel::forward_mtp: hidden", hidden.shape_string(), " must be [", t, ", ", h, "] BF16");
   const CudaMtpWeights& w = *weights_.mtp;
   const float eps = static_cast<float>(local_.rms_norm_eps);
   Tensor residual = buffer(kResidual, DType::kF32, {t, h});
-  embed(step, w.embed, residual, false, stream);
-  Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
-  ops::cuda::add_rms_norm(residual, Tensor(), w.enorm, eps, normed, stream);
   Tensor joined = buffer(kMtpJoined, DType::kBF16, {t, 2 * h});
-  ops::cuda::copy_columns(joined, 0, normed, 0, h, stream);
-  ops::cuda::copy_columns(joined, h, hidden, 0, h, stream);
-  ops::cuda::rms_norm_rows(static_cast<uint16_t*>(joined.data) + h, t, h, 2 * h, w.hnorm, eps, stream);
+  if (!attn_ && h <= 8192) {  // the whole vocabulary here: one kernel (a draft round is launch-bound at small sizes)
+    ops::cuda::mtp_input(step.token_ids, w.embed, hidden, w.enorm, w.hnorm, eps, joined, stream);
+  } else {  // the embedding's vocabulary shards meet first
+    embed(step, w.embed, residual, false, stream);
+    Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
+    ops::cuda::add_rms_norm(residual, Tensor(), w.enorm, eps, normed, stream);
+    ops::cuda::copy_columns(joined, 0, normed, 0, h, stream);
+    ops::cuda::copy_columns(joined, h, hidden, 0, h, stream);
+    ops::cuda::rms_norm_rows(static_cast<uint16_t*>(joined.data) + h, t, h, 2 * h, w.hnorm, eps, stream);
+  }
   Tensor projected = buffer(kDelta, DType::kBF16, {t, h});
   linear(joined, w.eh_proj, projected, stream);
   ops::cuda::bf16_to_f32(projected, residual, stream);

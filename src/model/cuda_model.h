@@ -113,8 +113,8 @@ class CudaModel {
   // Speculative decoding's draft model, the weights' first MTP layer (DeepSeekModel::forward_mtp): each token's
   // embedding (enorm) beside `hidden` [T, H] BF16 (hnorm), the hidden state of the position before it, through
   // eh_proj and the MTP decoder layer on cache layer num_hidden_layers, then its head norm and head: the logits of
-  // step.last_rows, as forward's; its head-normed states of every token are left in hidden(). `hidden` must not be
-  // a view of hidden().
+  // step.last_rows, as forward's; its head-normed states of every token are left in hidden(). `hidden` may be (rows
+  // of) hidden() itself: it is read by the first kernels, before the head rewrites hidden().
   Tensor forward_mtp(const CudaStep& step, const Tensor& hidden, const std::vector<Tensor>& cache,
                      cudaStream_t stream);
   bool has_mtp() const { return weights_.mtp.has_value(); }

@@ -31,7 +31,7 @@ void CudaModelRunner::capture_speculative_graphs(int max_bs) {
   g->chain_slots = Tensor::empty(DType::kI64, {chain_rows}, Device::kCUDA);
   g->chain_lens = Tensor::empty(DType::kI32, {chain_rows}, Device::kCUDA);
   g->draft_ids = Tensor::empty(DType::kI32, {speculative_.num_steps * max_bs}, Device::kCUDA);
-  g->hidden = Tensor::empty(DType::kBF16, {max_bs * rows, h}, Device::kCUDA);
+  g->hidden = Tensor::empty(DType::kBF16, {max_bs, h}, Device::kCUDA);
   std::vector<int32_t> identity(static_cast<size_t>(max_bs));
   std::iota(identity.begin(), identity.end(), 0);
   g->identity = Tensor::empty(DType::kI32, {max_bs}, Device::kCUDA);
@@ -85,10 +85,8 @@ void CudaModelRunner::speculative_graph_body(const CudaStep& verify, int64_t bs)
   ext.slots = ext_slots;
   ext.last_rows = ext_last;
   ext.valid_rows = Tensor();
-  Tensor hidden = g.hidden.rows(0, t);
-  NW_CUDA_CHECK(cudaMemcpyAsync(hidden.data, model_->hidden().data, hidden.nbytes(), cudaMemcpyDeviceToDevice, stream_));
   Tensor ids = g.draft_ids.rows(0, bs);
-  ops::cuda::argmax(model_->forward_mtp(ext, hidden, cache_, stream_), ids, stream_);
+  ops::cuda::argmax(model_->forward_mtp(ext, model_->hidden(), cache_, stream_), ids, stream_);
   // Chain rounds: one token a sequence, fed the last round's draft with the layer's own state of the row before.
   CudaStep chain = step;
   chain.num_tokens = bs;
@@ -96,8 +94,12 @@ void CudaModelRunner::speculative_graph_body(const CudaStep& verify, int64_t bs)
   chain.last_rows = g.identity.rows(0, bs);
   chain.cu_seqlens_q = step.cu_seqlens_q;  // unread: graphs run the tuned decode kernel
   for (int64_t r = 0; r < rounds; ++r) {
-    Tensor from = g.hidden.rows(0, bs);
-    ops::cuda::gather_rows(model_->hidden(), r == 0 ? ext_last : g.identity.rows(0, bs), from, stream_);
+    // The extend's rows the sequences draft after; a chain round's output is already one row a sequence.
+    Tensor from = model_->hidden();
+    if (r == 0) {
+      from = g.hidden.rows(0, bs);
+      ops::cuda::gather_rows(model_->hidden(), ext_last, from, stream_);
+    }
     chain.token_ids = ids;
     chain.positions = chain_positions.rows(r, r + 1).reshape({bs});
     chain.slots = chain_slots.rows(r, r + 1).reshape({bs});

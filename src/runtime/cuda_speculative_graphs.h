@@ -14,7 +14,7 @@ struct CudaModelRunner::SpeculativeGraphs {
   int64_t rows = 0;  // 1 + N per sequence
   std::map<int, cudaGraphExec_t> execs;
   Tensor seq_info, ext_ids, ext_slots, ext_last, chain_positions, chain_slots, chain_lens, draft_ids, identity;
-  Tensor hidden;  // the MTP layer's input rows (apart from the model's hidden())
+  Tensor hidden;  // the first chain round's input: the extend's state at each sequence's last kept row
   PinnedBuffer seq_info_host, results;
   std::vector<int64_t> logit_rows;  // 0 .. bs * rows - 1: a verify graph returns every row's logits
   // The launched step, for finish().

@@ -73,7 +73,7 @@ CudaRunnerOptions options(int64_t page_size, int steps) {
   // Graphs up to 8: greedy steps of decoding sequences replay the speculative graphs (page 16: the tuned kernels), the
   // rest (prompt chunks beside them, sampling, page 4's portable attention) run the eager speculative step.
   o.cuda_graph_max_bs = 8;
-  o.speculative = SpeculativeConfig{steps};
+  o.speculative = SpeculativeConfig{steps, {}};
   return o;
 }
 
@@ -199,13 +199,15 @@ TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
     o.cuda_graph_max_bs = 8;
     o.parallel.tp_size = 2;
     o.parallel.ep_size = ep;
-    o.speculative = SpeculativeConfig{steps};
+    o.speculative = SpeculativeConfig{steps, {}};
     const EngineRun spec = run_engine(make_model_runner(o), prompts, steps, 24);
     int parted = 0;
     for (size_t p = 0; p < prompts.size(); ++p)
       parted += parts_only_at_a_near_tie(cpu, prompts[p], spec.outputs[p], plain.outputs[p]);
     EXPECT_LE(parted, 1) << "prompts whose runs parted (each only at a near tie)";
-    if (steps > 0) EXPECT_GT(spec.accept_length, 1.5);
+    if (steps > 0) {
+      EXPECT_GT(spec.accept_length, 1.5);
+    }
   }
   unsetenv(kDeviceLocalEnv);
 }

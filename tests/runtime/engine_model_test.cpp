@@ -51,7 +51,7 @@ SamplingParams greedy() {
 std::vector<std::vector<int32_t>> run(const EngineConfig& config, int64_t pages, size_t wave, int64_t* retractions = nullptr,
                                       const SamplingParams& params = greedy()) {
   Engine engine(std::make_unique<CpuModelRunner>(fixture_model(), pages, kPageSize,
-                                                 SpeculativeConfig{config.speculative_num_steps}),
+                                                 SpeculativeConfig{config.speculative_num_steps, {}}),
                 config);
   const std::vector<std::vector<int32_t>> all = prompts();
   std::vector<std::vector<int32_t>> outputs(all.size());
