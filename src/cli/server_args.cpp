@@ -72,6 +72,8 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.add("speculative-draft-model-path", &speculative_draft_model_path,
         "a NextN checkpoint (SGLang's export: the target's config.json and its MTP layer as model.layers.<N>.*) whose "
         "layer drafts instead of the served checkpoint's own");
+  p.alias("speculative-draft", "speculative-draft-model-path");  // SGLang's older names
+  p.alias("speculative-algo", "speculative-algorithm");
   p.add("speculative-num-steps", &speculative_num_steps, "tokens drafted per sequence and step (0: 3)");
   p.add("speculative-eagle-topk", &speculative_eagle_topk, "drafts per step and position: 1, chain drafting (0: 1)");
   p.add("speculative-num-draft-tokens", &speculative_num_draft_tokens,

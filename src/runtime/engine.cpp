@@ -361,6 +361,7 @@ void Engine::process_step(DpRank& rank, StepOutput& out) {
     const int64_t row = rank.samples[i].row;
     if (rank.plan.items[static_cast<size_t>(row)].decode && rank.samples[i].max_draft > 0) {
       ++stats_.spec_verifies;  // a speculating sequence's decode: its tokens this step are its accept length
+      ++seq.spec_verifies;
       stats_.spec_verified_tokens += static_cast<int64_t>(first[i + 1] - first[i]);
       ++rank.spec_verifies;
       rank.spec_verified_tokens += static_cast<int64_t>(first[i + 1] - first[i]);
@@ -501,6 +502,7 @@ void Engine::emit(Sequence& seq, RequestOutput&& out) {
   out.prompt_tokens = seq.prompt_len;
   out.cached_tokens = seq.cached_tokens;
   out.completion_tokens = seq.output_len();
+  out.spec_verify_ct = seq.spec_verifies;
   if (out.finish) {
     seq.finished = true;
     if (--r.unfinished == 0) {

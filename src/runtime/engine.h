@@ -130,6 +130,7 @@ class Engine {
   void run_until_idle();
 
   const EngineStats& stats() const { return stats_; }
+  bool speculating() const { return config_.speculative_num_steps > 0; }  // --speculative-algorithm is on
   // Thread-safe. "" unless the loop stopped by itself because the runner failed for good (ModelRunner::failure):
   // then why. Its requests were aborted with that message, and nothing runs any more.
   std::string failure() const;
@@ -160,7 +161,6 @@ class Engine {
   std::vector<Sequence*> fork(Sequence& parent);
   // Appends a drawn token; `cached`: a verified draft, whose latents the step wrote. False once the sequence ended.
   bool accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row, bool cached = false);
-  bool speculating() const { return config_.speculative_num_steps > 0; }
   bool may_draft(const Sequence& seq) const;  // whether its decodes may verify drafts (greedy, no penalties, ...)
   void keep_draft(Sequence& seq, std::vector<int32_t> draft);
   // Text, stop strings and streaming of the accepted tokens: with overlap, while the device runs the next step.

@@ -42,6 +42,7 @@ struct RequestOutput {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens = 0;                    // prompt tokens served from the prefix cache
   int64_t completion_tokens = 0;                // generated so far
+  int64_t spec_verify_ct = 0;                   // speculating: decode steps that verified drafts so far
 };
 
 // Called on the engine's loop thread; it should only hand the output on (a queue, a socket write).

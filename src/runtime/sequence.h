@@ -30,6 +30,7 @@ struct Sequence {
   bool admitted = false;          // has held pages before (a retracted sequence comes back with this set)
   bool finished = false;
   int64_t cached_tokens = 0;      // prompt tokens its first admission found in the prefix cache
+  int64_t spec_verifies = 0;      // its decode steps that verified drafts (SGLang's spec_verify_ct)
   TokenCounts output_counts;
   OutputText text;
   // Speculative decoding: tokens the draft model proposes after the pending one, verified by the next decode step

@@ -120,6 +120,7 @@ void GenerationJob::on_output(size_t prompt, RequestOutput&& out) {
   choice.token_ids.insert(choice.token_ids.end(), out.token_ids.begin(), out.token_ids.end());
   choice.logprobs.insert(choice.logprobs.end(), out.logprobs.begin(), out.logprobs.end());
   choice.completion_tokens = out.completion_tokens;
+  choice.spec_verify_ct = out.spec_verify_ct;
   if (out.finish) choice.finish = out.finish;
   on_delta(choice_index, out.text, out);
   if (!out.finish) return;

@@ -25,6 +25,7 @@ struct ChoiceState {
   std::vector<SampledToken> logprobs;
   std::optional<FinishReason> finish;
   int64_t completion_tokens = 0;
+  int64_t spec_verify_ct = 0;  // speculating: the choice's verify steps (completion_tokens / it: its accept length)
 };
 
 // The engine side is shared; subclasses say how outputs become OpenAI chunks and the final body.

@@ -39,6 +39,8 @@ class NativeJob : public GenerationJob {
                  {"completion_tokens", c.completion_tokens},
                  {"cached_tokens", cached_tokens()},
                  {"finish_reason", c.finish ? c.finish->to_json(c.completion_tokens) : json(nullptr)}};
+    // As SGLang when it speculates: the verify steps, from which clients (its bench_speculative) get the accept length.
+    if (context_.engine.speculating()) meta["spec_verify_ct"] = c.spec_verify_ct;
     if (options_.logprobs) {
       json lp = json::array();
       for (const SampledToken& t : c.logprobs) lp.push_back({t.logprob, t.token, nullptr});

@@ -85,6 +85,11 @@ TEST(DraftCheckpoint, NextNExportDraftsAsTheCheckpointsOwnLayer) {
   EXPECT_EQ(output_ids(with_draft), output_ids(plain));
   EXPECT_EQ(output_ids(with_own), output_ids(plain));
   EXPECT_EQ(accept_len(with_draft), accept_len(with_own));
+  // SGLang's older spellings of the two flags.
+  const std::string aliased = generate(split.target, " --speculative-algo NEXTN --speculative-num-steps 3 --json "
+                                                     "--speculative-draft " + split.draft);
+  EXPECT_EQ(output_ids(aliased), output_ids(plain));
+  EXPECT_EQ(accept_len(aliased), accept_len(with_own));
   // The target alone has no layer to draft with.
   EXPECT_NE(generate(split.target, nextn, 1).find("num_nextn_predict_layers"), std::string::npos);
 }

@@ -1,6 +1,7 @@
 // `narwhal serve --speculative-algorithm NEXTN` on the trained tiny model: concurrent greedy and seeded requests,
-// streamed and not, get the plain server's tokens; /metrics and the decode log show the accept length; an aborted
-// stream and finished requests leave nothing behind; bench-accuracy scores the speculating server as the plain one.
+// streamed and not, get the plain server's tokens; /metrics, the decode log and /generate's meta_info
+// (spec_verify_ct) show the accept length; an aborted stream and finished requests leave nothing behind;
+// bench-accuracy scores the speculating server as the plain one.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
@@ -53,6 +54,21 @@ test("concurrent greedy and seeded requests get the plain server's tokens", asyn
   assert.ok(await metric(spec.base, "narwhal:spec_verify_steps_total") > 0);
   assert.equal(await metric(plain.base, "narwhal:spec_accept_length"), 0);
   await expectNoLeaks(spec.base);
+});
+
+test("/generate's meta_info counts the verify steps, as SGLang's spec_verify_ct", async () => {
+  const generate = async (server) => (await fetch(`${server.base}/generate`, {
+    method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ text: prompt(questions[1]), sampling_params: { temperature: 0, max_new_tokens: 40,
+                                                                          ignore_eos: true } }),
+  })).json();
+  const [got, want] = await Promise.all([generate(spec), generate(plain)]);
+  assert.deepEqual(got.output_ids, want.output_ids);
+  assert.equal(want.meta_info.spec_verify_ct, undefined, "a plain server has no verify steps to count");
+  const verifies = got.meta_info.spec_verify_ct;
+  // The prefill draws the first token; every later one comes from a verify, 1 to 4 at a time.
+  assert.ok(verifies >= 39 / 4 && verifies <= 39, `${verifies} verify steps for 40 tokens`);
+  assert.ok(40 / verifies > 2, `accept length ${40 / verifies}: the trained drafts are mostly kept`);
 });
 
 test("an aborted stream frees its drafts' pages", async () => {
