@@ -249,6 +249,8 @@ void ServerArgs::validate_speculative() const {
              "--speculative-draft-model-path need --speculative-algorithm NEXTN");
     return;
   }
+  NW_CHECK(speculative_draft_model_path.empty() || load_format != "dummy", "--speculative-draft-model-path is not read "
+           "with --load-format dummy, whose random weights make a random MTP layer");
   const int steps = speculative_config().num_steps;
   NW_CHECK(steps >= 1 && steps <= 8, "--speculative-num-steps must be in [1, 8], got ", speculative_num_steps);
   NW_CHECK(speculative_eagle_topk <= 1, "--speculative-eagle-topk ", speculative_eagle_topk, ": tree drafting "

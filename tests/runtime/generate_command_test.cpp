@@ -118,6 +118,8 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
   refused("v3", "--speculative-algorithm MEDUSA", "--speculative-algorithm MEDUSA");
   refused("v3", "--speculative-num-steps 2", "need --speculative-algorithm NEXTN");
   refused("v2", "--speculative-algorithm NEXTN", "num_nextn_predict_layers");
+  refused("v3", "--device cuda --speculative-algorithm NEXTN --load-format dummy --speculative-draft-model-path /tmp",
+          "not read with --load-format dummy");
   // What the GPU runner does not speculate with yet, refused before any GPU is looked for.
   refused("v3", "--device cuda --tp-size 2 --enable-dp-attention --dp-size 2 --speculative-algorithm NEXTN",
           "not with --enable-dp-attention yet");
