@@ -1,6 +1,7 @@
 // Speculative decoding on the random-config test's models (tests/random_config.h), each given an MTP layer: the CPU
-// engine's greedy ids with NEXTN at 3 steps (odd seeds) or 1 (even) are plain decoding's exactly, for prompts batched in two waves
-// (the second finds the first's prefixes in the cache) with chunked prefill beside decodes, on pages of 4 tokens.
+// engine's greedy ids with NEXTN at 3 steps (odd seeds) or 1 (even) are plain decoding's exactly, for prompts batched
+// in two waves (the second finds the first's prefixes in the cache) with chunked prefill beside decodes, on pages of
+// 4 tokens.
 // Random MTP layers draft badly, so most drafts are rejected and rolled back: the paths a trained model rarely takes.
 #include <gtest/gtest.h>
 
