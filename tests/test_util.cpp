@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <numeric>
 
 #include "model/checkpoint_layout.h"
 #include "model/model_config.h"
@@ -82,6 +83,23 @@ int64_t routed_choices(const ModelConfig& config, int64_t tokens) {
   int64_t moe_layers = 0;
   for (int layer = 0; layer < config.num_hidden_layers; ++layer) moe_layers += config.is_moe_layer(layer);
   return tokens * moe_layers * config.num_experts_per_tok;
+}
+
+void expect_distribution(const std::vector<int64_t>& c, std::vector<double> expected, const std::string& what) {
+  const double total_p = std::accumulate(expected.begin(), expected.end(), 0.0);
+  const double n = static_cast<double>(std::accumulate(c.begin(), c.end(), int64_t{0}));
+  double chi2 = 0.0;
+  int df = -1;
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (expected[i] == 0.0) {
+      EXPECT_EQ(c[i], 0) << what << ": token " << i << " is outside the allowed set";
+      continue;
+    }
+    const double e = n * expected[i] / total_p;
+    chi2 += (static_cast<double>(c[i]) - e) * (static_cast<double>(c[i]) - e) / e;
+    ++df;
+  }
+  EXPECT_LT(chi2, 40.0) << what << ": chi-square " << chi2 << " with " << df << " degrees of freedom";
 }
 
 }  // namespace narwhal::testing

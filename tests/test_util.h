@@ -47,6 +47,11 @@ json small_v3_config();
 // Writes config.json and random weights (two shards + index) for `config` into `dir`.
 void write_random_checkpoint(const std::string& dir, const json& config, uint64_t seed = 1, bool fp8 = false);
 
+// Chi-square of token counts against `expected` probabilities (any scale), at most 7 nonzero ones; tokens of
+// probability 0 must never appear. The 99.9999th percentile of chi-square with <= 7 degrees of freedom is below 40;
+// a wrong support or normalisation at tens of thousands of draws gives hundreds or more.
+void expect_distribution(const std::vector<int64_t>& counts, std::vector<double> expected, const std::string& what);
+
 // What the expert counts of `tokens` forwarded tokens sum to (ModelRunner::expert_tokens): top_k choices per token
 // in every MoE layer.
 int64_t routed_choices(const ModelConfig& config, int64_t tokens);

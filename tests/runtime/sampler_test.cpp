@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "test_util.h"
 
 namespace narwhal {
 namespace {
@@ -41,31 +42,11 @@ std::vector<int64_t> counts(const Tensor& logits, const SamplingParams& params, 
   return c;
 }
 
-// Chi-square of the counts against `expected` probabilities; tokens with probability 0 must never appear.
-void expect_distribution(const std::vector<int64_t>& c, std::vector<double> expected, const std::string& what) {
-  const double total_p = std::accumulate(expected.begin(), expected.end(), 0.0);
-  const double n = static_cast<double>(std::accumulate(c.begin(), c.end(), int64_t{0}));
-  double chi2 = 0.0;
-  int df = -1;
-  for (size_t i = 0; i < c.size(); ++i) {
-    if (expected[i] == 0.0) {
-      EXPECT_EQ(c[i], 0) << what << ": token " << i << " is outside the allowed set";
-      continue;
-    }
-    const double e = n * expected[i] / total_p;
-    chi2 += (static_cast<double>(c[i]) - e) * (static_cast<double>(c[i]) - e) / e;
-    ++df;
-  }
-  // The 99.9999th percentile of chi-square with <= 7 degrees of freedom is below 40; a wrong support or
-  // normalisation at 40000 draws gives hundreds or more.
-  EXPECT_LT(chi2, 40.0) << what << ": chi-square " << chi2 << " with " << df << " degrees of freedom";
-}
-
 constexpr int kDraws = 40000;
 
 TEST(Sampler, FullDistributionAtTemperatureOne) {
   SamplingParams p;
-  expect_distribution(counts(log_probs_row(), p, kDraws), kProbs, "plain");
+  testing::expect_distribution(counts(log_probs_row(), p, kDraws), kProbs, "plain");
 }
 
 TEST(Sampler, TemperatureSharpens) {
@@ -73,32 +54,32 @@ TEST(Sampler, TemperatureSharpens) {
   p.temperature = 0.5;
   std::vector<double> expected;
   for (double q : kProbs) expected.push_back(q * q);
-  expect_distribution(counts(log_probs_row(), p, kDraws), expected, "temperature 0.5");
+  testing::expect_distribution(counts(log_probs_row(), p, kDraws), expected, "temperature 0.5");
 }
 
 TEST(Sampler, TopKKeepsTheKMostLikely) {
   SamplingParams p;
   p.top_k = 3;
-  expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0, 0, 0, 0, 0}, "top_k 3");
+  testing::expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0, 0, 0, 0, 0}, "top_k 3");
 }
 
 TEST(Sampler, TopPKeepsTokensWhoseEarlierMassIsBelowP) {
   SamplingParams p;
   p.top_p = 0.7;  // masses before each token: 0, .30, .50, .65 (kept), .77 (dropped)
-  expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0.12, 0, 0, 0, 0}, "top_p 0.7");
+  testing::expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0.12, 0, 0, 0, 0}, "top_p 0.7");
 }
 
 TEST(Sampler, TopPAppliesToTheTopKRenormalisedMass) {
   SamplingParams p;
   p.top_k = 5;    // mass 0.87
   p.top_p = 0.6;  // earlier mass / 0.87: 0, .345, .575 kept; .747 dropped
-  expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0, 0, 0, 0, 0}, "top_k 5 top_p 0.6");
+  testing::expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0, 0, 0, 0, 0}, "top_k 5 top_p 0.6");
 }
 
 TEST(Sampler, MinPDropsTokensBelowAFractionOfTheBest) {
   SamplingParams p;
   p.min_p = 0.3;  // threshold 0.09: 0.10 stays, 0.07 goes
-  expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0.12, 0.10, 0, 0, 0}, "min_p 0.3");
+  testing::expect_distribution(counts(log_probs_row(), p, kDraws), {0.30, 0.20, 0.15, 0.12, 0.10, 0, 0, 0}, "min_p 0.3");
 }
 
 TEST(Sampler, TopPOverAWideFlatVocabularyRanksBeyondTheFirstHead) {
@@ -123,7 +104,7 @@ TEST(Sampler, PenaltiesMatchAHandComputedRow) {
   p.presence_penalty = 0.25;
   std::vector<double> expected;
   for (double x : {-0.25, -2.75, 0.5, 0.0}) expected.push_back(std::exp(x));
-  expect_distribution(counts(logits, p, kDraws, history), expected, "penalised");
+  testing::expect_distribution(counts(logits, p, kDraws, history), expected, "penalised");
   p.temperature = 0.0;
   EXPECT_EQ(counts(logits, p, 1, history)[2], 1) << "greedy takes the argmax after the penalties";
 }
@@ -221,12 +202,12 @@ TEST(Sampler, EqualLogitsAreUniformAndTiesRankByLowerId) {
   const Tensor flat = row_of(std::vector<float>(8, 1.5f));
   SamplingParams p;
   std::vector<int64_t> c = counts(flat, p, kDraws);
-  expect_distribution(c, std::vector<double>(8, 1.0), "equal logits");
+  testing::expect_distribution(c, std::vector<double>(8, 1.0), "equal logits");
   p.top_k = 3;
-  expect_distribution(counts(flat, p, kDraws), {1, 1, 1, 0, 0, 0, 0, 0}, "equal logits, top_k 3: the lowest ids");
+  testing::expect_distribution(counts(flat, p, kDraws), {1, 1, 1, 0, 0, 0, 0, 0}, "equal logits, top_k 3: the lowest ids");
   p.top_k = -1;
   p.min_p = 1.0;
-  expect_distribution(counts(flat, p, kDraws), std::vector<double>(8, 1.0), "min_p 1 keeps every tie of the top");
+  testing::expect_distribution(counts(flat, p, kDraws), std::vector<double>(8, 1.0), "min_p 1 keeps every tie of the top");
 }
 
 TEST(Sampler, OneTokenVocabularyAlwaysGivesIt) {
@@ -268,7 +249,7 @@ TEST(Sampler, ExtremeFiltersAndTemperaturesLeaveTheArgmax) {
   p.temperature = 1e-30;
   for (int32_t id : tokens(logits, p, 200)) ASSERT_EQ(id, 0) << "tiny temperature";
   p.temperature = 1e30;  // flat: every token appears
-  expect_distribution(counts(logits, p, kDraws), std::vector<double>(8, 1.0), "huge temperature");
+  testing::expect_distribution(counts(logits, p, kDraws), std::vector<double>(8, 1.0), "huge temperature");
 }
 
 TEST(Sampler, MasksAndNanLogitsAreNeverChosen) {
@@ -276,7 +257,7 @@ TEST(Sampler, MasksAndNanLogitsAreNeverChosen) {
   const Tensor logits = row_of({nan, 1.0f, 0.0f, nan, 2.0f, -inf});
   SamplingParams p;
   std::vector<int64_t> c = counts(logits, p, kDraws);
-  expect_distribution(c, {0, std::exp(1.0), 1.0, 0, std::exp(2.0), 0}, "NaN and -inf weigh nothing");
+  testing::expect_distribution(c, {0, std::exp(1.0), 1.0, 0, std::exp(2.0), 0}, "NaN and -inf weigh nothing");
   p.temperature = 0.0;
   EXPECT_EQ(tokens(logits, p, 1)[0], 4) << "greedy ranks NaN below every number";
   const std::vector<int32_t> all_but_two = {0, 1, 3, 4, 5};
@@ -295,7 +276,7 @@ TEST(Sampler, LogitBiasComesBeforePenaltiesAndMasks) {
   p.frequency_penalty = 0.5;
   const TokenCounts history = {{3, 1}};  // 4 / 2 - 0.5 = 1.5
   std::vector<double> expected = {0, std::exp(-1.0), std::exp(0.5), std::exp(1.5)};
-  expect_distribution(counts(logits, p, kDraws, history), expected, "biased then penalised");
+  testing::expect_distribution(counts(logits, p, kDraws, history), expected, "biased then penalised");
   p.temperature = 0.0;
   EXPECT_EQ(counts(logits, p, 1, history)[3], 1);
   p.logit_bias = {{1, 100.0f}};

@@ -2,8 +2,11 @@
 // rounds (DraftChain, which the CPU and GPU runners both follow).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/error.h"
 #include "runtime/speculative.h"
+#include "test_util.h"
 
 namespace narwhal {
 namespace {
@@ -180,6 +183,58 @@ TEST(Speculative, ChainDraftCountIsTheDraftChainsCount) {
                 << "steps " << steps << " max_draft " << max_draft << " kept " << kept << " pages " << pages
                 << " max_position " << max_position;
           }
+}
+
+// Temperature sampling keeps the target's distribution (speculative sampling's rejection rule with a one-hot draft
+// d: accept d when the draw y ~ p(. | context) is d, else emit y). Over 40000 sequences with their own seeds, each
+// verifying one draft d: the first emitted token follows the first row's p exactly (chi-square), whatever d is (the
+// likeliest token, a rare one, one p never draws); d is kept at rate p(d); after a kept d the next token follows the
+// second row's distribution.
+TEST(Speculative, SampledVerifyKeepsTheTargetDistribution) {
+  const std::vector<double> first = {0.30, 0.20, 0.15, 0.12, 0.10, 0.07, 0.06, 0.0};
+  const std::vector<double> second = {0.05, 0.05, 0.10, 0.40, 0.20, 0.10, 0.10, 0.0};
+  constexpr int kSeqs = 40000;
+  const int64_t vocab = static_cast<int64_t>(first.size());
+  SamplingParams params;
+  params.temperature = 1.0;
+  const TokenCounts none;
+  for (int32_t draft : {0, 5, 7}) {
+    ForwardBatch b;
+    std::vector<SampleRequest> samples;
+    for (int s = 0; s < kSeqs; ++s) {
+      b.add_sequence({3, draft}, 10, {s}, 1);
+      SampleRequest r{s, &params, &none};
+      r.seed = static_cast<uint64_t>(s) * 7919 + 11;
+      r.position = 4;
+      samples.push_back(r);
+    }
+    const VerifyRows rows = verify_rows(b, samples);
+    Tensor logits = Tensor::zeros(DType::kF32, {2 * kSeqs, vocab});
+    for (int64_t r = 0; r < 2 * kSeqs; ++r)
+      for (int64_t v = 0; v < vocab; ++v) {
+        const double p = (r % 2 == 0 ? first : second)[static_cast<size_t>(v)];
+        logits.f32()[r * vocab + v] = p > 0 ? static_cast<float>(std::log(p)) : -INFINITY;
+      }
+    const std::vector<SampleRequest> draws = verify_samples(b, samples, rows);
+    std::vector<SampledToken> drawn(draws.size());
+    Sampler(vocab).sample(logits, draws, drawn);
+    const VerifyOutcome out = accept_drafts(b, samples, drawn);
+    std::vector<int64_t> firsts(static_cast<size_t>(vocab), 0), seconds(static_cast<size_t>(vocab), 0);
+    int64_t kept = 0;
+    for (size_t i = 0, at = 0; i < samples.size(); at += static_cast<size_t>(out.accepted[i]), ++i) {
+      ++firsts[static_cast<size_t>(out.sampled[at].token)];
+      if (out.accepted[i] == 2) {
+        ++kept;
+        EXPECT_EQ(out.sampled[at].token, draft);
+        ++seconds[static_cast<size_t>(out.sampled[at + 1].token)];
+      }
+    }
+    const std::string what = "draft " + std::to_string(draft);
+    testing::expect_distribution(firsts, first, what + ", first token");
+    const double rate = static_cast<double>(kept) / kSeqs, want = first[static_cast<size_t>(draft)];
+    EXPECT_NEAR(rate, want, 5.0 * std::sqrt(want * (1 - want) / kSeqs) + 1e-9) << what << ": kept rate";
+    if (kept >= 2000) testing::expect_distribution(seconds, second, what + ", token after the kept draft");
+  }
 }
 
 }  // namespace
