@@ -90,7 +90,7 @@ TEST(Speculative, ChainStepFeedsEachDraftAtTheNextPosition) {
 
 std::vector<SampledToken> tokens(std::vector<int32_t> ids) {
   std::vector<SampledToken> out;
-  for (int32_t id : ids) out.push_back({id});
+  for (int32_t id : ids) out.emplace_back().token = id;
   return out;
 }
 
