@@ -304,8 +304,8 @@ Checkpoint open_checkpoint(const std::string& model_dir, const std::string& draf
   const std::string prefix = cat("model.layers.", c.num_hidden_layers, ".");
   const size_t taken = checkpoint.overlay(draft_dir, prefix);
   NW_CHECK(taken > 0 && checkpoint.find(prefix + "eh_proj.weight"), draft_dir, ": no tensor '", prefix,
-           "eh_proj.weight' in its *.safetensors (a NextN checkpoint holds the MTP layer under the full model's names, ",
-           "model.layers.<num_hidden_layers>.*)");
+           "eh_proj.weight' in its *.safetensors (a NextN checkpoint holds the MTP layer under the full model's ",
+           "names, model.layers.<num_hidden_layers>.*)");
   return checkpoint;
 }
 

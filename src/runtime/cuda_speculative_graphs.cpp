@@ -57,8 +57,9 @@ void CudaModelRunner::capture_speculative_graphs(int max_bs) {
     NW_CUDA_CHECK(cudaGraphDestroy(graph));
     s.execs[bs] = exec;
   }
-  NW_LOG(Info) << "cuda: captured speculative graphs (verify " << rows << " tokens a sequence, " << speculative_.num_steps
-               << " draft rounds) for " << s.execs.size() << " batch sizes up to " << max_bs << " in "
+  NW_LOG(Info) << "cuda: captured speculative graphs (verify " << rows << " tokens a sequence, "
+               << speculative_.num_steps << " draft rounds) for " << s.execs.size() << " batch sizes up to " << max_bs
+               << " in "
                << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() << " s";
 }
 

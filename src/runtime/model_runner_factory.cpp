@@ -164,7 +164,8 @@ RankRunnerFactory rank_factory(const RunnerOptions& options, const ProcessWorld&
                                                     Communicator* dp_group) {
       TpSlice slice = world_slice(rank.flags());
       slice.rank = tp.rank();
-      ModelWeights weights = load_weights(config, model_checkpoint(options, config), Device::kCPU, slice, progress.get());
+      ModelWeights weights =
+          load_weights(config, model_checkpoint(options, config), Device::kCPU, slice, progress.get());
       auto model = std::make_shared<const DeepSeekModel>(config, std::move(weights), &tp, slice.ep_size, dp_group,
                                                          slice.dp_size, slice.moe_a2a, slice.deepep_mode);
       done();
