@@ -90,6 +90,10 @@ json model_info(const ServerContext& context) {
 
 json server_info(const ServerContext& context) {
   const EngineStats& s = context.engine.stats();
+  // SGLang's scheduler state, as its bench_serving and bench_one_batch_server read it: the mean accept length of a
+  // speculating server (0 before any verify; absent without speculation).
+  json state = json::object();
+  if (context.engine.speculating()) state["avg_spec_accept_length"] = s.spec_accept_length();
   return {{"model_path", context.options.model_path},
           {"served_model_name", context.options.model_name},
           {"context_length", context.context_length},
@@ -100,6 +104,7 @@ json server_info(const ServerContext& context) {
           {"num_queue_reqs", context.metrics.queued()},
           {"prompt_tokens_total", s.prompt_tokens.load()},
           {"generation_tokens_total", s.generated_tokens.load()},
+          {"internal_states", json::array({state})},
           {"version", "narwhal"}};
 }
 

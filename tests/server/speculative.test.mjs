@@ -56,7 +56,7 @@ test("concurrent greedy and seeded requests get the plain server's tokens", asyn
   await expectNoLeaks(spec.base);
 });
 
-test("/generate's meta_info counts the verify steps, as SGLang's spec_verify_ct", async () => {
+test("/generate's spec_verify_ct and /get_server_info's avg_spec_accept_length, as SGLang's", async () => {
   const generate = async (server) => (await fetch(`${server.base}/generate`, {
     method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${KEY}` },
     body: JSON.stringify({ text: prompt(questions[1]), sampling_params: { temperature: 0, max_new_tokens: 40,
@@ -69,6 +69,12 @@ test("/generate's meta_info counts the verify steps, as SGLang's spec_verify_ct"
   // The prefill draws the first token; every later one comes from a verify, 1 to 4 at a time.
   assert.ok(verifies >= 39 / 4 && verifies <= 39, `${verifies} verify steps for 40 tokens`);
   assert.ok(40 / verifies > 2, `accept length ${40 / verifies}: the trained drafts are mostly kept`);
+  // /get_server_info's internal_states, where SGLang's benchmarks read the accept length.
+  const info = async (server) => (await fetch(`${server.base}/get_server_info`,
+                                              { headers: { Authorization: `Bearer ${KEY}` } })).json();
+  const accept = (await info(spec)).internal_states[0].avg_spec_accept_length;
+  assert.ok(accept > 2 && accept <= 4, `avg_spec_accept_length ${accept}`);
+  assert.equal((await info(plain)).internal_states[0].avg_spec_accept_length, undefined);
 });
 
 test("an aborted stream frees its drafts' pages", async () => {
