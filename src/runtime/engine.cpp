@@ -474,6 +474,7 @@ void Engine::flush_outputs() {
     const RequestInput& input = seq.request->input;
     RequestOutput out;
     out.token_ids = {pending.sampled.token};
+    ++seq.emitted;
     if (input.return_logprob || input.top_logprobs_num > 0) out.logprobs = {std::move(pending.sampled)};
     if (!pending.logits.empty()) out.logits.push_back(std::move(pending.logits));
     std::optional<std::string> stop_text;
@@ -501,7 +502,7 @@ void Engine::emit(Sequence& seq, RequestOutput&& out) {
   out.index = seq.index;
   out.prompt_tokens = seq.prompt_len;
   out.cached_tokens = seq.cached_tokens;
-  out.completion_tokens = seq.output_len();
+  out.completion_tokens = seq.emitted;
   out.spec_verify_ct = seq.spec_verifies;
   if (out.finish) {
     seq.finished = true;

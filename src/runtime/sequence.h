@@ -31,6 +31,9 @@ struct Sequence {
   bool finished = false;
   int64_t cached_tokens = 0;      // prompt tokens its first admission found in the prefix cache
   int64_t spec_verifies = 0;      // its decode steps that verified drafts (SGLang's spec_verify_ct)
+  // Output tokens handed out so far (completion_tokens): behind output_len() while accepted tokens wait for
+  // flush_outputs, and for good where a stop string ends the sequence before a speculative step's later tokens.
+  int64_t emitted = 0;
   TokenCounts output_counts;
   OutputText text;
   // Speculative decoding: tokens the draft model proposes after the pending one, verified by the next decode step

@@ -77,6 +77,18 @@ test("/generate's spec_verify_ct and /get_server_info's avg_spec_accept_length, 
   assert.equal((await info(plain)).internal_states[0].avg_spec_accept_length, undefined);
 });
 
+// A stop string inside a step's kept drafts ends the output there: the text, the ids and the usage are the plain
+// server's, not counting the kept tokens after it.
+test("a stop string among the kept drafts ends the output and the usage there", async () => {
+  for (const stop of [["= "], ["*"], ["####"]]) {
+    const body = { model: "tiny", prompt: prompt(questions[2]), max_tokens: 40, temperature: 0, stop };
+    const [got, want] = await Promise.all([spec.client.completions.create(body), plain.client.completions.create(body)]);
+    assert.equal(got.choices[0].text, want.choices[0].text, JSON.stringify(stop));
+    assert.equal(got.choices[0].finish_reason, want.choices[0].finish_reason);
+    assert.deepEqual(got.usage, want.usage, `usage with stop ${JSON.stringify(stop)}`);
+  }
+});
+
 test("an aborted stream frees its drafts' pages", async () => {
   const controller = new AbortController();
   const stream = await spec.client.completions.create(
