@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <numeric>
 
@@ -83,6 +84,17 @@ int64_t routed_choices(const ModelConfig& config, int64_t tokens) {
   int64_t moe_layers = 0;
   for (int layer = 0; layer < config.num_hidden_layers; ++layer) moe_layers += config.is_moe_layer(layer);
   return tokens * moe_layers * config.num_experts_per_tok;
+}
+
+std::string run_command(const std::string& command, int status) {
+  FILE* pipe = popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr) << command;
+  if (!pipe) return "";
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  EXPECT_EQ(WEXITSTATUS(pclose(pipe)), status) << command << "\n" << out;
+  return out;
 }
 
 void expect_distribution(const std::vector<int64_t>& c, std::vector<double> expected, const std::string& what) {

@@ -47,6 +47,10 @@ json small_v3_config();
 // Writes config.json and random weights (two shards + index) for `config` into `dir`.
 void write_random_checkpoint(const std::string& dir, const json& config, uint64_t seed = 1, bool fp8 = false);
 
+// Runs a shell command and returns its stdout, expecting exit status `status` (a test failure naming the command
+// otherwise).
+std::string run_command(const std::string& command, int status);
+
 // Chi-square of token counts against `expected` probabilities (any scale), at most 7 nonzero ones; tokens of
 // probability 0 must never appear. The 99.9999th percentile of chi-square with <= 7 degrees of freedom is below 40;
 // a wrong support or normalisation at tens of thousands of draws gives hundreds or more.

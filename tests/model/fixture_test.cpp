@@ -4,7 +4,6 @@
 // dequantized FP8) weights, so only summation order differs; that lands near 1e-6.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <numeric>
 
 #include "core/error.h"
@@ -95,12 +94,7 @@ TEST_P(Fixture, GenerateCommandPrintsReferenceLogits) {
   const std::string command = testing::narwhal_bin() + " generate --model-path " + testing::fixture_dir(name) +
                               " --input-ids " + ids + " --max-new-tokens " + std::to_string(ref.output.size()) +
                               " --temperature 0 --ignore-eos --json --return-logits --log-level error";
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string text;
-  char buf[65536];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) text.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0) << command;
+  const std::string text = testing::run_command(command, 0);
   json out = json::parse(text);
   EXPECT_EQ(out["output_ids"].get<std::vector<int32_t>>(), ref.output);
   auto rows = out["logits"].get<std::vector<std::vector<float>>>();

@@ -5,7 +5,6 @@
 // same drafts); a draft of other dims, or one without the layer, is refused by name.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,17 +17,6 @@ namespace narwhal {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Runs a shell command with stderr to stdout; returns the output, expecting exit status `status`.
-std::string run(const std::string& command, int status) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
-  EXPECT_EQ(WEXITSTATUS(pclose(pipe)), status) << command << "\n" << out;
-  return out;
-}
 
 // The trained model's checkpoint split as a target without its MTP layer (layer 4) and SGLang's NextN export of it.
 struct SplitCheckpoint {
@@ -57,10 +45,12 @@ struct SplitCheckpoint {
 };
 
 std::string generate(const std::string& model, const std::string& flags, int status = 0) {
-  return run(testing::narwhal_bin() + " generate --model-path " + model + " --temperature 0 --max-new-tokens 40 " +
-                 "--page-size 4 --text $'Question: Noah buys 3 coins for $7 each and pays with a $50 bill. How much " +
-                 "change does Noah get?\\nAnswer:' " + flags,
-             status);
+  const std::string question =
+      "$'Question: Noah buys 3 coins for $7 each and pays with a $50 bill. How much change does Noah get?\\nAnswer:'";
+  return testing::run_command(testing::narwhal_bin() + " generate --model-path " + model +
+                                  " --temperature 0 --max-new-tokens 40 --page-size 4 --text " + question + " " +
+                                  flags + " 2>&1",
+                              status);
 }
 
 std::string output_ids(const std::string& out) {
@@ -111,8 +101,8 @@ TEST(DraftCheckpoint, DraftsOfOtherDimsOrWithoutTheLayerAreRefusedByName) {
   // Not a checkpoint directory.
   EXPECT_NE(generate(split.target, nextn + split.dir.file("none"), 1).find("no config.json"), std::string::npos);
   // Without --speculative-algorithm it means nothing.
-  EXPECT_NE(generate(split.target, "--speculative-draft-model-path " + split.draft, 1).find("need --speculative-algorithm"),
-            std::string::npos);
+  const std::string alone = generate(split.target, "--speculative-draft-model-path " + split.draft, 1);
+  EXPECT_NE(alone.find("need --speculative-algorithm"), std::string::npos);
 }
 
 }  // namespace

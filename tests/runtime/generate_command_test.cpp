@@ -14,16 +14,7 @@
 namespace narwhal {
 namespace {
 
-// Runs a shell command; returns its stdout, expecting exit status `status`.
-std::string run(const std::string& command, int status) {
-  FILE* pipe = popen(command.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
-  EXPECT_EQ(WEXITSTATUS(pclose(pipe)), status) << command;
-  return out;
-}
+constexpr auto run = testing::run_command;  // stdout, expecting the exit status
 
 // Runs `narwhal generate` on the v3 fixture with `flags`; returns stdout, expecting exit status `status`.
 std::string generate(const std::string& flags, int status = 0) {
