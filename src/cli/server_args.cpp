@@ -259,8 +259,6 @@ void ServerArgs::validate_speculative() const {
            "--speculative-num-draft-tokens ", speculative_num_draft_tokens, ": with chain drafting a verify checks "
            "the pending token and its ", steps, " drafts, so it is --speculative-num-steps + 1 = ", steps + 1);
   if (device == "cuda") {  // what CudaModelRunner's speculation does not take yet
-    NW_CHECK(!enable_dp_attention, "--speculative-algorithm on --device cuda: not with --enable-dp-attention yet "
-             "(--device cpu speculates under DP attention)");
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
     NW_CHECK(steps + 1 <= most, "--speculative-num-steps ", steps, " on --device cuda: the GPU verifies the pending "
              "token and its drafts in one decode-kernel call of at most ", most, " tokens per sequence, so at most ",

@@ -424,8 +424,9 @@ Tensor CudaModel::forward(const CudaStep& step, const std::vector<Tensor>& cache
 Tensor CudaModel::forward_mtp(const CudaStep& step, const Tensor& hidden, const std::vector<Tensor>& cache,
                               cudaStream_t stream) {
   const int64_t t = step.num_tokens, h = local_.hidden_size, layer = local_.num_hidden_layers;
+  const bool idle = dp_size_ > 1 && t == 0 && step.num_seqs == 0;  // a DP group with nothing: it meets at the MoE
   NW_CHECK(weights_.mtp, "CudaModel::forward_mtp: the weights were loaded without their MTP layer");
-  NW_CHECK(t > 0 && t <= max_tokens_ && step.num_seqs > 0, "CudaModel::forward_mtp: ", t, " tokens in ",
+  NW_CHECK(idle || (t > 0 && t <= max_tokens_ && step.num_seqs > 0), "CudaModel::forward_mtp: ", t, " tokens in ",
            step.num_seqs, " sequences");
   NW_CHECK(static_cast<int64_t>(cache.size()) > layer, "CudaModel::forward_mtp: ", cache.size(),
            " cache layers, the MTP layer's is ", layer);
@@ -435,9 +436,9 @@ Tensor CudaModel::forward_mtp(const CudaStep& step, const Tensor& hidden, const 
   const float eps = static_cast<float>(local_.rms_norm_eps);
   Tensor residual = buffer(kResidual, DType::kF32, {t, h});
   Tensor joined = buffer(kMtpJoined, DType::kBF16, {t, 2 * h});
-  if (!attn_ && h <= 8192) {  // the whole vocabulary here: one kernel (a draft round is launch-bound at small sizes)
+  if (!idle && !attn_ && h <= 8192) {  // the whole vocabulary here: one kernel (a draft round is launch-bound)
     ops::cuda::mtp_input(step.token_ids, w.embed, hidden, w.enorm, w.hnorm, eps, joined, stream);
-  } else {  // the embedding's vocabulary shards meet first
+  } else if (!idle) {  // the embedding's vocabulary shards meet first
     embed(step, w.embed, residual, false, stream);
     Tensor normed = buffer(kNormed, DType::kBF16, {t, h});
     ops::cuda::add_rms_norm(residual, Tensor(), w.enorm, eps, normed, stream);
@@ -445,14 +446,16 @@ Tensor CudaModel::forward_mtp(const CudaStep& step, const Tensor& hidden, const 
     ops::cuda::copy_columns(joined, h, hidden, 0, h, stream);
     ops::cuda::rms_norm_rows(static_cast<uint16_t*>(joined.data) + h, t, h, 2 * h, w.hnorm, eps, stream);
   }
-  Tensor projected = buffer(kDelta, DType::kBF16, {t, h});
-  linear(joined, w.eh_proj, projected, stream);
-  ops::cuda::bf16_to_f32(projected, residual, stream);
+  if (!idle) {  // an idle DP group only meets the others in the layer's MoE
+    Tensor projected = buffer(kDelta, DType::kBF16, {t, h});
+    linear(joined, w.eh_proj, projected, stream);
+    ops::cuda::bf16_to_f32(projected, residual, stream);
+  }
   override_layer_ = 0;
   drafting_ = true;  // the draft model's routing is not the served model's expert load (the CPU's does not count)
-  const Tensor ffn_out = decoder_layer(w.layer, step, cache[layer], residual, Tensor(), false, stream);
+  const Tensor ffn_out = decoder_layer(w.layer, step, cache[layer], residual, Tensor(), idle, stream);
   drafting_ = false;
-  return head(step, residual, ffn_out, w.head_norm, w.head, false, stream);
+  return head(step, residual, ffn_out, w.head_norm, w.head, idle, stream);
 }
 
 void CudaModel::all_reduce(Tensor& t, cudaStream_t stream) {

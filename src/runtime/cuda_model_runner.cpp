@@ -45,13 +45,12 @@ struct CudaModelRunner::HostStaging {
 };
 
 CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, const CudaRunnerOptions& options)
-    : page_size_(options.page_size), draws_(std::make_unique<Draws>()), speculative_(options.speculative) {
+    : tp_(options.tp), page_size_(options.page_size), draws_(std::make_unique<Draws>()),
+      speculative_(options.speculative) {
   NW_CHECK(options.page_size >= 1, "--page-size must be positive");
   if (speculative_.enabled()) {
     NW_CHECK(weights.mtp, "--speculative-algorithm NEXTN drafts with the checkpoint's MTP layer, and this one has "
              "none (config.json field 'num_nextn_predict_layers' is 0, or its layer weights are missing)");
-    NW_CHECK(options.dp_size == 1, "--speculative-algorithm on --device cuda: not with --enable-dp-attention yet ",
-             "(--device cpu speculates under DP attention)");
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
     NW_CHECK(speculative_.num_steps + 1 <= most, "--speculative-num-steps ", speculative_.num_steps, " on --device "
              "cuda: a verify checks the pending token and its drafts in one decode-kernel call, which takes at most ",
@@ -120,7 +119,8 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   // Speculative graphs return the logits of every verify row (bs x (1 + N) of the vocabulary, F32): up to 1024 rows,
   // 0.5 GB at V3's vocabulary; larger batches verify eagerly.
   const int64_t spec_bs = std::min(graph_bs, std::min<int64_t>(1024, max_tokens) / (1 + speculative_.num_steps));
-  if (speculative_.enabled() && spec_bs > 0) capture_speculative_graphs(static_cast<int>(spec_bs));
+  if (speculative_.enabled() && spec_bs > 0 && model_->dp_size() == 1)
+    capture_speculative_graphs(static_cast<int>(spec_bs));
 }
 
 CudaModelRunner::~CudaModelRunner() {
@@ -147,7 +147,7 @@ ModelConfig gpu_config(const std::string& model_dir, TpSlice slice) {
 
 }  // namespace
 
-int64_t CudaModelRunner::fewest(Communicator& tp, int64_t value) {
+std::vector<int64_t> CudaModelRunner::gathered(Communicator& tp, int64_t value) {
   const int32_t mine = static_cast<int32_t>(std::min<int64_t>(value, INT32_MAX));
   Tensor sent = Tensor::empty(DType::kI32, {1}, Device::kCUDA);
   Tensor all = Tensor::empty(DType::kI32, {tp.size()}, Device::kCUDA);
@@ -156,7 +156,21 @@ int64_t CudaModelRunner::fewest(Communicator& tp, int64_t value) {
   std::vector<int32_t> counts(static_cast<size_t>(tp.size()));
   NW_CUDA_CHECK(cudaMemcpyAsync(counts.data(), all.data, counts.size() * 4, cudaMemcpyDeviceToHost, stream_));
   NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return *std::min_element(counts.begin(), counts.end());
+  return {counts.begin(), counts.end()};
+}
+
+int64_t CudaModelRunner::fewest(Communicator& tp, int64_t value) {
+  const std::vector<int64_t> all = gathered(tp, value);
+  return *std::min_element(all.begin(), all.end());
+}
+
+std::vector<int64_t> CudaModelRunner::dp_counts(int64_t tokens) {
+  NW_CHECK(tp_ && model_->dp_size() > 1, "dp_counts: the runner has no DP attention");
+  const std::vector<int64_t> all = gathered(*tp_, tokens);
+  const int64_t per_group = tp_->size() / model_->dp_size();
+  std::vector<int64_t> counts;
+  for (int g = 0; g < model_->dp_size(); ++g) counts.push_back(all[static_cast<size_t>(g * per_group)]);
+  return counts;
 }
 
 std::unique_ptr<CudaModelRunner> CudaModelRunner::load(const std::string& model_dir,
@@ -436,7 +450,8 @@ bool needs_draft_model(const ForwardBatch& batch, std::span<const SampleRequest>
 }  // namespace
 
 void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
-  if (speculative_.enabled() && needs_draft_model(batch, samples)) {
+  // With DP attention every group speculates every step (eager), so that their verifies and draft rounds meet.
+  if (speculative_.enabled() && (model_->dp_size() > 1 || needs_draft_model(batch, samples))) {
     if (const int bs = speculative_graph_size(batch, samples, return_logits))
       return launch_speculative_graph(batch, samples, bs);
     return launch_speculative(batch, samples, return_logits);

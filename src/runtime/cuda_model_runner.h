@@ -44,9 +44,9 @@ struct CudaRunnerOptions {
   int dp_size = 1;
   int ranks_per_device = 1;         // TP ranks sharing this GPU (device-local): each sizes its cache from its share
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
-  // NEXTN speculative decoding (not with DP attention yet): the MTP layer is loaded (each TP rank its slice), the
-  // cache holds its latents too, and launch() verifies drafts and drafts more (cuda_speculative_graphs.cpp, and
-  // cuda_speculative.cpp eager). Every TP rank gets the sample requests (TpRanks) and draws the same tokens from the
+  // NEXTN speculative decoding: the MTP layer is loaded (each TP rank its slice), the cache holds its latents too,
+  // and launch() verifies drafts and drafts more (cuda_speculative_graphs.cpp, and cuda_speculative.cpp eager; with
+  // DP attention every step, eager, each group running every draft round). Every TP rank gets the sample requests (TpRanks) and draws the same tokens from the
   // same logits, so their draft rounds, and the collectives in them, meet.
   SpeculativeConfig speculative = {};
 };
@@ -106,14 +106,19 @@ class CudaModelRunner : public ModelRunner {
                   int64_t verify_len = 0, std::span<const int64_t> logit_rows = {});
   void split_into_parts(CudaStep& step, int64_t verify_len);
   void capture_graphs(int max_bs);
-  // The fewest of every TP rank's `value` (collective): the cache size, or the largest graph, all of them hold.
+  // Every TP rank's `value`, in rank order (a collective; a host sync).
+  std::vector<int64_t> gathered(Communicator& tp, int64_t value);
+  // The fewest of every TP rank's `value`: the cache size, or the largest graph, all of them hold.
   int64_t fewest(Communicator& tp, int64_t value);
+  // DP attention: every group's token count for a step of this group's `tokens` (its first rank's).
+  std::vector<int64_t> dp_counts(int64_t tokens);
   // Runs the step (graph or eager) and returns the device logits [>= B, vocab], not yet synchronized.
   Tensor forward(const ForwardBatch& batch, AttentionForm form);
   // DP attention: the batch must name every group's token count, its own group's its own.
   void check_dp_tokens(const ForwardBatch& batch) const;
 
   std::unique_ptr<CudaModel> model_;
+  Communicator* tp_ = nullptr;  // CudaRunnerOptions::tp
   cudaStream_t stream_ = nullptr;
   int64_t page_size_ = 0, num_pages_ = 0, max_pages_per_seq_ = 0, max_seqs_ = 0;
   Tensor cache_storage_;

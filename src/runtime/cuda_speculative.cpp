@@ -41,6 +41,7 @@ void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<co
   const bool decode = all_decode(batch);
   CudaStep step = upload(batch, decode, 0, !decode, verify_len, logit_rows);
   step.keep_hidden = true;
+  if (model_->dp_size() > 1) step.dp_rows = dp_counts(step.num_tokens);  // padded: not the engine's dp_tokens
   const Tensor logits = model_->forward(step, cache_, stream_);
   const std::vector<SampleRequest> draws = verify_samples(batch, samples, rows);
   queue_draws(logits, draws, return_logits);
@@ -55,13 +56,15 @@ void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<co
 }
 
 // The draft model's rounds (DraftChain): each gathers the rows it continues from out of the last forward's hidden
-// states, runs the MTP layer and brings its argmax ids back.
+// states, runs the MTP layer and brings its argmax ids back. With DP attention every group runs every round (empty
+// where it has nothing), each sized by every group's count, since their MoE layers meet.
 std::vector<std::vector<int32_t>> CudaModelRunner::draft(const ForwardBatch& verify,
                                                          std::span<const int64_t> verify_rows,
                                                          std::span<const SampleRequest> samples,
                                                          const VerifyOutcome& outcome) {
+  const bool dp = model_->dp_size() > 1;
   DraftChain chain(verify, samples, outcome, speculative_.num_steps, page_size_,
-                   model_->config().max_position_embeddings);
+                   model_->config().max_position_embeddings, dp);
   bool first = true;
   while (!chain.done()) {
     const ForwardBatch& batch = chain.batch();
@@ -73,12 +76,15 @@ std::vector<std::vector<int32_t>> CudaModelRunner::draft(const ForwardBatch& ver
     const bool decode = all_decode(batch);
     CudaStep step = upload(batch, decode, 0, !decode);
     step.keep_hidden = true;
+    if (dp) step.dp_rows = dp_counts(step.num_tokens);
     const Tensor logits = model_->forward_mtp(step, hidden, cache_, stream_);
     const int64_t n = logits.size(0);
     Tensor ids = greedy_ids_.rows(0, n);
     ops::cuda::argmax(logits, ids, stream_);
     std::vector<int32_t> next(static_cast<size_t>(n));
-    NW_CUDA_CHECK(cudaMemcpyAsync(next.data(), ids.data, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost, stream_));
+    if (n > 0)
+      NW_CUDA_CHECK(cudaMemcpyAsync(next.data(), ids.data, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
+                                    stream_));
     NW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the next round's batch is built from these ids
     chain.advance(next);
   }
@@ -113,11 +119,12 @@ Tensor CudaModelRunner::gather_hidden(std::span<const int64_t> rows) {
     host[i] = static_cast<int32_t>(rows[i]);
   }
   if (!rows_device_.defined() || rows_device_.size(0) < n) {  // grown between steps only: nothing captured reads them
-    rows_device_ = Tensor::empty(DType::kI32, {n}, Device::kCUDA);
-    mtp_hidden_ = Tensor::empty(DType::kBF16, {n, h}, Device::kCUDA);
+    rows_device_ = Tensor::empty(DType::kI32, {std::max<int64_t>(n, 1)}, Device::kCUDA);
+    mtp_hidden_ = Tensor::empty(DType::kBF16, {std::max<int64_t>(n, 1), h}, Device::kCUDA);
   }
   const Tensor index = rows_device_.rows(0, n);
   Tensor out = mtp_hidden_.rows(0, n);
+  if (n == 0) return out;  // a DP group with nothing to draft this round
   NW_CUDA_CHECK(cudaMemcpyAsync(index.data, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_));
   ops::cuda::gather_rows(source, index, out, stream_);
   return out;

@@ -1,8 +1,9 @@
-// Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with 1, 3 and 5 drafts per step equal its ids
-// without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked prefill, mixed chunks, the
-// prefix cache and small pages (page 4: the portable attention, eager; page 16: the tuned decode kernel verifying 2,
-// 4 and 6 tokens per sequence, in the speculative graphs); the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's
-// MTP layer matches the CPU reference's DeepSeekModel::forward_mtp.
+// Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with 1, 3 and 5 drafts per step equal its
+// ids without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked
+// prefill, mixed chunks, the prefix cache and small pages (page 4: the portable attention, eager; page 16: the tuned
+// decode kernel verifying 2, 4 and 6 tokens per sequence, in the speculative graphs), and under TP, EP and DP
+// attention; the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's MTP layer
+// matches the CPU reference's DeepSeekModel::forward_mtp.
 //
 // Tolerance of forward_mtp against the CPU, 2e-2 (max |diff| / max |ref| per row): one decoder layer, its norms and
 // eh_proj in BF16 (2^-9 relative per rounding, ~10 deep) on the same weights, its input hidden rounded to BF16, as
@@ -111,6 +112,12 @@ std::vector<std::vector<int32_t>> arith_prompts() {
   return out;
 }
 
+std::vector<std::unique_ptr<ModelRunner>> one(std::unique_ptr<ModelRunner> runner) {
+  std::vector<std::unique_ptr<ModelRunner>> runners;
+  runners.push_back(std::move(runner));
+  return runners;
+}
+
 struct EngineRun {
   std::vector<std::vector<int32_t>> outputs;
   double accept_length = 0;
@@ -118,13 +125,14 @@ struct EngineRun {
 
 // The prompts in two waves (the second finds the first's prefixes in the cache), chunks of 16 beside decodes.
 // Greedy unless `temperature` > 0 (then seeded: every row is drawn as decoding draws its position).
-EngineRun run_engine(std::unique_ptr<ModelRunner> runner, const std::vector<std::vector<int32_t>>& prompts, int steps,
-                     int max_new_tokens, double temperature = 0.0) {
+EngineRun run_engine(std::vector<std::unique_ptr<ModelRunner>> runners,
+                     const std::vector<std::vector<int32_t>>& prompts, int steps, int max_new_tokens,
+                     double temperature = 0.0) {
   EngineConfig config;
   config.speculative_num_steps = steps;
   config.chunked_prefill_size = 16;
   config.enable_mixed_chunk = true;
-  Engine engine(std::move(runner), config);
+  Engine engine(std::move(runners), config);
   SamplingParams params;
   params.temperature = temperature;
   params.seed = 7;
@@ -164,10 +172,11 @@ TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
   for (const Model& m : models()) {
     const DeepSeekModel cpu = DeepSeekModel::load(m.dir);
     for (int64_t page : {4, 16}) {
-      const EngineRun plain = run_engine(CudaModelRunner::load(m.dir, options(page, 0)), m.prompts, 0, 24);
+      const EngineRun plain = run_engine(one(CudaModelRunner::load(m.dir, options(page, 0))), m.prompts, 0, 24);
       for (int steps : {1, 3, 5}) {
         SCOPED_TRACE(m.dir + " page " + std::to_string(page) + " steps " + std::to_string(steps));
-        const EngineRun spec = run_engine(CudaModelRunner::load(m.dir, options(page, steps)), m.prompts, steps, 24);
+        const EngineRun spec =
+            run_engine(one(CudaModelRunner::load(m.dir, options(page, steps))), m.prompts, steps, 24);
         int parted = 0;
         for (size_t p = 0; p < m.prompts.size(); ++p)
           parted += parts_only_at_a_near_tie(cpu, m.prompts[p], spec.outputs[p], plain.outputs[p]);
@@ -179,19 +188,25 @@ TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
   }
 }
 
-// TP 2 with both ranks on this GPU (the device-local backend: eager steps, its collectives cannot be captured), each
-// rank its slice of the MTP layer too, and with the experts split over 2 EP groups (the MTP layer's as well): the
-// trained model's greedy ids are one GPU's plain ones, but at near ties. (The fixtures' 24-wide experts do not split
-// for the GPU's kernels.)
+// TP 2 and 4 with every rank on this GPU (the device-local backend: eager steps, its collectives cannot be captured),
+// each rank its slice of the MTP layer too; with the experts split over EP groups (the MTP layer's as well); with DP
+// attention (2 groups of 1 and of 2 ranks: each group speculates every step and every group runs every draft round,
+// sized by all groups' counts): the trained model's greedy ids are one GPU's plain ones, but at near ties. (The
+// fixtures' 24-wide experts do not split for the GPU's kernels.)
 TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
   NW_REQUIRE_GPU();
   const std::string dir = testing::source_path("models/arith-tiny");
   const DeepSeekModel cpu = DeepSeekModel::load(dir);
   const std::vector<std::vector<int32_t>> prompts = arith_prompts();
-  const EngineRun plain = run_engine(CudaModelRunner::load(dir, options(16, 0)), prompts, 0, 24);
+  const EngineRun plain = run_engine(one(CudaModelRunner::load(dir, options(16, 0))), prompts, 0, 24);
   setenv(kDeviceLocalEnv, "1", 1);
-  for (const auto& [ep, steps] : {std::pair{1, 1}, std::pair{1, 3}, std::pair{2, 0}, std::pair{2, 3}}) {
-    SCOPED_TRACE(cat("ep ", ep, " steps ", steps));
+  struct Layout {
+    int tp, ep, dp, steps;
+  };
+  for (const Layout& l : {Layout{2, 1, 1, 1}, Layout{2, 1, 1, 3}, Layout{2, 2, 1, 0}, Layout{2, 2, 1, 3},
+                          Layout{2, 1, 2, 3}, Layout{4, 1, 2, 3}, Layout{4, 4, 2, 3}}) {
+    const int steps = l.steps;
+    SCOPED_TRACE(cat("tp ", l.tp, " ep ", l.ep, " dp ", l.dp, " steps ", steps));
     RunnerOptions o;
     o.model_path = dir;
     o.device = "cuda";
@@ -199,10 +214,12 @@ TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
     o.max_total_tokens = 4096;
     o.max_tokens_per_step = 1024;
     o.cuda_graph_max_bs = 8;
-    o.parallel.tp_size = 2;
-    o.parallel.ep_size = ep;
+    o.parallel.tp_size = l.tp;
+    o.parallel.ep_size = l.ep;
+    o.parallel.enable_dp_attention = l.dp > 1;
+    o.parallel.dp_size = l.dp;
     o.speculative = SpeculativeConfig{steps, {}};
-    const EngineRun spec = run_engine(make_model_runner(o), prompts, steps, 24);
+    const EngineRun spec = run_engine(make_model_runners(o), prompts, steps, 24);
     int parted = 0;
     for (size_t p = 0; p < prompts.size(); ++p)
       parted += parts_only_at_a_near_tie(cpu, prompts[p], spec.outputs[p], plain.outputs[p]);
@@ -231,8 +248,8 @@ TEST(CudaSpeculative, RandomConfigsGreedyIdsEqualPlainDecoding) {
     std::vector<std::vector<int32_t>> prompts = random_prompts();
     for (std::vector<int32_t>& p : prompts)
       for (int32_t& id : p) id = 2 + id % static_cast<int32_t>(cpu.config().vocab_size - 2);
-    const EngineRun plain = run_engine(CudaModelRunner::load(dir.path(), options(16, 0)), prompts, 0, 16);
-    const EngineRun spec = run_engine(CudaModelRunner::load(dir.path(), options(16, 3)), prompts, 3, 16);
+    const EngineRun plain = run_engine(one(CudaModelRunner::load(dir.path(), options(16, 0))), prompts, 0, 16);
+    const EngineRun spec = run_engine(one(CudaModelRunner::load(dir.path(), options(16, 3))), prompts, 3, 16);
     int parted = 0;
     for (size_t p = 0; p < prompts.size(); ++p)
       parted += parts_only_at_a_near_tie(cpu, prompts[p], spec.outputs[p], plain.outputs[p]);
@@ -245,8 +262,8 @@ TEST(CudaSpeculative, RandomConfigsGreedyIdsEqualPlainDecoding) {
 TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
   NW_REQUIRE_GPU();
   const std::string dir = testing::source_path("models/arith-tiny");
-  const EngineRun plain = run_engine(CudaModelRunner::load(dir, options(16, 0)), arith_prompts(), 0, 24, 0.8);
-  const EngineRun spec = run_engine(CudaModelRunner::load(dir, options(16, 3)), arith_prompts(), 3, 24, 0.8);
+  const EngineRun plain = run_engine(one(CudaModelRunner::load(dir, options(16, 0))), arith_prompts(), 0, 24, 0.8);
+  const EngineRun spec = run_engine(one(CudaModelRunner::load(dir, options(16, 3))), arith_prompts(), 3, 24, 0.8);
   EXPECT_EQ(spec.outputs, plain.outputs);
   EXPECT_GT(spec.accept_length, 1.0);
 }
@@ -254,8 +271,8 @@ TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
 // The trained model's MTP layer drafts what it will say: random drafts keep about 1.0 tokens a step.
 TEST(CudaSpeculative, TrainedModelKeepsItsDrafts) {
   NW_REQUIRE_GPU();
-  const EngineRun spec = run_engine(CudaModelRunner::load(testing::source_path("models/arith-tiny"), options(16, 3)),
-                                     arith_prompts(), 3, 40);
+  const std::string dir = testing::source_path("models/arith-tiny");
+  const EngineRun spec = run_engine(one(CudaModelRunner::load(dir, options(16, 3))), arith_prompts(), 3, 40);
   std::printf("[ arith-tiny on the GPU, 3 steps ] accept length %.2f\n", spec.accept_length);
   EXPECT_GT(spec.accept_length, 2.0);
 }

@@ -112,8 +112,6 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
   refused("v3", "--device cuda --speculative-algorithm NEXTN --load-format dummy --speculative-draft-model-path /tmp",
           "not read with --load-format dummy");
   // What the GPU runner does not speculate with yet, refused before any GPU is looked for.
-  refused("v3", "--device cuda --tp-size 2 --enable-dp-attention --dp-size 2 --speculative-algorithm NEXTN",
-          "not with --enable-dp-attention yet");
   refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-num-steps 8",
           "--speculative-num-steps 8 on --device cuda");
 }
