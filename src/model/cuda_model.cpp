@@ -69,12 +69,18 @@ bool fits_mla_kernels(const ModelConfig& c) {
   return c.kv_lora_rank == 512 && c.qk_rope_head_dim == 64 && c.qk_nope_head_dim == 128 && c.v_head_dim == 128;
 }
 
+// Every MoE layer, the MTP layer's included (a model whose main layers are all dense may still draft through
+// an MoE), must fit the tuned kernels; all share the config's dims and the checkpoint's expert dtype.
 bool fits_moe_kernels(const ModelConfig& c, const CudaModelWeights& w) {
-  for (const CudaLayerWeights& l : w.layers) {
-    if (!l.moe) continue;
-    const bool fp8 = l.moe->experts.gate_up.dtype == DType::kF8E4M3;
-    return c.hidden_size % 128 == 0 && c.moe_intermediate_size % (fp8 ? 128 : 64) == 0 &&
-           c.num_experts_per_tok + l.moe->experts.num_shared <= 32;
+  std::vector<const CudaLayerWeights*> layers;
+  for (const CudaLayerWeights& l : w.layers) layers.push_back(&l);
+  if (w.mtp) layers.push_back(&w.mtp->layer);
+  for (const CudaLayerWeights* l : layers) {
+    if (!l->moe) continue;
+    const bool fp8 = l->moe->experts.gate_up.dtype == DType::kF8E4M3;
+    if (c.hidden_size % 128 != 0 || c.moe_intermediate_size % (fp8 ? 128 : 64) != 0 ||
+        c.num_experts_per_tok + l->moe->experts.num_shared > 32)
+      return false;
   }
   return true;
 }
