@@ -81,8 +81,8 @@ void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& s
   if (w.kv_b_fp8)
     gemm_.bmm_fp8(q_nope, w.kv_b_fp8->w_uk_t, ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
   else
-    gemm_.bmm_bf16(q_nope, ops::cuda::row_groups(w.kv_b_bf16, heads, 0, nope), false,
-                   ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
+    gemm_.bmm_bf16(q_nope, ops::cuda::row_groups(w.w_uk_t_bf16.reshape({heads * kv_lora, nope}), heads, 0, kv_lora),
+                   true, ops::cuda::head_slices(q_abs, 0, kv_lora), stream);
 
   Tensor latent_out = buffer(kAttnLatent, DType::kBF16, {t, heads, kv_lora});
   const float scale = static_cast<float>(local_.softmax_scale());

@@ -140,6 +140,7 @@ int64_t layer_bytes(const CudaLayerWeights& l) {
     b += bytes_of(*x);
   b += bytes_of(l.input_norm) + bytes_of(l.post_attention_norm) + bytes_of(a.q_a_norm) + bytes_of(a.kv_a_norm);
   if (a.kv_b_fp8) b += bytes_of(a.kv_b_fp8->w_uk_t.q) + bytes_of(a.kv_b_fp8->w_uv.q);
+  b += bytes_of(a.w_uk_t_bf16);
   if (l.mlp) b += bytes_of(l.mlp->gate_up) + bytes_of(l.mlp->down);
   if (l.moe) {
     const ops::cuda::MoeExpertWeights& e = l.moe->experts;
@@ -195,8 +196,11 @@ CudaLayerWeights convert_layer(const ModelConfig& c, DecoderLayerWeights& l) {
   if (a.kv_b_proj.fp8())
     ca.kv_b_fp8 = ops::cuda::split_kv_b_fp8(a.kv_b_proj.weight.to(Device::kCPU), a.kv_b_proj.scale_inv.to(Device::kCPU),
                                             c.num_attention_heads);
-  else
+  else {
     ca.kv_b_bf16 = a.kv_b_proj.weight;
+    const int64_t nope = c.qk_nope_head_dim, v = c.v_head_dim;
+    ca.w_uk_t_bf16 = ops::cuda::transpose_w_uk_bf16(a.kv_b_proj.weight, a.kv_b_proj.weight.size(0) / (nope + v), nope, v);
+  }
   if (l.mlp) cl.mlp = CudaMlpWeights{convert_linear(l.mlp->gate_up), convert_linear(l.mlp->down)};
   if (l.moe) {
     cl.moe = CudaMoeWeights{l.moe->router, l.moe->correction_bias, fold_experts(c, *l.moe)};

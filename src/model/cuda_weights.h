@@ -29,6 +29,7 @@ struct CudaAttentionWeights {
   // Absorbed form: kv_b_proj's W_UK / W_UV as BF16 row groups of `kv_b_bf16` [H * (nope + v), kv_lora], or
   // (FP8 checkpoints) split and re-blocked per head.
   Tensor kv_b_bf16;
+  Tensor w_uk_t_bf16;  // BF16 checkpoints: W_UK transposed per head [H, kv_lora, nope] (ops::cuda::transpose_w_uk_bf16)
   std::optional<ops::cuda::MlaFp8Weights> kv_b_fp8;
 };
 

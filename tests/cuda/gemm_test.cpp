@@ -64,7 +64,7 @@ TEST_F(CudaGemm, LinearBf16AtDeepSeekShapes) {
   // V2-Lite q_proj, kv_a_proj_with_mqa and o_proj; V3 q_b_proj (q_lora 1536 -> 16 TP heads x 192); odd M; and
   // decode rows (M <= 4, the own small-M kernel) with an odd N and a K that ends inside a warp's 1024-wide step.
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 3072, 2048}, {37, 576, 2048}, {37, 2048, 2048},
-                         {129, 3072, 1536}, {3, 1001, 1544}, {4, 576, 2048}, {2, 2048, 10944}}) {
+                         {129, 3072, 1536}, {3, 1001, 1544}, {4, 576, 2048}, {2, 2048, 10944}, {7, 576, 2048}}) {
     auto x = random_bf16({m, k}, 10 + m);
     auto w = random_bf16({n, k}, 20 + n, 1.0f / std::sqrt(static_cast<float>(k)));
     Tensor y = testing::poisoned(DType::kBF16, {m, n});
@@ -115,6 +115,13 @@ TEST_F(CudaGemm, BmmBf16OnHeadSlicesAndRowGroups) {
     }
     const std::string name = " tokens " + std::to_string(tokens) + " heads " + std::to_string(heads);
     expect_close(got_latent, ref_q, kGemmTolerance, "bmm_bf16 q_nope x W_UK" + name);
+    // The decode's form: W_UK transposed per head at load time, a transposed-weight product.
+    const Tensor w_uk_t = ops::cuda::transpose_w_uk_bf16(kv_b.device, heads, kNope, kV);
+    Tensor q_abs_t = Tensor::empty(DType::kBF16, {tokens, heads, kLora}, Device::kCUDA);
+    runner_->bmm_bf16(ops::cuda::head_slices(q.device, 0, kNope),
+                      ops::cuda::row_groups(w_uk_t.reshape({heads * kLora, kNope}), heads, 0, kLora),
+                      /*w_transposed=*/true, ops::cuda::head_slices(q_abs_t, 0, kLora), nullptr);
+    expect_close(q_abs_t, ref_q, kGemmTolerance, "bmm_bf16 q_nope x transpose_w_uk_bf16" + name);
     expect_close(out, ref_out, kGemmTolerance, "bmm_bf16 o_latent x W_UV^T" + name);
   }
 }

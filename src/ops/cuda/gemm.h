@@ -44,6 +44,10 @@ struct MlaFp8Weights {
   Fp8BlockWeight w_uk_t, w_uv;
 };
 MlaFp8Weights split_kv_b_fp8(const Tensor& kv_b_q, const Tensor& kv_b_scale, int64_t heads);
+// W_UK transposed per head from a BF16 kv_b_proj [H * (nope + v), L] (any device): [H, L, nope] on the device, so
+// that q_latent = q_nope w_uk_t^T runs as a transposed-weight product (the batch-invariant small-M kernel at
+// decode sizes, where the untransposed form would take cuBLASLt's per-M algorithms). Load time only.
+Tensor transpose_w_uk_bf16(const Tensor& kv_b, int64_t heads, int64_t nope, int64_t v);
 
 // Per-token-group FP8 quantization (for tests and callers that keep quantized activations): x [M, K] BF16 ->
 // q [M, K] F8_E4M3, scale [ceil(K/128), M] F32 (M-major: scale of row m, group g at g * M + m), amax / 448.

@@ -39,7 +39,8 @@ struct Fp8SmallMArgs {
 };
 
 // y[b] (BF16) = x[b] w[b]^T (+ y[b] when accumulate) for at most kBf16SmallMMaxRows rows, BF16 in, FP32
-// accumulation; element strides. Decode's products: a GEMV streaming the weight, faster than cuBLASLt there.
+// accumulation; element strides. Decode's products: a GEMV streaming the weight, faster than cuBLASLt there, and
+// batch invariant (a row's bits do not depend on M).
 inline constexpr int64_t kBf16SmallMMaxRows = 4;
 struct Bf16SmallMArgs {
   const void* x = nullptr;  // x[b][m][c] at b * x_batch + m * x_row + c

@@ -78,4 +78,19 @@ MlaFp8Weights split_kv_b_fp8(const Tensor& kv_b_q, const Tensor& kv_b_scale, int
   return {{uk_t.to(Device::kCUDA), uk_t_scale.to(Device::kCUDA)}, {uv.to(Device::kCUDA), uv_scale.to(Device::kCUDA)}};
 }
 
+Tensor transpose_w_uk_bf16(const Tensor& kv_b, int64_t heads, int64_t nope, int64_t v) {
+  NW_CHECK(kv_b.dtype == DType::kBF16 && kv_b.ndim() == 2 && kv_b.size(0) == heads * (nope + v),
+           "transpose_w_uk_bf16: kv_b ", kv_b.shape_string(), " for ", heads, " heads of nope ", nope, " + v ", v,
+           " (BF16 expected)");
+  const Tensor host = kv_b.to(Device::kCPU);
+  const int64_t latent = kv_b.size(1);
+  const uint16_t* src = host.ptr<uint16_t>();
+  Tensor uk_t = Tensor::zeros(DType::kBF16, {heads, latent, nope});
+  uint16_t* dst = uk_t.ptr<uint16_t>();
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t d = 0; d < nope; ++d)
+      for (int64_t c = 0; c < latent; ++c) dst[(h * latent + c) * nope + d] = src[(h * (nope + v) + d) * latent + c];
+  return uk_t.to(Device::kCUDA);
+}
+
 }  // namespace narwhal::ops::cuda

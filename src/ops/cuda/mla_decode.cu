@@ -56,13 +56,18 @@ struct Plan {
   int block_rows, m_blocks, parts;
 };
 
+int block_rows_for(int64_t rows) { return rows <= 16 ? 16 : rows <= 32 ? 32 : 64; }
+
 Plan make_plan(const MlaDecodeParams& p, int num_sms) {
   const int64_t rows = p.q_len * p.heads;
-  const int block_rows = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
+  const int block_rows = block_rows_for(rows);
   const int m_blocks = static_cast<int>(ceil_div(rows, block_rows));
   // One CTA per SM (shared memory allows no more): the row blocks of a part run side by side, and read the
-  // same tiles at about the same time, so all but the first read hit L2.
-  return {block_rows, m_blocks, std::max(1, num_sms / m_blocks)};
+  // same tiles at about the same time, so all but the first read hit L2. The parts are those of a decode
+  // (q_len 1) whatever q_len is, so a verify cuts the keys where a decode does (batch invariance); a verify
+  // with more row blocks than a decode runs in more waves instead.
+  const int decode_m_blocks = static_cast<int>(ceil_div(p.heads, block_rows_for(p.heads)));
+  return {block_rows, m_blocks, std::max(1, num_sms / decode_m_blocks)};
 }
 
 __device__ __forceinline__ int tiles_of(int seq_len) { return seq_len > 0 ? (seq_len + kBlockN - 1) / kBlockN : 0; }
@@ -205,7 +210,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
   const int s_slice = warp / kGroups, s_group = warp % kGroups, s_keys = s_group * kWarpKeys;
   const int s_row = s_slice * 16 + lane / 4, t = lane % 4;
   float o[kMTiles][kWarpDims / 8][4];
-  float row_max[2], row_sum[2];  // running max of raw scores, this thread's share of the row sum
+  float row_max[2];              // running max of raw scores
+  // The row sum, kept by the 4 threads of row tid / 4 (tid < kBlockM * 4) and added in a fixed order per tile
+  // (16 keys each, then a butterfly), so that its bits do not depend on kMTiles: a verify's rows (q_len > 1, more
+  // rows a CTA) get a decode's bits (batch invariance, docs/speculative.md).
+  const bool sums_row = threadIdx.x < kBlockM * 4;
+  const int sum_row = threadIdx.x / 4, sum_quarter = threadIdx.x % 4;
+  float row_sum = 0.0f;
   int limit[2];                  // keys visible to the S rows: causal among the new tokens
   int chunk_first = 0;           // first tile (within its sequence) of the chunk in progress
 
@@ -228,8 +239,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
         const int token = (m_block * kBlockM + s_row + 8 * i) / a.heads;  // past q_len on padding rows
         limit[i] = min(cursor.seq_len, cursor.seq_len - a.q_len + token + 1);
         row_max[i] = -INFINITY;
-        row_sum[i] = 0.0f;
       }
+      row_sum = 0.0f;
 #pragma unroll
       for (int mi = 0; mi < kMTiles; ++mi)
 #pragma unroll
@@ -287,7 +298,6 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
       const float alpha = fast_exp2((row_max[i] - ref) * a.scale_log2);
       neg_ref[i] = -ref * a.scale_log2;
       row_max[i] = new_max;
-      row_sum[i] *= alpha;
       if (s_group == 0 && t == 0) alpha_smem[s_row + 8 * i] = alpha;
     }
     // P in BF16; the row sums add the rounded weights, so that O is normalised by what it accumulated.
@@ -297,10 +307,23 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
       for (int i = 0; i < 2; ++i) {
         const __nv_bfloat162 p = __floats2bfloat162_rn(fast_exp2(fmaf(s[j][2 * i], a.scale_log2, neg_ref[i])),
                                                        fast_exp2(fmaf(s[j][2 * i + 1], a.scale_log2, neg_ref[i])));
-        row_sum[i] += __low2float(p) + __high2float(p);
         *reinterpret_cast<__nv_bfloat162*>(p_smem + swizzle(s_row + 8 * i, s_keys / 8 + j, kBlockN / 8) + 2 * t) = p;
       }
     __syncthreads();
+
+    if (sums_row) {  // whole warps: kBlockM * 4 is a multiple of 32
+      float tile_sum = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const uint4 chunk = *reinterpret_cast<const uint4*>(p_smem + swizzle(sum_row, sum_quarter * 2 + c, kBlockN / 8));
+        const __nv_bfloat162* p2 = reinterpret_cast<const __nv_bfloat162*>(&chunk);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) tile_sum += __low2float(p2[e]) + __high2float(p2[e]);
+      }
+      tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
+      tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 2);
+      row_sum = row_sum * alpha_smem[sum_row] + tile_sum;
+    }
 
     // O = alpha O + P V on this warp's 64 columns: per 16 keys, one A fragment per row slice and per pair of
     // n-tiles one transposed ldmatrix of V.
@@ -338,13 +361,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
     // End of this part's share of the sequence: total the row sums across key groups, normalise, and write
     // either the final rows or FP32 partials with their log-sum-exp (rows with no visible key: 0 and -inf).
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      row_sum[i] = quad_sum(row_sum[i]);
-      if (t == 0) {
-        red_smem[s_group * kBlockM + s_row + 8 * i] = row_sum[i];
-        if (s_group == 0) max_smem[s_row + 8 * i] = row_max[i];
-      }
-    }
+    for (int i = 0; i < 2; ++i)
+      if (t == 0 && s_group == 0) max_smem[s_row + 8 * i] = row_max[i];
+    if (sums_row && sum_quarter == 0) red_smem[sum_row] = row_sum;
     __syncthreads();
     const bool whole_sequence = chunk_first == 0 && kv_tile == cursor.num_tiles - 1;
 #pragma unroll
@@ -353,9 +372,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
       for (int i = 0; i < 2; ++i) {
         const int row = mi * 16 + lane / 4 + 8 * i, q_row = m_block * kBlockM + row;
         if (q_row >= a.rows) continue;
-        float sum = 0.0f;
-#pragma unroll
-        for (int g = 0; g < kGroups; ++g) sum += red_smem[g * kBlockM + row];
+        const float sum = red_smem[row];
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         const int col = warp * kWarpDims + 2 * t;
         if (whole_sequence) {
