@@ -336,7 +336,10 @@ void CudaModel::moe(const CudaMoeWeights& w, const Tensor& x, const Tensor& x_f3
 void CudaModel::count_experts(const CudaStep& step, int64_t rows, cudaStream_t stream) {
   if (!expert_counts_.defined() || drafting_) return;
   const Tensor ids = buffer(kTopkIds, DType::kI32, {rows, local_.num_experts_per_tok});
-  ops::cuda::moe_count_experts(ids, step.valid_rows, expert_counts_, stream);
+  // The rows' own KV slots mark a verify's fillers (-1) wherever the FFN's rows are the step's own (no DP
+  // gathering); a DP step's padding is in valid_rows.
+  const Tensor slots = step.slots.defined() && step.slots.numel() == rows ? step.slots : Tensor();
+  ops::cuda::moe_count_experts(ids, step.valid_rows, slots, expert_counts_, stream);
 }
 
 void CudaModel::trace_routing(const Tensor& logits, const Tensor& ids, const Tensor& weights, cudaStream_t stream) {

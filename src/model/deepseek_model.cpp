@@ -178,7 +178,7 @@ void DeepSeekModel::route(const MoeWeights& w, const Tensor& x, const ForwardOpt
   ops::moe_route(router_logits, w.correction_bias, router_, ids, weights);
   if (std::vector<int64_t>* experts = options.expert_tokens) {
     Tensor counts = Tensor::view(experts->data(), DType::kI64, {static_cast<int64_t>(experts->size())});
-    ops::moe_count_experts(ids, Tensor(), counts);
+    ops::moe_count_experts(ids, Tensor(), Tensor(), counts);
   }
   if (RoutingTrace* trace = options.routing_trace)
     trace->layers.push_back({t, router_.num_experts, router_.top_k,

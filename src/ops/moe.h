@@ -31,8 +31,10 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
 
 // counts [E] I64 += how many of topk_ids' [T, k] choices picked each expert (ids outside [0, E) count nowhere), over
 // the rows that are real: all of them, or with `valid_rows` (I32 [G]) the first valid_rows[g] of each of G equal
-// blocks of T / G rows (a padded CUDA-graph step, a block per DP group: its padding rows route too).
-void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts);
+// blocks of T / G rows (a padded CUDA-graph step, a block per DP group: its padding rows route too); and with
+// `row_slots` (I64 [T], the rows' KV-cache slots) only rows whose slot is >= 0: rows that store no KV are a
+// speculative verify's fillers or a graph's padding, no token of any request.
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, const Tensor& row_slots, Tensor& counts);
 
 // out[t] += sum_j topk_weights[t, j] * down_e(silu(gate_e(x_t)) * up_e(x_t)), e = topk_ids[t, j].
 // gate_up [E, 2I, H] (gate rows first), down [E, H, I]; x [T, H]; out [T, H] accumulates. With `expert_index`

@@ -306,25 +306,33 @@ TEST(MoeCountExperts, ReferenceCountsTheRealRowsOfEachBlock) {
   valid.ptr<int32_t>()[0] = 2, valid.ptr<int32_t>()[1] = 1;
   Tensor counts = Tensor::zeros(DType::kI64, {4});
   counts.ptr<int64_t>()[3] = 10;
-  ops::moe_count_experts(topk, valid, counts);
+  ops::moe_count_experts(topk, valid, Tensor(), counts);
   EXPECT_EQ(std::vector<int64_t>(counts.ptr<int64_t>(), counts.ptr<int64_t>() + 4), (std::vector<int64_t>{1, 2, 1, 11}));
-  ops::moe_count_experts(topk, Tensor(), counts);  // every row: row 3 adds expert 2 twice
+  ops::moe_count_experts(topk, Tensor(), Tensor(), counts);  // every row: row 3 adds expert 2 twice
   EXPECT_EQ(std::vector<int64_t>(counts.ptr<int64_t>(), counts.ptr<int64_t>() + 4), (std::vector<int64_t>{2, 4, 4, 12}));
+  // Rows that store no KV (slot -1: a verify's fillers) count nowhere: rows 0 and 3 only.
+  Tensor slots = Tensor::zeros(DType::kI64, {4});
+  slots.ptr<int64_t>()[1] = slots.ptr<int64_t>()[2] = -1;
+  ops::moe_count_experts(topk, Tensor(), slots, counts);
+  EXPECT_EQ(std::vector<int64_t>(counts.ptr<int64_t>(), counts.ptr<int64_t>() + 4), (std::vector<int64_t>{3, 5, 6, 12}));
 }
 
 // The GPU counts equal the reference's, added onto counts already there: one token and one block, a block count
-// (16384 tokens x top 8 spread over 64 CTAs), every row or the real ones of 1 and 4 blocks, with ids out of range.
+// (16384 tokens x top 8 spread over 64 CTAs), every row or the real ones of 1 and 4 blocks, rows without a KV slot
+// left out, with ids out of range.
 TEST(MoeCountExperts, GpuMatchesTheReference) {
   NW_REQUIRE_GPU();
   struct Case {
     int experts, top_k;
     int64_t tokens;
     std::vector<int32_t> valid;  // empty: every row
+    bool fillers = false;        // every third row's KV slot -1: not counted
   };
   for (const Case& c : {Case{64, 6, 1, {}}, Case{256, 8, 37, {20}}, Case{384, 8, 16384, {}},
-                        Case{256, 8, 5000, {1250, 0, 17, 1000}}}) {
+                        Case{256, 8, 5000, {1250, 0, 17, 1000}}, Case{256, 8, 37, {}, true},
+                        Case{64, 6, 4000, {1000, 3, 1000, 999}, true}}) {
     const std::string what = cat(c.experts, " experts top ", c.top_k, ", ", c.tokens, " tokens, ", c.valid.size(),
-                                 " valid blocks");
+                                 " valid blocks", c.fillers ? ", fillers" : "");
     Routing routing = random_routing(c.tokens, c.top_k, c.experts, 700 + c.tokens);
     routing.ids[0] = -1;
     routing.ids.back() = c.experts;
@@ -335,12 +343,17 @@ TEST(MoeCountExperts, GpuMatchesTheReference) {
       valid = Tensor::zeros(DType::kI32, {static_cast<int64_t>(c.valid.size())});
       std::copy(c.valid.begin(), c.valid.end(), valid.ptr<int32_t>());
     }
+    Tensor slots;
+    if (c.fillers) {
+      slots = Tensor::zeros(DType::kI64, {c.tokens});
+      for (int64_t r = 0; r < c.tokens; ++r) slots.ptr<int64_t>()[r] = r % 3 == 2 ? -1 : r;
+    }
     Tensor want = Tensor::zeros(DType::kI64, {c.experts});
     for (int e = 0; e < c.experts; ++e) want.ptr<int64_t>()[e] = e * 1000;
     Tensor got = want.to(Device::kCUDA);
-    ops::moe_count_experts(ids, valid, want);
-    ops::cuda::moe_count_experts(ids.to(Device::kCUDA), valid.defined() ? valid.to(Device::kCUDA) : Tensor(), got,
-                                 nullptr);
+    ops::moe_count_experts(ids, valid, slots, want);
+    ops::cuda::moe_count_experts(ids.to(Device::kCUDA), valid.defined() ? valid.to(Device::kCUDA) : Tensor(),
+                                 slots.defined() ? slots.to(Device::kCUDA) : Tensor(), got, nullptr);
     const Tensor host = got.to(Device::kCPU);
     int64_t mismatches = 0;
     for (int e = 0; e < c.experts; ++e) mismatches += host.ptr<int64_t>()[e] != want.ptr<int64_t>()[e];

@@ -118,16 +118,18 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
   }
 }
 
-void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts) {
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, const Tensor& row_slots, Tensor& counts) {
   const int64_t rows = topk_ids.size(0), k = topk_ids.size(1), experts = counts.numel();
   const int64_t groups = valid_rows.defined() ? valid_rows.numel() : 1;
   NW_CHECK(topk_ids.dtype == DType::kI32 && counts.dtype == DType::kI64 && groups > 0 && rows % groups == 0 &&
-               (!valid_rows.defined() || valid_rows.dtype == DType::kI32),
+               (!valid_rows.defined() || valid_rows.dtype == DType::kI32) &&
+               (!row_slots.defined() || (row_slots.dtype == DType::kI64 && row_slots.numel() == rows)),
            "moe_count_experts: ids ", topk_ids.shape_string(), " counts ", counts.shape_string(), " valid rows ",
-           valid_rows.shape_string());
+           valid_rows.shape_string(), " row slots ", row_slots.shape_string());
   const int64_t block = rows / groups;
   for (int64_t r = 0; r < rows; ++r) {
     if (valid_rows.defined() && r % block >= valid_rows.ptr<int32_t>()[r / block]) continue;
+    if (row_slots.defined() && row_slots.ptr<int64_t>()[r] < 0) continue;
     for (int64_t j = 0; j < k; ++j) {
       const int32_t e = topk_ids.ptr<int32_t>()[r * k + j];
       if (e >= 0 && e < experts) ++counts.ptr<int64_t>()[e];

@@ -26,9 +26,11 @@ std::string moe_route_unsupported(const RouterParams& params);
 
 // ops::moe_count_experts on the device: counts [E] I64 (E <= 384) += the choices of topk_ids [T, k] I32 per expert,
 // over every row or, with valid_rows (device I32 [G]), the first valid_rows[g] rows of each of G equal blocks (so a
-// captured graph counts a replay's real rows: the valid counts live in a buffer the replay rewrites). Integer
-// atomics: exact in any order. Grid depends on T only: CUDA-graph capturable, no host sync.
-void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts, cudaStream_t stream);
+// captured graph counts a replay's real rows: the valid counts live in a buffer the replay rewrites), and with
+// row_slots (device I64 [T]) only rows whose KV slot is >= 0 (not a verify's fillers). Integer atomics: exact in
+// any order. Grid depends on T only: CUDA-graph capturable, no host sync.
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, const Tensor& row_slots, Tensor& counts,
+                       cudaStream_t stream);
 
 // Stacked expert weights on the device, in the layout the loader converts checkpoints into: E routed experts
 // followed by S shared experts. The shared MLP (gate/up [S*I, H], down [H, S*I]) is split along its

@@ -67,6 +67,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const ro
 // one global atomic per expert and block instead of one per choice (a prefill of 16k tokens makes 131k choices).
 __global__ void __launch_bounds__(kCountThreads) moe_count_kernel(const int32_t* ids, int64_t choices, int top_k,
                                                                   const int32_t* valid_rows, int64_t block_rows,
+                                                                  const int64_t* row_slots,
                                                                   unsigned long long* counts, int experts) {
   grid_dependency_wait();
   __shared__ unsigned int block_counts[route::kMaxExperts];
@@ -75,6 +76,7 @@ __global__ void __launch_bounds__(kCountThreads) moe_count_kernel(const int32_t*
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < choices; i += gridDim.x * int64_t{blockDim.x}) {
     const int64_t row = i / top_k;
     if (valid_rows && row % block_rows >= valid_rows[row / block_rows]) continue;
+    if (row_slots && row_slots[row] < 0) continue;
     const int32_t e = ids[i];
     if (e >= 0 && e < experts) atomicAdd(&block_counts[e], 1u);
   }
@@ -92,19 +94,23 @@ void moe_route(const Tensor& router_logits, const Tensor& correction_bias, const
   launch(moe_route_kernel, ceil_div(a.tokens, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream, a);
 }
 
-void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, Tensor& counts, cudaStream_t stream) {
+void moe_count_experts(const Tensor& topk_ids, const Tensor& valid_rows, const Tensor& row_slots, Tensor& counts,
+                       cudaStream_t stream) {
   const int64_t rows = topk_ids.size(0), k = topk_ids.size(1), experts = counts.numel();
   const int64_t groups = valid_rows.defined() ? valid_rows.numel() : 1;
   NW_CHECK(topk_ids.dtype == DType::kI32 && counts.dtype == DType::kI64 && experts <= route::kMaxExperts &&
-               groups > 0 && rows % groups == 0 && (!valid_rows.defined() || valid_rows.dtype == DType::kI32),
+               groups > 0 && rows % groups == 0 && (!valid_rows.defined() || valid_rows.dtype == DType::kI32) &&
+               (!row_slots.defined() || (row_slots.dtype == DType::kI64 && row_slots.numel() == rows)),
            "cuda::moe_count_experts: ids ", topk_ids.shape_string(), " counts ", counts.shape_string(), " valid rows ",
-           valid_rows.shape_string(), " (at most ", route::kMaxExperts, " experts)");
+           valid_rows.shape_string(), " row slots ", row_slots.shape_string(), " (at most ", route::kMaxExperts,
+           " experts)");
   const int64_t choices = rows * k;
   if (choices == 0) return;
   const int64_t blocks = std::min<int64_t>(kCountBlocks, ceil_div(choices, kCountThreads * kCountPerThread));
   launch(moe_count_kernel, static_cast<unsigned>(blocks), kCountThreads, 0, stream, device_ptr<const int32_t>(topk_ids),
          choices, static_cast<int>(k), valid_rows.defined() ? device_ptr<const int32_t>(valid_rows) : nullptr,
-         rows / groups, device_ptr<unsigned long long>(counts), static_cast<int>(experts));
+         rows / groups, row_slots.defined() ? device_ptr<const int64_t>(row_slots) : nullptr,
+         device_ptr<unsigned long long>(counts), static_cast<int>(experts));
 }
 
 }  // namespace narwhal::ops::cuda
