@@ -86,6 +86,11 @@ int64_t routed_choices(const ModelConfig& config, int64_t tokens) {
   return tokens * moe_layers * config.num_experts_per_tok;
 }
 
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
 std::string run_command(const std::string& command, int status) {
   FILE* pipe = popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr) << command;

@@ -51,6 +51,9 @@ void write_random_checkpoint(const std::string& dir, const json& config, uint64_
 // otherwise).
 std::string run_command(const std::string& command, int status);
 
+// The integer in environment variable `name`, or `fallback` when it is unset or empty (test sizes a run may raise).
+int env_int(const char* name, int fallback);
+
 // Chi-square of token counts against `expected` probabilities (any scale), at most 7 nonzero ones; tokens of
 // probability 0 must never appear. The 99.9999th percentile of chi-square with <= 7 degrees of freedom is below 40;
 // a wrong support or normalisation at tens of thousands of draws gives hundreds or more.

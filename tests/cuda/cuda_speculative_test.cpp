@@ -244,8 +244,9 @@ TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
 // BF16 and FP8). A row the verify computes with other bits than a decode can also route to another expert
 // (docs/speculative.md, bitwise parity), which this would show as a parting that is no near tie.
 // Bit for bit where the kernels are batch invariant (tests/cuda/batch_invariance_test.cpp): one sequence at a
-// time verifies 1 + 3 = 4 rows, short contexts; no near-tie allowance. The fixtures and 8 random-config models
-// given an MTP layer (odd dims: the portable attention and MoE; DeepSeek's: the tuned kernels).
+// time verifies 1 + 3 = 4 rows, short contexts; no near-tie allowance. The fixtures, DeepSeek's real attention and
+// MoE dims in BF16 and FP8 (the tuned decode, FP8 and fused MoE kernels), and random-config models given an MTP
+// layer (odd dims: the portable attention and MoE), 8 of them or NARWHAL_SPEC_CONFIGS.
 TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
@@ -264,7 +265,15 @@ TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
     SCOPED_TRACE(m.dir);
     check(m.dir, m.prompts);
   }
-  for (int seed = 1; seed <= 8; ++seed) {
+  for (bool fp8 : {false, true}) {
+    SCOPED_TRACE(fp8 ? "deepseek dims fp8" : "deepseek dims bf16");
+    json config = testing::deepseek_dims_json(fp8);
+    config["num_nextn_predict_layers"] = 1;
+    testing::TempDir dir;
+    testing::write_random_checkpoint(dir.path(), config, 3, fp8);
+    check(dir.path(), random_prompts());
+  }
+  for (int seed = 1; seed <= testing::env_int("NARWHAL_SPEC_CONFIGS", 8); ++seed) {
     testing::RandomModel drawn = testing::random_model(seed);
     SCOPED_TRACE(drawn.summary);
     drawn.config["num_nextn_predict_layers"] = 1;

@@ -47,11 +47,6 @@ constexpr double kTolerance = 2e-2;
 constexpr double kFp8ActivationTolerance = 8e-2;
 constexpr double kGraphTolerance = 1e-5;
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
-}
-
 struct RowStats {
   double l2_rel = 0.0;
   bool greedy_checked = false, greedy_equal = true;
@@ -202,7 +197,7 @@ std::string describe(const ConfigResult& r) {
 TEST(GpuForwardDiff, RandomConfigsMatchTheCpuReference) {
   NW_REQUIRE_GPU();
   set_log_level(LogLevel::kWarning);
-  const int first = env_int("NARWHAL_DIFF_FIRST", 1), count = env_int("NARWHAL_DIFF_CONFIGS", 40);
+  const int first = testing::env_int("NARWHAL_DIFF_FIRST", 1), count = testing::env_int("NARWHAL_DIFF_CONFIGS", 40);
   const char* log_path = std::getenv("NARWHAL_DIFF_LOG");
   std::ofstream log;
   if (log_path) log.open(log_path, std::ios::app);
