@@ -208,12 +208,11 @@ void launch_with_tokens(const Fp8SmallMArgs& args, const SplitKWorkspace& ws, cu
   const int64_t tiles = n_tiles * args.batch * token_tiles;
   const int64_t slot_floats = static_cast<int64_t>(kThreads) * (kTokens / 8) * 4;
   // Split K until about two CTAs per SM stream weights: one CTA per SM keeps too few bytes in flight. While the
-  // rows fit one token tile (decode: m <= 64) the split follows the weight's tiles alone, so a row's sum runs
-  // in the same order whatever M is (batch invariance: a verify's rows get a decode's bits).
-  const int64_t sizing_tiles = token_tiles == 1 ? n_tiles * args.batch : tiles;
+  // rows fit one token tile (m <= 64) the tiles are the weight's alone, so a row's sum runs in the same order
+  // whatever M is (batch invariance: a verify's rows get a decode's bits).
   int64_t splits = 1;
-  if (sizing_tiles < 2 * ws.num_sms && tiles <= ws.counter_count)
-    splits = std::max<int64_t>(1, std::min<int64_t>({ceil_div(2 * ws.num_sms, sizing_tiles), kblocks, kMaxSplits,
+  if (tiles < 2 * ws.num_sms && tiles <= ws.counter_count)
+    splits = std::max<int64_t>(1, std::min<int64_t>({ceil_div(2 * ws.num_sms, tiles), kblocks, kMaxSplits,
                                                       ws.partial_floats / (tiles * slot_floats)}));
   const int64_t kb_per_split = ceil_div(kblocks, splits);
   splits = ceil_div(kblocks, kb_per_split);
