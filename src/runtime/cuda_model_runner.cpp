@@ -424,6 +424,7 @@ Tensor CudaModelRunner::forward(const ForwardBatch& batch, AttentionForm form) {
   }
   upload(batch, true, graph_bs);
   NW_CUDA_CHECK(cudaGraphLaunch(graphs_.at(graph_bs), stream_));
+  graphed_ = true;
   return graph_logits_;
 }
 
@@ -452,22 +453,28 @@ bool needs_draft_model(const ForwardBatch& batch, std::span<const SampleRequest>
 void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
   // With DP attention every group speculates every step (eager), so that their verifies and draft rounds meet.
   if (speculative_.enabled() && (model_->dp_size() > 1 || needs_draft_model(batch, samples))) {
-    if (const int bs = speculative_graph_size(batch, samples, return_logits))
-      return launch_speculative_graph(batch, samples, bs);
+    const int bs = speculative_graph_size(batch, samples, return_logits);
+    graphed_ = bs > 0;
+    if (bs > 0) return launch_speculative_graph(batch, samples, bs);
     return launch_speculative(batch, samples, return_logits);
   }
   const int64_t b = static_cast<int64_t>(batch.seqs.size());
+  graphed_ = false;  // forward() sets it when it replays a decode graph
   queue_draws(forward(batch, AttentionForm::kAuto).rows(0, b), samples, return_logits);
 }
 
 StepOutput CudaModelRunner::finish() {
-  if (spec_graphs_ && spec_graphs_->pending) return finish_speculative_graph();
-  if (speculative_out_) {
-    StepOutput out = std::move(*speculative_out_);
+  StepOutput out;
+  if (spec_graphs_ && spec_graphs_->pending) {
+    out = finish_speculative_graph();
+  } else if (speculative_out_) {
+    out = std::move(*speculative_out_);
     speculative_out_.reset();
-    return out;
+  } else {
+    out = read_draws();
   }
-  return read_draws();
+  out.cuda_graph = graphed_;
+  return out;
 }
 
 Tensor CudaModelRunner::run(const ForwardBatch& batch, AttentionForm form) {

@@ -172,6 +172,7 @@ class CudaModelRunner : public ModelRunner {
   int64_t scratch_page_ = -1;        // speculating: a cache page beyond the pool's, for fillers past a sequence's pages
   std::vector<char> decode_part_;    // per sequence of the last upload: whether it belongs to the absorbed part
   std::optional<StepOutput> speculative_out_;
+  bool graphed_ = false;  // the launched step replays a graph: finish() says so in StepOutput::cuda_graph
   PinnedBuffer rows_host_;
   Tensor rows_device_, mtp_hidden_;
 };

@@ -236,6 +236,7 @@ bool Engine::step() {
     int64_t retractions = 0;
     for (size_t i = 0; i < ranks_.size(); ++i) {
       DpRank& rank = *ranks_[i];
+      rank.cuda_graph = outs[i].cuda_graph;
       process_step(rank, outs[i]);
       log_step(rank);
       stats_.forward_tokens += rank.batch.num_tokens();
@@ -308,7 +309,7 @@ void Engine::log_step(DpRank& rank) {
   NW_LOG(Info) << who << "Decode batch. #running-req: " << scheduler.num_running() << ", #token: "
                << used_pages * pool.page_size() << ", token usage: " << fixed2(usage)
                << ", cache hit rate: " << fixed2(prompt > 0 ? static_cast<double>(stats_.cached_tokens) / prompt : 0.0)
-               << accept_length_since_log(rank)
+               << accept_length_since_log(rank) << ", cuda graph: " << (rank.cuda_graph ? "True" : "False")
                << ", gen throughput (token/s): " << fixed2((rank.generated - rank.generated_at_last_log) / seconds)
                << ", #queue-req: " << scheduler.num_waiting();
   rank.decode_steps_since_log = 0;

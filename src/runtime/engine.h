@@ -92,6 +92,7 @@ struct DpRank {
   std::vector<Sequence*> sample_seqs;
   int64_t generated = 0;  // tokens its sequences accepted, for its decode log line
   int decode_steps_since_log = 0;
+  bool cuda_graph = false;  // the last step replayed a CUDA graph (StepOutput::cuda_graph), for its decode log line
   int64_t generated_at_last_log = 0;
   int64_t spec_verifies = 0, spec_verified_tokens = 0;  // as EngineStats', this rank's, for its decode log line
   int64_t spec_verifies_at_last_log = 0, spec_verified_tokens_at_last_log = 0;

@@ -27,6 +27,7 @@ struct StepOutput {
   Tensor logits;
   std::vector<int32_t> accepted;
   std::vector<std::vector<int32_t>> drafts;
+  bool cuda_graph = false;  // the step replayed a CUDA graph (the decode log's "cuda graph", as SGLang's)
 };
 
 class ModelRunner {

@@ -76,8 +76,8 @@ TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
   const std::string plain = run(common + " --temperature 0 --log-level error 2>/dev/null", 0);
   for (int steps : {1, 3}) {
     const std::string log = dir.file("log" + std::to_string(steps));
-    const std::string spec = run(common + " --temperature 0 --speculative-algorithm NEXTN --speculative-num-steps " +
-                                     std::to_string(steps) + " 2>" + log, 0);
+    const std::string spec = run(common + " --temperature 0 --decode-log-interval 1 --speculative-algorithm NEXTN "
+                                     "--speculative-num-steps " + std::to_string(steps) + " 2>" + log, 0);
     EXPECT_EQ(lines_of(spec), lines_of(plain)) << "--speculative-num-steps " << steps;
     std::ifstream in(log);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -86,6 +86,9 @@ TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
     const double accept = std::stod(text.substr(at + 33));
     EXPECT_GT(accept, steps == 1 ? 1.5 : 2.0) << text.substr(at, 80);
     EXPECT_LE(accept, steps + 1.0);
+    // SGLang's decode line, with the accept length and whether the step replayed a CUDA graph (never on the CPU).
+    EXPECT_NE(text.find(", accept len: "), std::string::npos) << text;
+    EXPECT_NE(text.find(", cuda graph: False, gen throughput (token/s): "), std::string::npos) << text;
   }
   // Seeded sampling: every kept token is the one decoding draws at its position (rejection sampling with a
   // deterministic draft), so the tokens are decoding's.
