@@ -75,9 +75,11 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.alias("speculative-draft", "speculative-draft-model-path");  // SGLang's older names
   p.alias("speculative-algo", "speculative-algorithm");
   p.add("speculative-num-steps", &speculative_num_steps, "tokens drafted per sequence and step (0: 3)");
-  p.add("speculative-eagle-topk", &speculative_eagle_topk, "drafts per step and position: 1, chain drafting (0: 1)");
+  p.add("speculative-eagle-topk", &speculative_eagle_topk,
+        "drafts per node and round: 1 chain drafting, more a draft tree (--device cpu, greedy requests) (0: 1)");
   p.add("speculative-num-draft-tokens", &speculative_num_draft_tokens,
-        "tokens a verify step checks per sequence: --speculative-num-steps + 1 with topk 1 (0: that)");
+        "tokens a verify step checks per sequence: --speculative-num-steps + 1 for a chain; a tree's nodes "
+        "(0: 1 + steps x topk)");
   p.add("load-balance-method", &load_balance_method,
         "which DP rank a new request goes to: round_robin (in turn) or shortest_queue (the fewest running and "
         "waiting sequences)");
@@ -103,7 +105,11 @@ ParallelFlags ServerArgs::parallel_flags() const {
 
 SpeculativeConfig ServerArgs::speculative_config() const {
   if (speculative_algorithm.empty()) return {};
-  return {speculative_num_steps > 0 ? speculative_num_steps : 3, speculative_draft_model_path};
+  SpeculativeConfig c{speculative_num_steps > 0 ? speculative_num_steps : 3, speculative_draft_model_path};
+  c.topk = speculative_eagle_topk > 0 ? speculative_eagle_topk : 1;
+  // Default: what the rounds' frontiers hold (1 + steps x topk nodes), as SGLang's examples verify.
+  c.num_draft_tokens = speculative_num_draft_tokens > 0 ? speculative_num_draft_tokens : 1 + c.num_steps * c.topk;
+  return c;
 }
 
 EngineConfig ServerArgs::engine_config() const {
@@ -120,6 +126,8 @@ EngineConfig ServerArgs::engine_config() const {
   config.random_seed = static_cast<uint64_t>(random_seed);
   config.load_balance_method = parse_load_balance_method(load_balance_method);
   config.speculative_num_steps = speculative_config().num_steps;
+  config.speculative_topk = speculative_config().topk;
+  config.speculative_num_draft_tokens = speculative_config().num_draft_tokens;
   config.validate();
   return config;
 }
@@ -141,7 +149,7 @@ RunnerOptions ServerArgs::runner_options() const {
   // pending token and num_steps drafts (the GPU pads every one to that).
   // With DP attention each rank's share (the engine splits --max-running-requests over the ranks).
   const int dp = parallel_flags().dp_attention_groups();
-  const int64_t per_decode = 1 + o.speculative.num_steps;
+  const int64_t per_decode = o.speculative.enabled() ? o.speculative.num_draft_tokens : 1;
   const int64_t max_running = (max_running_requests > 0 ? (max_running_requests + dp - 1) / dp : 4096) * per_decode;
   o.max_tokens_per_step = std::max({rank_chunked_prefill_size(), max_prefill_tokens, max_running}) +
                           std::max(cuda_graph_max_bs, kMaxAutoCudaGraphBs) * per_decode;
@@ -253,11 +261,22 @@ void ServerArgs::validate_speculative() const {
            "with --load-format dummy, whose random weights make a random MTP layer");
   const int steps = speculative_config().num_steps;
   NW_CHECK(steps >= 1 && steps <= 8, "--speculative-num-steps must be in [1, 8], got ", speculative_num_steps);
-  NW_CHECK(speculative_eagle_topk <= 1, "--speculative-eagle-topk ", speculative_eagle_topk, ": tree drafting "
-           "(several drafts per position) is not built yet; chain drafting is --speculative-eagle-topk 1");
-  NW_CHECK(speculative_num_draft_tokens == 0 || speculative_num_draft_tokens == steps + 1,
-           "--speculative-num-draft-tokens ", speculative_num_draft_tokens, ": with chain drafting a verify checks "
-           "the pending token and its ", steps, " drafts, so it is --speculative-num-steps + 1 = ", steps + 1);
+  const SpeculativeConfig c = speculative_config();
+  NW_CHECK(c.topk >= 1 && c.topk <= 8, "--speculative-eagle-topk must be in [1, 8], got ", speculative_eagle_topk);
+  if (!c.tree()) {
+    NW_CHECK(speculative_num_draft_tokens == 0 || speculative_num_draft_tokens == steps + 1,
+             "--speculative-num-draft-tokens ", speculative_num_draft_tokens, ": with chain drafting a verify checks "
+             "the pending token and its ", steps, " drafts, so it is --speculative-num-steps + 1 = ", steps + 1);
+  } else {
+    const int candidates = c.topk + (steps - 1) * c.topk * c.topk;
+    NW_CHECK(c.num_draft_tokens >= 2 && c.num_draft_tokens <= 1 + candidates,
+             "--speculative-num-draft-tokens ", c.num_draft_tokens, " with --speculative-eagle-topk ", c.topk, " and ",
+             steps, " steps: a tree has at most 1 + ", candidates, " nodes (the pending token and the candidates)");
+    NW_CHECK(device == "cpu", "--speculative-eagle-topk ", c.topk, ": tree drafting runs on --device cpu only for "
+             "now (the GPU's attention masks causally); chain drafting is --speculative-eagle-topk 1");
+    NW_CHECK(!enable_dp_attention && tp_size == 1, "--speculative-eagle-topk ", c.topk, ": tree drafting runs on "
+             "one CPU rank for now (no --tp-size, no DP attention)");
+  }
   if (device == "cuda") {  // what CudaModelRunner's speculation does not take yet
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
     NW_CHECK(steps + 1 <= most, "--speculative-num-steps ", steps, " on --device cuda: the GPU verifies the pending "

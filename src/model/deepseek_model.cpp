@@ -152,7 +152,8 @@ Tensor DeepSeekModel::attention(const AttentionWeights& w, int cache_layer, cons
   std::vector<ops::MlaSequence> decompressed, absorbed;
   int64_t offset = 0;
   for (const SequenceInfo& s : batch.seqs) {
-    ops::MlaSequence seq{offset, s.prefix_len, s.new_len, s.page_table.data()};
+    ops::MlaSequence seq{offset, s.prefix_len, s.new_len, s.page_table.data(),
+                         s.draft_parents.empty() ? nullptr : s.draft_parents.data()};
     // A speculative verify is a decode of several causal tokens: the decode's form, so verified ids equal decoded.
     bool absorb = form == AttentionForm::kAbsorbed || (form == AttentionForm::kAuto && s.decodes());
     (absorb ? absorbed : decompressed).push_back(seq);

@@ -19,6 +19,10 @@ struct SequenceInfo {
   // Speculative decoding: the token after this step's last one when it is already known (a prompt chunk before
   // the last), so the MTP layer can take the chunk's every position now; -1 otherwise.
   int32_t next_token = -1;
+  // A speculative tree's verify (tree drafting): new token j's parent among the new tokens (-1 for the pending
+  // token, parents before children). Token j stores its latents at slot prefix_len + j as any new token, but sits at
+  // position prefix_len + its depth and attends to the prefix, its ancestors and itself. Empty: a causal run.
+  std::vector<int32_t> draft_parents;
 
   // One pending token (and its drafts): a decode, run in the absorbed form, as plain decoding runs it.
   bool decodes() const { return new_len - draft_len == 1; }
@@ -41,6 +45,11 @@ struct ForwardBatch {
 
   void add_sequence(const std::vector<int32_t>& new_tokens, int64_t prefix_len, std::vector<int32_t> page_table,
                     int64_t draft_len = 0, int32_t next_token = -1);
+  // A pending token and its draft tree: tokens[0] is the pending one (parents[0] = -1), the rest drafts whose
+  // parents come before them, or -1 for more roots (the draft layer's rounds over a tree's candidates); positions
+  // are prefix_len + depth, a root's depth 0 (SequenceInfo::draft_parents).
+  void add_tree(const std::vector<int32_t>& tokens, const std::vector<int32_t>& parents, int64_t prefix_len,
+                std::vector<int32_t> page_table);
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 };
 
@@ -54,6 +63,9 @@ class KvCache {
   int64_t page_size() const { return page_size_; }
   int64_t num_pages() const { return num_pages_; }
   int num_layers() const { return static_cast<int>(layers_.size()); }
+  // After a tree verify: the kept path's latents (new tokens path[i], stored at prefix_len + path[i]) move to
+  // prefix_len + i in every layer, so the sequence's cache is the chain it accepted. path ascends from node 0.
+  void keep_tree_path(const std::vector<int32_t>& page_table, int64_t prefix_len, const std::vector<int64_t>& path);
 
  private:
   std::vector<Tensor> layers_;

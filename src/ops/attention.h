@@ -23,6 +23,9 @@ struct MlaSequence {
   int64_t prefix_len = 0;
   int64_t new_len = 0;
   const int32_t* page_table = nullptr;
+  // A speculative tree: new token j's parent among the new tokens (parents[j] < j; -1 a root), and j sees the
+  // prefix, its ancestors and itself instead of every new token before it. Null: causal.
+  const int32_t* parents = nullptr;
 };
 
 // The paged latent cache of one layer: [num_pages, page_size, kv_lora + rope_dim], each token's

@@ -56,12 +56,17 @@ void CpuModelRunner::launch_speculative(const ForwardBatch& batch, std::span<con
   const std::vector<SampleRequest> draws = verify_samples(batch, samples, rows);
   std::vector<SampledToken> drawn(draws.size());
   sampler_.sample(out.logits, draws, drawn);
-  VerifyOutcome outcome = accept_drafts(batch, samples, drawn);
   StepOutput result;
+  if (return_logits) result.logits = pending_token_logits(rows, out.logits);
+  if (speculative_.tree()) {
+    verify_trees(batch, out.hidden, samples, drawn, result);
+    result_ = std::move(result);
+    return;
+  }
+  VerifyOutcome outcome = accept_drafts(batch, samples, drawn);
   result.drafts = draft(batch, out.hidden, samples, outcome);
   result.sampled = std::move(outcome.sampled);
   result.accepted = std::move(outcome.accepted);
-  if (return_logits) result.logits = pending_token_logits(rows, out.logits);
   result_ = std::move(result);
 }
 

@@ -34,6 +34,13 @@ class CpuModelRunner : public HostSamplingRunner {
   // The MTP layer over the positions the target kept, then chain steps: each request's drafts (at most max_draft).
   std::vector<std::vector<int32_t>> draft(const ForwardBatch& batch, const Tensor& hidden,
                                           std::span<const SampleRequest> samples, const VerifyOutcome& outcome);
+  // Tree drafting (cpu_draft_tree.cpp): the verify's acceptance along each tree's kept path (its latents moved into
+  // place), the MTP layer over the kept positions, then DraftTree's rounds; fills the result's drafts and parents.
+  void verify_trees(const ForwardBatch& batch, const Tensor& hidden, std::span<const SampleRequest> samples,
+                    std::span<const SampledToken> drawn, StepOutput& result);
+  // DraftTree's rounds after the MTP layer's extend `mtp` (its logits and head-normed states out): per request that
+  // wants drafts, the verify tree's drafts and their parents.
+  void draft_trees(const MtpBatch& mtp, const ForwardOutput& out, std::span<const int> drafter, StepOutput& result);
 
   std::shared_ptr<const DeepSeekModel> model_;
   SpeculativeConfig speculative_;

@@ -198,6 +198,9 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
                                  int64_t verify_len, std::span<const int64_t> logit_rows) {
   const ModelConfig& c = model_->config();
   const int64_t real_seqs = static_cast<int64_t>(batch.seqs.size());
+  for (const SequenceInfo& s : batch.seqs)
+    NW_CHECK(s.draft_parents.empty(), "a speculative draft tree (SequenceInfo::draft_parents) runs on the CPU only: "
+             "the GPU's attention masks causally");
   const int64_t b = std::max(real_seqs, padded_seqs);
   const auto padded = [&](const SequenceInfo& s) { return verify_len > 0 && s.decodes(); };
   const int64_t padding_len = std::max<int64_t>(verify_len, 1);  // a padding sequence's rows (a verify graph's too)

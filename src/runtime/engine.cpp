@@ -262,7 +262,13 @@ void Engine::launch(DpRank& rank) {
     if (item.decode && item.new_tokens > 1) {  // the pending token, then its drafts to verify
       std::vector<int32_t> fed{*from};
       fed.insert(fed.end(), s.draft.begin(), s.draft.begin() + (item.new_tokens - 1));
-      batch.add_sequence(fed, s.kv_len, s.pages, item.new_tokens - 1);
+      if (s.draft_parents.empty()) {
+        batch.add_sequence(fed, s.kv_len, s.pages, item.new_tokens - 1);
+      } else {  // a draft tree: node 0 the pending token
+        std::vector<int32_t> parents{-1};
+        parents.insert(parents.end(), s.draft_parents.begin(), s.draft_parents.begin() + (item.new_tokens - 1));
+        batch.add_tree(fed, parents, s.kv_len, s.pages);
+      }
     } else {
       // A prompt chunk before the last knows the token after it: the draft model takes its every position now.
       const int64_t end = s.kv_len + item.new_tokens;
@@ -368,10 +374,13 @@ void Engine::process_step(DpRank& rank, StepOutput& out) {
       rank.spec_verified_tokens += static_cast<int64_t>(first[i + 1] - first[i]);
     }
     seq.draft.clear();
+    seq.draft_parents.clear();
     bool running = true;
     for (size_t j = first[i]; j < first[i + 1] && running; ++j)
       running = accept_token(seq, out.sampled[j], out.logits, row, j + 1 < first[i + 1]);
-    if (running && !out.drafts.empty()) keep_draft(seq, std::move(out.drafts[i]));
+    if (running && !out.drafts.empty())
+      keep_draft(seq, std::move(out.drafts[i]), out.draft_parents.empty() ? std::vector<int32_t>{}
+                                                                          : std::move(out.draft_parents[i]));
   };
   for (size_t i = 0; i < sample_seqs.size();) {
     Sequence* s = sample_seqs[i];
@@ -391,17 +400,36 @@ bool Engine::may_draft(const Sequence& seq) const {
   // A verify draws each row with the request's state at the step's start: penalties (output counts) would change
   // between its rows, and so would the min_new_tokens mask before every row but the first is past it; the logits
   // a request asks for are one row's.
+  // Tree drafting keeps the greedy walk only (a sampled tree would need tree rejection sampling).
   return p.frequency_penalty == 0.0 && p.presence_penalty == 0.0 && p.repetition_penalty == 1.0 &&
-         !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens;
+         !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens &&
+         (config_.speculative_topk <= 1 || p.greedy());
 }
 
 // The drafts the next step verifies: no more than the sequence may still generate after its pending token, nor than
 // its context holds.
-void Engine::keep_draft(Sequence& seq, std::vector<int32_t> draft) {
+void Engine::keep_draft(Sequence& seq, std::vector<int32_t> draft, std::vector<int32_t> parents) {
   const int64_t room = std::min(seq.max_new_tokens - seq.output_len() - 1,
                                 max_sequence_len_ - static_cast<int64_t>(seq.tokens.size()));
   if (room <= 0 || !may_draft(seq)) return;
-  if (static_cast<int64_t>(draft.size()) > room) draft.resize(static_cast<size_t>(room));
+  if (parents.empty()) {
+    if (static_cast<int64_t>(draft.size()) > room) draft.resize(static_cast<size_t>(room));
+  } else {  // a tree: the nodes no deeper than room (whole subtrees go: depth grows down the tree), renumbered
+    std::vector<int64_t> depth = {0};
+    std::vector<int32_t> index = {0};
+    std::vector<int32_t> kept_tokens, kept_parents;
+    for (size_t i = 0; i < draft.size(); ++i) {
+      const int32_t parent = parents[i];
+      depth.push_back(depth[static_cast<size_t>(parent)] + 1);
+      const bool keep = depth.back() <= room && index[static_cast<size_t>(parent)] >= 0;
+      index.push_back(keep ? static_cast<int32_t>(kept_tokens.size() + 1) : -1);
+      if (!keep) continue;
+      kept_tokens.push_back(draft[i]);
+      kept_parents.push_back(index[static_cast<size_t>(parent)]);
+    }
+    draft = std::move(kept_tokens);
+    seq.draft_parents = std::move(kept_parents);
+  }
   seq.draft = std::move(draft);
 }
 

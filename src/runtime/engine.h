@@ -163,7 +163,7 @@ class Engine {
   // Appends a drawn token; `cached`: a verified draft, whose latents the step wrote. False once the sequence ended.
   bool accept_token(Sequence& seq, const SampledToken& sampled, const Tensor& logits, int64_t row, bool cached = false);
   bool may_draft(const Sequence& seq) const;  // whether its decodes may verify drafts (greedy, no penalties, ...)
-  void keep_draft(Sequence& seq, std::vector<int32_t> draft);
+  void keep_draft(Sequence& seq, std::vector<int32_t> draft, std::vector<int32_t> parents);
   // Text, stop strings and streaming of the accepted tokens: with overlap, while the device runs the next step.
   void flush_outputs();
   void remove_stopped();

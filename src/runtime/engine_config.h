@@ -39,6 +39,9 @@ struct EngineConfig {
   // Speculative decoding (the runner drafts and verifies, runtime/speculative.h): tokens drafted per sequence and
   // step; 0: off. The scheduler gives a decoding sequence pages for its drafts and the draft model's next ones.
   int speculative_num_steps = 0;
+  // Tree drafting (SpeculativeConfig::topk > 1, the CPU only): children per node and round, tokens per verify.
+  int speculative_topk = 1;
+  int speculative_num_draft_tokens = 0;
 
   // Throws Error naming the flag whose value cannot work.
   void validate() const;

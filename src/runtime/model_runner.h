@@ -27,6 +27,8 @@ struct StepOutput {
   Tensor logits;
   std::vector<int32_t> accepted;
   std::vector<std::vector<int32_t>> drafts;
+  // Tree drafting: per request, each draft's parent in its verify tree (Sequence::draft_parents); empty for chains.
+  std::vector<std::vector<int32_t>> draft_parents;
   bool cuda_graph = false;  // the step replayed a CUDA graph (the decode log's "cuda graph", as SGLang's)
 };
 

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "runtime/speculative.h"
 
 namespace narwhal {
 
@@ -69,12 +70,16 @@ StepPlan Scheduler::plan() {
 void Scheduler::plan_decodes(StepPlan& plan) {
   // A decode writes its pending token; speculating, also up to num_steps drafts (a device runner may pad every
   // sequence's to num_steps, so that one verify shape fits the batch) and then the draft model's num_steps - 1
-  // positions after the last token it keeps: 2 * num_steps positions from kv_len, as SGLang reserves a verify's.
+  // positions after the last token it keeps: speculative_reserve's positions from kv_len (2 * num_steps for a
+  // chain), as SGLang reserves a verify's.
   // Never past the whole cache, which a sequence alone must always fit (its drafts are clipped to it).
   const int64_t capacity = pool_.num_pages() * pool_.page_size();
   const auto decode_end = [&](const Sequence& s) {
     return std::max(s.kv_len + 1 + static_cast<int64_t>(s.draft.size()),
-                    std::min(s.kv_len + std::max(1, 2 * config_.speculative_num_steps), capacity));
+                    std::min(s.kv_len + std::max<int64_t>(1, speculative_reserve(config_.speculative_num_steps,
+                                                                                  config_.speculative_topk,
+                                                                                  config_.speculative_num_draft_tokens)),
+                             capacity));
   };
   const auto pages_needed = [&] {
     int64_t pages = 0;
@@ -256,6 +261,7 @@ void Scheduler::complete(const StepPlan& plan) {
 
 void Scheduler::release_pages(Sequence& seq) {
   seq.draft.clear();  // its drafts' positions go with the pages
+  seq.draft_parents.clear();
   cache_.insert(std::span<const int32_t>(seq.tokens).first(seq.kv_len), seq.pages);
   pool_.release_all(seq.pages);
   seq.pages.clear();

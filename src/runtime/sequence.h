@@ -39,6 +39,9 @@ struct Sequence {
   // Speculative decoding: tokens the draft model proposes after the pending one, verified by the next decode step
   // (and dropped when the sequence leaves the running batch).
   std::vector<int32_t> draft;
+  // Tree drafting: each draft's parent in the verify's tree (0: the pending token; draft i is node i + 1); empty for
+  // a chain.
+  std::vector<int32_t> draft_parents;
 
   int64_t output_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   // Tokens still to be fed before the next token can be sampled.

@@ -92,12 +92,80 @@ VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleReq
   return out;
 }
 
+TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                     std::span<const SampledToken> drawn) {
+  TreeVerifyOutcome r;
+  VerifyOutcome& out = r.outcome;
+  const size_t n = batch.seqs.size();
+  std::vector<int64_t> starts(n);
+  out.kept.resize(n);
+  out.after.resize(n);
+  r.paths.resize(n);
+  for (size_t i = 0, start = 0; i < n; ++i) {
+    const SequenceInfo& s = batch.seqs[i];
+    starts[i] = static_cast<int64_t>(start);
+    start += static_cast<size_t>(s.new_len);
+    out.kept[i] = s.new_len - s.draft_len;  // a prompt chunk keeps every token; a decode, its path (below)
+    out.after[i] = s.next_token;
+    for (int64_t j = 0; j < out.kept[i]; ++j) r.paths[i].push_back(j);
+  }
+  std::vector<bool> seen(n, false);
+  size_t at = 0;
+  for (const SampleRequest& request : samples) {
+    const size_t seq = static_cast<size_t>(request.row);
+    const SequenceInfo& s = batch.seqs[seq];
+    const int64_t nodes = s.draft_len + 1, first = starts[seq] + s.new_len - nodes;
+    NW_CHECK(at + static_cast<size_t>(nodes) <= drawn.size(), "accept_tree_drafts: ", drawn.size(),
+             " draws for the requests' rows");
+    std::vector<int32_t> tokens(batch.token_ids.begin() + first, batch.token_ids.begin() + first + nodes);
+    std::vector<int32_t> parents = s.draft_parents, draws;
+    if (parents.empty())
+      for (int64_t j = 0; j < nodes; ++j) parents.push_back(static_cast<int32_t>(j) - 1);
+    for (int64_t j = 0; j < nodes; ++j) draws.push_back(drawn[at + static_cast<size_t>(j)].token);
+    const std::vector<int64_t> path = accepted_tree_path(tokens, parents, draws);
+    for (int64_t node : path) out.sampled.push_back(drawn[at + static_cast<size_t>(node)]);
+    out.accepted.push_back(static_cast<int32_t>(path.size()));
+    if (!seen[seq]) {
+      seen[seq] = true;
+      const int64_t offset = s.new_len - nodes;  // the pending token's index among the sequence's new tokens
+      r.paths[seq].resize(static_cast<size_t>(offset));
+      for (int64_t node : path) r.paths[seq].push_back(offset + node);
+      out.kept[seq] = static_cast<int64_t>(r.paths[seq].size());
+      out.after[seq] = draws[static_cast<size_t>(path.back())];
+    }
+    at += static_cast<size_t>(nodes);
+  }
+  return r;
+}
+
 int64_t accepted_length(std::span<const int32_t> drafts, std::span<const int32_t> draws) {
   NW_CHECK(draws.size() == drafts.size() + 1, "accepted_length: ", draws.size(), " draws for ", drafts.size(),
            " drafts");
   size_t n = 0;
   while (n < drafts.size() && drafts[n] == draws[n]) ++n;
   return static_cast<int64_t>(n) + 1;
+}
+
+std::vector<int64_t> accepted_tree_path(std::span<const int32_t> tokens, std::span<const int32_t> parents,
+                                        std::span<const int32_t> draws) {
+  NW_CHECK(!tokens.empty() && parents.size() == tokens.size() && draws.size() == tokens.size() && parents[0] == -1,
+           "accepted_tree_path: a token, a parent and a draw per node, node 0 the root");
+  std::vector<int64_t> path = {0};
+  for (bool found = true; found;) {
+    found = false;
+    const int64_t node = path.back();
+    for (size_t c = static_cast<size_t>(node) + 1; c < tokens.size() && !found; ++c)
+      if (parents[c] == node && tokens[c] == draws[static_cast<size_t>(node)]) {
+        path.push_back(static_cast<int64_t>(c));
+        found = true;
+      }
+  }
+  return path;
+}
+
+int64_t speculative_reserve(int num_steps, int topk, int num_draft_tokens) {
+  if (topk <= 1) return 2 * static_cast<int64_t>(num_steps);
+  return std::max<int64_t>(num_draft_tokens, 1 + num_steps + static_cast<int64_t>(num_steps - 1) * topk);
 }
 
 MtpBatch mtp_extend_batch(const ForwardBatch& verify, std::span<const int64_t> kept, std::span<const int32_t> after) {

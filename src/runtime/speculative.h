@@ -21,12 +21,22 @@ namespace narwhal {
 // overwritten later: a sequence's cache is valid up to its kv_len, and attention never reads past a token's own
 // position.
 struct SpeculativeConfig {
-  int num_steps = 0;  // tokens drafted per sequence and step; 0: off
+  int num_steps = 0;  // tokens drafted per sequence and step (a tree's depth); 0: off
   // --speculative-draft-model-path: a NextN checkpoint whose MTP layer drafts instead of the served checkpoint's own
   // (open_checkpoint); empty: the served checkpoint's.
   std::string draft_model_path;
+  // Tree drafting (--speculative-eagle-topk > 1, draft_tree.h, the CPU only): children per node and round, and the
+  // tokens a verify checks (the pending one and num_draft_tokens - 1 drafts). Chains: 1 and num_steps + 1.
+  int topk = 1;
+  int num_draft_tokens = 0;
   bool enabled() const { return num_steps > 0; }
+  bool tree() const { return topk > 1; }
 };
+
+// Positions from a decoding sequence's kv_len its step may write: the verify's (pending and drafts), then the draft
+// model's after the tokens it keeps: 2 x num_steps for a chain; a tree's num_draft_tokens, or its kept path (at most
+// 1 + num_steps) and the draft rounds' candidates after it ((num_steps - 1) x topk), the larger.
+int64_t speculative_reserve(int num_steps, int topk, int num_draft_tokens);
 
 // The logits rows a verify step needs: every drawing sequence's pending (or last prompt) token and its drafts.
 struct VerifyRows {
@@ -58,6 +68,24 @@ struct VerifyOutcome {
 // decides what the draft model takes (forked choices draft later).
 VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                             std::span<const SampledToken> drawn);
+
+// Tree drafting's acceptance (greedy): the kept path through a draft tree, node 0 (the pending token) first, then at
+// each node the child whose token is the target's draw after that node (the first such child in order), until no
+// child matches. tokens / parents as ForwardBatch::add_tree's; draws[j] is the target's token after node j. The
+// sequence keeps the path's drafts, then the draw after its last node.
+std::vector<int64_t> accepted_tree_path(std::span<const int32_t> tokens, std::span<const int32_t> parents,
+                                        std::span<const int32_t> draws);
+
+// accept_drafts for a batch whose sequences may hold draft trees (SequenceInfo::draft_parents; a chain is the tree
+// of one child a node): each request takes the draws along accepted_tree_path, the path's last draw being the one
+// after it. paths[i]: sequence i's kept new tokens (node indices, ascending; its first kept[i]), whose latents the
+// runner moves into place (KvCache::keep_tree_path) before the draft model takes them.
+struct TreeVerifyOutcome {
+  VerifyOutcome outcome;
+  std::vector<std::vector<int64_t>> paths;
+};
+TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                     std::span<const SampledToken> drawn);
 
 // How many of a row's draws the sequence takes: the drafts equal to the draw before them, then one more draw.
 // draws[j] is the target's token after the row's j-th token (0: the pending one); drafts.size() + 1 == draws.size().

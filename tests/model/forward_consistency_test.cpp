@@ -5,6 +5,7 @@
 
 #include <numeric>
 
+#include "core/error.h"
 #include "model/deepseek_model.h"
 #include "model/random_weights.h"
 #include "test_util.h"
@@ -127,6 +128,53 @@ TEST_F(ForwardConsistency, CachedDecodeEqualsRecompute) {
     step = model_->forward(decode, kv);
     seq.push_back(next);
   }
+}
+
+// A speculative tree's verify (tree drafting): each node's logits are those of its root-to-node path run as a chain
+// (the same keys, its ancestors', at the same positions: depth, not slot), whatever its siblings hold.
+TEST_F(ForwardConsistency, TreeVerifyEqualsEachPathAsAChain) {
+  const std::vector<int32_t> prompt = tokens(7, 5, vocab());
+  //            pending  a  b  c (a)  d (a)  e (b)
+  const std::vector<int32_t> tree = {11, 3, 8, 21, 5, 13}, parents = {-1, 0, 0, 1, 1, 2};
+  auto after_prompt = [&] {
+    KvCache kv = cache();
+    ForwardBatch prefill;
+    prefill.add_sequence(prompt, 0, iota_pages(8));
+    model_->forward(prefill, kv);
+    return kv;
+  };
+  KvCache kv = after_prompt();
+  ForwardBatch verify;
+  verify.add_tree(tree, parents, 7, iota_pages(8));
+  EXPECT_EQ(verify.positions, (std::vector<int32_t>{7, 8, 8, 9, 9, 9}));
+  ForwardOptions all_rows;
+  all_rows.logit_rows = {0, 1, 2, 3, 4, 5};
+  const Tensor got = model_->forward(verify, kv, all_rows).logits;
+  const int64_t v = vocab();
+  for (int64_t j = 0; j < 6; ++j) {
+    std::vector<int32_t> path;
+    for (int64_t k = j; k >= 0; k = parents[static_cast<size_t>(k)]) path.insert(path.begin(), tree[static_cast<size_t>(k)]);
+    KvCache chain_kv = after_prompt();
+    ForwardBatch chain;
+    chain.add_sequence(path, 7, iota_pages(8), static_cast<int64_t>(path.size()) - 1);
+    const Tensor want = model_->forward(chain, chain_kv).logits;
+    Tensor row = Tensor::zeros(DType::kF32, {1, v});
+    std::copy(got.f32() + j * v, got.f32() + (j + 1) * v, row.f32());
+    expect_close(row, want, "tree node " + std::to_string(j));
+  }
+  // Keeping path 0 -> a -> d: its latents move to the chain's slots, and the next decode is the chain's.
+  kv.keep_tree_path(iota_pages(8), 7, {0, 1, 4});
+  KvCache chain_kv = after_prompt();
+  ForwardBatch chain;
+  chain.add_sequence({tree[0], tree[1], tree[4]}, 7, iota_pages(8), 2);
+  model_->forward(chain, chain_kv);
+  ForwardBatch next;
+  next.add_sequence({17}, 10, iota_pages(8));
+  const Tensor after_tree = model_->forward(next, kv).logits;
+  expect_close(after_tree, model_->forward(next, chain_kv).logits, "decode after the kept path");
+  // A parent after its child is refused by name.
+  ForwardBatch bad;
+  EXPECT_THROW(bad.add_tree({1, 2, 3}, {-1, 2, 0}, 7, iota_pages(8)), Error);
 }
 
 TEST_F(ForwardConsistency, MtpModuleRunsOverMainHiddenStates) {

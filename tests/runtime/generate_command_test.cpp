@@ -90,6 +90,19 @@ TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
     EXPECT_NE(text.find(", accept len: "), std::string::npos) << text;
     EXPECT_NE(text.find(", cuda graph: False, gen throughput (token/s): "), std::string::npos) << text;
   }
+  // Tree drafting (topk 2 and 3): the greedy walk through the verified tree keeps decoding's ids, and its drafts are
+  // kept as the chain's are.
+  for (const char* tree : {"--speculative-eagle-topk 2 --speculative-num-draft-tokens 7",
+                           "--speculative-eagle-topk 3 --speculative-num-steps 4 --speculative-num-draft-tokens 10"}) {
+    const std::string log = dir.file("tree");
+    const std::string spec = run(common + " --temperature 0 --speculative-algorithm NEXTN " + tree + " 2>" + log, 0);
+    EXPECT_EQ(lines_of(spec), lines_of(plain)) << tree;
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = text.find("Speculative decoding: accept len ");
+    ASSERT_NE(at, std::string::npos) << text;
+    EXPECT_GT(std::stod(text.substr(at + 33)), 2.0) << tree << ": " << text.substr(at, 80);
+  }
   // Seeded sampling: every kept token is the one decoding draws at its position (rejection sampling with a
   // deterministic draft), so the tokens are decoding's.
   const std::string sampling = " --temperature 0.7 --random-seed 3 --log-level error 2>/dev/null";
@@ -106,7 +119,9 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
                                 1);
     EXPECT_NE(out.find(says), std::string::npos) << flags << ": " << out;
   };
-  refused("v3", "--speculative-algorithm NEXTN --speculative-eagle-topk 4", "--speculative-eagle-topk 4");
+  refused("v3", "--speculative-algorithm NEXTN --speculative-eagle-topk 9", "--speculative-eagle-topk must be in [1, 8]");
+  refused("v3", "--speculative-algorithm NEXTN --speculative-eagle-topk 2 --speculative-num-steps 1 "
+          "--speculative-num-draft-tokens 4", "a tree has at most 1 + 2 nodes");
   refused("v3", "--speculative-algorithm NEXTN --speculative-num-steps 3 --speculative-num-draft-tokens 8",
           "--speculative-num-draft-tokens 8");
   refused("v3", "--speculative-algorithm MEDUSA", "--speculative-algorithm MEDUSA");
@@ -117,6 +132,8 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
   // What the GPU runner does not speculate with yet, refused before any GPU is looked for.
   refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-num-steps 8",
           "--speculative-num-steps 8 on --device cuda");
+  refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-eagle-topk 2",
+          "tree drafting runs on --device cpu only");
 }
 
 // Without a usable GPU, the CUDA paths say so and exit 1 (not a raw cudaMalloc / driver-version error).

@@ -1,5 +1,6 @@
 // Speculative decoding on the random-config test's models (tests/random_config.h), each given an MTP layer: the CPU
-// engine's greedy ids with NEXTN at 3 steps (odd seeds) or 1 (even) are plain decoding's exactly, for prompts batched
+// engine's greedy ids with NEXTN at 3 steps (odd seeds) or 1 (even), and with tree drafting (topk 2, 7 draft
+// tokens, 3 steps), are plain decoding's exactly, for prompts batched
 // in two waves (the second finds the first's prefixes in the cache) with chunked prefill beside decodes, on pages of
 // 4 tokens.
 // Random MTP layers draft badly, so most drafts are rejected and rolled back: the paths a trained model rarely takes.
@@ -39,12 +40,17 @@ std::vector<std::vector<int32_t>> prompts(uint64_t seed, int64_t vocab) {
 }
 
 std::vector<std::vector<int32_t>> run(const std::shared_ptr<const DeepSeekModel>& model,
-                                      const std::vector<std::vector<int32_t>>& all, int steps) {
+                                      const std::vector<std::vector<int32_t>>& all, int steps, int topk = 1) {
+  SpeculativeConfig speculative{steps, {}};
+  speculative.topk = topk;
+  speculative.num_draft_tokens = topk > 1 ? 7 : steps + 1;
   EngineConfig config;
   config.speculative_num_steps = steps;
+  config.speculative_topk = topk;
+  config.speculative_num_draft_tokens = speculative.num_draft_tokens;
   config.chunked_prefill_size = 16;
   config.enable_mixed_chunk = true;
-  Engine engine(std::make_unique<CpuModelRunner>(model, 256, kPageSize, SpeculativeConfig{steps, {}}), config);
+  Engine engine(std::make_unique<CpuModelRunner>(model, 256, kPageSize, speculative), config);
   SamplingParams greedy;
   greedy.temperature = 0.0;
   greedy.max_new_tokens = 10;
@@ -78,6 +84,7 @@ TEST(RandomConfigSpeculative, GreedyIdsEqualPlainDecoding) {
     const std::vector<std::vector<int32_t>> plain = run(model, all, 0);
     const int steps = seed % 2 == 1 ? 3 : 1;
     EXPECT_EQ(run(model, all, steps), plain) << "--speculative-num-steps " << steps;
+    EXPECT_EQ(run(model, all, 3, 2), plain) << "--speculative-eagle-topk 2";
   }
 }
 

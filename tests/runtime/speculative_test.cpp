@@ -54,6 +54,20 @@ TEST(Speculative, AcceptedLengthKeepsTheMatchingDraftsAndOneDrawMore) {
   EXPECT_THROW(accepted_length(drafts, std::vector<int32_t>{5}), Error);
 }
 
+// Tree drafting's greedy walk: root 0 (token 11) with children a (3) and b (8); a's children c (21), d (5); b's e (13).
+TEST(Speculative, TreePathFollowsTheChildHoldingEachDraw) {
+  const std::vector<int32_t> tokens = {11, 3, 8, 21, 5, 13}, parents = {-1, 0, 0, 1, 1, 2};
+  auto path = [&](std::vector<int32_t> draws) { return accepted_tree_path(tokens, parents, draws); };
+  EXPECT_EQ(path({3, 5, 0, 0, 9, 0}), (std::vector<int64_t>{0, 1, 4}));  // a, then d: the draw after d is 9
+  EXPECT_EQ(path({8, 0, 13, 0, 0, 0}), (std::vector<int64_t>{0, 2, 5}));  // the second child, then its own
+  EXPECT_EQ(path({7, 5, 13, 0, 0, 0}), (std::vector<int64_t>{0}));        // no child holds 7: only the draw
+  EXPECT_EQ(path({8, 21, 21, 0, 0, 0}), (std::vector<int64_t>{0, 2}));    // 21 is a's child, not b's
+  // A chain is the tree whose every node has one child: the walk keeps what accepted_length does.
+  const std::vector<int32_t> chain = {11, 5, 6, 7}, chain_parents = {-1, 0, 1, 2};
+  EXPECT_EQ(accepted_tree_path(chain, chain_parents, std::vector<int32_t>{5, 6, 9, 0}).size(), 3u);
+  EXPECT_EQ(accepted_length(std::vector<int32_t>{5, 6, 7}, std::vector<int32_t>{5, 6, 9, 0}), 3);
+}
+
 TEST(Speculative, MtpExtendPairsEveryKeptPositionWithTheTokenAfterIt) {
   const ForwardBatch b = verify_batch();
   // The chunk keeps all 3 (its next prompt token is known), the decode its pending token and 1 draft (then 40 was

@@ -2,6 +2,7 @@
 #include "ops/attention.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -21,17 +22,29 @@ std::vector<float> gather_latents(const LatentCache& cache, const MlaSequence& s
   return rows;
 }
 
-// Causal softmax in place over scores [new_len, total]: row j sees keys 0..prefix_len + j.
-void causal_softmax(float* scores, int64_t new_len, int64_t total, int64_t prefix_len) {
-  for (int64_t j = 0; j < new_len; ++j) {
+// Softmax in place over scores [new_len, total] of `seq`'s rows: row j sees the prefix and new tokens 0..j
+// (causal), or with a tree (MlaSequence::parents) the prefix, its ancestors and itself; the keys it does not see get
+// 0. Visible keys are summed in key order, so a tree's row adds what the chain of its path would.
+void masked_softmax(float* scores, const MlaSequence& seq, int64_t total) {
+  std::vector<char> visible(static_cast<size_t>(total), 1);
+  for (int64_t j = 0; j < seq.new_len; ++j) {
     float* row = scores + j * total;
-    const int64_t visible = prefix_len + j + 1;
+    if (seq.parents) {
+      std::fill(visible.begin() + seq.prefix_len, visible.end(), 0);
+      for (int64_t k = j; k >= 0; k = seq.parents[k]) {
+        NW_CHECK(seq.parents[k] < k, "mla attention: tree parent ", seq.parents[k], " of new token ", k,
+                 " must come before it");
+        visible[static_cast<size_t>(seq.prefix_len + k)] = 1;
+      }
+    }
+    const int64_t end = seq.parents ? total : seq.prefix_len + j + 1;  // causal: keys past `end` are never seen
     float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < visible; ++c) mx = std::max(mx, row[c]);
+    for (int64_t c = 0; c < end; ++c)
+      if (visible[static_cast<size_t>(c)]) mx = std::max(mx, row[c]);
     float sum = 0.0f;
-    for (int64_t c = 0; c < visible; ++c) sum += (row[c] = std::exp(row[c] - mx));
-    for (int64_t c = 0; c < visible; ++c) row[c] /= sum;
-    for (int64_t c = visible; c < total; ++c) row[c] = 0.0f;
+    for (int64_t c = 0; c < end; ++c) sum += (row[c] = visible[static_cast<size_t>(c)] ? std::exp(row[c] - mx) : 0.0f);
+    for (int64_t c = 0; c < end; ++c) row[c] /= sum;
+    for (int64_t c = end; c < total; ++c) row[c] = 0.0f;
   }
 }
 
@@ -74,7 +87,7 @@ void mla_attention_decompressed(const Tensor& q, const Tensor& kv_b, const Laten
            scores.data(), total);
       gemm(seq.new_len, total, s.rope_dim, s.softmax_scale, qh + s.nope_dim, q_ld, latents.data() + s.kv_lora, width,
            true, 1.0f, scores.data(), total);
-      causal_softmax(scores.data(), seq.new_len, total, seq.prefix_len);
+      masked_softmax(scores.data(), seq, total);
       gemm(seq.new_len, s.v_dim, total, 1.0f, scores.data(), total, kv.data() + h * kv_width + s.nope_dim, kv_ld,
            false, 0.0f, out.f32() + seq.token_offset * out_ld + h * s.v_dim, out_ld);
     }
@@ -103,7 +116,7 @@ void mla_attention_absorbed(const Tensor& q, const Tensor& kv_b, const LatentCac
            0.0f, scores.data(), total);
       gemm(seq.new_len, total, s.rope_dim, s.softmax_scale, qh + s.nope_dim, q_ld, latents.data() + s.kv_lora, width,
            true, 1.0f, scores.data(), total);
-      causal_softmax(scores.data(), seq.new_len, total, seq.prefix_len);
+      masked_softmax(scores.data(), seq, total);
       gemm(seq.new_len, s.kv_lora, total, 1.0f, scores.data(), total, latents.data(), width, false, 0.0f,
            o_latent.data(), s.kv_lora);
       gemm(seq.new_len, s.v_dim, s.kv_lora, 1.0f, o_latent.data(), s.kv_lora, w_uv, s.kv_lora, true, 0.0f,
