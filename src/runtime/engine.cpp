@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "runtime/speculative.h"
 
 namespace narwhal {
 
@@ -414,21 +415,9 @@ void Engine::keep_draft(Sequence& seq, std::vector<int32_t> draft, std::vector<i
   if (room <= 0 || !may_draft(seq)) return;
   if (parents.empty()) {
     if (static_cast<int64_t>(draft.size()) > room) draft.resize(static_cast<size_t>(room));
-  } else {  // a tree: the nodes no deeper than room (whole subtrees go: depth grows down the tree), renumbered
-    std::vector<int64_t> depth = {0};
-    std::vector<int32_t> index = {0};
-    std::vector<int32_t> kept_tokens, kept_parents;
-    for (size_t i = 0; i < draft.size(); ++i) {
-      const int32_t parent = parents[i];
-      depth.push_back(depth[static_cast<size_t>(parent)] + 1);
-      const bool keep = depth.back() <= room && index[static_cast<size_t>(parent)] >= 0;
-      index.push_back(keep ? static_cast<int32_t>(kept_tokens.size() + 1) : -1);
-      if (!keep) continue;
-      kept_tokens.push_back(draft[i]);
-      kept_parents.push_back(index[static_cast<size_t>(parent)]);
-    }
-    draft = std::move(kept_tokens);
-    seq.draft_parents = std::move(kept_parents);
+  } else {
+    trim_draft_tree(draft, parents, room);
+    seq.draft_parents = std::move(parents);
   }
   seq.draft = std::move(draft);
 }

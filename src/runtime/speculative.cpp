@@ -138,6 +138,25 @@ TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const 
   return r;
 }
 
+void trim_draft_tree(std::vector<int32_t>& draft, std::vector<int32_t>& parents, int64_t depth) {
+  NW_CHECK(parents.size() == draft.size(), "trim_draft_tree: one parent per draft");
+  std::vector<int64_t> node_depth = {0};
+  std::vector<int32_t> index = {0};  // node -> its number after the cut (-1: cut)
+  std::vector<int32_t> kept_tokens, kept_parents;
+  for (size_t i = 0; i < draft.size(); ++i) {
+    const size_t parent = static_cast<size_t>(parents[i]);
+    NW_CHECK(parent <= i, "trim_draft_tree: draft ", i, "'s parent ", parents[i], " comes after it");
+    node_depth.push_back(node_depth[parent] + 1);
+    const bool keep = node_depth.back() <= depth && index[parent] >= 0;
+    index.push_back(keep ? static_cast<int32_t>(kept_tokens.size() + 1) : -1);
+    if (!keep) continue;
+    kept_tokens.push_back(draft[i]);
+    kept_parents.push_back(index[parent]);
+  }
+  draft = std::move(kept_tokens);
+  parents = std::move(kept_parents);
+}
+
 int64_t accepted_length(std::span<const int32_t> drafts, std::span<const int32_t> draws) {
   NW_CHECK(draws.size() == drafts.size() + 1, "accepted_length: ", draws.size(), " draws for ", drafts.size(),
            " drafts");

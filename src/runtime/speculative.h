@@ -87,6 +87,10 @@ struct TreeVerifyOutcome {
 TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                                      std::span<const SampledToken> drawn);
 
+// A draft tree cut to the nodes no deeper than `depth` (whole subtrees go, depth growing down the tree), renumbered:
+// draft[i] is node i + 1, parents[i] its parent (0: the pending token), as Sequence::draft_parents.
+void trim_draft_tree(std::vector<int32_t>& draft, std::vector<int32_t>& parents, int64_t depth);
+
 // How many of a row's draws the sequence takes: the drafts equal to the draw before them, then one more draw.
 // draws[j] is the target's token after the row's j-th token (0: the pending one); drafts.size() + 1 == draws.size().
 int64_t accepted_length(std::span<const int32_t> drafts, std::span<const int32_t> draws);

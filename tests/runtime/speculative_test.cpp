@@ -68,6 +68,22 @@ TEST(Speculative, TreePathFollowsTheChildHoldingEachDraw) {
   EXPECT_EQ(accepted_length(std::vector<int32_t>{5, 6, 7}, std::vector<int32_t>{5, 6, 9, 0}), 3);
 }
 
+// A tree cut to depth 1 keeps the pending token's children, renumbered; depth 2 keeps all but e's child.
+TEST(Speculative, TrimmedTreeKeepsTheNodesNoDeeperThanTheRoom) {
+  //                           a  b  c (a)  d (b)  e (c)
+  std::vector<int32_t> draft = {3, 8, 21, 5, 13}, parents = {0, 0, 1, 2, 3};
+  std::vector<int32_t> d1 = draft, p1 = parents;
+  trim_draft_tree(d1, p1, 1);
+  EXPECT_EQ(d1, (std::vector<int32_t>{3, 8}));
+  EXPECT_EQ(p1, (std::vector<int32_t>{0, 0}));
+  std::vector<int32_t> d2 = draft, p2 = parents;
+  trim_draft_tree(d2, p2, 2);
+  EXPECT_EQ(d2, (std::vector<int32_t>{3, 8, 21, 5}));
+  EXPECT_EQ(p2, (std::vector<int32_t>{0, 0, 1, 2}));
+  trim_draft_tree(draft, parents, 0);
+  EXPECT_TRUE(draft.empty());
+}
+
 TEST(Speculative, MtpExtendPairsEveryKeptPositionWithTheTokenAfterIt) {
   const ForwardBatch b = verify_batch();
   // The chunk keeps all 3 (its next prompt token is known), the decode its pending token and 1 draft (then 40 was
