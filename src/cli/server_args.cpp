@@ -68,7 +68,7 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.alias("dp", "dp-size");
   p.add("speculative-algorithm", &speculative_algorithm,
         "NEXTN (or EAGLE): speculative decoding, drafting with the checkpoint's MTP layer and verifying the drafts "
-        "in one target forward (greedy requests; the output is the same as without)");
+        "in one target forward (greedy and seeded sampling give the tokens decoding without it gives)");
   p.add("speculative-draft-model-path", &speculative_draft_model_path,
         "a NextN checkpoint (SGLang's export: the target's config.json and its MTP layer as model.layers.<N>.*) whose "
         "layer drafts instead of the served checkpoint's own");
@@ -76,7 +76,7 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.alias("speculative-algo", "speculative-algorithm");
   p.add("speculative-num-steps", &speculative_num_steps, "tokens drafted per sequence and step (0: 3)");
   p.add("speculative-eagle-topk", &speculative_eagle_topk,
-        "drafts per node and round: 1 chain drafting, more a draft tree (--device cpu, greedy requests) (0: 1)");
+        "drafts per node and round: 1 chain drafting, more a draft tree (--device cpu for now) (0: 1)");
   p.add("speculative-num-draft-tokens", &speculative_num_draft_tokens,
         "tokens a verify step checks per sequence: --speculative-num-steps + 1 for a chain; a tree's nodes "
         "(0: 1 + steps x topk)");

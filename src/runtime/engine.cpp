@@ -401,10 +401,8 @@ bool Engine::may_draft(const Sequence& seq) const {
   // A verify draws each row with the request's state at the step's start: penalties (output counts) would change
   // between its rows, and so would the min_new_tokens mask before every row but the first is past it; the logits
   // a request asks for are one row's.
-  // Tree drafting keeps the greedy walk only (a sampled tree would need tree rejection sampling).
   return p.frequency_penalty == 0.0 && p.presence_penalty == 0.0 && p.repetition_penalty == 1.0 &&
-         !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens &&
-         (config_.speculative_topk <= 1 || p.greedy());
+         !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens;
 }
 
 // The drafts the next step verifies: no more than the sequence may still generate after its pending token, nor than

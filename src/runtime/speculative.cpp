@@ -44,11 +44,16 @@ std::vector<SampleRequest> verify_samples(const ForwardBatch& batch, std::span<c
                                           const VerifyRows& rows) {
   std::vector<SampleRequest> out;
   for (const SampleRequest& request : samples) {
-    const int64_t drafts = batch.seqs[static_cast<size_t>(request.row)].draft_len;
+    const SequenceInfo& s = batch.seqs[static_cast<size_t>(request.row)];
+    const int64_t drafts = s.draft_len;
+    std::vector<int64_t> depth(static_cast<size_t>(drafts + 1), 0);  // a tree's node draws for its depth's position
+    for (int64_t j = 1; j <= drafts; ++j)
+      depth[static_cast<size_t>(j)] =
+          s.draft_parents.empty() ? j : depth[static_cast<size_t>(s.draft_parents[static_cast<size_t>(j)])] + 1;
     for (int64_t j = 0; j <= drafts; ++j) {
       SampleRequest at = request;
       at.row = rows.first[static_cast<size_t>(request.row)] + j;
-      at.position = request.position + j;
+      at.position = request.position + depth[static_cast<size_t>(j)];
       if (j > 0) at.masked = nullptr;  // the engine drafts only when rows after the first are past min_new_tokens
       out.push_back(at);
     }

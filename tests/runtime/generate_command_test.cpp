@@ -107,6 +107,9 @@ TEST(GenerateCommand, SpeculativeDecodingGivesThePlainGreedyIds) {
   // deterministic draft), so the tokens are decoding's.
   const std::string sampling = " --temperature 0.7 --random-seed 3 --log-level error 2>/dev/null";
   EXPECT_EQ(lines_of(run(common + " --speculative-algorithm NEXTN" + sampling, 0)), lines_of(run(common + sampling, 0)));
+  // So with a tree: each node draws decoding's draw for its depth's position, and the walk follows that draw.
+  EXPECT_EQ(lines_of(run(common + " --speculative-algorithm NEXTN --speculative-eagle-topk 2" + sampling, 0)),
+            lines_of(run(common + sampling, 0)));
   // The random fixture's MTP layer drafts badly, but the ids stay the greedy ones.
   EXPECT_EQ(generate("--json --max-new-tokens 10 --input-ids 5,17,42 --speculative-algorithm NEXTN"),
             generate("--json --max-new-tokens 10 --input-ids 5,17,42"));
