@@ -274,8 +274,6 @@ void ServerArgs::validate_speculative() const {
              steps, " steps: a tree has at most 1 + ", candidates, " nodes (the pending token and the candidates)");
     NW_CHECK(device == "cpu", "--speculative-eagle-topk ", c.topk, ": tree drafting runs on --device cpu only for "
              "now (the GPU's attention masks causally); chain drafting is --speculative-eagle-topk 1");
-    NW_CHECK(!enable_dp_attention, "--speculative-eagle-topk ", c.topk, ": tree drafting does not run with DP "
-             "attention yet (its groups' draft rounds would have to meet)");
   }
   if (device == "cuda") {  // what CudaModelRunner's speculation does not take yet
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;

@@ -147,7 +147,9 @@ TEST(TpGenerateSpeculative, TpDpAttentionAndEpGiveThePlainGreedyIds) {
   const std::vector<std::pair<int, std::vector<std::string>>> cases = {
       {2, {}}, {2, {"--ep-size", "2"}}, {2, {"--enable-dp-attention", "--dp-size", "2"}},
       {4, {"--enable-dp-attention", "--dp-size", "2", "--enable-ep-moe"}},
-      {2, {"--ep-size", "2", "--speculative-eagle-topk", "2"}}};  // tree drafting: every rank walks the same tree
+      // Tree drafting: every rank walks the same tree; DP groups run every draft round, empty where idle.
+      {2, {"--ep-size", "2", "--speculative-eagle-topk", "2"}},
+      {4, {"--enable-dp-attention", "--dp-size", "2", "--enable-ep-moe", "--speculative-eagle-topk", "2"}}};
   for (const auto& [tp, flags] : cases) {
     std::vector<std::string> extra = nextn;
     extra.insert(extra.end(), flags.begin(), flags.end());
