@@ -22,27 +22,36 @@ std::vector<float> gather_latents(const LatentCache& cache, const MlaSequence& s
   return rows;
 }
 
+// A tree's visibility among its new tokens (MlaSequence::parents), [new_len, new_len]: row j sees its ancestors and
+// itself. Empty for a causal run. The same for every head, so made once per sequence.
+std::vector<char> tree_mask(const MlaSequence& seq) {
+  if (!seq.parents) return {};
+  const size_t n = static_cast<size_t>(seq.new_len);
+  std::vector<char> mask(n * n, 0);
+  for (int64_t j = 0; j < seq.new_len; ++j)
+    for (int64_t k = j; k >= 0; k = seq.parents[k]) {
+      NW_CHECK(seq.parents[k] < k, "mla attention: tree parent ", seq.parents[k], " of new token ", k,
+               " must come before it");
+      mask[static_cast<size_t>(j) * n + static_cast<size_t>(k)] = 1;
+    }
+  return mask;
+}
+
 // Softmax in place over scores [new_len, total] of `seq`'s rows: row j sees the prefix and new tokens 0..j
-// (causal), or with a tree (MlaSequence::parents) the prefix, its ancestors and itself; the keys it does not see get
+// (causal), or with a tree (`mask`, tree_mask's) the prefix, its ancestors and itself; the keys it does not see get
 // 0. Visible keys are summed in key order, so a tree's row adds what the chain of its path would.
-void masked_softmax(float* scores, const MlaSequence& seq, int64_t total) {
-  std::vector<char> visible(static_cast<size_t>(total), 1);
+void masked_softmax(float* scores, const MlaSequence& seq, int64_t total, const std::vector<char>& mask) {
+  const bool tree = !mask.empty();
   for (int64_t j = 0; j < seq.new_len; ++j) {
     float* row = scores + j * total;
-    if (seq.parents) {
-      std::fill(visible.begin() + seq.prefix_len, visible.end(), 0);
-      for (int64_t k = j; k >= 0; k = seq.parents[k]) {
-        NW_CHECK(seq.parents[k] < k, "mla attention: tree parent ", seq.parents[k], " of new token ", k,
-                 " must come before it");
-        visible[static_cast<size_t>(seq.prefix_len + k)] = 1;
-      }
-    }
-    const int64_t end = seq.parents ? total : seq.prefix_len + j + 1;  // causal: keys past `end` are never seen
+    const char* seen = tree ? mask.data() + j * seq.new_len : nullptr;
+    const auto visible = [&](int64_t c) { return !tree || c < seq.prefix_len || seen[c - seq.prefix_len]; };
+    const int64_t end = tree ? total : seq.prefix_len + j + 1;  // causal: keys past `end` are never seen
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < end; ++c)
-      if (visible[static_cast<size_t>(c)]) mx = std::max(mx, row[c]);
+      if (visible(c)) mx = std::max(mx, row[c]);
     float sum = 0.0f;
-    for (int64_t c = 0; c < end; ++c) sum += (row[c] = visible[static_cast<size_t>(c)] ? std::exp(row[c] - mx) : 0.0f);
+    for (int64_t c = 0; c < end; ++c) sum += (row[c] = visible(c) ? std::exp(row[c] - mx) : 0.0f);
     for (int64_t c = 0; c < end; ++c) row[c] /= sum;
     for (int64_t c = end; c < total; ++c) row[c] = 0.0f;
   }
@@ -77,6 +86,7 @@ void mla_attention_decompressed(const Tensor& q, const Tensor& kv_b, const Laten
     const MlaSequence& seq = seqs[i];
     const int64_t total = seq.prefix_len + seq.new_len;
     std::vector<float> latents = gather_latents(cache, seq, total);
+    const std::vector<char> mask = tree_mask(seq);
     // Decompress every cached token into per-head [k_nope | v]: kv [total, H * (nope + v)].
     std::vector<float> kv(static_cast<size_t>(total * kv_ld));
     gemm(total, kv_ld, s.kv_lora, 1.0f, latents.data(), width, kv_b.f32(), s.kv_lora, true, 0.0f, kv.data(), kv_ld);
@@ -87,7 +97,7 @@ void mla_attention_decompressed(const Tensor& q, const Tensor& kv_b, const Laten
            scores.data(), total);
       gemm(seq.new_len, total, s.rope_dim, s.softmax_scale, qh + s.nope_dim, q_ld, latents.data() + s.kv_lora, width,
            true, 1.0f, scores.data(), total);
-      masked_softmax(scores.data(), seq, total);
+      masked_softmax(scores.data(), seq, total, mask);
       gemm(seq.new_len, s.v_dim, total, 1.0f, scores.data(), total, kv.data() + h * kv_width + s.nope_dim, kv_ld,
            false, 0.0f, out.f32() + seq.token_offset * out_ld + h * s.v_dim, out_ld);
     }
@@ -103,6 +113,7 @@ void mla_attention_absorbed(const Tensor& q, const Tensor& kv_b, const LatentCac
     const MlaSequence& seq = seqs[i];
     const int64_t total = seq.prefix_len + seq.new_len;
     std::vector<float> latents = gather_latents(cache, seq, total);
+    const std::vector<char> mask = tree_mask(seq);
     std::vector<float> q_latent(static_cast<size_t>(seq.new_len * s.kv_lora));
     std::vector<float> o_latent(q_latent.size());
     std::vector<float> scores(static_cast<size_t>(seq.new_len * total));
@@ -116,7 +127,7 @@ void mla_attention_absorbed(const Tensor& q, const Tensor& kv_b, const LatentCac
            0.0f, scores.data(), total);
       gemm(seq.new_len, total, s.rope_dim, s.softmax_scale, qh + s.nope_dim, q_ld, latents.data() + s.kv_lora, width,
            true, 1.0f, scores.data(), total);
-      masked_softmax(scores.data(), seq, total);
+      masked_softmax(scores.data(), seq, total, mask);
       gemm(seq.new_len, s.kv_lora, total, 1.0f, scores.data(), total, latents.data(), width, false, 0.0f,
            o_latent.data(), s.kv_lora);
       gemm(seq.new_len, s.v_dim, s.kv_lora, 1.0f, o_latent.data(), s.kv_lora, w_uv, s.kv_lora, true, 0.0f,
