@@ -33,24 +33,19 @@ struct TreeDraft {
 void CpuModelRunner::verify_trees(const ForwardBatch& batch, const Tensor& hidden,
                                   std::span<const SampleRequest> samples, std::span<const SampledToken> drawn,
                                   StepOutput& result) {
-  TreeVerifyOutcome verified = accept_tree_drafts(batch, samples, drawn);
+  VerifyOutcome outcome = accept_drafts(batch, samples, drawn);
   // The kept paths as chains: their latents moved to the chain's slots, their tokens and target states in order.
   ForwardBatch kept;
   std::vector<int64_t> rows;
   int64_t start = 0;
   for (size_t i = 0; i < batch.seqs.size(); ++i) {
     const SequenceInfo& s = batch.seqs[i];
-    const std::vector<int64_t>& path = verified.paths[i];
+    const std::vector<int64_t>& path = outcome.paths[i];
     if (!s.draft_parents.empty()) cache_.keep_tree_path(s.page_table, s.prefix_len, path);
     std::vector<int32_t> tokens;
     for (int64_t node : path) {
       tokens.push_back(batch.token_ids[static_cast<size_t>(start + node)]);
       rows.push_back(start + node);
-    }
-    // Rows past the path (filler: rejected nodes' slots) keep the sequence's length, unread: kept counts the path.
-    for (int64_t j = static_cast<int64_t>(path.size()); j < s.new_len; ++j) {
-      tokens.push_back(batch.token_ids[static_cast<size_t>(start + j)]);
-      rows.push_back(start + j);
     }
     kept.add_sequence(tokens, s.prefix_len, s.page_table, 0, s.next_token);
     start += s.new_len;
@@ -58,7 +53,6 @@ void CpuModelRunner::verify_trees(const ForwardBatch& batch, const Tensor& hidde
   Tensor kept_hidden = Tensor::zeros(DType::kF32, {static_cast<int64_t>(rows.size()), hidden.size(1)});
   for (size_t r = 0; r < rows.size(); ++r) copy_row(hidden, rows[r], kept_hidden, static_cast<int64_t>(r));
 
-  const VerifyOutcome& outcome = verified.outcome;
   MtpBatch mtp = mtp_extend_batch(kept, outcome.kept, outcome.after);
   std::vector<int> drafter(mtp.batch.seqs.size(), -1);  // the request each MTP sequence drafts for
   for (size_t m = 0; m < mtp.batch.seqs.size(); ++m)
@@ -77,8 +71,8 @@ void CpuModelRunner::verify_trees(const ForwardBatch& batch, const Tensor& hidde
     options.return_hidden = true;
     draft_trees(mtp, model_->forward_mtp(0, mtp.batch, inputs, cache_, options), drafter, result);
   }
-  result.sampled = std::move(verified.outcome.sampled);
-  result.accepted = std::move(verified.outcome.accepted);
+  result.sampled = std::move(outcome.sampled);
+  result.accepted = std::move(outcome.accepted);
 }
 
 void CpuModelRunner::draft_trees(const MtpBatch& mtp, const ForwardOutput& out, std::span<const int> drafter,
@@ -116,7 +110,7 @@ void CpuModelRunner::draft_trees(const MtpBatch& mtp, const ForwardOutput& out, 
     for (size_t t = 0; t < drafts.size(); ++t) {
       TreeDraft& d = drafts[t];
       const std::vector<int64_t>& nodes = d.tree.expanded();
-      d.stopped = d.stopped || d.tree.done() || static_cast<int64_t>(nodes.size()) > d.room ||
+      d.stopped = d.stopped || static_cast<int64_t>(nodes.size()) > d.room ||
                   d.first + d.tree.depth(nodes.back()) > max_position;
       if (d.stopped) continue;
       std::vector<int32_t> tokens, parents;

@@ -65,54 +65,17 @@ VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleReq
                             std::span<const SampledToken> drawn) {
   VerifyOutcome out;
   const size_t n = batch.seqs.size();
-  std::vector<int64_t> ends(n);
-  out.kept.resize(n);
-  out.after.resize(n);
-  for (size_t i = 0, end = 0; i < n; ++i) {
-    ends[i] = static_cast<int64_t>(end += static_cast<size_t>(batch.seqs[i].new_len));
-    out.kept[i] = batch.seqs[i].new_len - batch.seqs[i].draft_len;
-    out.after[i] = batch.seqs[i].next_token;
-  }
-  std::vector<bool> seen(n, false);
-  size_t at = 0;
-  for (const SampleRequest& request : samples) {
-    const size_t seq = static_cast<size_t>(request.row);
-    const int64_t drafts = batch.seqs[seq].draft_len;
-    NW_CHECK(at + static_cast<size_t>(drafts) < drawn.size(), "accept_drafts: ", drawn.size(),
-             " draws for the requests' rows");
-    std::vector<int32_t> draws;
-    for (int64_t j = 0; j <= drafts; ++j) draws.push_back(drawn[at + static_cast<size_t>(j)].token);
-    const std::span<const int32_t> proposed(batch.token_ids.data() + ends[seq] - drafts, static_cast<size_t>(drafts));
-    const int64_t taken = accepted_length(proposed, draws);
-    out.sampled.insert(out.sampled.end(), drawn.begin() + static_cast<std::ptrdiff_t>(at),
-                       drawn.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>(taken)));
-    out.accepted.push_back(static_cast<int32_t>(taken));
-    if (!seen[seq]) {
-      seen[seq] = true;
-      out.kept[seq] += taken - 1;
-      out.after[seq] = draws[static_cast<size_t>(taken - 1)];
-    }
-    at += static_cast<size_t>(drafts + 1);
-  }
-  return out;
-}
-
-TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
-                                     std::span<const SampledToken> drawn) {
-  TreeVerifyOutcome r;
-  VerifyOutcome& out = r.outcome;
-  const size_t n = batch.seqs.size();
   std::vector<int64_t> starts(n);
   out.kept.resize(n);
   out.after.resize(n);
-  r.paths.resize(n);
+  out.paths.resize(n);
   for (size_t i = 0, start = 0; i < n; ++i) {
     const SequenceInfo& s = batch.seqs[i];
     starts[i] = static_cast<int64_t>(start);
     start += static_cast<size_t>(s.new_len);
-    out.kept[i] = s.new_len - s.draft_len;  // a prompt chunk keeps every token; a decode, its path (below)
+    out.kept[i] = s.new_len - s.draft_len;  // a prompt chunk keeps every token; a decode, what its request accepts
     out.after[i] = s.next_token;
-    for (int64_t j = 0; j < out.kept[i]; ++j) r.paths[i].push_back(j);
+    for (int64_t j = 0; j < out.kept[i]; ++j) out.paths[i].push_back(j);
   }
   std::vector<bool> seen(n, false);
   size_t at = 0;
@@ -120,27 +83,30 @@ TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const 
     const size_t seq = static_cast<size_t>(request.row);
     const SequenceInfo& s = batch.seqs[seq];
     const int64_t nodes = s.draft_len + 1, first = starts[seq] + s.new_len - nodes;
-    NW_CHECK(at + static_cast<size_t>(nodes) <= drawn.size(), "accept_tree_drafts: ", drawn.size(),
+    NW_CHECK(at + static_cast<size_t>(nodes) <= drawn.size(), "accept_drafts: ", drawn.size(),
              " draws for the requests' rows");
-    std::vector<int32_t> tokens(batch.token_ids.begin() + first, batch.token_ids.begin() + first + nodes);
-    std::vector<int32_t> parents = s.draft_parents, draws;
-    if (parents.empty())
-      for (int64_t j = 0; j < nodes; ++j) parents.push_back(static_cast<int32_t>(j) - 1);
+    std::vector<int32_t> draws;
     for (int64_t j = 0; j < nodes; ++j) draws.push_back(drawn[at + static_cast<size_t>(j)].token);
-    const std::vector<int64_t> path = accepted_tree_path(tokens, parents, draws);
+    const std::span<const int32_t> tokens(batch.token_ids.data() + first, static_cast<size_t>(nodes));
+    std::vector<int64_t> path;  // the request's kept nodes: 0 (its pending token), then the accepted drafts
+    if (s.draft_parents.empty()) {
+      for (int64_t j = 0; j < accepted_length(tokens.subspan(1), draws); ++j) path.push_back(j);
+    } else {
+      path = accepted_tree_path(tokens, s.draft_parents, draws);
+    }
     for (int64_t node : path) out.sampled.push_back(drawn[at + static_cast<size_t>(node)]);
     out.accepted.push_back(static_cast<int32_t>(path.size()));
     if (!seen[seq]) {
       seen[seq] = true;
       const int64_t offset = s.new_len - nodes;  // the pending token's index among the sequence's new tokens
-      r.paths[seq].resize(static_cast<size_t>(offset));
-      for (int64_t node : path) r.paths[seq].push_back(offset + node);
-      out.kept[seq] = static_cast<int64_t>(r.paths[seq].size());
+      out.paths[seq].resize(static_cast<size_t>(offset));
+      for (int64_t node : path) out.paths[seq].push_back(offset + node);
+      out.kept[seq] = static_cast<int64_t>(out.paths[seq].size());
       out.after[seq] = draws[static_cast<size_t>(path.back())];
     }
     at += static_cast<size_t>(nodes);
   }
-  return r;
+  return out;
 }
 
 void trim_draft_tree(std::vector<int32_t>& draft, std::vector<int32_t>& parents, int64_t depth) {

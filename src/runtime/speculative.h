@@ -62,10 +62,14 @@ struct VerifyOutcome {
   std::vector<int32_t> accepted;      // StepOutput::accepted
   std::vector<int64_t> kept;          // per sequence: its new positions whose latents the target kept
   std::vector<int32_t> after;         // per sequence: the token after its last kept position (-1: not known)
+  // Per sequence: the new tokens it kept (indices among its new tokens, ascending; kept[i] of them). A chain's are
+  // 0 .. kept[i] - 1; a tree's path, whose latents the runner moves into place (KvCache::keep_tree_path).
+  std::vector<std::vector<int64_t>> paths;
 };
 // Acceptance: `drawn` holds the draws of verify_samples' rows, in its order; a request keeps its drafts while each
-// equals the draw before it, then that draw. The first request of a sequence
-// decides what the draft model takes (forked choices draft later).
+// equals the draw before it (accepted_length), or with a draft tree (SequenceInfo::draft_parents) the path
+// accepted_tree_path walks, then the draw after them. The first request of a sequence decides what the draft model
+// takes (forked choices draft later).
 VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                             std::span<const SampledToken> drawn);
 
@@ -75,17 +79,6 @@ VerifyOutcome accept_drafts(const ForwardBatch& batch, std::span<const SampleReq
 // sequence keeps the path's drafts, then the draw after its last node.
 std::vector<int64_t> accepted_tree_path(std::span<const int32_t> tokens, std::span<const int32_t> parents,
                                         std::span<const int32_t> draws);
-
-// accept_drafts for a batch whose sequences may hold draft trees (SequenceInfo::draft_parents; a chain is the tree
-// of one child a node): each request takes the draws along accepted_tree_path, the path's last draw being the one
-// after it. paths[i]: sequence i's kept new tokens (node indices, ascending; its first kept[i]), whose latents the
-// runner moves into place (KvCache::keep_tree_path) before the draft model takes them.
-struct TreeVerifyOutcome {
-  VerifyOutcome outcome;
-  std::vector<std::vector<int64_t>> paths;
-};
-TreeVerifyOutcome accept_tree_drafts(const ForwardBatch& batch, std::span<const SampleRequest> samples,
-                                     std::span<const SampledToken> drawn);
 
 // A draft tree cut to the nodes no deeper than `depth` (whole subtrees go, depth growing down the tree), renumbered:
 // draft[i] is node i + 1, parents[i] its parent (0: the pending token), as Sequence::draft_parents.
