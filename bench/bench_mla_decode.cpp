@@ -49,8 +49,8 @@ int main() {
       const Tensor seq_lens = bench::device_i32(std::vector<int32_t>(kBatch, static_cast<int32_t>(s_k)), {kBatch});
       const double us = bench::median_us(
           [&](int) {
-            narwhal::ops::cuda::mla_decode(q, cache, page_table, seq_lens, params, out, workspace.data, ws_bytes,
-                                           nullptr);
+            narwhal::ops::cuda::mla_decode(q, cache, page_table, seq_lens, narwhal::Tensor{}, params, out,
+                                           workspace.data, ws_bytes, nullptr);
           },
           30);
       const double bytes = static_cast<double>(kBatch) * (s_k * kWidth + heads * (kWidth + kLatent)) * 2.0;

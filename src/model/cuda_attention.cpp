@@ -99,13 +99,14 @@ void CudaModel::attend_absorbed(const CudaAttentionWeights& w, const CudaStep& s
     p.page_size = page_size_;
     const size_t bytes = ops::cuda::mla_decode_workspace_bytes(step.num_seqs, p, num_sms_);
     Tensor ws = buffer(kDecodeWorkspace, DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)});
-    ops::cuda::mla_decode(q_abs, cache, step.page_table, step.seq_lens, p, latent_out, ws.data, ws.nbytes(), stream);
+    ops::cuda::mla_decode(q_abs, cache, step.page_table, step.seq_lens, step.tree_parents, p, latent_out, ws.data,
+                          ws.nbytes(), stream);
   } else {
     Tensor keys = gather_keys(step, cache, stream);
     const ops::cuda::HeadOperand latents{keys.data, width, 0}, k_pe{at(keys, kv_lora), width, 0};
     ops::cuda::mla_attention_portable(q_abs, kv_lora, rope, latents, k_pe, latents, kv_lora, step.cu_seqlens_q,
-                                      step.cu_seqlens_k, step.max_seqlen_q, scale, latent_out,
-                                      stream);
+                                      step.cu_seqlens_k, step.max_seqlen_q, step.tree_parents, scale,
+                                      latent_out, stream);
   }
   const ops::cuda::MatrixBatch attn = ops::cuda::head_slices(latent_out, 0, kv_lora);
   if (w.kv_b_fp8)
@@ -121,6 +122,8 @@ void CudaModel::attend_decompressed(const CudaAttentionWeights& w, const CudaSte
   const int64_t s = step.total_keys, heads = local_.num_attention_heads, nope = local_.qk_nope_head_dim;
   const int64_t rope = local_.qk_rope_head_dim, kv_lora = local_.kv_lora_rank, width = kv_lora + rope;
   const int64_t v = local_.v_head_dim;
+  NW_CHECK(!step.tree_parents.defined(), "CudaModel: a speculative draft tree runs in the absorbed form only (a step "
+           "that cannot split its decoding sequences from its prompt chunks)");
   Tensor keys = gather_keys(step, cache, stream);
   Tensor latent_rows = buffer(kLatentRows, DType::kBF16, {s, kv_lora});
   ops::cuda::copy_columns(latent_rows, 0, keys, 0, kv_lora, stream);
@@ -135,7 +138,7 @@ void CudaModel::attend_decompressed(const CudaAttentionWeights& w, const CudaSte
   const ops::cuda::HeadOperand k_nope{kv.data, heads * (nope + v), nope + v}, k_pe{at(keys, kv_lora), width, 0};
   const ops::cuda::HeadOperand values{at(kv, nope), heads * (nope + v), nope + v};
   ops::cuda::mla_attention_portable(q, nope, rope, k_nope, k_pe, values, v, step.cu_seqlens_q, step.cu_seqlens_k,
-                                    step.max_seqlen_q, scale, out, stream);
+                                    step.max_seqlen_q, Tensor{}, scale, out, stream);
 }
 
 }  // namespace narwhal

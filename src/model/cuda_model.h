@@ -43,6 +43,10 @@ struct CudaStep {
   // An absorbed step's tokens per sequence: 1 for a decode, 1 + drafts for a speculative verify (every sequence
   // padded to the same count, as the decode kernel takes them; at most ops::cuda::kMlaDecodeMaxQLen).
   int64_t q_len = 1;
+  // A speculative draft tree's verify or draft round: per token its parent among its sequence's new tokens (-1 a
+  // root; SequenceInfo::draft_parents), so that attention sees the prefix, its ancestors and itself. Absorbed steps
+  // only. Undefined: causal.
+  Tensor tree_parents;  // [T] I32
   // Speculative decoding: forward leaves every token's final-normed hidden state in hidden() (the MTP layer's input).
   bool keep_hidden = false;
   // A mixed step (decodes beside a prefill chunk), as the CPU reference runs it: two parts, sequences [0, k) and

@@ -153,7 +153,8 @@ TEST(CudaBatchInvarianceMla, VerifyRowsEqualDecodeRows) {
       const size_t bytes = ops::cuda::mla_decode_workspace_bytes(seqs, p, sms);
       Tensor ws = Tensor::empty(DType::kF32, {static_cast<int64_t>(bytes / 4) + 1}, Device::kCUDA);
       Tensor out = testing::poisoned(DType::kBF16, {seqs * q_len, heads, kLora});
-      ops::cuda::mla_decode(q_rows, cache.device, page_table, testing::device_i32(seq_lens, {seqs}), p, out, ws.data,
+      ops::cuda::mla_decode(q_rows, cache.device, page_table, testing::device_i32(seq_lens, {seqs}), Tensor{}, p, out,
+                            ws.data,
                             bytes, nullptr);
       NW_CUDA_CHECK(cudaDeviceSynchronize());
       return out.to(Device::kCPU);

@@ -195,5 +195,22 @@ TEST(CudaElementwise, VocabParallelEmbeddingAndJoinedShards) {
   expect_close(joined, want, 0.0, "joined shards");
 }
 
+// A tree verify's kept paths moved into place in every layer (3 layers of 40 rows of 576): moves in order, some
+// reading a row an earlier one wrote (path nodes 2, 3 -> slots 1, 2), as KvCache::keep_tree_path makes them.
+TEST(CudaElementwise, MoveRowsInOrderInEveryLayer) {
+  NW_REQUIRE_GPU();
+  const int64_t layers = 3, rows = 40, width = 576;
+  auto x = random_bf16({layers, rows * width}, 13);
+  const std::vector<int64_t> moves = {12, 11, 13, 12, 30, 25, 5, 39};  // (from, to) pairs
+  Tensor want = x.host;  // the moves applied one after another on the host
+  for (int64_t l = 0; l < layers; ++l)
+    for (size_t m = 0; m < moves.size(); m += 2)
+      std::copy_n(want.f32() + (l * rows + moves[m]) * width, width, want.f32() + (l * rows + moves[m + 1]) * width);
+  Tensor moves_host = Tensor::zeros(DType::kI64, {static_cast<int64_t>(moves.size() / 2), 2});
+  std::copy(moves.begin(), moves.end(), moves_host.ptr<int64_t>());
+  ops::cuda::move_rows(x.device, width, moves_host.to(Device::kCUDA), nullptr);
+  expect_close(x.device, want, 0.0, "moved rows");
+}
+
 }  // namespace
 }  // namespace narwhal

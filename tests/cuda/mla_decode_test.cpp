@@ -1,6 +1,6 @@
 // GPU MLA decode (absorbed MQA over the paged 576-wide latent cache, split-KV) against the CPU reference
-// ops::mla_attention_absorbed, on ragged batches with batch padding (seq_len 0), q_len 1, 2 and 4 (a verify's
-// largest), 4, 16 and 128 heads.
+// ops::mla_attention_absorbed, on ragged batches with batch padding (seq_len 0), q_len 1 to 8 (verifies, causal or a
+// draft tree's mask), 4, 16 and 128 heads.
 //
 // The CPU reference runs with W_UK = W_UV = identity (nope = v = kv_lora = 512), so its q is exactly the
 // kernel's absorbed query [q_latent | q_pe] and its output exactly the kernel's latent output: the comparison
@@ -30,6 +30,7 @@ struct DecodeCase {
   int64_t heads, q_len, page_size;
   std::vector<int64_t> seq_lens;  // keys per sequence including the q_len new ones; 0 = batch padding
   uint64_t seed;
+  std::vector<int32_t> parents = {};  // per sequence q_len entries: a draft tree's parents; empty: causal
 };
 
 void check_decode(const DecodeCase& c) {
@@ -46,7 +47,8 @@ void check_decode(const DecodeCase& c) {
   std::vector<ops::MlaSequence> seqs;
   for (int64_t b = 0; b < batch; ++b)
     if (c.seq_lens[b] > 0)
-      seqs.push_back({b * c.q_len, c.seq_lens[b] - c.q_len, c.q_len, &pages.table[b * pages.max_pages]});
+      seqs.push_back({b * c.q_len, c.seq_lens[b] - c.q_len, c.q_len, &pages.table[b * pages.max_pages],
+                      c.parents.empty() ? nullptr : &c.parents[static_cast<size_t>(b * c.q_len)]});
   Tensor reference = Tensor::zeros(DType::kF32, {rows, heads, kLora});  // padding sequences: zeros
   const ops::MlaShape shape{heads, kLora, kRope, kLora, kLora, scale};
   ops::mla_attention_absorbed(q.host, kv_b, ops::LatentCache{cache.host, c.page_size}, seqs.data(),
@@ -65,7 +67,9 @@ void check_decode(const DecodeCase& c) {
   Tensor workspace = testing::poisoned(DType::kF32, {static_cast<int64_t>(workspace_bytes / 4) + 1});
   Tensor out = testing::poisoned(DType::kBF16, {rows, heads, kLora});
   ops::cuda::mla_decode(q.device, cache.device, testing::device_i32(pages.table, {batch, pages.max_pages}),
-                        testing::device_i32(lens, {batch}), params, out, workspace.data, workspace_bytes, nullptr);
+                        testing::device_i32(lens, {batch}),
+                        c.parents.empty() ? Tensor{} : testing::device_i32(c.parents, {rows}), params, out,
+                        workspace.data, workspace_bytes, nullptr);
   NW_CUDA_CHECK(cudaDeviceSynchronize());
   std::string lens_text;
   for (int64_t len : c.seq_lens) lens_text += " " + std::to_string(len);
@@ -119,6 +123,22 @@ TEST(CudaMlaDecode, VerifyQLen5And8) {
   check_decode({4, 5, 16, {5, 21, 0, 64, 300}, 112});
   check_decode({16, 8, 16, {8, 1000, 0, 67, 9}, 113});
   check_decode({128, 8, 64, {8, 513, 130}, 114});
+}
+
+// Draft trees (--speculative-eagle-topk): a verify's tree of 7 (the pending token, 2 children, 4 grandchildren), and a
+// draft round's 8 candidates of 2 roots, per sequence; a padding sequence's entries are never read. Lengths cross a
+// 64-key tile inside the tree and split long sequences over parts.
+TEST(CudaMlaDecode, DraftTreeMasks) {
+  NW_REQUIRE_GPU();
+  const std::vector<int32_t> verify = {-1, 0, 0, 1, 1, 2, 2};
+  std::vector<int32_t> parents;
+  for (int i = 0; i < 4; ++i) parents.insert(parents.end(), verify.begin(), verify.end());
+  check_decode({16, 7, 16, {7, 68, 0, 2000}, 115, parents});
+  const std::vector<int32_t> round = {-1, -1, 0, 1, 2, 2, 3, 5};
+  parents.clear();
+  for (int i = 0; i < 3; ++i) parents.insert(parents.end(), round.begin(), round.end());
+  check_decode({128, 8, 64, {8, 130, 5000}, 116, parents});
+  check_decode({4, 8, 16, {70, 0, 9}, 117, parents});
 }
 
 // Batch 1 as the decode benchmark runs it: fewer tiles (17) than the grid has parts, so one part per tile

@@ -1,6 +1,7 @@
 // The shape-generic MLA attention (ops/cuda/portable.h) against a float64 reference of the same ragged causal
 // attention: odd head dims, prefixes past one 1024-key chunk of its online softmax, a one-token decode row, and the
-// absorbed form's shared (MQA) keys. Tolerance 1e-2 (max |diff| / max |ref|): BF16 inputs are exact on both
+// absorbed form's shared (MQA) keys, and a speculative tree's mask (each new token sees the prefix, its ancestors and
+// itself). Tolerance 1e-2 (max |diff| / max |ref|): BF16 inputs are exact on both
 // sides; the GPU rounds its output to BF16 (2^-9) and sums probabilities in FP32 in another order.
 #include <gtest/gtest.h>
 
@@ -17,6 +18,7 @@ struct Case {
   int64_t heads, a_len, b_len, v_len;
   bool shared_keys;  // absorbed form: one key/value row for every head
   std::vector<int64_t> q_lens, k_lens;
+  std::vector<int32_t> parents = {};  // per query row: its parent among its sequence's new tokens; empty: causal
 };
 
 void check(const Case& c, uint64_t seed) {
@@ -36,10 +38,17 @@ void check(const Case& c, uint64_t seed) {
   for (int64_t s = 0; s < seqs; ++s)
     for (int64_t i = 0; i < c.q_lens[s]; ++i)
       for (int64_t h = 0; h < c.heads; ++h) {
-        const int64_t row = cu_q[s] + i, visible = c.k_lens[s] - c.q_lens[s] + i + 1, kh = c.shared_keys ? 0 : h;
-        std::vector<double> p(visible);
+        const int64_t row = cu_q[s] + i, prefix = c.k_lens[s] - c.q_lens[s], visible = prefix + i + 1;
+        const int64_t kh = c.shared_keys ? 0 : h;
+        std::vector<char> sees(static_cast<size_t>(visible), 1);  // a tree's new tokens: the row's ancestors only
+        if (!c.parents.empty()) {
+          for (int64_t j = 0; j <= i; ++j) sees[static_cast<size_t>(prefix + j)] = 0;
+          for (int64_t j = i; j >= 0; j = c.parents[static_cast<size_t>(cu_q[s] + j)]) sees[static_cast<size_t>(prefix + j)] = 1;
+        }
+        std::vector<double> p(visible, -INFINITY);
         double mx = -INFINITY, sum = 0.0;
         for (int64_t k = 0; k < visible; ++k) {
+          if (!sees[static_cast<size_t>(k)]) continue;
           const int64_t key = cu_k[s] + k;
           double dot = 0.0;
           for (int64_t d = 0; d < c.a_len; ++d)
@@ -65,7 +74,8 @@ void check(const Case& c, uint64_t seed) {
   for (int64_t l : c.q_lens) max_q = std::max(max_q, l);
   ops::cuda::mla_attention_portable(q.device, c.a_len, c.b_len, a, b, v, c.v_len,
                                     testing::device_i32(cu_q, {seqs + 1}), testing::device_i32(cu_k, {seqs + 1}), max_q,
-                                    scale, out, nullptr);
+                                    c.parents.empty() ? Tensor{} : testing::device_i32(c.parents, {t}), scale, out,
+                                    nullptr);
   testing::expect_close(out, ref, 1e-2, "portable attention");
 }
 
@@ -77,6 +87,13 @@ TEST(CudaMlaPortable, DecompressedOddDimsAcrossKeyChunks) {
 TEST(CudaMlaPortable, AbsorbedSharedLatents) {
   NW_REQUIRE_GPU();
   check({4, 96, 32, 96, true, {1, 1}, {1500, 17}}, 2);
+}
+
+// Two draft trees (a verify's: the pending token's children and grandchildren; a draft round's: two roots) beside a
+// causal chain written as parents j - 1, across a 1024-key chunk.
+TEST(CudaMlaPortable, AbsorbedDraftTrees) {
+  NW_REQUIRE_GPU();
+  check({4, 96, 32, 96, true, {6, 4, 3}, {1030, 20, 9}, {-1, 0, 0, 1, 2, 1, -1, -1, 0, 1, -1, 0, 1}}, 3);
 }
 
 }  // namespace

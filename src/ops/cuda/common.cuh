@@ -23,6 +23,17 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Which of a sequence's q_len new tokens token `token` sees, as bits (bit j: new token j): itself and every token
+// before it (causal), or with a speculative tree (`parents` [q_len] of the sequence, parents[j] < j, -1 a root)
+// itself and its ancestors; q_len <= 32. Rows past q_len (padding) see all. A parent that is not earlier ends the walk.
+__device__ __forceinline__ uint32_t visible_new_tokens(const int32_t* parents, int token, int q_len) {
+  if (token >= q_len) return 0xffffffffu;
+  if (!parents) return (2u << token) - 1u;
+  uint32_t bits = 0;
+  for (int j = token; j >= 0; j = parents[j] < j ? parents[j] : -1) bits |= 1u << j;
+  return bits;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));

@@ -203,6 +203,14 @@ __global__ void gather_rows_kernel(const bf16* x, const int32_t* rows, bf16* out
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
 }
 
+// Layer blockIdx.x; thread c moves 16-byte chunk c of each row, move after move, so the moves' order holds per chunk.
+__global__ void move_rows_kernel(bf16* x, int64_t layer_elems, int64_t chunks, const int64_t* moves, int64_t n) {
+  grid_dependency_wait();
+  uint4* layer = reinterpret_cast<uint4*>(x + blockIdx.x * layer_elems);
+  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x)
+    for (int64_t i = 0; i < n; ++i) layer[moves[2 * i + 1] * chunks + c] = layer[moves[2 * i] * chunks + c];
+}
+
 // Row b of out (blockIdx.y), its columns strided over the x blocks: column v is rank v / per's column v % per.
 __global__ void join_vocab_shards_kernel(const float* shards, int64_t rows, int64_t per_rank, int64_t vocab,
                                          float* out) {
@@ -386,6 +394,18 @@ void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t 
   if (rows.numel() == 0) return;
   launch(gather_rows_kernel, rows.numel(), kThreads, 0, stream, device_ptr<bf16>(x), rows.ptr<int32_t>(),
          device_ptr<bf16>(out), x.size(1));
+}
+
+void move_rows(Tensor& x, int64_t width, const Tensor& moves, cudaStream_t stream) {
+  check_cuda(x, DType::kBF16, "move_rows rows");
+  check_cuda(moves, DType::kI64, "move_rows moves");
+  NW_CHECK(x.ndim() == 2 && width > 0 && width % 8 == 0 && x.size(1) % width == 0 && moves.ndim() == 2 &&
+               moves.size(1) == 2,
+           "move_rows: x", x.shape_string(), " rows of ", width, " (a multiple of 8) and moves", moves.shape_string(),
+           " [n, 2]");
+  if (moves.size(0) == 0 || x.size(0) == 0) return;
+  launch(move_rows_kernel, static_cast<unsigned>(x.size(0)), 128, 0, stream, device_ptr<bf16>(x), x.size(1),
+         width / 8, moves.ptr<int64_t>(), moves.size(0));
 }
 
 void bf16_to_f32(const Tensor& x, Tensor& out, cudaStream_t stream) {

@@ -47,6 +47,12 @@ void silu_and_mul(const Tensor& gate_up, Tensor& out, cudaStream_t stream);
 // out[i, :] = x[rows[i], :] (BF16 rows of width x.size(1)); e.g. each sequence's last token before lm_head.
 void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out, cudaStream_t stream);
 
+// In each layer block of x ([L, R * width] BF16: L blocks of R rows of `width`, a multiple of 8), row moves[i, 1] =
+// row moves[i, 0] for i = 0, 1, ... in order, so a move reads what earlier ones wrote (moves [n, 2] I64 on the
+// device): a tree verify's kept path moved into its chain's slots in every layer's latent cache, as
+// KvCache::keep_tree_path does on the CPU.
+void move_rows(Tensor& x, int64_t width, const Tensor& moves, cudaStream_t stream);
+
 // dst[r, dst_col : dst_col + width] = src[r, src_col : src_col + width] for every row r of src (BF16 [R, *] both,
 // dst of at least R rows), one strided copy on the stream: a column slice out of a wider row (the latent part of
 // the cache's rows) or into one (the MTP layer's concatenated input).

@@ -44,7 +44,7 @@ constexpr int64_t kMlaDecodeMaxQLen = 8;
 
 struct MlaDecodeParams {
   int64_t heads = 0;
-  int64_t q_len = 1;  // new tokens per sequence, causal among themselves (1, or 2..kMlaDecodeMaxQLen for verify)
+  int64_t q_len = 1;  // new tokens per sequence (1, or 2..kMlaDecodeMaxQLen for a verify), causal or a tree
   int64_t kv_lora = 512;
   int64_t rope_dim = 64;
   float softmax_scale = 1.0f;
@@ -58,12 +58,15 @@ size_t mla_decode_workspace_bytes(int64_t batch, const MlaDecodeParams& params, 
 // q [batch * q_len, heads, 576] BF16 (row b * q_len + t: token t of sequence b); cache [num_pages, page_size,
 // 576] BF16; page_table [batch, max_pages] I32 and seq_lens [batch] I32 on the device (seq_lens count the
 // keys including the new tokens, already in the cache); out [batch * q_len, heads, 512] BF16. Token t of
-// sequence b sees keys 0 .. seq_lens[b] - q_len + t; a sequence of length 0 (batch padding) gets zeros.
-// Page-table entries past a sequence's last page are never read. workspace: mla_decode_workspace_bytes(batch,
-// params, SMs of the current device). No host sync, grid independent of seq_lens: CUDA-graph safe.
+// sequence b sees keys 0 .. seq_lens[b] - q_len - 1 (the prefix) and, among the new tokens, every one up to itself
+// (causal; tree_parents undefined) or, with a speculative tree (tree_parents [batch * q_len] I32: new token t's parent
+// among its sequence's new tokens, earlier, -1 a root), itself and its ancestors. A sequence of length 0 (batch
+// padding) gets zeros. Page-table entries past a sequence's last page are never read. workspace:
+// mla_decode_workspace_bytes(batch, params, SMs of the current device). No host sync, grid independent of seq_lens:
+// CUDA-graph safe.
 void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, const Tensor& seq_lens,
-                const MlaDecodeParams& params, Tensor& out, void* workspace, size_t workspace_bytes,
-                cudaStream_t stream);
+                const Tensor& tree_parents, const MlaDecodeParams& params, Tensor& out, void* workspace,
+                size_t workspace_bytes, cudaStream_t stream);
 // ---- end MLA decode ----
 
 }  // namespace narwhal::ops::cuda

@@ -41,6 +41,7 @@ struct DecodeArgs {
   const bf16* cache;           // [num_pages, page_size, 576]
   const int32_t* page_table;   // [batch, max_pages]
   const int32_t* seq_lens;     // [batch]
+  const int32_t* parents;      // [batch * q_len]: a speculative tree's parents (visible_new_tokens); null: causal
   bf16* out;                   // [batch * q_len, heads, 512]
   float* partial_out;          // [slots, m_blocks, block_rows, 512], slot = sequence + part
   float* partial_lse;          // [slots, m_blocks, block_rows], log2 domain
@@ -217,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
   const bool sums_row = threadIdx.x < kBlockM * 4;
   const int sum_row = threadIdx.x / 4, sum_quarter = threadIdx.x % 4;
   float row_sum = 0.0f;
-  int limit[2];                  // keys visible to the S rows: causal among the new tokens
+  uint32_t visible[2];           // the new tokens the S rows see (visible_new_tokens); every prefix key is seen
   int chunk_first = 0;           // first tile (within its sequence) of the chunk in progress
 
   load_tile(begin, kv_smem);
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int token = (m_block * kBlockM + s_row + 8 * i) / a.heads;  // past q_len on padding rows
-        limit[i] = min(cursor.seq_len, cursor.seq_len - a.q_len + token + 1);
+        visible[i] = visible_new_tokens(a.parents ? a.parents + cursor.seq * a.q_len : nullptr, token, a.q_len);
         row_max[i] = -INFINITY;
       }
       row_sum = 0.0f;
@@ -270,14 +271,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const DecodeArg
       }
     }
 
-    // Mask keys past each row's limit (and past the sequence end); exchange the row max across key groups.
-    const int key0 = kv_tile * kBlockN + s_keys + 2 * t;
+    // Mask keys past the sequence end and new tokens a row does not see; exchange the row max across key groups.
+    const int key0 = kv_tile * kBlockN + s_keys + 2 * t, new0 = cursor.seq_len - a.q_len;
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < kMTiles; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        if (key0 + j * 8 + (e & 1) >= limit[e / 2]) s[j][e] = -INFINITY;
+        const int key = key0 + j * 8 + (e & 1);
+        if (key >= cursor.seq_len || (key >= new0 && !((visible[e / 2] >> (key - new0)) & 1u))) s[j][e] = -INFINITY;
         tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
       }
 #pragma unroll
@@ -479,7 +481,8 @@ size_t mla_decode_workspace_bytes(int64_t batch, const MlaDecodeParams& p, int n
 }
 
 void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, const Tensor& seq_lens,
-                const MlaDecodeParams& p, Tensor& out, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+                const Tensor& tree_parents, const MlaDecodeParams& p, Tensor& out, void* workspace,
+                size_t workspace_bytes, cudaStream_t stream) {
   NW_CHECK(p.kv_lora == kLatent && p.rope_dim == kWidth - kLatent, "mla_decode: built for kv_lora 512 + rope 64, got ",
            p.kv_lora, " + ", p.rope_dim);
   NW_CHECK(p.page_size >= 16 && (p.page_size & (p.page_size - 1)) == 0,
@@ -498,6 +501,9 @@ void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, 
            " do not agree with heads ", p.heads, ", q_len ", p.q_len, ", page_size ", p.page_size,
            " (BF16 q/cache/out, I32 page_table/seq_lens)");
   NW_CHECK(batch <= 65535, "mla_decode: batch ", batch, " over 65535 (the combine's grid.y)");
+  NW_CHECK(!tree_parents.defined() || (tree_parents.dtype == DType::kI32 && tree_parents.numel() == batch * p.q_len),
+           "mla_decode: tree_parents", tree_parents.shape_string(), " must be I32 with one entry per query token (",
+           batch * p.q_len, ")");
   const int sms = current_device_sms();
   const size_t needed = mla_decode_workspace_bytes(batch, p, sms);
   NW_CHECK(workspace_bytes >= needed, "mla_decode: workspace of ", workspace_bytes, " bytes, needs ", needed);
@@ -512,6 +518,7 @@ void mla_decode(const Tensor& q, const Tensor& cache, const Tensor& page_table, 
                      device_ptr<const bf16>(cache),
                      device_ptr<const int32_t>(page_table),
                      device_ptr<const int32_t>(seq_lens),
+                     tree_parents.defined() ? device_ptr<const int32_t>(tree_parents) : nullptr,
                      device_ptr<bf16>(out),
                      partial_out,
                      partial_out + slot_rows * kLatent,

@@ -21,6 +21,7 @@ struct PortableAttention {
   int64_t a_row, a_head, b_row, b_head, v_row, v_head;
   bf16* out;
   const int32_t *cu_q, *cu_k;
+  const int32_t* parents;  // per query row: a speculative tree's parent (visible_new_tokens); null: causal
   float scale;
 };
 
@@ -48,7 +49,11 @@ __global__ void portable_attention_kernel(PortableAttention p) {
   const int q_begin = p.cu_q[seq], len_q = p.cu_q[seq + 1] - q_begin;
   if (i >= len_q) return;
   const int k_begin = p.cu_k[seq], len_k = p.cu_k[seq + 1] - k_begin;
-  const int keys = len_k - len_q + i + 1;
+  const int new0 = len_k - len_q;  // the first new token's key
+  // A tree (at most 32 new tokens) masks the new tokens that are not the row's ancestors; keys past the row's own are
+  // never read either way.
+  const uint32_t visible = p.parents ? visible_new_tokens(p.parents + q_begin, i, len_q) : 0xffffffffu;
+  const int keys = new0 + i + 1;
   const int qk = p.a_len + p.b_len;
   float* q = smem;
   float* scores = smem + qk;
@@ -69,7 +74,8 @@ __global__ void portable_attention_kernel(PortableAttention p) {
       for (int d = lane; d < p.a_len; d += 32) s += q[d] * __bfloat162float(a[d]);
       for (int d = lane; d < p.b_len; d += 32) s += q[p.a_len + d] * __bfloat162float(b[d]);
       s = warp_sum(s);
-      if (lane == 0) scores[k] = s * p.scale;
+      const int j = c0 + k - new0;  // the key's place among the new tokens (j <= i)
+      if (lane == 0) scores[k] = j >= 0 && !((visible >> j) & 1u) ? -INFINITY : s * p.scale;
     }
     __syncthreads();
     float chunk_max = -INFINITY;
@@ -240,7 +246,11 @@ void launch_fill(Tensor& t, uint64_t seed, float scale, bool random, cudaStream_
 void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const HeadOperand& key_a,
                             const HeadOperand& key_b, const HeadOperand& value, int64_t v_len,
                             const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
-                            float softmax_scale, Tensor& out, cudaStream_t stream) {
+                            const Tensor& tree_parents, float softmax_scale, Tensor& out, cudaStream_t stream) {
+  NW_CHECK(!tree_parents.defined() || (tree_parents.dtype == DType::kI32 && tree_parents.numel() == q.size(0) &&
+                                       max_seqlen_q <= 32),
+           "mla_attention_portable: tree_parents", tree_parents.shape_string(), " must be I32, one per query row (",
+           q.size(0), "), and a tree at most 32 tokens (", max_seqlen_q, ")");
   NW_CHECK(q.ndim() == 3 && q.dtype == DType::kBF16 && a_len + b_len <= q.size(2) && out.ndim() == 3 &&
                out.dtype == DType::kBF16 && out.size(0) == q.size(0) && out.size(1) == q.size(1) &&
                out.size(2) == v_len && cu_seqlens_q.dtype == DType::kI32 && cu_seqlens_k.shape == cu_seqlens_q.shape,
@@ -259,7 +269,7 @@ void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const
                       static_cast<const bf16*>(key_b.data), static_cast<const bf16*>(value.data), key_a.row_stride,
                       key_a.head_stride, key_b.row_stride, key_b.head_stride, value.row_stride, value.head_stride,
                       device_ptr<bf16>(out), device_ptr<int32_t>(cu_seqlens_q), device_ptr<int32_t>(cu_seqlens_k),
-                      softmax_scale};
+                      tree_parents.defined() ? device_ptr<int32_t>(tree_parents) : nullptr, softmax_scale};
   const dim3 grid(static_cast<unsigned>(q.size(1)), static_cast<unsigned>(max_seqlen_q), static_cast<unsigned>(seqs));
   launch(portable_attention_kernel, grid, kThreads, smem, stream, p);
 }

@@ -20,7 +20,9 @@ struct HeadOperand {
 
 // Causal ragged attention with keys split in two parts: score(i, k) = scale * (q[i, h, 0:a_len] . key_a[k, h] +
 // q[i, h, a_len:a_len+b_len] . key_b[k, h]), out[i, h, 0:v_len] = softmax . value[k, h]. Query row i of
-// sequence b (cu_seqlens_q) sees keys cu_seqlens_k[b] .. + prefix_b + i, prefix_b = seqlen_k_b - seqlen_q_b.
+// sequence b (cu_seqlens_q) sees keys cu_seqlens_k[b] .. + prefix_b + i, prefix_b = seqlen_k_b - seqlen_q_b; with
+// tree_parents (I32, one per row of q: row i's parent among its sequence's new tokens, earlier, -1 a root; at most 32
+// new tokens a sequence) only the prefix, its ancestors and itself. Undefined tree_parents: causal.
 // Covers both MLA forms at any dims: decompressed (key_a = kv's nope part, key_b = gathered k_pe, value = kv's
 // v part) and absorbed (key_a = gathered latents, key_b = their rope part, value = latents). q [T, H, >= a+b]
 // BF16 with row stride q.size(1) * q.size(2); out [T, H, v_len] BF16. Any number of keys (an online softmax over
@@ -28,7 +30,7 @@ struct HeadOperand {
 void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const HeadOperand& key_a,
                             const HeadOperand& key_b, const HeadOperand& value, int64_t v_len,
                             const Tensor& cu_seqlens_q, const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
-                            float softmax_scale, Tensor& out, cudaStream_t stream);
+                            const Tensor& tree_parents, float softmax_scale, Tensor& out, cudaStream_t stream);
 
 // logits[T, E] (F32) = x[T, H] (F32, or BF16) w[E, H]^T (BF16), FP32 accumulation: the router's scores stay
 // FP32. H % 8 == 0.
