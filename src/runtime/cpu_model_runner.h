@@ -38,9 +38,10 @@ class CpuModelRunner : public HostSamplingRunner {
   // place), the MTP layer over the kept positions, then DraftTree's rounds; fills the result's drafts and parents.
   void verify_trees(const ForwardBatch& batch, const Tensor& hidden, std::span<const SampleRequest> samples,
                     std::span<const SampledToken> drawn, StepOutput& result);
-  // DraftTree's rounds after the MTP layer's extend `mtp` (its logits and head-normed states out): per request that
-  // wants drafts, the verify tree's drafts and their parents.
-  void draft_trees(const MtpBatch& mtp, const ForwardOutput& out, std::span<const int> drafter, StepOutput& result);
+  // TreeRounds after the MTP layer's extend `mtp` (its logits and head-normed states out): per request (of
+  // `requests`) that wants drafts, the verify tree's drafts and their parents.
+  void draft_trees(const MtpBatch& mtp, const ForwardOutput& out, std::span<const int> drafter, size_t requests,
+                   StepOutput& result);
 
   std::shared_ptr<const DeepSeekModel> model_;
   SpeculativeConfig speculative_;

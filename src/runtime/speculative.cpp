@@ -180,6 +180,14 @@ MtpBatch mtp_extend_batch(const ForwardBatch& verify, std::span<const int64_t> k
   return out;
 }
 
+std::vector<int> mtp_drafters(const MtpBatch& mtp, std::span<const SampleRequest> samples) {
+  std::vector<int> drafter(mtp.batch.seqs.size(), -1);
+  for (size_t m = 0; m < drafter.size(); ++m)
+    for (size_t r = 0; r < samples.size() && drafter[m] < 0; ++r)
+      if (samples[r].row == mtp.source[m] && samples[r].max_draft > 0) drafter[m] = static_cast<int>(r);
+  return drafter;
+}
+
 ForwardBatch mtp_chain_batch(const ForwardBatch& last, std::span<const int32_t> drafts, const std::vector<bool>& keep,
                              int64_t page_size, int64_t max_position) {
   NW_CHECK(drafts.size() == last.seqs.size() && keep.size() == last.seqs.size(),
@@ -209,12 +217,9 @@ DraftChain::DraftChain(const ForwardBatch& verify, std::span<const SampleRequest
       drafts_(samples.size()) {
   for (const SampleRequest& r : samples) max_draft_.push_back(r.max_draft);
   MtpBatch mtp = mtp_extend_batch(verify, outcome.kept, outcome.after);
+  drafter_ = mtp_drafters(mtp, samples);
   batch_ = std::move(mtp.batch);
   hidden_rows_ = std::move(mtp.hidden_rows);
-  drafter_.assign(batch_.seqs.size(), -1);
-  for (size_t m = 0; m < batch_.seqs.size(); ++m)
-    for (size_t r = 0; r < samples.size() && drafter_[m] < 0; ++r)
-      if (samples[r].row == mtp.source[m] && samples[r].max_draft > 0) drafter_[m] = static_cast<int>(r);
   done_ = batch_.seqs.empty() && !every_round_;
 }
 

@@ -99,6 +99,10 @@ struct MtpBatch {
 };
 MtpBatch mtp_extend_batch(const ForwardBatch& verify, std::span<const int64_t> kept, std::span<const int32_t> after);
 
+// Per sequence of `mtp`: the request it drafts for (the first of its verify row's requests that wants drafts,
+// SampleRequest::max_draft > 0), -1 none.
+std::vector<int> mtp_drafters(const MtpBatch& mtp, std::span<const SampleRequest> samples);
+
 // One chain step: each drafting sequence of `last` (a batch of the MTP layer) feeds its newest draft at the position
 // after its last one, with the MTP layer's own hidden state of that position. Sequences whose pages end there, or
 // whose next position reaches `max_position`, stop drafting: `keep[i]` says which of last's sequences go on.
