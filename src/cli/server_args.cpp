@@ -76,7 +76,7 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.alias("speculative-algo", "speculative-algorithm");
   p.add("speculative-num-steps", &speculative_num_steps, "tokens drafted per sequence and step (0: 3)");
   p.add("speculative-eagle-topk", &speculative_eagle_topk,
-        "drafts per node and round: 1 chain drafting, more a draft tree (--device cpu for now) (0: 1)");
+        "drafts per node and round: 1 chain drafting, more a draft tree (on --device cuda without CUDA graphs) (0: 1)");
   p.add("speculative-num-draft-tokens", &speculative_num_draft_tokens,
         "tokens a verify step checks per sequence: --speculative-num-steps + 1 for a chain; a tree's nodes "
         "(0: 1 + steps x topk)");
@@ -272,14 +272,16 @@ void ServerArgs::validate_speculative() const {
     NW_CHECK(c.num_draft_tokens >= 2 && c.num_draft_tokens <= 1 + candidates,
              "--speculative-num-draft-tokens ", c.num_draft_tokens, " with --speculative-eagle-topk ", c.topk, " and ",
              steps, " steps: a tree has at most 1 + ", candidates, " nodes (the pending token and the candidates)");
-    NW_CHECK(device == "cpu", "--speculative-eagle-topk ", c.topk, ": tree drafting runs on --device cpu only for "
-             "now (the GPU's attention masks causally); chain drafting is --speculative-eagle-topk 1");
   }
   if (device == "cuda") {  // what CudaModelRunner's speculation does not take yet
     const int64_t most = ops::cuda::kMlaDecodeMaxQLen;
     NW_CHECK(steps + 1 <= most, "--speculative-num-steps ", steps, " on --device cuda: the GPU verifies the pending "
              "token and its drafts in one decode-kernel call of at most ", most, " tokens per sequence, so at most ",
              most - 1, " steps (--device cpu takes up to 8)");
+    NW_CHECK(!c.tree() || (c.num_draft_tokens <= most && (steps - 1) * c.topk <= most), "--speculative-num-draft-tokens ",
+             c.num_draft_tokens, " with --speculative-eagle-topk ", c.topk, " and ", steps, " steps on --device cuda: "
+             "the decode kernel takes at most ", most, " tokens per sequence, in the verify (the draft tokens) and in a "
+             "draft round (topk x (steps - 1) candidates); --device cpu takes more");
   }
   NW_CHECK(nnodes == 1, "--speculative-algorithm with --nnodes ", nnodes, ": every rank draws the drafts' tokens, "
            "and the requests' sampling state does not travel to other nodes yet");

@@ -24,18 +24,19 @@ namespace narwhal {
 // to one row per token (a verify's logits rows); valid: a graph step's real rows per DP group.
 struct CudaModelRunner::HostStaging {
   std::shared_ptr<void> block;
-  int32_t *ids, *positions, *lens, *cu_q, *cu_k, *last, *table, *valid;
+  int32_t *ids, *positions, *parents, *lens, *cu_q, *cu_k, *last, *table, *valid;
   int64_t* slots;
 
   HostStaging(int64_t tokens, int64_t seqs, int64_t max_pages, int groups) {
-    const size_t words = static_cast<size_t>(tokens * 5 + seqs * 5 + 4 + seqs * max_pages + groups);
+    const size_t words = static_cast<size_t>(tokens * 6 + seqs * 5 + 4 + seqs * max_pages + groups);
     void* p = nullptr;
     NW_CUDA_CHECK(cudaMallocHost(&p, words * 4));
     block = std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
     slots = static_cast<int64_t*>(p);  // 8-byte aligned first
     ids = reinterpret_cast<int32_t*>(slots + tokens);
     positions = ids + tokens;
-    lens = positions + tokens;
+    parents = positions + tokens;
+    lens = parents + tokens;
     cu_q = lens + seqs;
     cu_k = cu_q + 2 * (seqs + 1);
     last = cu_k + 2 * (seqs + 1);
@@ -55,6 +56,12 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
     NW_CHECK(speculative_.num_steps + 1 <= most, "--speculative-num-steps ", speculative_.num_steps, " on --device "
              "cuda: a verify checks the pending token and its drafts in one decode-kernel call, which takes at most ",
              most, " tokens per sequence, so at most ", most - 1, " steps");
+    NW_CHECK(!speculative_.tree() || (speculative_.num_draft_tokens <= most &&
+                                      (speculative_.num_steps - 1) * speculative_.topk <= most),
+             "--speculative-num-draft-tokens ", speculative_.num_draft_tokens, " with --speculative-eagle-topk ",
+             speculative_.topk, " and ", speculative_.num_steps, " steps on --device cuda: the decode kernel takes at "
+             "most ", most, " tokens per sequence, both in the verify (the draft tokens) and in a draft round (topk x "
+             "(steps - 1) candidates)");
   }
   NW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   NW_CUDA_CHECK(cudaEventCreateWithFlags(&draws_->done, cudaEventDisableTiming));
@@ -100,6 +107,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
 
   token_ids_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
   positions_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
+  tree_parents_ = Tensor::empty(DType::kI32, {max_tokens}, Device::kCUDA);
   slots_ = Tensor::empty(DType::kI64, {max_tokens}, Device::kCUDA);
   page_table_ = Tensor::empty(DType::kI32, {max_seqs_, max_pages_per_seq_}, Device::kCUDA);
   seq_lens_ = Tensor::empty(DType::kI32, {max_seqs_}, Device::kCUDA);
@@ -119,7 +127,7 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   // Speculative graphs return the logits of every verify row (bs x (1 + N) of the vocabulary, F32): up to 1024 rows,
   // 0.5 GB at V3's vocabulary; larger batches verify eagerly.
   const int64_t spec_bs = std::min(graph_bs, std::min<int64_t>(1024, max_tokens) / (1 + speculative_.num_steps));
-  if (speculative_.enabled() && spec_bs > 0 && model_->dp_size() == 1)
+  if (speculative_.enabled() && !speculative_.tree() && spec_bs > 0 && model_->dp_size() == 1)
     capture_speculative_graphs(static_cast<int>(spec_bs));
 }
 
@@ -198,9 +206,8 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
                                  int64_t verify_len, std::span<const int64_t> logit_rows) {
   const ModelConfig& c = model_->config();
   const int64_t real_seqs = static_cast<int64_t>(batch.seqs.size());
-  for (const SequenceInfo& s : batch.seqs)
-    NW_CHECK(s.draft_parents.empty(), "a speculative draft tree (SequenceInfo::draft_parents) runs on the CPU only: "
-             "the GPU's attention masks causally");
+  const bool tree = std::any_of(batch.seqs.begin(), batch.seqs.end(),
+                                [](const SequenceInfo& s) { return !s.draft_parents.empty(); });
   const int64_t b = std::max(real_seqs, padded_seqs);
   const auto padded = [&](const SequenceInfo& s) { return verify_len > 0 && s.decodes(); };
   const int64_t padding_len = std::max<int64_t>(verify_len, 1);  // a padding sequence's rows (a verify graph's too)
@@ -248,12 +255,16 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
         const int32_t id = batch.token_ids[from + std::min(i, real_len - 1)];
         NW_CHECK(id >= 0 && id < c.vocab_size, "token id ", id, " is outside the vocabulary (size ", c.vocab_size, ")");
         h.ids[row + i] = id;
+        // A tree's tokens see their ancestors; fillers and chains the tokens before them.
+        h.parents[row + i] = filler || seq->draft_parents.empty() ? static_cast<int32_t>(i - 1)
+                                                                  : seq->draft_parents[static_cast<size_t>(i)];
         h.positions[row + i] = filler ? static_cast<int32_t>(pos) : batch.positions[from + i];
         h.slots[row + i] = filler ? -1 : static_cast<int64_t>(table[pos / page_size_]) * page_size_ + pos % page_size_;
       }
     } else {  // padding: token 0 at position 0, stored nowhere, no keys
       for (int64_t i = 0; i < new_len; ++i) {
         h.ids[row + i] = 0;
+        h.parents[row + i] = static_cast<int32_t>(i - 1);
         h.positions[row + i] = 0;
         h.slots[row + i] = -1;
       }
@@ -279,6 +290,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   };
   put(token_ids_, h.ids, t * 4);
   put(positions_, h.positions, t * 4);
+  if (tree) put(tree_parents_, h.parents, t * 4);
   put(slots_, h.slots, t * 8);
   put(seq_lens_, h.lens, b * 4);
   put(cu_seqlens_q_, h.cu_q, (b + 1) * 4);
@@ -291,6 +303,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
                                     cudaMemcpyHostToDevice, stream_));
   step.token_ids = token_ids_.rows(0, t);
   step.positions = positions_.rows(0, t);
+  if (tree) step.tree_parents = tree_parents_.rows(0, t);
   step.slots = slots_.rows(0, t);
   step.page_table = page_table_.rows(0, b);
   step.seq_lens = seq_lens_.rows(0, b);
@@ -332,6 +345,7 @@ void CudaModelRunner::split_into_parts(CudaStep& step, int64_t verify_len) {
     const int64_t t0 = h.cu_q[begin], t1 = h.cu_q[end];
     p.token_ids = step.token_ids.rows(t0, t1);
     p.positions = step.positions.rows(t0, t1);
+    if (step.tree_parents.defined() && one_token(begin)) p.tree_parents = step.tree_parents.rows(t0, t1);
     p.slots = step.slots.rows(t0, t1);
     p.page_table = step.page_table.rows(begin, end);
     p.seq_lens = step.seq_lens.rows(begin, end);

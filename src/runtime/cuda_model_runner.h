@@ -16,6 +16,7 @@
 #include "runtime/cuda_buffers.h"
 #include "runtime/cuda_counts_reader.h"
 #include "runtime/cuda_graph_sizes.h"
+#include "runtime/draft_tree.h"
 #include "runtime/model_runner.h"
 #include "runtime/speculative.h"
 
@@ -46,7 +47,7 @@ struct CudaRunnerOptions {
   ProgressBar* progress = nullptr;  // load(): a progress bar the ranks of this process share
   // NEXTN speculative decoding: the MTP layer is loaded (each TP rank its slice), the cache holds its latents too,
   // and launch() verifies drafts and drafts more (cuda_speculative_graphs.cpp, and cuda_speculative.cpp eager; with
-  // DP attention every step, eager, each group running every draft round). Every TP rank gets the sample requests (TpRanks) and draws the same tokens from the
+  // DP attention every step, eager, each group running every draft round; draft trees eager, cuda_draft_tree.cpp). Every TP rank gets the sample requests (TpRanks) and draws the same tokens from the
   // same logits, so their draft rounds, and the collectives in them, meet.
   SpeculativeConfig speculative = {};
 };
@@ -125,6 +126,7 @@ class CudaModelRunner : public ModelRunner {
   std::vector<Tensor> cache_;  // per layer [num_pages, page_size, kv_lora + rope] BF16 views of cache_storage_
   // Persistent step buffers: fixed addresses for captured graphs.
   Tensor token_ids_, positions_, slots_, page_table_, seq_lens_, cu_seqlens_q_, cu_seqlens_k_, last_rows_;
+  Tensor tree_parents_;  // CudaStep::tree_parents of steps with a draft tree
   Tensor valid_rows_;  // [dp_size] I32: CudaStep::valid_rows of graph steps
   std::map<int, cudaGraphExec_t> graphs_;  // batch size -> decode graph
   Tensor graph_logits_;                    // where every graph writes its logits
@@ -168,6 +170,20 @@ class CudaModelRunner : public ModelRunner {
   std::unique_ptr<SpeculativeGraphs> spec_graphs_;
   // The MTP layer's input: rows `rows` of the model's hidden() gathered into mtp_hidden_.
   Tensor gather_hidden(std::span<const int64_t> rows);
+  // mtp_hidden_'s first n rows, grown to hold them (between steps only: nothing captured reads it then).
+  Tensor mtp_inputs(int64_t n);
+  // Tree drafting (cuda_draft_tree.cpp), eager: after a verify's acceptance, the kept paths' latents moved into place
+  // in every layer (ops::cuda::move_rows), the MTP extend over them and TreeRounds' rounds; fills out.drafts and
+  // out.draft_parents. verify_rows: each verify batch row's row of the padded step.
+  void draft_trees(const ForwardBatch& verify, std::span<const int64_t> verify_rows,
+                   std::span<const SampleRequest> samples, const VerifyOutcome& outcome, StepOutput& out);
+  void keep_tree_paths(const ForwardBatch& verify, const VerifyOutcome& outcome);
+  void gather_tree_rows(const Tensor& source, std::span<const int64_t> rows, Tensor dest);
+  // The speculative_.topk most likely tokens of each of the first `rows` rows of `logits`, with their log-probabilities
+  // (the GPU sampler's top logprobs); waits for them.
+  std::vector<std::vector<DraftChoice>> top_choices(const Tensor& logits, int64_t rows);
+  StagedLists tree_lists_;  // the moves and gathers' rows of a tree step
+  Tensor tree_states_;      // [slots, hidden] BF16: TreeRounds' store of MTP states
   SpeculativeConfig speculative_;
   int64_t scratch_page_ = -1;        // speculating: a cache page beyond the pool's, for fillers past a sequence's pages
   std::vector<char> decode_part_;    // per sequence of the last upload: whether it belongs to the absorbed part

@@ -1,4 +1,4 @@
-// CudaModelRunner's speculative step (NEXTN, chain drafting), eager: the verify forward and its draws on the GPU, the
+// CudaModelRunner's speculative step (NEXTN), eager: the verify forward and its draws on the GPU, the
 // ids to the host (a sync), acceptance there, then each draft-model round (one more sync each).
 #include <algorithm>
 
@@ -33,7 +33,7 @@ bool all_decode(const ForwardBatch& batch) {
 // is ready when this returns; finish() hands it over.
 void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples,
                                          bool return_logits) {
-  const int64_t verify_len = 1 + speculative_.num_steps;
+  const int64_t verify_len = speculative_.tree() ? speculative_.num_draft_tokens : 1 + speculative_.num_steps;
   const VerifyRows rows = verify_rows(batch, samples);
   const std::vector<int64_t> padded = padded_rows(batch, verify_len);
   std::vector<int64_t> logit_rows;
@@ -48,7 +48,8 @@ void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<co
   StepOutput drawn = read_draws();  // waits for the ids: the host decides what the draft model runs
   VerifyOutcome outcome = accept_drafts(batch, samples, drawn.sampled);
   StepOutput out;
-  out.drafts = draft(batch, padded, samples, outcome);
+  if (speculative_.tree()) draft_trees(batch, padded, samples, outcome, out);
+  else out.drafts = draft(batch, padded, samples, outcome);
   out.sampled = std::move(outcome.sampled);
   out.accepted = std::move(outcome.accepted);
   if (return_logits) out.logits = pending_token_logits(rows, drawn.logits);
@@ -111,23 +112,27 @@ Tensor CudaModelRunner::run_mtp(const ForwardBatch& batch, const Tensor& hidden)
 
 Tensor CudaModelRunner::gather_hidden(std::span<const int64_t> rows) {
   const Tensor source = model_->hidden();
-  const int64_t n = static_cast<int64_t>(rows.size()), h = model_->config().hidden_size;
+  const int64_t n = static_cast<int64_t>(rows.size());
   auto* host = static_cast<int32_t*>(rows_host_.reserve(static_cast<size_t>(n) * 4 + 4));
   for (int64_t i = 0; i < n; ++i) {
     NW_CHECK(rows[i] >= 0 && rows[i] < source.size(0), "speculative step: hidden row ", rows[i], " outside the ",
              source.size(0), " of the last forward");
     host[i] = static_cast<int32_t>(rows[i]);
   }
-  if (!rows_device_.defined() || rows_device_.size(0) < n) {  // grown between steps only: nothing captured reads them
+  if (!rows_device_.defined() || rows_device_.size(0) < n)  // grown between steps only: nothing captured reads it
     rows_device_ = Tensor::empty(DType::kI32, {std::max<int64_t>(n, 1)}, Device::kCUDA);
-    mtp_hidden_ = Tensor::empty(DType::kBF16, {std::max<int64_t>(n, 1), h}, Device::kCUDA);
-  }
   const Tensor index = rows_device_.rows(0, n);
-  Tensor out = mtp_hidden_.rows(0, n);
+  Tensor out = mtp_inputs(n);
   if (n == 0) return out;  // a DP group with nothing to draft this round
   NW_CUDA_CHECK(cudaMemcpyAsync(index.data, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_));
   ops::cuda::gather_rows(source, index, out, stream_);
   return out;
+}
+
+Tensor CudaModelRunner::mtp_inputs(int64_t n) {
+  if (!mtp_hidden_.defined() || mtp_hidden_.size(0) < n)
+    mtp_hidden_ = Tensor::empty(DType::kBF16, {std::max<int64_t>(n, 1), model_->config().hidden_size}, Device::kCUDA);
+  return mtp_hidden_.rows(0, n);
 }
 
 }  // namespace narwhal

@@ -9,8 +9,8 @@ namespace narwhal {
 
 bool drawn_by_argmax(const SampleRequest& r) {
   const SamplingParams& p = *r.params;
-  const bool penalized = !r.counts->empty() && (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 ||
-                                                p.presence_penalty != 0.0);
+  const bool penalized = r.counts && !r.counts->empty() &&
+                         (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0);
   return p.greedy() && !penalized && p.logit_bias.empty() && !r.masked && !r.logprob && r.top_logprobs == 0;
 }
 

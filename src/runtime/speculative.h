@@ -25,7 +25,7 @@ struct SpeculativeConfig {
   // --speculative-draft-model-path: a NextN checkpoint whose MTP layer drafts instead of the served checkpoint's own
   // (open_checkpoint); empty: the served checkpoint's.
   std::string draft_model_path;
-  // Tree drafting (--speculative-eagle-topk > 1, draft_tree.h, the CPU only): children per node and round, and the
+  // Tree drafting (--speculative-eagle-topk > 1, draft_tree.h; on the GPU eager): children per node and round, and the
   // tokens a verify checks (the pending one and num_draft_tokens - 1 drafts). Chains: 1 and num_steps + 1.
   int topk = 1;
   int num_draft_tokens = 0;

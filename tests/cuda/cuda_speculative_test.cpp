@@ -1,5 +1,5 @@
-// Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with 1, 3 and 5 drafts per step equal its
-// ids without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked
+// Speculative decoding (NEXTN) on the GPU runner: the engine's greedy ids with chains of 1, 3 and 5 drafts per step
+// and draft trees (--speculative-eagle-topk 2 and 3, eager) equal its ids without (and seeded sampling's), on the fixtures with an MTP layer and the trained tiny model, with chunked
 // prefill, mixed chunks, the prefix cache and small pages (page 4: the portable attention, eager; page 16: the tuned
 // decode kernel verifying 2, 4 and 6 tokens per sequence, in the speculative graphs), and under TP, EP and DP
 // attention; the trained model's drafts are kept (accept length > 2 at 3 steps, as on the CPU); the GPU's MTP layer
@@ -70,7 +70,20 @@ bool parts_only_at_a_near_tie(const DeepSeekModel& cpu, const std::vector<int32_
   return true;
 }
 
-CudaRunnerOptions options(int64_t page_size, int steps) {
+// Drafting: `steps` tokens a chain, or with topk > 1 a tree of draft_tokens nodes (0: 1 + steps x topk).
+struct Drafting {
+  int steps = 0, topk = 1, draft_tokens = 0;
+  SpeculativeConfig config() const {
+    SpeculativeConfig c{steps, {}};
+    if (topk > 1) {
+      c.topk = topk;
+      c.num_draft_tokens = draft_tokens > 0 ? draft_tokens : 1 + steps * topk;
+    }
+    return c;
+  }
+};
+
+CudaRunnerOptions options(int64_t page_size, Drafting drafting) {
   CudaRunnerOptions o;
   o.page_size = page_size;
   o.max_total_tokens = 4096;
@@ -78,9 +91,11 @@ CudaRunnerOptions options(int64_t page_size, int steps) {
   // Graphs up to 8: greedy steps of decoding sequences replay the speculative graphs (page 16: the tuned kernels), the
   // rest (prompt chunks beside them, sampling, page 4's portable attention) run the eager speculative step.
   o.cuda_graph_max_bs = 8;
-  o.speculative = SpeculativeConfig{steps, {}};
+  o.speculative = drafting.config();
   return o;
 }
+
+CudaRunnerOptions options(int64_t page_size, int steps) { return options(page_size, Drafting{steps}); }
 
 // Prompts sharing prefixes of 8 and 13 tokens (ids 2 .. 251), of lengths 3 to 40 (engine_model_test's).
 std::vector<std::vector<int32_t>> random_prompts() {
@@ -131,10 +146,13 @@ enum class Arrival { kStaggered, kOneByOne };
 
 // Greedy unless `temperature` > 0 (then seeded: every row is drawn as decoding draws its position).
 EngineRun run_engine(std::vector<std::unique_ptr<ModelRunner>> runners,
-                     const std::vector<std::vector<int32_t>>& prompts, int steps, int max_new_tokens,
+                     const std::vector<std::vector<int32_t>>& prompts, Drafting drafting, int max_new_tokens,
                      double temperature = 0.0, Arrival arrival = Arrival::kStaggered) {
   EngineConfig config;
-  config.speculative_num_steps = steps;
+  const SpeculativeConfig spec = drafting.config();
+  config.speculative_num_steps = spec.num_steps;
+  config.speculative_topk = spec.topk;
+  config.speculative_num_draft_tokens = spec.num_draft_tokens;
   const bool staggered = arrival == Arrival::kStaggered;
   if (staggered) {
     config.chunked_prefill_size = 16;
@@ -180,17 +198,17 @@ TEST(CudaSpeculative, GreedyIdsEqualPlainDecoding) {
   for (const Model& m : models()) {
     const DeepSeekModel cpu = DeepSeekModel::load(m.dir);
     for (int64_t page : {4, 16}) {
-      const EngineRun plain = run_engine(one(CudaModelRunner::load(m.dir, options(page, 0))), m.prompts, 0, 24);
-      for (int steps : {1, 3, 5}) {
-        SCOPED_TRACE(m.dir + " page " + std::to_string(page) + " steps " + std::to_string(steps));
-        const EngineRun spec =
-            run_engine(one(CudaModelRunner::load(m.dir, options(page, steps))), m.prompts, steps, 24);
+      const EngineRun plain = run_engine(one(CudaModelRunner::load(m.dir, options(page, 0))), m.prompts, Drafting{0}, 24);
+      // Chains of 1, 3 and 5; trees of 7 nodes (topk 2, 3 steps) and 5 (topk 3, 2 steps, eager).
+      for (Drafting d : {Drafting{1}, Drafting{3}, Drafting{5}, Drafting{3, 2}, Drafting{2, 3, 5}}) {
+        SCOPED_TRACE(cat(m.dir, " page ", page, " steps ", d.steps, " topk ", d.topk));
+        const EngineRun spec = run_engine(one(CudaModelRunner::load(m.dir, options(page, d))), m.prompts, d, 24);
         int parted = 0;
         for (size_t p = 0; p < m.prompts.size(); ++p)
           parted += parts_only_at_a_near_tie(cpu, m.prompts[p], spec.outputs[p], plain.outputs[p]);
         EXPECT_LE(parted, 1) << "prompts whose runs parted (each only at a near tie)";
         EXPECT_GE(spec.accept_length, 1.0);
-        EXPECT_LE(spec.accept_length, steps + 1.0);
+        EXPECT_LE(spec.accept_length, d.steps + 1.0);
       }
     }
   }
@@ -206,15 +224,17 @@ TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
   const std::string dir = testing::source_path("models/arith-tiny");
   const DeepSeekModel cpu = DeepSeekModel::load(dir);
   const std::vector<std::vector<int32_t>> prompts = arith_prompts();
-  const EngineRun plain = run_engine(one(CudaModelRunner::load(dir, options(16, 0))), prompts, 0, 24);
+  const EngineRun plain = run_engine(one(CudaModelRunner::load(dir, options(16, 0))), prompts, Drafting{0}, 24);
   setenv(kDeviceLocalEnv, "1", 1);
   struct Layout {
-    int tp, ep, dp, steps;
+    int tp, ep, dp, steps, topk = 1;
   };
   for (const Layout& l : {Layout{2, 1, 1, 1}, Layout{2, 1, 1, 3}, Layout{2, 2, 1, 0}, Layout{2, 2, 1, 3},
-                          Layout{2, 1, 2, 3}, Layout{4, 1, 2, 3}, Layout{4, 4, 2, 3}}) {
+                          Layout{2, 1, 2, 3}, Layout{4, 1, 2, 3}, Layout{4, 4, 2, 3}, Layout{2, 1, 1, 3, 2},
+                          Layout{2, 2, 2, 3, 2}}) {
     const int steps = l.steps;
-    SCOPED_TRACE(cat("tp ", l.tp, " ep ", l.ep, " dp ", l.dp, " steps ", steps));
+    const Drafting drafting{steps, l.topk};
+    SCOPED_TRACE(cat("tp ", l.tp, " ep ", l.ep, " dp ", l.dp, " steps ", steps, " topk ", l.topk));
     RunnerOptions o;
     o.model_path = dir;
     o.device = "cuda";
@@ -226,8 +246,8 @@ TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
     o.parallel.ep_size = l.ep;
     o.parallel.enable_dp_attention = l.dp > 1;
     o.parallel.dp_size = l.dp;
-    o.speculative = SpeculativeConfig{steps, {}};
-    const EngineRun spec = run_engine(make_model_runners(o), prompts, steps, 24);
+    o.speculative = drafting.config();
+    const EngineRun spec = run_engine(make_model_runners(o), prompts, drafting, 24);
     int parted = 0;
     for (size_t p = 0; p < prompts.size(); ++p)
       parted += parts_only_at_a_near_tie(cpu, prompts[p], spec.outputs[p], plain.outputs[p]);
@@ -256,10 +276,13 @@ TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
     for (std::vector<int32_t>& p : prompts)
       for (int32_t& id : p) id = 2 + id % static_cast<int32_t>(vocab - 2);
     const EngineRun plain =
-        run_engine(one(CudaModelRunner::load(dir, options(16, 0))), prompts, 0, 24, 0.0, Arrival::kOneByOne);
-    const EngineRun spec =
-        run_engine(one(CudaModelRunner::load(dir, options(16, 3))), prompts, 3, 24, 0.0, Arrival::kOneByOne);
-    EXPECT_EQ(spec.outputs, plain.outputs);
+        run_engine(one(CudaModelRunner::load(dir, options(16, 0))), prompts, Drafting{0}, 24, 0.0, Arrival::kOneByOne);
+    // A chain of 3 and a tree of 4 nodes (topk 2, 3 steps): 4 verify rows either way.
+    for (Drafting d : {Drafting{3}, Drafting{3, 2, 4}}) {
+      const EngineRun spec =
+          run_engine(one(CudaModelRunner::load(dir, options(16, d))), prompts, d, 24, 0.0, Arrival::kOneByOne);
+      EXPECT_EQ(spec.outputs, plain.outputs) << "topk " << d.topk;
+    }
   };
   for (const Model& m : models()) {
     SCOPED_TRACE(m.dir);
@@ -288,19 +311,23 @@ TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
 TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
   NW_REQUIRE_GPU();
   const std::string dir = testing::source_path("models/arith-tiny");
-  const EngineRun plain = run_engine(one(CudaModelRunner::load(dir, options(16, 0))), arith_prompts(), 0, 24, 0.8);
-  const EngineRun spec = run_engine(one(CudaModelRunner::load(dir, options(16, 3))), arith_prompts(), 3, 24, 0.8);
-  EXPECT_EQ(spec.outputs, plain.outputs);
-  EXPECT_GT(spec.accept_length, 1.0);
+  const EngineRun plain = run_engine(one(CudaModelRunner::load(dir, options(16, 0))), arith_prompts(), Drafting{0}, 24, 0.8);
+  for (Drafting d : {Drafting{3}, Drafting{3, 2, 4}}) {
+    const EngineRun spec = run_engine(one(CudaModelRunner::load(dir, options(16, d))), arith_prompts(), d, 24, 0.8);
+    EXPECT_EQ(spec.outputs, plain.outputs) << "topk " << d.topk;
+    EXPECT_GT(spec.accept_length, 1.0);
+  }
 }
 
 // The trained model's MTP layer drafts what it will say: random drafts keep about 1.0 tokens a step.
 TEST(CudaSpeculative, TrainedModelKeepsItsDrafts) {
   NW_REQUIRE_GPU();
   const std::string dir = testing::source_path("models/arith-tiny");
-  const EngineRun spec = run_engine(one(CudaModelRunner::load(dir, options(16, 3))), arith_prompts(), 3, 40);
-  std::printf("[ arith-tiny on the GPU, 3 steps ] accept length %.2f\n", spec.accept_length);
-  EXPECT_GT(spec.accept_length, 2.0);
+  for (Drafting d : {Drafting{3}, Drafting{3, 2}, Drafting{3, 3, 8}}) {
+    const EngineRun spec = run_engine(one(CudaModelRunner::load(dir, options(16, d))), arith_prompts(), d, 40);
+    std::printf("[ arith-tiny on the GPU, 3 steps, topk %d ] accept length %.2f\n", d.topk, spec.accept_length);
+    EXPECT_GT(spec.accept_length, 2.0);
+  }
 }
 
 // The MTP layer over a prompt's positions (the extend round, decompressed form), then one chained token (the absorbed

@@ -135,8 +135,8 @@ TEST(GenerateCommand, SpeculativeFlagsThatCannotWorkAreRefusedByName) {
   // What the GPU runner does not speculate with yet, refused before any GPU is looked for.
   refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-num-steps 8",
           "--speculative-num-steps 8 on --device cuda");
-  refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-eagle-topk 2",
-          "tree drafting runs on --device cpu only");
+  refused("v3", "--device cuda --speculative-algorithm NEXTN --speculative-eagle-topk 4 --speculative-num-steps 4 "
+          "--speculative-num-draft-tokens 8", "a draft round (topk x (steps - 1) candidates)");
 }
 
 // Without a usable GPU, the CUDA paths say so and exit 1 (not a raw cudaMalloc / driver-version error).
