@@ -89,6 +89,13 @@ TEST(CudaMlaPortable, AbsorbedSharedLatents) {
   check({4, 96, 32, 96, true, {1, 1}, {1500, 17}}, 2);
 }
 
+// A prompt chunk of 70 new tokens beside one of 33 (causal among themselves past 32 of them: a tree's mask stops at 32,
+// causal rows must not).
+TEST(CudaMlaPortable, CausalChunksOfManyNewTokens) {
+  NW_REQUIRE_GPU();
+  check({3, 48, 32, 40, false, {70, 33}, {1100, 33}}, 4);
+}
+
 // Two draft trees (a verify's: the pending token's children and grandchildren; a draft round's: two roots) beside a
 // causal chain written as parents j - 1, across a 1024-key chunk.
 TEST(CudaMlaPortable, AbsorbedDraftTrees) {

@@ -52,7 +52,7 @@ __global__ void portable_attention_kernel(PortableAttention p) {
   const int new0 = len_k - len_q;  // the first new token's key
   // A tree (at most 32 new tokens) masks the new tokens that are not the row's ancestors; keys past the row's own are
   // never read either way.
-  const uint32_t visible = p.parents ? visible_new_tokens(p.parents + q_begin, i, len_q) : 0xffffffffu;
+  const uint32_t visible = p.parents ? visible_new_tokens(p.parents + q_begin, i, len_q) : 0u;
   const int keys = new0 + i + 1;
   const int qk = p.a_len + p.b_len;
   float* q = smem;
@@ -74,8 +74,8 @@ __global__ void portable_attention_kernel(PortableAttention p) {
       for (int d = lane; d < p.a_len; d += 32) s += q[d] * __bfloat162float(a[d]);
       for (int d = lane; d < p.b_len; d += 32) s += q[p.a_len + d] * __bfloat162float(b[d]);
       s = warp_sum(s);
-      const int j = c0 + k - new0;  // the key's place among the new tokens (j <= i)
-      if (lane == 0) scores[k] = j >= 0 && !((visible >> j) & 1u) ? -INFINITY : s * p.scale;
+      const int j = c0 + k - new0;  // the key's place among the new tokens (j <= i < 32 in a tree)
+      if (lane == 0) scores[k] = p.parents && j >= 0 && !((visible >> j) & 1u) ? -INFINITY : s * p.scale;
     }
     __syncthreads();
     float chunk_max = -INFINITY;
