@@ -470,9 +470,10 @@ bool needs_draft_model(const ForwardBatch& batch, std::span<const SampleRequest>
 void CudaModelRunner::launch(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits) {
   // With DP attention every group speculates every step (eager), so that their verifies and draft rounds meet.
   if (speculative_.enabled() && (model_->dp_size() > 1 || needs_draft_model(batch, samples))) {
-    const int bs = speculative_graph_size(batch, samples, return_logits);
+    bool sampled = false;
+    const int bs = speculative_graph_size(batch, samples, return_logits, sampled);
     graphed_ = bs > 0;
-    if (bs > 0) return launch_speculative_graph(batch, samples, bs);
+    if (bs > 0) return launch_speculative_graph(batch, samples, bs, sampled);
     return launch_speculative(batch, samples, return_logits);
   }
   const int64_t b = static_cast<int64_t>(batch.seqs.size());

@@ -157,15 +157,21 @@ class CudaModelRunner : public ModelRunner {
   void launch_speculative(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits);
   std::vector<std::vector<int32_t>> draft(const ForwardBatch& verify, std::span<const int64_t> verify_rows,
                                           std::span<const SampleRequest> samples, const VerifyOutcome& outcome);
-  // The speculative graphs (cuda_speculative_graphs.cpp): a greedy step of decoding sequences, at most max_bs of
-  // them, replays one graph of its verify, draws, acceptance and draft rounds; finish() reads what it left.
+  // The speculative graphs (cuda_speculative_graphs.cpp): a step of decoding sequences, at most max_bs of them,
+  // replays one graph of its verify, draws, acceptance and draft rounds; finish() reads what it left. Two graphs a
+  // batch size: one draws with the argmax (greedy), one with the GPU sampler from rows uploaded before the launch.
   struct SpeculativeGraphs;
   void capture_speculative_graphs(int max_bs);
-  void speculative_graph_body(const CudaStep& verify, int64_t bs);
-  // The graph's batch size for this step (0: it runs eager): every sequence decodes, one plain greedy request each.
-  int speculative_graph_size(const ForwardBatch& batch, std::span<const SampleRequest> samples,
-                             bool return_logits) const;
-  void launch_speculative_graph(const ForwardBatch& batch, std::span<const SampleRequest> samples, int bs);
+  void speculative_graph_body(const CudaStep& verify, int64_t bs, bool sampled);
+  // The graph's batch size for this step (0: it runs eager): every sequence decodes, one request each, drawn from its
+  // row alone (drawn_from_row_alone); `sampled` says whether any is not plain greedy.
+  int speculative_graph_size(const ForwardBatch& batch, std::span<const SampleRequest> samples, bool return_logits,
+                             bool& sampled) const;
+  void launch_speculative_graph(const ForwardBatch& batch, std::span<const SampleRequest> samples, int bs,
+                                bool sampled);
+  // The sampled graph's rows for this step: each request's verify rows as verify_samples draws them, greedy rows
+  // elsewhere (fillers, padding sequences), copied up before the launch.
+  void upload_sampling_rows(const ForwardBatch& batch, std::span<const SampleRequest> samples, int bs);
   StepOutput finish_speculative_graph();
   std::unique_ptr<SpeculativeGraphs> spec_graphs_;
   // The MTP layer's input: rows `rows` of the model's hidden() gathered into mtp_hidden_.

@@ -1,21 +1,36 @@
-// CudaModelRunner's speculative CUDA graphs: per batch size one graph of the verify forward (every sequence padded to
-// 1 + N rows), its argmax draws, ops::cuda::verify_accept and every draft round (the MTP layer's extend over the
-// verify's rows, then N - 1 chain rounds fed by the last round's ids), so that a greedy speculative step costs one
-// launch and one host sync, as a plain decode step does. The host then accepts the same drafts from the same draws
-// (accept_drafts) and keeps chain_draft_count of each sequence's drafts.
+// CudaModelRunner's speculative CUDA graphs: per batch size a graph of the verify forward (every sequence padded to
+// 1 + N rows), its draws, ops::cuda::verify_accept and every draft round (the MTP layer's extend over the verify's
+// rows, then N - 1 chain rounds fed by the last round's ids), so that a speculative step costs one launch and one host
+// sync, as a plain decode step does. Two graphs a size: greedy steps draw with the argmax, sampled ones (temperature,
+// top-k / top-p / min-p, seeds) with the GPU sampler from rows uploaded before the launch, as the eager step draws
+// them (not yet run on a GPU: off unless NARWHAL_SAMPLED_SPEC_GRAPHS=1). The host then accepts the same drafts from the same draws (accept_drafts) and keeps chain_draft_count of each
+// sequence's drafts.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <numeric>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/logging.h"
 #include "ops/cuda/elementwise.h"
+#include "ops/cuda/sampling.h"
 #include "ops/cuda/verify_accept.h"
 #include "runtime/cuda_model_runner.h"
 #include "runtime/cuda_speculative_graphs.h"
 
 namespace narwhal {
+
+namespace {
+
+// The sampled graphs are captured only with NARWHAL_SAMPLED_SPEC_GRAPHS=1 until a GPU run has shown them equal to the
+// eager sampled step (CudaSpeculative.SeededSamplingEqualsPlainDecoding sets it); without, sampled steps run eager.
+bool sampled_speculative_graphs() {
+  const char* v = std::getenv("NARWHAL_SAMPLED_SPEC_GRAPHS");
+  return v && v[0] == '1';
+}
+
+}  // namespace
 
 void CudaModelRunner::capture_speculative_graphs(int max_bs) {
   auto g = std::make_unique<SpeculativeGraphs>();
@@ -38,6 +53,14 @@ void CudaModelRunner::capture_speculative_graphs(int max_bs) {
   NW_CUDA_CHECK(cudaMemcpy(g->identity.data, identity.data(), identity.size() * 4, cudaMemcpyHostToDevice));
   g->logit_rows.resize(static_cast<size_t>(max_bs * rows));
   std::iota(g->logit_rows.begin(), g->logit_rows.end(), 0);
+  const int64_t vocab = model_->config().vocab_size;
+  g->sampling_rows = Tensor::empty(DType::kI32, {static_cast<int64_t>(max_bs * rows * sizeof(ops::SamplingRow) / 4)},
+                                   Device::kCUDA);
+  g->sampling_workspace = Tensor::empty(
+      DType::kI32, {static_cast<int64_t>(ops::cuda::sampling_workspace_bytes(max_bs * rows, vocab) / 4 + 1)},
+      Device::kCUDA);
+  g->sampled = ops::SampledRows::allocate(max_bs * rows, Device::kCUDA);
+  g->sampling_rows_host.reserve(static_cast<size_t>(max_bs * rows) * sizeof(ops::SamplingRow));  // never regrown
   NW_CUDA_CHECK(cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
   spec_graphs_ = std::move(g);
   SpeculativeGraphs& s = *spec_graphs_;
@@ -46,33 +69,47 @@ void CudaModelRunner::capture_speculative_graphs(int max_bs) {
     ForwardBatch none;  // every sequence is padding: no keys, nothing stored, limit 0
     const CudaStep verify = upload(none, true, bs, false, rows, {s.logit_rows.data(), static_cast<size_t>(bs * rows)});
     NW_CUDA_CHECK(cudaMemsetAsync(s.seq_info.data, 0, s.seq_info.nbytes(), stream_));
-    speculative_graph_body(verify, bs);  // warm-up: GEMM plans, kernel attributes, buffers at this size
-    NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    cudaGraph_t graph = nullptr;
-    NW_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-    speculative_graph_body(verify, bs);
-    NW_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    cudaGraphExec_t exec = nullptr;
-    NW_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    NW_CUDA_CHECK(cudaGraphDestroy(graph));
-    s.execs[bs] = exec;
+    upload_sampling_rows(none, {}, bs);  // greedy rows: the warm-up draws something valid
+    for (bool sampled : {false, true}) {
+      if (sampled && !sampled_speculative_graphs()) break;
+      speculative_graph_body(verify, bs, sampled);  // warm-up: GEMM plans, kernel attributes, buffers at this size
+      NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      cudaGraph_t graph = nullptr;
+      NW_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+      speculative_graph_body(verify, bs, sampled);
+      NW_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+      cudaGraphExec_t exec = nullptr;
+      NW_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      NW_CUDA_CHECK(cudaGraphDestroy(graph));
+      (sampled ? s.sampled_execs : s.execs)[bs] = exec;
+    }
   }
-  NW_LOG(Info) << "cuda: captured speculative graphs (verify " << rows << " tokens a sequence, "
+  NW_LOG(Info) << "cuda: captured speculative graphs, greedy" << (s.sampled_execs.empty() ? "" : " and sampled")
+               << " (verify " << rows << " tokens a sequence, "
                << speculative_.num_steps << " draft rounds) for " << s.execs.size() << " batch sizes up to " << max_bs
                << " in "
                << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() << " s";
 }
 
-// What a graph runs: the verify (its step uploaded, every row's logits), the draws, the acceptance, the extend and the
-// chain rounds, the i-th round's argmax ids written where round i + 1 reads its tokens.
-void CudaModelRunner::speculative_graph_body(const CudaStep& verify, int64_t bs) {
+// What a graph runs: the verify (its step uploaded, every row's logits), the draws (argmax, or the sampler's from the
+// uploaded rows), the acceptance, the extend and the chain rounds, the i-th round's argmax ids written where round
+// i + 1 reads its tokens.
+void CudaModelRunner::speculative_graph_body(const CudaStep& verify, int64_t bs, bool sampled) {
   SpeculativeGraphs& g = *spec_graphs_;
   const int64_t t = bs * g.rows, rounds = speculative_.num_steps - 1;
   CudaStep step = verify;
   step.keep_hidden = true;
   const Tensor logits = model_->forward(step, cache_, stream_);
   Tensor draws = greedy_ids_.rows(0, t);
-  ops::cuda::argmax(logits, draws, stream_);
+  if (sampled) {
+    const ops::SamplingBatch rows{static_cast<const ops::SamplingRow*>(g.sampling_rows.data), t, nullptr, 0};
+    ops::SampledRows out{draws, g.sampled.logprobs.rows(0, t), g.sampled.top_ids.rows(0, t),
+                         g.sampled.top_logprobs.rows(0, t)};
+    ops::cuda::sample_tokens(logits.rows(0, t), rows, out, g.sampling_workspace.data, g.sampling_workspace.nbytes(),
+                             stream_);
+  } else {
+    ops::cuda::argmax(logits, draws, stream_);
+  }
   Tensor ext_ids = g.ext_ids.rows(0, t), ext_slots = g.ext_slots.rows(0, t), ext_last = g.ext_last.rows(0, bs);
   Tensor chain_positions = g.chain_positions.rows(0, rounds * bs).reshape({rounds, bs});
   Tensor chain_slots = g.chain_slots.rows(0, rounds * bs).reshape({rounds, bs});
@@ -111,20 +148,44 @@ void CudaModelRunner::speculative_graph_body(const CudaStep& verify, int64_t bs)
 }
 
 int CudaModelRunner::speculative_graph_size(const ForwardBatch& batch, std::span<const SampleRequest> samples,
-                                            bool return_logits) const {
+                                            bool return_logits, bool& sampled) const {
   if (!spec_graphs_ || return_logits || samples.size() != batch.seqs.size()) return 0;
+  sampled = false;
   for (size_t i = 0; i < samples.size(); ++i) {
     const SequenceInfo& s = batch.seqs[i];
-    if (samples[i].row != static_cast<int64_t>(i) || !drawn_by_argmax(samples[i]) || !s.decodes() ||
+    if (samples[i].row != static_cast<int64_t>(i) || !drawn_from_row_alone(samples[i]) || !s.decodes() ||
         s.new_len > spec_graphs_->rows)
       return 0;
+    sampled = sampled || !samples[i].params->greedy();
   }
+  if (sampled && spec_graphs_->sampled_execs.empty()) return 0;
   const auto graph = spec_graphs_->execs.lower_bound(static_cast<int>(batch.seqs.size()));
   return graph == spec_graphs_->execs.end() ? 0 : graph->first;
 }
 
+void CudaModelRunner::upload_sampling_rows(const ForwardBatch& batch, std::span<const SampleRequest> samples,
+                                           int bs) {
+  SpeculativeGraphs& g = *spec_graphs_;
+  const int64_t rows = g.rows, n = static_cast<int64_t>(bs) * rows;
+  auto* host = static_cast<ops::SamplingRow*>(g.sampling_rows_host.reserve(static_cast<size_t>(n) *
+                                                                           sizeof(ops::SamplingRow)));
+  for (int64_t r = 0; r < n; ++r) {
+    host[r] = ops::SamplingRow{};
+    host[r].temperature = 0.0;
+    host[r].logits_row = static_cast<int32_t>(r);
+  }
+  VerifyRows layout;  // the graph's verify returns every padded row: sequence i's first at i * rows
+  for (size_t i = 0; i < batch.seqs.size(); ++i) layout.first.push_back(static_cast<int64_t>(i) * rows);
+  const std::vector<SampleRequest> draws = verify_samples(batch, samples, layout);
+  const ops::SamplingBatchHost built = build_sampling_batch(draws, model_->config().vocab_size);
+  NW_CHECK(built.adjustments.empty(), "speculative graph: a sampled row with adjustments");
+  for (const ops::SamplingRow& row : built.rows) host[row.logits_row] = row;
+  NW_CUDA_CHECK(cudaMemcpyAsync(g.sampling_rows.data, host, static_cast<size_t>(n) * sizeof(ops::SamplingRow),
+                                cudaMemcpyHostToDevice, stream_));
+}
+
 void CudaModelRunner::launch_speculative_graph(const ForwardBatch& batch, std::span<const SampleRequest> samples,
-                                               int bs) {
+                                               int bs, bool sampled) {
   SpeculativeGraphs& g = *spec_graphs_;
   const int64_t rows = g.rows, n = static_cast<int64_t>(batch.seqs.size());
   const int64_t max_position = model_->config().max_position_embeddings;
@@ -142,7 +203,8 @@ void CudaModelRunner::launch_speculative_graph(const ForwardBatch& batch, std::s
     info[i * 3 + 2] = s ? static_cast<int32_t>(g.limits[static_cast<size_t>(i)]) : 0;
   }
   NW_CUDA_CHECK(cudaMemcpyAsync(g.seq_info.data, info, static_cast<size_t>(bs) * 12, cudaMemcpyHostToDevice, stream_));
-  NW_CUDA_CHECK(cudaGraphLaunch(g.execs.at(bs), stream_));
+  if (sampled) upload_sampling_rows(batch, samples, bs);
+  NW_CUDA_CHECK(cudaGraphLaunch((sampled ? g.sampled_execs : g.execs).at(bs), stream_));
   // Down: every verify row's draw, then each round's drafts ([N, bs]).
   const size_t draw_bytes = static_cast<size_t>(bs * rows) * 4, draft_bytes = static_cast<size_t>(bs) * 4 *
                                                                               speculative_.num_steps;

@@ -7,12 +7,14 @@
 
 namespace narwhal {
 
-bool drawn_by_argmax(const SampleRequest& r) {
+bool drawn_from_row_alone(const SampleRequest& r) {
   const SamplingParams& p = *r.params;
   const bool penalized = r.counts && !r.counts->empty() &&
                          (p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0);
-  return p.greedy() && !penalized && p.logit_bias.empty() && !r.masked && !r.logprob && r.top_logprobs == 0;
+  return !penalized && p.logit_bias.empty() && !r.masked && !r.logprob && r.top_logprobs == 0;
 }
+
+bool drawn_by_argmax(const SampleRequest& r) { return r.params->greedy() && drawn_from_row_alone(r); }
 
 ops::SamplingBatchHost build_sampling_batch(std::span<const SampleRequest> requests, int64_t vocab) {
   ops::SamplingBatchHost batch;

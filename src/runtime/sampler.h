@@ -42,9 +42,12 @@ struct SampleRequest {
   int max_draft = 0;
 };
 
-// Whether `r` is drawn by the argmax alone: greedy, with nothing that changes the logits first or needs their
-// distribution (penalties over the output so far, a bias, masked stop ids, logprobs). The GPU runner then draws it
-// with its argmax kernel (in speculative graphs too).
+// Whether `r`'s draw depends on its logits row and its own parameters alone: nothing changes the logits first and
+// nothing else is asked for (no penalties over the output so far, bias, masked stop ids or logprobs), so that the GPU
+// sampler draws it from a row description fixed for the step (the speculative graphs' sampled draws).
+bool drawn_from_row_alone(const SampleRequest& r);
+// Whether `r` is drawn by the argmax alone: greedy and drawn from its row alone. The GPU runner then draws it with
+// its argmax kernel (in speculative graphs too).
 bool drawn_by_argmax(const SampleRequest& r);
 
 // The ops' rows for `requests`: one SamplingRow each, and as adjustments its logit_bias, its output counts when a
