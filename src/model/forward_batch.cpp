@@ -1,6 +1,7 @@
 // ForwardBatch assembly (chains and draft trees) and KvCache allocation, with a tree's kept-path compaction.
 #include "model/forward_batch.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -47,6 +48,20 @@ void KvCache::keep_tree_path(const std::vector<int32_t>& page_table, int64_t pre
         std::memmove(cache.token(page_table.data(), prefix_len + static_cast<int64_t>(i)),
                      cache.token(page_table.data(), prefix_len + path[i]), row_bytes);
   }
+}
+
+bool ForwardBatch::all_decode() const {
+  return std::all_of(seqs.begin(), seqs.end(), [](const SequenceInfo& s) { return s.decodes(); });
+}
+
+std::vector<int64_t> ForwardBatch::padded_rows(int64_t len) const {
+  std::vector<int64_t> rows;
+  int64_t at = 0;
+  for (const SequenceInfo& s : seqs) {
+    for (int64_t i = 0; i < s.new_len; ++i) rows.push_back(at + i);
+    at += s.decodes() ? len : s.new_len;
+  }
+  return rows;
 }
 
 KvCache::KvCache(const ModelConfig& config, int num_layers, int64_t num_pages, int64_t page_size)

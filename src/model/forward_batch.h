@@ -51,6 +51,11 @@ struct ForwardBatch {
   void add_tree(const std::vector<int32_t>& tokens, const std::vector<int32_t>& parents, int64_t prefix_len,
                 std::vector<int32_t> page_table);
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+  // Every sequence decodes (SequenceInfo::decodes): the step runs in the absorbed form alone.
+  bool all_decode() const;
+  // Each token's row once every decoding sequence is padded with fillers to `len` new tokens, as a GPU verify step
+  // pads them (a drafting round's trees too); other sequences keep their new_len rows.
+  std::vector<int64_t> padded_rows(int64_t len) const;
 };
 
 // Latent cache pages for every layer (main layers first, then MTP layers): per layer

@@ -3,7 +3,6 @@
 // tree's candidates a round (mla_decode masks each to its ancestors), the MTP states kept in a device store, and each
 // frontier row's top-k choices drawn by the GPU sampler (its top logprobs).
 #include <algorithm>
-#include <cstring>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -25,12 +24,6 @@ const SamplingParams& greedy_params() {
   return greedy;
 }
 
-Tensor device_view(void* data, DType dtype, std::vector<int64_t> shape) {
-  Tensor t = Tensor::view(data, dtype, std::move(shape));
-  t.device = Device::kCUDA;
-  return t;
-}
-
 }  // namespace
 
 void CudaModelRunner::keep_tree_paths(const ForwardBatch& verify, const VerifyOutcome& outcome) {
@@ -49,16 +42,9 @@ void CudaModelRunner::keep_tree_paths(const ForwardBatch& verify, const VerifyOu
       }
   }
   if (moves.empty()) return;
-  void* list = tree_lists_.send(moves.data(), moves.size() * sizeof(int64_t), stream_);
-  ops::cuda::move_rows(cache_storage_, model_->config().kv_cache_dim(),
-                       device_view(list, DType::kI64, {static_cast<int64_t>(moves.size() / 2), 2}), stream_);
-}
-
-void CudaModelRunner::gather_tree_rows(const Tensor& source, std::span<const int64_t> rows, Tensor dest) {
-  if (rows.empty()) return;
-  std::vector<int32_t> index(rows.begin(), rows.end());
-  void* list = tree_lists_.send(index.data(), index.size() * 4, stream_);
-  ops::cuda::gather_rows(source, device_view(list, DType::kI32, {static_cast<int64_t>(index.size())}), dest, stream_);
+  const Tensor list =
+      step_lists_.send(moves.data(), DType::kI64, {static_cast<int64_t>(moves.size() / 2), 2}, stream_);
+  ops::cuda::move_rows(cache_storage_, model_->config().kv_cache_dim(), list, stream_);
 }
 
 std::vector<std::vector<DraftChoice>> CudaModelRunner::top_choices(const Tensor& logits, int64_t rows) {
@@ -71,7 +57,7 @@ std::vector<std::vector<DraftChoice>> CudaModelRunner::top_choices(const Tensor&
   }
   queue_draws(logits.rows(0, rows), requests, false);
   const StepOutput drawn = read_draws();  // waits: the host builds the next round from the choices
-  tree_lists_.restart();
+  step_lists_.restart();
   std::vector<std::vector<DraftChoice>> choices;
   for (const SampledToken& t : drawn.sampled) {
     choices.emplace_back();
@@ -89,12 +75,6 @@ void CudaModelRunner::draft_trees(const ForwardBatch& verify, std::span<const in
   TreeRounds rounds(mtp.batch, mtp_drafters(mtp, samples), speculative_, page_size_,
                     model_->config().max_position_embeddings, dp);
   const int64_t trees = static_cast<int64_t>(rounds.root_rows().size()), h = model_->config().hidden_size;
-  // Before the first sync: the moves and the extend's two lists; later, a round's two.
-  const int64_t most_q = ops::cuda::kMlaDecodeMaxQLen;
-  tree_lists_.reserve(static_cast<size_t>(16 * verify.num_tokens() + 4 * mtp.batch.num_tokens() +
-                                     4 * static_cast<int64_t>(mtp.batch.seqs.size()) * (most_q + speculative_.topk + 1)) +
-                 64);
-  tree_lists_.restart();  // the last step ended with a sync
   keep_tree_paths(verify, outcome);
   if (mtp.batch.seqs.empty() && !dp) return rounds.take(samples.size(), out.drafts, out.draft_parents);
   const int64_t slots = std::max<int64_t>(rounds.max_slots(), 1);
@@ -105,14 +85,13 @@ void CudaModelRunner::draft_trees(const ForwardBatch& verify, std::span<const in
   std::vector<int64_t> from;
   for (int64_t r : mtp.hidden_rows) from.push_back(verify_rows[static_cast<size_t>(kept.rows[static_cast<size_t>(r)])]);
   Tensor inputs = mtp_inputs(static_cast<int64_t>(from.size()));
-  gather_tree_rows(model_->hidden(), from, inputs);
-  const bool decode = std::all_of(mtp.batch.seqs.begin(), mtp.batch.seqs.end(),
-                                  [](const SequenceInfo& s) { return s.decodes(); });
+  gather_step_rows(model_->hidden(), from, inputs);
+  const bool decode = mtp.batch.all_decode();
   CudaStep step = upload(mtp.batch, decode, 0, !decode);
   step.keep_hidden = true;
   if (dp) step.dp_rows = dp_counts(step.num_tokens);
   const Tensor logits = model_->forward_mtp(step, inputs, cache_, stream_);
-  gather_tree_rows(model_->hidden(), rounds.root_rows(), tree_states_.rows(0, trees));
+  gather_step_rows(model_->hidden(), rounds.root_rows(), tree_states_.rows(0, trees));
   std::vector<std::vector<DraftChoice>> per_seq = top_choices(logits, static_cast<int64_t>(mtp.batch.seqs.size()));
   std::vector<std::vector<DraftChoice>> choices;
   for (int64_t m : rounds.root_seqs()) choices.push_back(std::move(per_seq[static_cast<size_t>(m)]));
@@ -124,20 +103,18 @@ void CudaModelRunner::draft_trees(const ForwardBatch& verify, std::span<const in
     ForwardBatch& batch = rounds.batch();
     int64_t len = 1;
     for (const SequenceInfo& s : batch.seqs) len = std::max(len, s.new_len);
-    std::vector<int64_t> padded;  // per token of the batch: its row of the padded step
-    for (size_t i = 0; i < batch.seqs.size(); ++i)
-      for (int64_t j = 0; j < batch.seqs[i].new_len; ++j) padded.push_back(static_cast<int64_t>(i) * len + j);
+    const std::vector<int64_t> padded = batch.padded_rows(len);  // per token of the batch: its step row
     std::vector<int64_t> state_of(batch.seqs.size() * static_cast<size_t>(len), 0), logit_rows;
     for (size_t r = 0; r < padded.size(); ++r) state_of[static_cast<size_t>(padded[r])] = rounds.input_slots()[r];
     for (int64_t r : rounds.frontier_rows()) logit_rows.push_back(padded[static_cast<size_t>(r)]);
     Tensor round_inputs = mtp_inputs(static_cast<int64_t>(state_of.size()));
-    gather_tree_rows(tree_states_, state_of, round_inputs);
+    gather_step_rows(tree_states_, state_of, round_inputs);
     CudaStep round = upload(batch, true, 0, false, len, logit_rows);
     round.keep_hidden = true;
     if (dp) round.dp_rows = dp_counts(round.num_tokens);
     const Tensor round_logits = model_->forward_mtp(round, round_inputs, cache_, stream_);
     const int64_t f = static_cast<int64_t>(logit_rows.size()), slot0 = rounds.frontier_slot0();
-    gather_tree_rows(model_->hidden(), logit_rows, tree_states_.rows(slot0, slot0 + f));
+    gather_step_rows(model_->hidden(), logit_rows, tree_states_.rows(slot0, slot0 + f));
     rounds.advance(top_choices(round_logits, f));
   }
   rounds.take(samples.size(), out.drafts, out.draft_parents);

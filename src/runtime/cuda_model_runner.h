@@ -174,8 +174,8 @@ class CudaModelRunner : public ModelRunner {
   void upload_sampling_rows(const ForwardBatch& batch, std::span<const SampleRequest> samples, int bs);
   StepOutput finish_speculative_graph();
   std::unique_ptr<SpeculativeGraphs> spec_graphs_;
-  // The MTP layer's input: rows `rows` of the model's hidden() gathered into mtp_hidden_.
-  Tensor gather_hidden(std::span<const int64_t> rows);
+  // Rows `rows` of `source` into `dest`'s first rows, the indices sent through step_lists_ (eager rounds only).
+  void gather_step_rows(const Tensor& source, std::span<const int64_t> rows, Tensor dest);
   // mtp_hidden_'s first n rows, grown to hold them (between steps only: nothing captured reads it then).
   Tensor mtp_inputs(int64_t n);
   // Tree drafting (cuda_draft_tree.cpp), eager: after a verify's acceptance, the kept paths' latents moved into place
@@ -184,19 +184,17 @@ class CudaModelRunner : public ModelRunner {
   void draft_trees(const ForwardBatch& verify, std::span<const int64_t> verify_rows,
                    std::span<const SampleRequest> samples, const VerifyOutcome& outcome, StepOutput& out);
   void keep_tree_paths(const ForwardBatch& verify, const VerifyOutcome& outcome);
-  void gather_tree_rows(const Tensor& source, std::span<const int64_t> rows, Tensor dest);
   // The speculative_.topk most likely tokens of each of the first `rows` rows of `logits`, with their log-probabilities
   // (the GPU sampler's top logprobs); waits for them.
   std::vector<std::vector<DraftChoice>> top_choices(const Tensor& logits, int64_t rows);
-  StagedLists tree_lists_;  // the moves and gathers' rows of a tree step
   Tensor tree_states_;      // [slots, hidden] BF16: TreeRounds' store of MTP states
   SpeculativeConfig speculative_;
   int64_t scratch_page_ = -1;        // speculating: a cache page beyond the pool's, for fillers past a sequence's pages
   std::vector<char> decode_part_;    // per sequence of the last upload: whether it belongs to the absorbed part
   std::optional<StepOutput> speculative_out_;
   bool graphed_ = false;  // the launched step replays a graph: finish() says so in StepOutput::cuda_graph
-  PinnedBuffer rows_host_;
-  Tensor rows_device_, mtp_hidden_;
+  Tensor mtp_hidden_;
+  StagedLists step_lists_;  // an eager speculative step's moves and gathers' rows, restarted after each sync
 };
 
 }  // namespace narwhal

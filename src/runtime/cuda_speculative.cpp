@@ -1,32 +1,11 @@
 // CudaModelRunner's speculative step (NEXTN), eager: the verify forward and its draws on the GPU, the
 // ids to the host (a sync), acceptance there, then each draft-model round (one more sync each).
-#include <algorithm>
-
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "ops/cuda/elementwise.h"
 #include "runtime/cuda_model_runner.h"
 
 namespace narwhal {
-
-namespace {
-
-// The step row of each batch row once every decoding sequence is padded to verify_len tokens (as upload pads it).
-std::vector<int64_t> padded_rows(const ForwardBatch& batch, int64_t verify_len) {
-  std::vector<int64_t> rows;
-  int64_t at = 0;
-  for (const SequenceInfo& s : batch.seqs) {
-    for (int64_t i = 0; i < s.new_len; ++i) rows.push_back(at + i);
-    at += s.decodes() ? verify_len : s.new_len;
-  }
-  return rows;
-}
-
-bool all_decode(const ForwardBatch& batch) {
-  return std::all_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInfo& s) { return s.decodes(); });
-}
-
-}  // namespace
 
 // One verify forward over [pending, drafts..., fillers...] of every decoding sequence (and any prompt chunks beside
 // them, in their own part), every draw row's token on the GPU, then acceptance and drafting on the host. The result
@@ -35,10 +14,10 @@ void CudaModelRunner::launch_speculative(const ForwardBatch& batch, std::span<co
                                          bool return_logits) {
   const int64_t verify_len = speculative_.tree() ? speculative_.num_draft_tokens : 1 + speculative_.num_steps;
   const VerifyRows rows = verify_rows(batch, samples);
-  const std::vector<int64_t> padded = padded_rows(batch, verify_len);
+  const std::vector<int64_t> padded = batch.padded_rows(verify_len);
   std::vector<int64_t> logit_rows;
   for (int64_t r : rows.token_rows) logit_rows.push_back(padded[static_cast<size_t>(r)]);
-  const bool decode = all_decode(batch);
+  const bool decode = batch.all_decode();
   CudaStep step = upload(batch, decode, 0, !decode, verify_len, logit_rows);
   step.keep_hidden = true;
   if (model_->dp_size() > 1) step.dp_rows = dp_counts(step.num_tokens);  // padded: not the engine's dp_tokens
@@ -73,8 +52,9 @@ std::vector<std::vector<int32_t>> CudaModelRunner::draft(const ForwardBatch& ver
     if (first)  // the verify's rows: its step was padded
       for (int64_t& r : from) r = verify_rows[static_cast<size_t>(r)];
     first = false;
-    const Tensor hidden = gather_hidden(from);
-    const bool decode = all_decode(batch);
+    const Tensor hidden = mtp_inputs(static_cast<int64_t>(from.size()));
+    gather_step_rows(model_->hidden(), from, hidden);
+    const bool decode = batch.all_decode();
     CudaStep step = upload(batch, decode, 0, !decode);
     step.keep_hidden = true;
     if (dp) step.dp_rows = dp_counts(step.num_tokens);
@@ -87,6 +67,7 @@ std::vector<std::vector<int32_t>> CudaModelRunner::draft(const ForwardBatch& ver
       NW_CUDA_CHECK(cudaMemcpyAsync(next.data(), ids.data, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
                                     stream_));
     NW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the next round's batch is built from these ids
+    step_lists_.restart();
     chain.advance(next);
   }
   return chain.take_drafts();
@@ -100,7 +81,7 @@ Tensor CudaModelRunner::run_mtp(const ForwardBatch& batch, const Tensor& hidden)
   Tensor rounded = Tensor::zeros(DType::kBF16, {t, h});
   for (int64_t i = 0; i < t * h; ++i) rounded.ptr<uint16_t>()[i] = float_to_bf16(hidden.f32()[i]);
   const Tensor device = rounded.to(Device::kCUDA);
-  const bool decode = all_decode(batch);
+  const bool decode = batch.all_decode();
   CudaStep step = upload(batch, decode, 0, !decode);
   step.keep_hidden = true;
   const Tensor logits = model_->forward_mtp(step, device, cache_, stream_);
@@ -110,23 +91,16 @@ Tensor CudaModelRunner::run_mtp(const ForwardBatch& batch, const Tensor& hidden)
   return out;
 }
 
-Tensor CudaModelRunner::gather_hidden(std::span<const int64_t> rows) {
-  const Tensor source = model_->hidden();
-  const int64_t n = static_cast<int64_t>(rows.size());
-  auto* host = static_cast<int32_t*>(rows_host_.reserve(static_cast<size_t>(n) * 4 + 4));
-  for (int64_t i = 0; i < n; ++i) {
-    NW_CHECK(rows[i] >= 0 && rows[i] < source.size(0), "speculative step: hidden row ", rows[i], " outside the ",
-             source.size(0), " of the last forward");
-    host[i] = static_cast<int32_t>(rows[i]);
+void CudaModelRunner::gather_step_rows(const Tensor& source, std::span<const int64_t> rows, Tensor dest) {
+  if (rows.empty()) return;  // a DP group with nothing to draft this round
+  std::vector<int32_t> index(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    NW_CHECK(rows[i] >= 0 && rows[i] < source.size(0), "speculative step: row ", rows[i], " outside the ",
+             source.size(0), " of its source");
+    index[i] = static_cast<int32_t>(rows[i]);
   }
-  if (!rows_device_.defined() || rows_device_.size(0) < n)  // grown between steps only: nothing captured reads it
-    rows_device_ = Tensor::empty(DType::kI32, {std::max<int64_t>(n, 1)}, Device::kCUDA);
-  const Tensor index = rows_device_.rows(0, n);
-  Tensor out = mtp_inputs(n);
-  if (n == 0) return out;  // a DP group with nothing to draft this round
-  NW_CUDA_CHECK(cudaMemcpyAsync(index.data, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_));
-  ops::cuda::gather_rows(source, index, out, stream_);
-  return out;
+  const Tensor list = step_lists_.send(index.data(), DType::kI32, {static_cast<int64_t>(index.size())}, stream_);
+  ops::cuda::gather_rows(source, list, dest, stream_);
 }
 
 Tensor CudaModelRunner::mtp_inputs(int64_t n) {

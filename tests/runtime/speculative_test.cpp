@@ -32,6 +32,18 @@ TEST(Speculative, VerifyRowsAreEachDrawingSequencesPendingTokenAndDrafts) {
   EXPECT_THROW(verify_rows(b, outside), Error);
 }
 
+// Padded to 4 new tokens, as a GPU verify runs it: the chunk keeps its 3 rows, each decode takes 4.
+TEST(Speculative, PaddedRowsPadEveryDecodeToTheVerifyLength) {
+  const ForwardBatch b = verify_batch();
+  EXPECT_FALSE(b.all_decode());
+  EXPECT_EQ(b.padded_rows(4), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 7}));
+  ForwardBatch trees;
+  trees.add_tree({5, 6, 7}, {-1, -1, 0}, 3, {0});
+  trees.add_sequence({8}, 2, {1});
+  EXPECT_TRUE(trees.all_decode());
+  EXPECT_EQ(trees.padded_rows(3), (std::vector<int64_t>{0, 1, 2, 3}));
+}
+
 TEST(Speculative, PendingTokenLogitsAreEachDrawingSequencesFirstRow) {
   const ForwardBatch b = verify_batch();
   SamplingParams greedy;
