@@ -3,11 +3,10 @@
 // rows, then N - 1 chain rounds fed by the last round's ids), so that a speculative step costs one launch and one host
 // sync, as a plain decode step does. Two graphs a size: greedy steps draw with the argmax, sampled ones (temperature,
 // top-k / top-p / min-p, seeds) with the GPU sampler from rows uploaded before the launch, as the eager step draws
-// them (not yet run on a GPU: off unless NARWHAL_SAMPLED_SPEC_GRAPHS=1). The host then accepts the same drafts from the same draws (accept_drafts) and keeps chain_draft_count of each
-// sequence's drafts.
+// them. The host then accepts the same drafts from the same draws (accept_drafts) and keeps chain_draft_count of
+// each sequence's drafts.
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <numeric>
 
 #include "core/cuda_check.h"
@@ -20,17 +19,6 @@
 #include "runtime/cuda_speculative_graphs.h"
 
 namespace narwhal {
-
-namespace {
-
-// The sampled graphs are captured only with NARWHAL_SAMPLED_SPEC_GRAPHS=1 until a GPU run has shown them equal to the
-// eager sampled step (CudaSpeculative.SeededSamplingEqualsPlainDecoding sets it); without, sampled steps run eager.
-bool sampled_speculative_graphs() {
-  const char* v = std::getenv("NARWHAL_SAMPLED_SPEC_GRAPHS");
-  return v && v[0] == '1';
-}
-
-}  // namespace
 
 void CudaModelRunner::capture_speculative_graphs(int max_bs) {
   auto g = std::make_unique<SpeculativeGraphs>();
@@ -71,7 +59,6 @@ void CudaModelRunner::capture_speculative_graphs(int max_bs) {
     NW_CUDA_CHECK(cudaMemsetAsync(s.seq_info.data, 0, s.seq_info.nbytes(), stream_));
     upload_sampling_rows(none, {}, bs);  // greedy rows: the warm-up draws something valid
     for (bool sampled : {false, true}) {
-      if (sampled && !sampled_speculative_graphs()) break;
       speculative_graph_body(verify, bs, sampled);  // warm-up: GEMM plans, kernel attributes, buffers at this size
       NW_CUDA_CHECK(cudaStreamSynchronize(stream_));
       cudaGraph_t graph = nullptr;
@@ -84,8 +71,7 @@ void CudaModelRunner::capture_speculative_graphs(int max_bs) {
       (sampled ? s.sampled_execs : s.execs)[bs] = exec;
     }
   }
-  NW_LOG(Info) << "cuda: captured speculative graphs, greedy" << (s.sampled_execs.empty() ? "" : " and sampled")
-               << " (verify " << rows << " tokens a sequence, "
+  NW_LOG(Info) << "cuda: captured speculative graphs, greedy and sampled (verify " << rows << " tokens a sequence, "
                << speculative_.num_steps << " draft rounds) for " << s.execs.size() << " batch sizes up to " << max_bs
                << " in "
                << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() << " s";
@@ -158,7 +144,6 @@ int CudaModelRunner::speculative_graph_size(const ForwardBatch& batch, std::span
       return 0;
     sampled = sampled || !samples[i].params->greedy();
   }
-  if (sampled && spec_graphs_->sampled_execs.empty()) return 0;
   const auto graph = spec_graphs_->execs.lower_bound(static_cast<int>(batch.seqs.size()));
   return graph == spec_graphs_->execs.end() ? 0 : graph->first;
 }

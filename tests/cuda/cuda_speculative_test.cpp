@@ -312,7 +312,6 @@ TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
 TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
   NW_REQUIRE_GPU();
   const std::string dir = testing::source_path("models/arith-tiny");
-  setenv("NARWHAL_SAMPLED_SPEC_GRAPHS", "1", 1);  // the sampled graphs, off by default until this passes on a GPU
   for (Arrival arrival : {Arrival::kStaggered, Arrival::kOneByOne}) {
     const EngineRun plain =
         run_engine(one(CudaModelRunner::load(dir, options(16, 0))), arith_prompts(), Drafting{0}, 24, 0.8, arrival);
@@ -323,7 +322,6 @@ TEST(CudaSpeculative, SeededSamplingEqualsPlainDecoding) {
       EXPECT_GT(spec.accept_length, 1.0);
     }
   }
-  unsetenv("NARWHAL_SAMPLED_SPEC_GRAPHS");
 }
 
 // The trained model's MTP layer drafts what it will say: random drafts keep about 1.0 tokens a step.
