@@ -1,8 +1,8 @@
 // Batch invariance of the decode-sized GPU ops: a row's output bits must not depend on how many rows share the call
 // (M, q_len) or on the other sequences of the batch, so that a speculative verify (B x (1 + N) rows) computes
 // exactly what plain decoding (B rows) does and greedy ids agree bit for bit (docs/speculative.md). Compared with
-// memcmp, no tolerance: the scope is what the kernels promise, the BF16 linears and BMMs up to 4 rows (the own
-// GEMV; cuBLASLt above chooses its algorithm per M), the FP8 ones up to 16 (the own small-M kernel), and
+// memcmp, no tolerance: the scope is what the kernels promise, the BF16 linears and BMMs up to kBf16SmallMMaxRows
+// (the own GEMV; cuBLASLt above chooses its algorithm per M), the FP8 ones up to 16 (the own small-M kernel), and
 // mla_decode while the batch has no more 64-key tiles than the kernel has parts.
 #include <gtest/gtest.h>
 
@@ -24,7 +24,7 @@ namespace {
 
 using testing::random_bf16;
 
-constexpr int64_t kBf16Rows = 4, kFp8Rows = 16;
+constexpr int64_t kBf16Rows = ops::cuda::kBf16SmallMMaxRows, kFp8Rows = ops::cuda::kFp8SmallMMaxRows;
 
 // Rows [0, m) of `got` ([m, cols] BF16 on the device) against the same rows of `all` ([>= m, cols]) bit for bit;
 // returns the first row that differs, or -1.
@@ -125,22 +125,22 @@ TEST_F(CudaBatchInvariance, AbsorbedBmmRowsDoNotDependOnM) {
   }
 }
 
-// A verify (q_len 4 per sequence, causal among the new tokens) against decoding each new token alone (q_len 1,
+// A verify (q_len 4 or 8 per sequence, causal among the new tokens) against decoding each new token alone (q_len 1,
 // the keys up to it), for the whole batch and for one sequence alone: the same output bits. Lengths straddle the
 // 64-key tiles; 16 heads (row blocks of 16 rows at q_len 1, of 64 at q_len 4) and 128 heads (V3: 2 row blocks at
 // q_len 1, 8 at q_len 4).
 TEST(CudaBatchInvarianceMla, VerifyRowsEqualDecodeRows) {
   NW_REQUIRE_GPU();
-  constexpr int64_t kLora = 512, kWidth = 576, kQLen = 4;
+  constexpr int64_t kLora = 512, kWidth = 576;
   int device = 0, sms = 0;
   NW_CUDA_CHECK(cudaGetDevice(&device));
   NW_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  for (auto [heads, page] : {std::pair<int64_t, int64_t>{16, 16}, {128, 64}}) {
-    const std::vector<int64_t> lens = {61, 64, 700, 1990};  // keys with the 4 new tokens
+  for (auto [heads, page, verify_len] : {std::tuple<int64_t, int64_t, int64_t>{16, 16, 4}, {128, 64, 4}, {16, 16, 8}}) {
+    const std::vector<int64_t> lens = {61, 64, 700, 1990};  // keys with the new tokens
     const int64_t batch = static_cast<int64_t>(lens.size());
     const testing::ScatteredPages pages = testing::scattered_pages(lens, page, 600 + heads);
     auto cache = random_bf16({pages.pool_pages, page, kWidth}, 601);
-    auto q = random_bf16({batch * kQLen, heads, kWidth}, 602);
+    auto q = random_bf16({batch * verify_len, heads, kWidth}, 602);
     const Tensor table = testing::device_i32(pages.table, {batch, pages.max_pages});
     auto decode = [&](const Tensor& q_rows, const Tensor& page_table, const std::vector<int32_t>& seq_lens,
                       int64_t q_len) {
@@ -160,26 +160,26 @@ TEST(CudaBatchInvarianceMla, VerifyRowsEqualDecodeRows) {
       return out.to(Device::kCPU);
     };
     std::vector<int32_t> verify_lens(lens.begin(), lens.end());
-    const Tensor verify = decode(q.device, table, verify_lens, kQLen);
+    const Tensor verify = decode(q.device, table, verify_lens, verify_len);
     const int64_t row_elems = heads * kLora;
-    for (int64_t t = 0; t < kQLen; ++t) {
-      // Token t of every sequence, decoded as a batch: q rows b * 4 + t, keys up to it.
+    for (int64_t t = 0; t < verify_len; ++t) {
+      // Token t of every sequence, decoded as a batch: q rows b * q_len + t, keys up to it.
       Tensor q_t = Tensor::empty(DType::kBF16, {batch, heads, kWidth}, Device::kCUDA);
       std::vector<int32_t> lens_t;
       for (int64_t b = 0; b < batch; ++b) {
-        NW_CUDA_CHECK(cudaMemcpy(q_t.rows(b, b + 1).data, q.device.rows(b * kQLen + t, b * kQLen + t + 1).data,
+        NW_CUDA_CHECK(cudaMemcpy(q_t.rows(b, b + 1).data, q.device.rows(b * verify_len + t, b * verify_len + t + 1).data,
                                  heads * kWidth * 2, cudaMemcpyDeviceToDevice));
-        lens_t.push_back(static_cast<int32_t>(lens[b] - kQLen + t + 1));
+        lens_t.push_back(static_cast<int32_t>(lens[b] - verify_len + t + 1));
       }
       const Tensor batched = decode(q_t, table, lens_t, 1);
       for (int64_t b = 0; b < batch; ++b) {
-        const uint16_t* want = verify.ptr<uint16_t>() + (b * kQLen + t) * row_elems;
+        const uint16_t* want = verify.ptr<uint16_t>() + (b * verify_len + t) * row_elems;
         EXPECT_EQ(std::memcmp(batched.ptr<uint16_t>() + b * row_elems, want, row_elems * 2), 0)
-            << "heads " << heads << " sequence " << b << " token " << t << ": decode in the batch";
+            << "heads " << heads << " q_len " << verify_len << " sequence " << b << " token " << t << ": decode in the batch";
         // The same token with its sequence alone in the batch.
         const Tensor alone = decode(q_t.rows(b, b + 1), table.rows(b, b + 1), {lens_t[b]}, 1);
         EXPECT_EQ(std::memcmp(alone.ptr<uint16_t>(), want, row_elems * 2), 0)
-            << "heads " << heads << " sequence " << b << " token " << t << ": decode alone";
+            << "heads " << heads << " q_len " << verify_len << " sequence " << b << " token " << t << ": decode alone";
       }
     }
   }

@@ -14,7 +14,7 @@
 // near tie the other way: the CPU reference's (F32) logits of the two tokens at that context must be within
 // kNearTie of its largest logit (BF16 forwards are 1e-2 apart, accuracy.md), else it is a wrong token. Seen once,
 // on v3_fp8 (logits 2.692 and 2.683, 0.35% apart: the CPU picks the verify's token).
-// Where the kernels are batch invariant (a verify of up to 4 rows, short contexts: batch_invariance_test.cpp)
+// Where the kernels are batch invariant (a verify of up to 8 rows, short contexts: batch_invariance_test.cpp)
 // the ids must be equal outright: BatchOneGivesBitwisePlainGreedyIds.
 #include <gtest/gtest.h>
 

@@ -62,9 +62,11 @@ class CudaGemm : public ::testing::Test {
 
 TEST_F(CudaGemm, LinearBf16AtDeepSeekShapes) {
   // V2-Lite q_proj, kv_a_proj_with_mqa and o_proj; V3 q_b_proj (q_lora 1536 -> 16 TP heads x 192); odd M; and
-  // decode rows (M <= 4, the own small-M kernel) with an odd N and a K that ends inside a warp's 1024-wide step.
+  // decode rows (M <= 8, the own GEMV) with an odd N and a K that ends inside a warp's 1024-wide step, at 1, 2 and 4
+  // columns a warp (N 4099 at M 3 and 10001 at M 6 split unevenly over the warps' column pairs and quads).
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 3072, 2048}, {37, 576, 2048}, {37, 2048, 2048},
-                         {129, 3072, 1536}, {3, 1001, 1544}, {4, 576, 2048}, {2, 2048, 10944}, {7, 576, 2048}}) {
+                         {129, 3072, 1536}, {3, 1001, 1544}, {4, 576, 2048}, {2, 2048, 10944}, {7, 576, 2048},
+                         {3, 4099, 1544}, {6, 10001, 520}, {8, 2048, 1000}}) {
     auto x = random_bf16({m, k}, 10 + m);
     auto w = random_bf16({n, k}, 20 + n, 1.0f / std::sqrt(static_cast<float>(k)));
     Tensor y = testing::poisoned(DType::kBF16, {m, n});

@@ -54,6 +54,16 @@ Tensor transpose_w_uk_bf16(const Tensor& kv_b, int64_t heads, int64_t nope, int6
 // K % 16 == 0.
 void quantize_fp8_token_groups(const Tensor& x, Tensor& q, Tensor& scale, cudaStream_t stream);
 
+enum class Bf16GemmPath {
+  kAuto,      // the own weight-streaming kernel up to kBf16SmallMMaxRows rows (w transposed), cuBLASLt above
+  kGemv,      // the own kernel; refused where it does not fit (bf16_small_m_fits: at most 8 rows, w transposed)
+  kCublasLt,  // cuBLASLt at any M
+};
+// Up to 8 rows the GEMV keeps a row's bits whatever M is, so a verify of up to 8 rows gets a decode's (docs/
+// speculative.md). Measured on H200 (bench_gemm_bf16, docs/performance.md): ahead of cuBLASLt at every M <= 8 on
+// small weights (V2-Lite's kv_a and o_proj), behind from 4 rows on large ones (lm_head 120-165 us against 114-116).
+inline constexpr int64_t kBf16SmallMMaxRows = 8;
+
 enum class Fp8GemmPath {
   kAuto,      // small-M kernel up to kFp8SmallMMaxRows rows, cuBLASLt above
   kSmallM,    // always the own kernel (any M; slow for large M)
@@ -80,13 +90,15 @@ class GemmRunner {
   GemmRunner& operator=(const GemmRunner&) = delete;
 
   // y[M, N] = x[M, K] w[N, K]^T (+ y when accumulate: a residual add for free), BF16, FP32 accumulation.
-  void linear_bf16(const Tensor& x, const Tensor& w, Tensor& y, cudaStream_t stream, bool accumulate = false);
+  void linear_bf16(const Tensor& x, const Tensor& w, Tensor& y, cudaStream_t stream, bool accumulate = false,
+                   Bf16GemmPath path = Bf16GemmPath::kAuto);
 
   // y[b] = x[b] op(w[b]) (+ y[b] when accumulate), BF16: op(w) = w^T when w_transposed (w[b] is [N, K]), else
   // w ([K, N]). Strides must be multiples of 8 elements and data 16-byte aligned. Up to kBf16SmallMMaxRows
-  // rows with w transposed run the own weight-streaming kernel (gemm_kernels.h), cuBLASLt the rest.
+  // rows with w transposed run the own weight-streaming kernel (gemm_kernels.h), cuBLASLt the rest (see
+  // Bf16GemmPath).
   void bmm_bf16(const MatrixBatch& x, const MatrixBatch& w, bool w_transposed, const MatrixBatch& y,
-                cudaStream_t stream, bool accumulate = false);
+                cudaStream_t stream, bool accumulate = false, Bf16GemmPath path = Bf16GemmPath::kAuto);
 
   // y[M, N] (BF16) = x[M, K] (BF16) dequant(w)^T: x is quantized per row per 128 columns into the runner's
   // scratch (as DeepSeek-V3 was trained), then multiplied by the small-M kernel or cuBLASLt (see Fp8GemmPath).

@@ -38,10 +38,11 @@ struct Fp8SmallMArgs {
   int64_t batch = 1, m = 0, n = 0, k = 0;
 };
 
-// y[b] (BF16) = x[b] w[b]^T (+ y[b] when accumulate) for at most kBf16SmallMMaxRows rows, BF16 in, FP32
+// y[b] (BF16) = x[b] w[b]^T (+ y[b] when accumulate) for at most kBf16SmallMMaxKernelRows rows, BF16 in, FP32
 // accumulation; element strides. Decode's products: a GEMV streaming the weight, faster than cuBLASLt there, and
-// batch invariant (a row's bits do not depend on M).
-inline constexpr int64_t kBf16SmallMMaxRows = 4;
+// batch invariant (a row's bits do not depend on M). GemmRunner sends it up to kBf16SmallMMaxRows (gemm.h).
+inline constexpr int64_t kBf16SmallMMaxKernelRows = 8;
+inline constexpr int kBf16SmallMWarps = 8;  // warps a CTA; each computes `columns` output columns
 struct Bf16SmallMArgs {
   const void* x = nullptr;  // x[b][m][c] at b * x_batch + m * x_row + c
   int64_t x_row = 0, x_batch = 0;
@@ -51,9 +52,10 @@ struct Bf16SmallMArgs {
   int64_t y_row = 0, y_batch = 0;
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool accumulate = false;
+  int columns = 1;  // output columns a warp: 1, 2 (m >= 3) or 4 (m >= 5); the bits do not depend on it
 };
-// Whether the kernel takes these sizes: m <= kBf16SmallMMaxRows, k and the x / w strides multiples of 8, x and w
-// 16-byte aligned.
+// Whether the kernel takes these sizes: m <= kBf16SmallMMaxKernelRows, k and the x / w strides multiples of 8, x
+// and w 16-byte aligned.
 bool bf16_small_m_fits(const Bf16SmallMArgs& args);
 void launch_bf16_small_m(const Bf16SmallMArgs& args, cudaStream_t stream);
 

@@ -78,6 +78,15 @@ void check_fp8_weight(const Fp8BlockWeight& w, int64_t batch, int64_t n, int64_t
            shape_to_string(q_shape), " F8_E4M3 and scale ", shape_to_string(s_shape), " F32 are expected");
 }
 
+// Output columns a GEMV warp computes: more share each x load, which from 3 rows on is what a one-column warp waits
+// for (bench_gemm_bf16: at M = 4 one column reads V2-Lite's lm_head at 2.9 TB/s), but fewer warps cover N, so the
+// count halves while the grid would leave SMs without a CTA.
+int bf16_gemv_columns(int64_t m, int64_t n, int64_t batch, int sms) {
+  int columns = m <= 2 ? 1 : m <= 4 ? 2 : 4;
+  while (columns > 1 && ceil_div(n, int64_t{kBf16SmallMWarps} * columns) * batch < sms) columns /= 2;
+  return columns;
+}
+
 }  // namespace
 
 struct GemmRunner::State {
@@ -190,16 +199,17 @@ GemmRunner::GemmRunner(const GemmRunnerOptions& options) : state_(std::make_uniq
 
 GemmRunner::~GemmRunner() = default;
 
-void GemmRunner::linear_bf16(const Tensor& x, const Tensor& w, Tensor& y, cudaStream_t stream, bool accumulate) {
+void GemmRunner::linear_bf16(const Tensor& x, const Tensor& w, Tensor& y, cudaStream_t stream, bool accumulate,
+                             Bf16GemmPath path) {
   NW_CHECK(x.ndim() == 2 && w.ndim() == 2 && y.ndim() == 2,
            "linear_bf16: x", x.shape_string(), " w", w.shape_string(), " y", y.shape_string(), " must be 2-D");
   bmm_bf16(MatrixBatch{x.data, x.dtype, 1, x.size(0), x.size(1), x.size(1), 0},
            MatrixBatch{w.data, w.dtype, 1, w.size(0), w.size(1), w.size(1), 0}, true,
-           MatrixBatch{y.data, y.dtype, 1, y.size(0), y.size(1), y.size(1), 0}, stream, accumulate);
+           MatrixBatch{y.data, y.dtype, 1, y.size(0), y.size(1), y.size(1), 0}, stream, accumulate, path);
 }
 
 void GemmRunner::bmm_bf16(const MatrixBatch& x, const MatrixBatch& w, bool w_transposed, const MatrixBatch& y,
-                          cudaStream_t stream, bool accumulate) {
+                          cudaStream_t stream, bool accumulate, Bf16GemmPath path) {
   const int64_t k = x.cols, n = w_transposed ? w.rows : w.cols;
   NW_CHECK(x.dtype == DType::kBF16 && w.dtype == DType::kBF16 && y.dtype == DType::kBF16 &&
                (w_transposed ? w.cols : w.rows) == k && y.rows == x.rows && y.cols == n && x.batch == w.batch &&
@@ -207,9 +217,13 @@ void GemmRunner::bmm_bf16(const MatrixBatch& x, const MatrixBatch& w, bool w_tra
            "bmm_bf16: x [", x.batch, ", ", x.rows, ", ", x.cols, "] w [", w.batch, ", ", w.rows, ", ", w.cols,
            "] y [", y.batch, ", ", y.rows, ", ", y.cols, "] (BF16) do not agree");
   if (x.rows == 0 || n == 0) return;
-  const Bf16SmallMArgs small{x.data, x.row_stride, x.batch_stride, w.data, w.row_stride, w.batch_stride, y.data,
-                             y.row_stride, y.batch_stride, x.batch, x.rows, n, k, accumulate};
-  if (w_transposed && bf16_small_m_fits(small)) {
+  Bf16SmallMArgs small{x.data, x.row_stride, x.batch_stride, w.data, w.row_stride, w.batch_stride, y.data,
+                       y.row_stride, y.batch_stride, x.batch, x.rows, n, k, accumulate};
+  const bool fits = w_transposed && bf16_small_m_fits(small);
+  NW_CHECK(path != Bf16GemmPath::kGemv || fits, "bmm_bf16: the GEMV takes a transposed weight, at most ",
+           kBf16SmallMMaxKernelRows, " rows, K and strides multiples of 8 (m ", x.rows, " k ", k, ")");
+  if (path == Bf16GemmPath::kGemv || (path == Bf16GemmPath::kAuto && fits && x.rows <= kBf16SmallMMaxRows)) {
+    small.columns = bf16_gemv_columns(x.rows, n, x.batch, state_->split_k.num_sms);
     launch_bf16_small_m(small, stream);
     return;
   }
