@@ -258,10 +258,18 @@ void run_experts(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_wei
   // rank's stacked `experts` (8 + 1 of 16 at --ep-size 2; sized by those, warps overwrote each other's groups).
   const size_t align_smem = (3 * experts + 1) * sizeof(int) +
                             (routing ? kAlignWarps * static_cast<size_t>(routing->experts) * sizeof(float) : 0);
-  // Past 48 KB (384 experts routed in the kernel) a kernel must ask for its dynamic shared memory, on each device.
-  if (align_smem > 48 * 1024)
+  // Past 48 KB (384 experts routed in the kernel) a kernel must ask for its dynamic shared memory, on each device:
+  // for all the device allows, since the attribute belongs to the function and expert-parallel ranks on one GPU
+  // (threads) with different expert counts would otherwise set it under each other's launches.
+  if (align_smem > 48 * 1024) {
+    int device = 0, optin = 0;
+    cudaFuncAttributes attributes{};
+    NW_CUDA_CHECK(cudaGetDevice(&device));
+    NW_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    NW_CUDA_CHECK(cudaFuncGetAttributes(&attributes, align_kernel));
     NW_CUDA_CHECK(cudaFuncSetAttribute(align_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(align_smem)));
+                                       optin - static_cast<int>(attributes.sharedSizeBytes)));
+  }
   launch(align_kernel, 1, kAlignThreads, align_smem, stream, align, routing ? *routing : route::RouteArgs{},
          routing != nullptr);
 

@@ -261,9 +261,10 @@ void mla_attention_portable(const Tensor& q, int64_t a_len, int64_t b_len, const
            " (at most 8192) too large");
   const int64_t seqs = cu_seqlens_q.numel() - 1;
   if (seqs <= 0 || max_seqlen_q == 0) return;
+  // At most 36 KB, inside the 48 KB any launch may take, so the function's attribute is never set: setting it to one
+  // call's size raced the launches of device-local TP ranks (threads on one GPU) that needed more.
+  static_assert((8192 + kKeyChunk) * sizeof(float) <= 48 * 1024);
   const size_t smem = static_cast<size_t>(a_len + b_len + kKeyChunk) * sizeof(float);
-  NW_CUDA_CHECK(cudaFuncSetAttribute(portable_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(smem)));
   PortableAttention p{device_ptr<bf16>(q), q.size(1) * q.size(2), q.size(2), static_cast<int>(a_len),
                       static_cast<int>(b_len), static_cast<int>(v_len), static_cast<const bf16*>(key_a.data),
                       static_cast<const bf16*>(key_b.data), static_cast<const bf16*>(value.data), key_a.row_stride,

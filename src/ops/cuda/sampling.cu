@@ -260,9 +260,12 @@ void sample_tokens(const Tensor& logits, const SamplingBatch& batch, SampledRows
   check_device_pointer(workspace, "the workspace");
 
   const bool bitmap = batch.num_adjustments > 0;
-  const size_t smem = sizeof(Shared) + (bitmap ? static_cast<size_t>(ceil_div(vocab, 32)) * sizeof(uint32_t) : 0);
+  const size_t bitmap_bytes = static_cast<size_t>(ceil_div(vocab, 32)) * sizeof(uint32_t);
+  const size_t smem = sizeof(Shared) + (bitmap ? bitmap_bytes : 0);
+  // The attribute belongs to the function, so it is set to the most any call at this vocabulary takes, never to one
+  // call's size: device-local TP ranks (threads on one GPU) launching with and without the bitmap would race.
   NW_CUDA_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(smem)));
+                                     static_cast<int>(sizeof(Shared) + bitmap_bytes)));
   const Args args{logits.f32(),
                   logits.size(0),
                   static_cast<int>(vocab),
