@@ -71,7 +71,14 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaS
   config.stream = stream;
   config.attrs = &attr;
   config.numAttrs = 1;
-  NW_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (status != cudaSuccess) {  // name the kernel and its shape: what a caller got wrong shows there
+    const char* name = "?";
+    if (cudaFuncGetName(&name, reinterpret_cast<const void*>(kernel)) != cudaSuccess) name = "?";
+    throw Error(cat("launch of ", name, " failed: ", cudaGetErrorString(status), " (grid ", grid.x, " x ", grid.y,
+                    " x ", grid.z, ", block ", block.x, " x ", block.y, " x ", block.z, ", ", smem,
+                    " bytes of shared memory)"));
+  }
 }
 
 // 8 BF16 values of one 16-byte load as floats.
