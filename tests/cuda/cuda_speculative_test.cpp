@@ -264,7 +264,7 @@ TEST(CudaSpeculative, TensorParallelGreedyIdsEqualPlainDecoding) {
 // BF16 and FP8). A row the verify computes with other bits than a decode can also route to another expert
 // (docs/speculative.md, bitwise parity), which this would show as a parting that is no near tie.
 // Bit for bit where the kernels are batch invariant (tests/cuda/batch_invariance_test.cpp): one sequence at a
-// time verifies 1 + 3 = 4 rows, short contexts; no near-tie allowance. The fixtures, DeepSeek's real attention and
+// time verifies 4 or 8 rows, short contexts; no near-tie allowance. The fixtures, DeepSeek's real attention and
 // MoE dims in BF16 and FP8 (the tuned decode, FP8 and fused MoE kernels), and random-config models given an MTP
 // layer (odd dims: the portable attention and MoE), 8 of them or NARWHAL_SPEC_CONFIGS.
 TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
@@ -277,8 +277,8 @@ TEST(CudaSpeculative, BatchOneGivesBitwisePlainGreedyIds) {
       for (int32_t& id : p) id = 2 + id % static_cast<int32_t>(vocab - 2);
     const EngineRun plain =
         run_engine(one(CudaModelRunner::load(dir, options(16, 0))), prompts, Drafting{0}, 24, 0.0, Arrival::kOneByOne);
-    // A chain of 3 and a tree of 4 nodes (topk 2, 3 steps): 4 verify rows either way.
-    for (Drafting d : {Drafting{3}, Drafting{3, 2, 4}}) {
+    // Chains of 3 and 7 (4 and 8 verify rows, the GEMV's most) and trees of 4 and 7 nodes (topk 2, 3 steps).
+    for (Drafting d : {Drafting{3}, Drafting{7}, Drafting{3, 2, 4}, Drafting{3, 2, 7}}) {
       const EngineRun spec =
           run_engine(one(CudaModelRunner::load(dir, options(16, d))), prompts, d, 24, 0.0, Arrival::kOneByOne);
       EXPECT_EQ(spec.outputs, plain.outputs) << "topk " << d.topk;
