@@ -59,7 +59,7 @@ std::vector<int64_t> ForwardBatch::padded_rows(int64_t len) const {
   int64_t at = 0;
   for (const SequenceInfo& s : seqs) {
     for (int64_t i = 0; i < s.new_len; ++i) rows.push_back(at + i);
-    at += s.decodes() ? len : s.new_len;
+    at += s.step_rows(len);
   }
   return rows;
 }

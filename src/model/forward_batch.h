@@ -26,6 +26,10 @@ struct SequenceInfo {
 
   // One pending token (and its drafts): a decode, run in the absorbed form, as plain decoding runs it.
   bool decodes() const { return new_len - draft_len == 1; }
+  // A GPU verify step of `verify_len` rows a decode (0: not a verify) pads every decoding sequence with fillers to
+  // that length; other sequences keep their new_len rows. step_rows: the sequence's rows in such a step.
+  bool pads_to(int64_t verify_len) const { return verify_len > 0 && decodes(); }
+  int64_t step_rows(int64_t verify_len) const { return pads_to(verify_len) ? verify_len : new_len; }
 };
 
 // One batch format for prefill, decode, mixed and verify steps: the new tokens of every sequence,
@@ -53,8 +57,8 @@ struct ForwardBatch {
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
   // Every sequence decodes (SequenceInfo::decodes): the step runs in the absorbed form alone.
   bool all_decode() const;
-  // Each token's row once every decoding sequence is padded with fillers to `len` new tokens, as a GPU verify step
-  // pads them (a drafting round's trees too); other sequences keep their new_len rows.
+  // Each token's row once every decoding sequence is padded to `len` rows (SequenceInfo::step_rows), as a GPU verify
+  // step pads them (a drafting round's trees too).
   std::vector<int64_t> padded_rows(int64_t len) const;
 };
 

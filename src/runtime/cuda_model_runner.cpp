@@ -213,10 +213,9 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   const bool tree = std::any_of(batch.seqs.begin(), batch.seqs.end(),
                                 [](const SequenceInfo& s) { return !s.draft_parents.empty(); });
   const int64_t b = std::max(real_seqs, padded_seqs);
-  const auto padded = [&](const SequenceInfo& s) { return verify_len > 0 && s.decodes(); };
   const int64_t padding_len = std::max<int64_t>(verify_len, 1);  // a padding sequence's rows (a verify graph's too)
   int64_t real_rows = 0;
-  for (const SequenceInfo& s : batch.seqs) real_rows += padded(s) ? verify_len : s.new_len;
+  for (const SequenceInfo& s : batch.seqs) real_rows += s.step_rows(verify_len);
   const int64_t t = real_rows + (b - real_seqs) * padding_len;
   NW_CHECK(batch.positions.size() == batch.token_ids.size(), "run: positions and token_ids differ in length");
   NW_CHECK(t <= model_->max_tokens() && b <= max_seqs_, "run: ", t, " tokens in ", b,
@@ -230,7 +229,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
   for (int64_t s = 0; s < b; ++s) {
     const SequenceInfo* seq = s < real_seqs ? &batch.seqs[s] : nullptr;
     const int64_t real_len = seq ? seq->new_len : 1;
-    const int64_t new_len = seq ? (padded(*seq) ? verify_len : real_len) : padding_len;
+    const int64_t new_len = seq ? seq->step_rows(verify_len) : padding_len;
     const int64_t keys = seq ? seq->prefix_len + new_len : 0;
     int32_t* table = h.table + s * max_pages_per_seq_;
     if (seq) {
@@ -244,7 +243,7 @@ CudaStep CudaModelRunner::upload(const ForwardBatch& batch, bool absorbed, int64
                " tokens need ", real_pages, " pages; the page table has ", held, ", the context at most ",
                max_pages_per_seq_);
       // A verify's table also names the held pages its draft rounds store into (verify_accept reads them there).
-      const int64_t draft_keys = padded(*seq) ? keys + speculative_.num_steps - 1 : keys;
+      const int64_t draft_keys = seq->pads_to(verify_len) ? keys + speculative_.num_steps - 1 : keys;
       const int64_t listed = std::max(pages, std::min({held, max_pages_per_seq_, (draft_keys + page_size_ - 1) /
                                                                                       page_size_}));
       for (int64_t p = 0; p < listed; ++p) {

@@ -37,6 +37,9 @@ TEST(Speculative, PaddedRowsPadEveryDecodeToTheVerifyLength) {
   const ForwardBatch b = verify_batch();
   EXPECT_FALSE(b.all_decode());
   EXPECT_EQ(b.padded_rows(4), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 7}));
+  EXPECT_EQ(b.padded_rows(0), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6}));  // not a verify: nothing padded
+  EXPECT_EQ(b.seqs[1].step_rows(4), 4);
+  EXPECT_EQ(b.seqs[0].step_rows(4), 3);
   ForwardBatch trees;
   trees.add_tree({5, 6, 7}, {-1, -1, 0}, 3, {0});
   trees.add_sequence({8}, 2, {1});
