@@ -75,7 +75,8 @@ int run_serve(int argc, char** argv) {
                                  .api_key = args.api_key,
                                  .reasoning_parser = args.reasoning_parser,
                                  .tool_call_parser = args.tool_call_parser,
-                                 .max_sequences_per_request = args.max_sequences_per_request});
+                                 .max_sequences_per_request = args.max_sequences_per_request,
+                                 .allow_auto_truncate = args.allow_auto_truncate});
   server::ServeOptions options;
   options.http = {.host = args.host,
                   .port = args.port,

@@ -24,6 +24,9 @@ void ServerArgs::register_flags(ArgParser& p) {
   p.add("mem-fraction-static", &mem_fraction_static,
         "gpu: fraction of device memory for weights + KV cache; the cache gets what the weights leave of it");
   p.add("cpu-cache-bytes", &cpu_cache_bytes, "cpu: host bytes for the KV cache");
+  p.add("context-length", &context_length,
+        "prompt + output tokens one request may have (0: config.json's max_position_embeddings; only lower is "
+        "taken, as positions past the model's are refused)");
   p.add("max-total-tokens", &max_total_tokens, "KV cache size in tokens at most (0: what the memory budget holds)");
   p.add("max-running-requests", &max_running_requests,
         "requests decoding at once at most (0: half the cache's tokens, at most 4096)");
@@ -114,6 +117,7 @@ SpeculativeConfig ServerArgs::speculative_config() const {
 
 EngineConfig ServerArgs::engine_config() const {
   EngineConfig config;
+  config.context_length = context_length;
   config.schedule_policy = parse_schedule_policy(schedule_policy);
   config.max_running_requests = max_running_requests;
   config.chunked_prefill_size = rank_chunked_prefill_size();
@@ -184,6 +188,9 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add("max-sequences-per-request", &max_sequences_per_request,
         "most sequences one request may ask for: its prompts x n (larger: 400). Bounds the work and memory one "
         "small request can demand; 2048 is OpenAI's largest prompt batch with n = 1");
+  p.add_switch("allow-auto-truncate", &allow_auto_truncate,
+               "cut a prompt that leaves no room in the context for its completion (max_tokens, else one token) "
+               "to fit, keeping its start, as SGLang does, instead of answering 400");
   p.add("drain-timeout", &drain_timeout, "seconds SIGTERM/SIGINT waits for in-flight requests before aborting them");
   p.add_switch("trust-remote-code", &trust_remote_code, "accepted for SGLang compatibility (narwhal runs no model code)");
   const char* kNoTorch = "narwhal is native code; there is no PyTorch to compile";
@@ -195,7 +202,6 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add_unsupported("enable-flashinfer-mla", "narwhal has its own MLA kernels");
   p.add_unsupported("attention-backend", "narwhal has its own MLA kernels");
   p.add_unsupported("dtype", "activations are BF16 (GPU) or F32 (CPU), weights keep the checkpoint's dtype");
-  p.add_unsupported("context-length", "the context length comes from config.json");
   p.add_unsupported("skip-tokenizer-init", "narwhal always serves text");
   p.add_unsupported("lora-paths", "LoRA adapters are not implemented");
   p.add_unsupported("grammar-backend", "constrained decoding is not implemented yet");

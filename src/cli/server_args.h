@@ -33,7 +33,8 @@ struct ServerArgs {
   std::string dist_init_addr;  // HOST:PORT where node 0 serves the rendezvous
   double dist_timeout = 300.0;
 
-  // Engine: KV cache budget and scheduling (SGLang's names; 0 = automatic where SGLang says None).
+  // Engine: context, KV cache budget and scheduling (SGLang's names; 0 = automatic where SGLang says None).
+  int64_t context_length = 0;            // 0: config.json's max_position_embeddings; may only lower it
   double mem_fraction_static = 0.85;     // gpu: weights + KV cache share of device memory
   int cuda_graph_max_bs = 0;             // gpu: largest decode batch replayed from a captured CUDA graph (0: by GPU memory)
   std::string load_format = "auto";      // auto: the checkpoint's safetensors; dummy: random weights from config.json
@@ -75,6 +76,7 @@ struct ServerArgs {
   int64_t min_request_body_rate = 64 << 10;  // bytes/s a body must arrive at, after the head's timeout of grace
   int http_threads = 4;
   int64_t max_sequences_per_request = 2048;  // prompts x n of one request (narwhal's; SGLang has none)
+  bool allow_auto_truncate = false;   // a prompt past the context is cut (its start kept), not refused
   double drain_timeout = 30.0;        // seconds SIGTERM waits for in-flight requests before aborting them
   bool trust_remote_code = false;     // accepted for SGLang compatibility; narwhal runs no model code
 

@@ -82,7 +82,11 @@ Engine::Engine(std::vector<std::unique_ptr<ModelRunner>> runners, const EngineCo
   for (auto& runner : runners)
     ranks_.push_back(std::make_unique<DpRank>(static_cast<int>(ranks_.size()), std::move(runner), config_, max_running_));
   const KvPool& pool = ranks_[0]->pool;
-  max_sequence_len_ = std::min(model_config().max_position_embeddings, pool.num_pages() * pool.page_size());
+  const int64_t trained = model_config().max_position_embeddings;
+  NW_CHECK(config_.context_length <= trained, "--context-length ", config_.context_length, " exceeds the model's ",
+           "max_position_embeddings (", trained, ", config.json); narwhal does not run positions past it");
+  context_length_ = config_.context_length > 0 ? config_.context_length : trained;
+  max_sequence_len_ = std::min(context_length_, pool.num_pages() * pool.page_size());
   NW_LOG(Info) << "Engine: " << (dp > 1 ? cat(dp, " DP ranks, each with ") : "") << pool.num_pages()
                << " cache pages of " << pool.page_size() << " tokens, " << max_running_
                << " running requests at most, radix cache " << (ranks_[0]->cache.enabled() ? "on" : "off");

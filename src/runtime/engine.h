@@ -140,8 +140,8 @@ class Engine {
   const KvPool& kv_pool(int dp_rank = 0) const { return ranks_.at(dp_rank)->pool; }
   RadixCache& radix_cache(int dp_rank = 0) { return ranks_.at(dp_rank)->cache; }
   const ModelConfig& model_config() const { return ranks_[0]->runner->config(); }
-  // The most tokens (prompt + output) one request can have: the context length or the whole KV cache, whichever
-  // is less (SGLang's max_req_len). submit() refuses longer prompts and clips max_new_tokens to fit.
+  // The most tokens (prompt + output) one request can have: the context length (--context-length, else
+  // config.json's) or the whole KV cache, whichever is less (SGLang's max_req_len). submit() refuses longer prompts and clips max_new_tokens to fit.
   int64_t max_sequence_len() const { return max_sequence_len_; }
   // Over all DP ranks.
   int max_running_requests() const { return max_running_ * num_dp_ranks(); }
@@ -195,6 +195,7 @@ class Engine {
   std::vector<PendingOutput> pending_outputs_;
   std::vector<Sequence*> stopped_;         // ended by a stop string while in flight: removed once their step ends
   bool step_in_flight_ = false;
+  int64_t context_length_;    // --context-length, else config.json's max_position_embeddings
   int64_t max_sequence_len_;  // prompt + output, within the context and the cache
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> requests_;  // loop thread only
   std::vector<uint64_t> done_;  // requests whose every choice finished this step: dropped at its end

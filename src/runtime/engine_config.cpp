@@ -18,6 +18,8 @@ LoadBalanceMethod parse_load_balance_method(const std::string& name) {
 }
 
 void EngineConfig::validate() const {
+  NW_CHECK(context_length >= 0, "--context-length must be >= 0 (0 = config.json's max_position_embeddings), got ",
+           context_length);
   NW_CHECK(max_running_requests >= 0, "--max-running-requests must be >= 0 (0 = automatic), got ",
            max_running_requests);
   NW_CHECK(chunked_prefill_size == -1 || chunked_prefill_size >= 1, "--chunked-prefill-size must be -1 (off) or >= 1, got ",

@@ -23,6 +23,9 @@ enum class LoadBalanceMethod {
 LoadBalanceMethod parse_load_balance_method(const std::string& name);
 
 struct EngineConfig {
+  // Prompt + output tokens of one sequence at most (SGLang's --context-length); 0: config.json's
+  // max_position_embeddings. It may only lower that: positions past what the model was trained for are refused.
+  int64_t context_length = 0;
   SchedulePolicy schedule_policy = SchedulePolicy::kFcfs;
   int max_running_requests = 0;        // 0: half the cache's tokens, at most 4096 (SGLang's rule)
   int64_t chunked_prefill_size = 8192;  // prompt tokens per step and sequence chunk; -1: no chunking

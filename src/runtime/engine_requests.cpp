@@ -17,7 +17,7 @@ uint64_t Engine::submit(RequestInput input) {
   for (int32_t id : input.input_ids)
     NW_CHECK(id >= 0 && id < vocab, "token id ", id, " is outside the vocabulary (size ", vocab, ")");
   NW_CHECK(prompt_len < max_sequence_len_, "the prompt has ", prompt_len, " tokens; at most ", max_sequence_len_ - 1,
-           " fit (context length ", model_config().max_position_embeddings, ", KV cache ",
+           " fit (context length ", context_length_, ", KV cache ",
            pool.num_pages() * pool.page_size(), " tokens)");
   NW_CHECK(p.stop.empty() || text_, "stop strings need a tokenizer");
   NW_CHECK(p.n <= max_running_, "n = ", p.n, " exceeds the ", max_running_, " running requests of a ",

@@ -1,6 +1,8 @@
 // GenerationJob: context checks, submission, output bookkeeping, usage, and the end of the response.
 #include "server/generation_job.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/logging.h"
 
@@ -39,22 +41,43 @@ void check_fan_out(const ServerContext& context, size_t prompts, int n) {
                         prompts > 1 ? "prompt" : "n", "invalid_value");
 }
 
+PromptFit fit_to_context(int64_t prompt_len, int64_t context, std::optional<int64_t> max_tokens,
+                         bool allow_auto_truncate) {
+  const int64_t room = context - prompt_len;
+  if (room > 0 && (!max_tokens || *max_tokens <= room)) return {prompt_len, max_tokens};
+  if (!allow_auto_truncate || context < 2) {  // a context of one token holds no prompt and completion
+    const int64_t asked = prompt_len + max_tokens.value_or(0);
+    throw invalid_request(cat("This model's maximum context length is ", context, " tokens. However, you requested ",
+                              asked, " tokens (", prompt_len, " in the prompt, ", asked - prompt_len,
+                              " in the completion). Please reduce the length of the prompt or completion."),
+                          "messages", "context_length_exceeded");
+  }
+  // SGLang's rule: a prompt with no room left keeps its first tokens, leaving the completion it asks for (at
+  // least one token, at most all but one of the context); a completion past the room left is clipped to it.
+  if (room <= 0) {
+    const int64_t reserve = std::clamp<int64_t>(max_tokens.value_or(1), 1, context - 1);
+    return {context - reserve, max_tokens ? std::optional<int64_t>(reserve) : std::nullopt};
+  }
+  return {prompt_len, room};
+}
+
 void GenerationJob::start() {
   const int64_t context = context_.context_length;
   std::vector<SamplingParams> params(prompts_.size(), options_.params);
+  std::vector<int64_t> kept(prompts_.size());
   for (size_t i = 0; i < prompts_.size(); ++i) {
     const int64_t len = static_cast<int64_t>(prompts_[i].size());
-    const int64_t room = context - len;
-    if (room <= 0 || (options_.max_tokens_given && options_.params.max_new_tokens > room)) {
-      const int64_t asked = len + (options_.max_tokens_given ? options_.params.max_new_tokens : 0);
-      throw invalid_request(cat("This model's maximum context length is ", context, " tokens. However, you requested ",
-                                asked, " tokens (", len, " in the prompt, ", asked - len,
-                                " in the completion). Please reduce the length of the prompt or completion."),
-                            "messages", "context_length_exceeded");
+    const std::optional<int64_t> asked =
+        options_.max_tokens_given ? std::optional<int64_t>(options_.params.max_new_tokens) : std::nullopt;
+    const PromptFit fit = fit_to_context(len, context, asked, context_.options.allow_auto_truncate);
+    kept[i] = fit.prompt_len;
+    if (fit.prompt_len < len) {
+      NW_LOG(Warning) << "The prompt (" << len << " tokens) leaves no room in the context (" << context
+                      << " tokens): its first " << fit.prompt_len << " tokens are kept (--allow-auto-truncate)";
     }
     // A limit the client did not set (a default, or none) is clipped to the room left, as SGLang does; the
     // choice then ends with finish_reason "length" where the room runs out.
-    if (!options_.max_tokens_given) params[i].max_new_tokens = std::min(params[i].max_new_tokens, room);
+    params[i].max_new_tokens = fit.max_tokens.value_or(std::min(params[i].max_new_tokens, context - fit.prompt_len));
   }
 
   std::lock_guard<std::mutex> lock(mutex_);  // outputs wait until every id is recorded
@@ -63,7 +86,7 @@ void GenerationJob::start() {
   std::weak_ptr<GenerationJob> weak = weak_from_this();
   for (size_t i = 0; i < prompts_.size(); ++i) {
     RequestInput input;
-    input.input_ids = prompts_[i];
+    input.input_ids.assign(prompts_[i].begin(), prompts_[i].begin() + kept[i]);
     input.params = params[i];
     input.return_logprob = options_.logprobs;
     input.top_logprobs_num = options_.top_logprobs;

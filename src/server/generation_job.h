@@ -18,6 +18,16 @@ namespace narwhal::server {
 // tokenizing the prompts or making room for the choices.
 void check_fan_out(const ServerContext& context, size_t prompts, int n);
 
+// How a prompt of `prompt_len` tokens and its completion (max_tokens when the client set it) fit the context:
+// unchanged, or with --allow-auto-truncate the prompt's first tokens and a clipped max_tokens. Without it, a prompt
+// that leaves no room, or a max_tokens past the room left, is a 400 (context_length_exceeded).
+struct PromptFit {
+  int64_t prompt_len;
+  std::optional<int64_t> max_tokens;  // the client's limit, clipped; none where it set none
+};
+PromptFit fit_to_context(int64_t prompt_len, int64_t context, std::optional<int64_t> max_tokens,
+                         bool allow_auto_truncate);
+
 // Everything one choice produced so far.
 struct ChoiceState {
   std::string text;                      // all text so far
@@ -52,6 +62,7 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
 
   void send_chunk(const json& chunk);
   json usage() const;
+  int64_t prompt_tokens(size_t prompt) const { return prompt_tokens_[prompt]; }  // as submitted (maybe truncated)
   int64_t cached_tokens() const;  // of every prompt, found in the prefix cache
   json base(const char* object) const;  // id, object, created, model
   static const char* finish_reason_name(const FinishReason& finish);

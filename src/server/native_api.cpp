@@ -35,7 +35,7 @@ class NativeJob : public GenerationJob {
   json result(size_t i) const {
     const ChoiceState& c = choices_[i];
     json meta = {{"id", id_},
-                 {"prompt_tokens", prompts_[0].size()},
+                 {"prompt_tokens", prompt_tokens(0)},
                  {"completion_tokens", c.completion_tokens},
                  {"cached_tokens", cached_tokens()},
                  {"finish_reason", c.finish ? c.finish->to_json(c.completion_tokens) : json(nullptr)}};

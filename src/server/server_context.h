@@ -24,6 +24,7 @@ struct ServerOptions {
   std::string reasoning_parser;  // "" or deepseek-r1
   std::string tool_call_parser;  // "" or deepseekv3
   int64_t max_sequences_per_request = 2048;  // prompts x n of one request (--max-sequences-per-request)
+  bool allow_auto_truncate = false;  // --allow-auto-truncate: cut prompts past the context instead of a 400
   int output_threads = OutputWorkers::default_threads();  // threads formatting and writing streamed outputs
 };
 

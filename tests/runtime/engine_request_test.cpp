@@ -216,6 +216,27 @@ TEST(EngineRequest, ContextLengthClipsTheOutput) {
   EXPECT_THROW(engine.submit({std::vector<int32_t>(16, 1), greedy(1), false, 0, false, nullptr}), Error);
 }
 
+// --context-length lowers config.json's context (16 here) and may not raise it.
+TEST(EngineRequest, ContextLengthFlagLowersTheModelsContext) {
+  EngineConfig config;
+  config.context_length = 12;
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize, 16), config);
+  EXPECT_EQ(engine.max_sequence_len(), 12);
+  Collected got;
+  engine.submit({kPrompt, greedy(100), false, 0, false, got.callback()});
+  engine.run_until_idle();
+  EXPECT_EQ(got.choices[0].ids.size(), 12 - kPrompt.size());
+  EXPECT_THROW(engine.submit({std::vector<int32_t>(12, 1), greedy(1), false, 0, false, nullptr}), Error);
+  config.context_length = 17;
+  try {
+    Engine longer(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize, 16), config);
+    ADD_FAILURE() << "a context past max_position_embeddings was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--context-length 17 exceeds the model's max_position_embeddings (16"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(EngineRequest, BadRequestsAreErrors) {
   Engine engine(std::make_unique<ContextHashRunner>(kVocab, 8, kPageSize), EngineConfig{});
   EXPECT_THROW(engine.submit({{}, greedy(1), false, 0, false, nullptr}), Error);

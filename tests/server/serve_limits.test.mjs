@@ -1,6 +1,8 @@
 // What `narwhal serve` tells clients and operators about its limits: with a 16-token KV cache the reported context
 // length is 16 (not config.json's 16384), prompts past it are 400s naming it, and a limit the client did not set is
-// clipped with finish_reason "length". A chat template that does not parse stops start-up naming its file.
+// clipped with finish_reason "length". --context-length lowers the context (never raises it), and with
+// --allow-auto-truncate a prompt past it is cut to its start. A chat template that does not parse stops start-up
+// naming its file.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -53,6 +55,35 @@ test("a limit the client did not set is clipped to the room left: finish_reason 
   assert.equal(out.meta_info.finish_reason.type, "length");
   assert.equal(out.meta_info.completion_tokens, kCacheTokens - 3);
   await expectNoLeaks(base);
+});
+
+test("--context-length lowers the context; --allow-auto-truncate keeps a long prompt's start", async () => {
+  const short = await startServer(["--context-length", "24", "--allow-auto-truncate"]);
+  try {
+    assert.equal((await short.client.models.list()).data[0].max_model_len, 24);
+    const ids = Array.from({ length: 40 }, (_, i) => 5 + i);
+    const cut = await short.client.completions.create({ model: "tiny", prompt: ids, max_tokens: 4, ignore_eos: true,
+                                                        temperature: 0 });
+    assert.deepEqual([cut.usage.prompt_tokens, cut.usage.completion_tokens], [20, 4]);
+    // The kept start is the prompt's own: the same ids sent cut by hand give the same completion.
+    const same = await short.client.completions.create({ model: "tiny", prompt: ids.slice(0, 20), max_tokens: 4,
+                                                         ignore_eos: true, temperature: 0 });
+    assert.equal(cut.choices[0].text, same.choices[0].text);
+    const res = await short.post("/generate", { input_ids: ids, sampling_params: { ignore_eos: true } });
+    const out = await res.json();
+    assert.deepEqual([out.meta_info.prompt_tokens, out.meta_info.completion_tokens], [23, 1]);
+    const clipped = await short.client.completions.create({ model: "tiny", prompt: [5, 6, 7], max_tokens: 100,
+                                                            ignore_eos: true });
+    assert.deepEqual([clipped.usage.completion_tokens, clipped.choices[0].finish_reason], [21, "length"]);
+    await expectNoLeaks(short.base);
+  } finally {
+    short.kill();
+  }
+  const longer = spawnSync(bin, ["serve", "--model-path", path.join(root, "models/tiny"), "--port", "0",
+                                 "--context-length", "20000"], { encoding: "utf8", timeout: 60000 });
+  assert.notEqual(longer.status, 0);
+  assert.match(longer.stderr, /--context-length 20000 exceeds the model's max_position_embeddings \(16384/,
+               longer.stderr);
 });
 
 // A model directory of links to the bundled one, with its own tokenizer_config.json.
