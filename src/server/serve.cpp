@@ -67,9 +67,10 @@ bool wait_until_idle(const std::function<int64_t()>& busy, double seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (busy() > 0) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
-    if (const int again = wait_for_signal(0.02))
+    if (const int again = wait_for_signal(0.02)) {
       NW_LOG(Warning) << "received " << signal_name(again) << " while draining: still waiting for " << busy()
                       << " requests (SIGKILL stops at once)";
+    }
   }
   return true;
 }
