@@ -129,10 +129,11 @@ CudaModelRunner::CudaModelRunner(ModelConfig config, CudaModelWeights weights, c
   const int64_t spec_bs = std::min(graph_bs, std::min<int64_t>(1024, max_tokens) / (1 + speculative_.num_steps));
   if (speculative_.enabled() && !speculative_.tree() && spec_bs > 0 && model_->dp_size() == 1)
     capture_speculative_graphs(static_cast<int>(spec_bs));
-  if (speculative_.tree() && (!options.tp || options.tp->rank() == 0))
+  if (speculative_.tree() && (!options.tp || options.tp->rank() == 0)) {
     NW_LOG(Warning) << "--speculative-eagle-topk " << speculative_.topk << ": tree drafting runs eager on the GPU (no "
                     << "CUDA graphs yet, a host sync a draft round), so at small batches it is slower than chain "
                     << "drafting (--speculative-eagle-topk 1) and than no speculation (docs/speculative.md)";
+  }
 }
 
 CudaModelRunner::~CudaModelRunner() {
