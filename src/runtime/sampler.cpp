@@ -46,12 +46,19 @@ ops::SamplingBatchHost build_sampling_batch(std::span<const SampleRequest> reque
     if (penalised && r.counts)
       for (const auto& [token, count] : *r.counts)
         if (in_vocab(token) && count > 0) row_list.push_back({token, 0.0f, count, 0});
-    if (r.masked)
-      for (int32_t id : *r.masked)
-        if (in_vocab(id)) row_list.push_back({id, 0.0f, 0, 1});
-    std::sort(row_list.begin(), row_list.end(), [](const auto& a, const auto& b) { return a.token < b.token; });
+    const auto by_token = [](const auto& a, const auto& b) { return a.token < b.token; };
+    std::sort(row_list.begin(), row_list.end(), by_token);
+    // Masks may hold most of the vocabulary (a grammar's): ascending already (else sorted here), they are merged
+    // into the short sorted list of biases and counts rather than sorted with it.
+    std::vector<int32_t> sorted_mask;
+    const std::vector<int32_t>* mask = r.masked;
+    if (mask && !std::is_sorted(mask->begin(), mask->end())) {
+      sorted_mask = *mask;
+      std::sort(sorted_mask.begin(), sorted_mask.end());
+      mask = &sorted_mask;
+    }
     row.adjust_begin = static_cast<int32_t>(batch.adjustments.size());
-    for (const ops::TokenAdjustment& a : row_list) {
+    const auto add = [&](const ops::TokenAdjustment& a) {
       // One entry per token: a biased token may also be counted and masked.
       const bool repeated = batch.adjustments.size() > static_cast<size_t>(row.adjust_begin) &&
                             batch.adjustments.back().token == a.token;
@@ -63,7 +70,16 @@ ops::SamplingBatchHost build_sampling_batch(std::span<const SampleRequest> reque
       } else {
         batch.adjustments.push_back(a);
       }
+    };
+    auto listed = row_list.begin();
+    if (mask) {
+      for (int32_t id : *mask) {
+        if (!in_vocab(id)) continue;
+        for (; listed != row_list.end() && listed->token <= id; ++listed) add(*listed);
+        add({id, 0.0f, 0, 1});
+      }
     }
+    for (; listed != row_list.end(); ++listed) add(*listed);
     row.adjust_end = static_cast<int32_t>(batch.adjustments.size());
     batch.rows.push_back(row);
   }

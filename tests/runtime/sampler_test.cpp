@@ -313,6 +313,22 @@ TEST(Sampler, BatchRowsMergeEachTokensAdjustments) {
   EXPECT_EQ(a[3].masked, 1);
   EXPECT_EQ(batch.rows[1].adjust_begin, batch.rows[1].adjust_end);
   EXPECT_EQ(batch.rows[1].logits_row, 1);
+
+  // An ascending mask (a grammar's, most of the vocabulary) is merged with the biases, not sorted with them.
+  SamplingParams biased;
+  biased.logit_bias = {{60, 1.0f}, {3, 2.0f}};
+  const std::vector<int32_t> ascending = {2, 3, 50, 99};
+  const std::vector<SampleRequest> grammar = {{0, &biased, nullptr, &ascending, 1, 0}};
+  const ops::SamplingBatchHost merged = build_sampling_batch(grammar, 100);
+  const ops::TokenAdjustment* m = merged.adjustments.data();
+  ASSERT_EQ(merged.adjustments.size(), 5u);
+  const std::vector<std::pair<int32_t, int32_t>> expected = {{2, 1}, {3, 1}, {50, 1}, {60, 0}, {99, 1}};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(m[i].token, expected[i].first) << i;
+    EXPECT_EQ(m[i].masked, expected[i].second) << i;
+  }
+  EXPECT_EQ(m[1].bias, 2.0f);
+  EXPECT_EQ(m[3].bias, 1.0f);
 }
 
 TEST(SamplingParams, LogitBiasLimits) {
