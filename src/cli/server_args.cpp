@@ -204,7 +204,8 @@ void ServerArgs::register_server_flags(ArgParser& p) {
   p.add_unsupported("dtype", "activations are BF16 (GPU) or F32 (CPU), weights keep the checkpoint's dtype");
   p.add_unsupported("skip-tokenizer-init", "narwhal always serves text");
   p.add_unsupported("lora-paths", "LoRA adapters are not implemented");
-  p.add_unsupported("grammar-backend", "constrained decoding is not implemented yet");
+  p.add_unsupported("grammar-backend", "narwhal has its own JSON Schema grammar (response_format json_object / "
+                    "json_schema, /generate's json_schema); regex and EBNF constraints are not implemented");
 }
 
 void ServerArgs::validate_server() const {

@@ -344,9 +344,22 @@ void Engine::plan_samples(DpRank& rank) {
   rank.sample_seqs.clear();
   const auto add = [&](Sequence* s, int64_t row) {
     const RequestState& r = *s->request;
-    const bool masked = s->output_len() < r.input.params.min_new_tokens && !r.stop_ids.empty();
+    const bool before_min = s->output_len() < r.input.params.min_new_tokens;
+    const std::vector<int32_t>* masked = before_min && !r.stop_ids.empty() ? &r.stop_ids : nullptr;
+    if (s->grammar) {  // the grammar's mask, its stop ids allowed where the value may end (past min_new_tokens)
+      s->grammar_mask = grammar_vocab_->banned(s->grammar->grammar(), s->grammar->state(),
+                                               before_min ? std::vector<int32_t>{} : r.stop_ids);
+      // No token of the vocabulary goes on (one without every byte as a token): a stop id, or token 0, stays
+      // drawable, and accept_token ends the choice as refused.
+      if (static_cast<int64_t>(s->grammar_mask.size()) == grammar_vocab_->size()) {
+        const int32_t left = r.stop_ids.empty() ? 0 : r.stop_ids[0];
+        const auto it = std::find(s->grammar_mask.begin(), s->grammar_mask.end(), left);
+        s->grammar_mask.erase(it != s->grammar_mask.end() ? it : s->grammar_mask.begin());
+      }
+      masked = &s->grammar_mask;
+    }
     rank.sample_seqs.push_back(s);
-    rank.samples.push_back({row, &r.input.params, &s->output_counts, masked ? &r.stop_ids : nullptr, s->seed,
+    rank.samples.push_back({row, &r.input.params, &s->output_counts, masked, s->seed,
                             s->output_len(), r.input.return_logprob, r.input.top_logprobs_num,
                             speculating() && may_draft(*s) ? config_.speculative_num_steps : 0});
   };
@@ -403,10 +416,10 @@ bool Engine::may_draft(const Sequence& seq) const {
   const RequestInput& input = seq.request->input;
   const SamplingParams& p = input.params;
   // A verify draws each row with the request's state at the step's start: penalties (output counts) would change
-  // between its rows, and so would the min_new_tokens mask before every row but the first is past it; the logits
-  // a request asks for are one row's.
+  // between its rows, and so would the min_new_tokens mask before every row but the first is past it, and a
+  // grammar's mask after every token; the logits a request asks for are one row's.
   return p.frequency_penalty == 0.0 && p.presence_penalty == 0.0 && p.repetition_penalty == 1.0 &&
-         !input.return_logits && seq.output_len() + 1 >= p.min_new_tokens;
+         !input.return_logits && !seq.grammar && seq.output_len() + 1 >= p.min_new_tokens;
 }
 
 // The drafts the next step verifies: no more than the sequence may still generate after its pending token, nor than
@@ -476,9 +489,14 @@ bool Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tens
     out.logits.assign(r, r + logits.size(1));
   }
   const std::vector<int32_t>& stop_ids = seq.request->stop_ids;
-  if (seq.output_len() >= seq.max_new_tokens) out.finish = FinishReason::length();
-  else if (std::find(stop_ids.begin(), stop_ids.end(), sampled.token) != stop_ids.end())
-    out.finish = FinishReason::stop_token(sampled.token);
+  const bool stop_token = std::find(stop_ids.begin(), stop_ids.end(), sampled.token) != stop_ids.end();
+  // Structured output: the token moves the grammar on (its mask allowed it); a complete value ends the choice.
+  const bool grammar_refused =
+      seq.grammar && (stop_token ? !seq.grammar->can_end() : !seq.grammar->advance(text_->bytes(sampled.token)));
+  if (grammar_refused) out.finish = FinishReason::abort(cat("token ", sampled.token, " broke the output's grammar"));
+  else if (seq.output_len() >= seq.max_new_tokens) out.finish = FinishReason::length();
+  else if (stop_token) out.finish = FinishReason::stop_token(sampled.token);
+  else if (seq.grammar && seq.grammar->finished()) out.finish = FinishReason{};  // stop: the JSON value is complete
   const bool running = !out.finish;
   if (!running) rank_of(seq).scheduler.remove(&seq);
   pending_outputs_.push_back(std::move(out));

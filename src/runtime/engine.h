@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/engine_config.h"
+#include "runtime/grammar_vocab.h"
 #include "runtime/kv_pool.h"
 #include "runtime/model_runner.h"
 #include "runtime/radix_cache.h"
@@ -180,6 +181,9 @@ class Engine {
 
   EngineConfig config_;
   const TokenText* text_;
+  // Structured output's token masks: made from text_ by the first request with a grammar.
+  std::once_flag grammar_vocab_once_;
+  std::unique_ptr<const GrammarVocab> grammar_vocab_;
   int max_running_;  // per DP rank
   std::vector<std::unique_ptr<DpRank>> ranks_;
   size_t next_rank_ = 0;  // round robin's

@@ -20,6 +20,9 @@ uint64_t Engine::submit(RequestInput input) {
            " fit (context length ", context_length_, ", KV cache ",
            pool.num_pages() * pool.page_size(), " tokens)");
   NW_CHECK(p.stop.empty() || text_, "stop strings need a tokenizer");
+  NW_CHECK(!p.grammar || text_, "structured output needs a tokenizer");
+  if (p.grammar)
+    std::call_once(grammar_vocab_once_, [&] { grammar_vocab_ = std::make_unique<GrammarVocab>(*text_, vocab); });
   NW_CHECK(p.n <= max_running_, "n = ", p.n, " exceeds the ", max_running_, " running requests of a ",
            ranks_.size() > 1 ? "DP rank (--max-running-requests over --dp-size)" : "step (--max-running-requests)");
   const int64_t max_top = std::min<int64_t>(vocab, ops::kMaxTopLogprobs);
@@ -48,6 +51,7 @@ uint64_t Engine::submit(RequestInput input) {
     // Choice 0 of n equals the n = 1 request.
     seq->seed = i == 0 ? seed : ops::mix_bits(seed + static_cast<uint64_t>(i));
     seq->text = OutputText(p.stop);
+    if (p.grammar) seq->grammar.emplace(p.grammar);
     request->seqs.push_back(std::move(seq));
   }
   request->seqs[0]->forks = p.n;

@@ -2,12 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace narwhal {
+
+class JsonGrammar;
 
 struct SamplingParams {
   int64_t max_new_tokens = 128;
@@ -26,6 +29,9 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias added to its logit), as OpenAI: [-100, 100]
   bool no_stop_trim = false;              // keep the matched stop string in the text
+  // Structured output (response_format json_object / json_schema, SGLang's json_schema): every token keeps the
+  // output inside this grammar, and the choice ends where the JSON value is complete. Needs a tokenizer.
+  std::shared_ptr<const JsonGrammar> grammar;
 
   // Choices one request may ask for (each is a sequence of its own once the prompt is done).
   static constexpr int kMaxN = 1024;

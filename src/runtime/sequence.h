@@ -2,8 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "runtime/json_grammar.h"
 #include "runtime/output_text.h"
 #include "runtime/request.h"
 #include "runtime/sampler.h"
@@ -42,6 +44,9 @@ struct Sequence {
   // Tree drafting: each draft's parent in the verify's tree (0: the pending token; draft i is node i + 1); empty for
   // a chain.
   std::vector<int32_t> draft_parents;
+  // Structured output: where its output stands in the request's grammar, and the ids that grammar bans next.
+  std::optional<JsonMatcher> grammar;
+  std::vector<int32_t> grammar_mask;
 
   int64_t output_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   // Tokens still to be fed before the next token can be sampled.

@@ -36,6 +36,18 @@ SamplingParams parse_sampling_params(const Body& j) {
       if (!value.is_null()) p.stop_token_ids = read_token_ids(value, cat(kParams, ".", key));
     } else if (key == "logit_bias") {
       if (!value.is_null()) p.logit_bias = read_logit_bias(value, cat(kParams, ".", key));
+    } else if (key == "json_schema") {  // SGLang's: the schema as a JSON string
+      if (auto text = read_string(j, k, kParams)) {
+        Body schema;
+        try {
+          schema = Body::parse(*text);
+        } catch (const nlohmann::json::exception& e) {
+          throw invalid_request(cat("Invalid 'sampling_params.json_schema': not JSON (", e.what(), ")."),
+                                cat(kParams, ".", key), "invalid_value");
+        }
+        check_nesting(schema);
+        p.grammar = read_json_schema(schema, cat(kParams, ".", key));
+      }
     } else if (key == "sampling_seed") {
       if (auto seed = read_int(j, k, std::numeric_limits<int64_t>::min(), kMaxInt, kParams))
         p.seed = static_cast<uint64_t>(*seed);

@@ -94,11 +94,21 @@ GenerationOptions parse_options(const Body& b, bool chat) {
     p.logit_bias = read_logit_bias(*it, "logit_bias");
   if (const Body* format = read_object(b, "response_format")) {
     const std::string type = read_string(*format, "type", "response_format").value_or("text");
-    if (type == "json_object" || type == "json_schema") throw unsupported("response_format", "structured output");
-    if (type != "text")
+    if (type == "json_object") {
+      p.grammar = JsonGrammar::any_object();
+    } else if (type == "json_schema") {
+      const Body* spec = read_object(*format, "json_schema", "response_format");
+      if (!spec) throw missing("response_format.json_schema");
+      if (!read_string(*spec, "name", "response_format.json_schema"))
+        throw missing("response_format.json_schema.name");
+      read_bool(*spec, "strict", "response_format.json_schema");  // the output always keeps to the schema
+      const Body* schema = read_object(*spec, "schema", "response_format.json_schema");
+      p.grammar = read_json_schema(schema ? *schema : Body::object(), "response_format.json_schema.schema");
+    } else if (type != "text") {
       throw invalid_request("Invalid value: '" + type + "'. Supported values are: 'text', 'json_object', and "
                             "'json_schema'.",
                             "response_format.type", "invalid_value");
+    }
   }
   return o;
 }

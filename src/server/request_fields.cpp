@@ -182,4 +182,12 @@ std::vector<int32_t> read_token_ids(const Body& ids, const std::string& param) {
   return out;
 }
 
+std::shared_ptr<const JsonGrammar> read_json_schema(const Body& schema, const std::string& param) {
+  try {
+    return JsonGrammar::from_schema(schema);
+  } catch (const Error& e) {
+    throw invalid_request(cat("Invalid '", param, "': ", e.what()), param, "invalid_value");
+  }
+}
+
 }  // namespace narwhal::server

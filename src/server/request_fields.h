@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -10,6 +11,7 @@
 
 #include "core/json.h"
 #include "core/json_reader.h"
+#include "runtime/json_grammar.h"
 #include "server/api_error.h"
 #include "server/http_server.h"
 
@@ -48,5 +50,9 @@ std::vector<std::pair<int32_t, float>> read_logit_bias(const Body& bias, const s
 
 // An array of token ids (integers in [0, 2^31 - 1]); `param` names it in the 400.
 std::vector<int32_t> read_token_ids(const Body& ids, const std::string& param);
+
+// A JSON Schema as structured output's grammar (JsonGrammar::from_schema); a schema it cannot enforce is a 400
+// naming `param` and the keyword.
+std::shared_ptr<const JsonGrammar> read_json_schema(const Body& schema, const std::string& param);
 
 }  // namespace narwhal::server

@@ -1,5 +1,5 @@
-// Engine per-request behaviour: n > 1 sharing the prompt's pages, stop conditions, context length, bad
-// requests, and abort from another thread while the loop runs.
+// Engine per-request behaviour: n > 1 sharing the prompt's pages, stop conditions, structured output, context
+// length, bad requests, and abort from another thread while the loop runs.
 #include <gtest/gtest.h>
 
 #include <condition_variable>
@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "runtime/engine.h"
+#include "runtime/json_grammar.h"
 #include "runtime_test_util.h"
 
 namespace narwhal {
@@ -214,6 +215,58 @@ TEST(EngineRequest, ContextLengthClipsTheOutput) {
   EXPECT_EQ(got.choices[0].ids.size(), 6u);
   EXPECT_EQ(got.choices[0].finish->kind, FinishReason::Kind::kLength);
   EXPECT_THROW(engine.submit({std::vector<int32_t>(16, 1), greedy(1), false, 0, false, nullptr}), Error);
+}
+
+// Pieces of JSON (and letters that may only go inside strings) as a vocabulary; token 0 is the eos.
+class JsonPiecesText : public TokenText {
+ public:
+  std::string_view bytes(int32_t token) const override {
+    static const std::vector<std::string> kPieces = {"", "{", "}", "\"", "k", ":", "1", ",", " ", "[", "]", "true",
+                                                     "\"k\"", "2", "\"l\":", "\n", "{\"", "2]", ", "};
+    if (token < static_cast<int32_t>(kPieces.size())) return kPieces[static_cast<size_t>(token)];
+    return std::string_view("abcdefghijklmnopqrstuvwxyz").substr(static_cast<size_t>(token - 19) % 26, 1);
+  }
+};
+
+// Every choice, greedy or sampled, is a complete value of the schema: the mask keeps the random model's tokens in
+// it, and the choice ends where the value does.
+TEST(EngineRequest, StructuredOutputKeepsEveryChoiceInsideTheSchema) {
+  const JsonPiecesText pieces;
+  Engine engine(std::make_unique<ContextHashRunner>(kVocab, 512, kPageSize, 1 << 20, std::vector<int>{0}),
+                EngineConfig{}, &pieces);
+  SamplingParams p = greedy(400);
+  p.grammar = JsonGrammar::from_schema(SchemaJson::parse(
+      R"({"type": "object", "properties": {"k": {"enum": [1, true]}, "l": {"type": "array", "items": {"const": 2},
+          "maxItems": 3}}, "required": ["k", "l"]})"));
+  for (const double temperature : {0.0, 1.0}) {
+    p.temperature = temperature;
+    p.n = temperature == 0.0 ? 1 : 4;
+    Collected got;
+    engine.submit({kPrompt, p, false, 0, false, got.callback()});
+    engine.run_until_idle();
+    ASSERT_EQ(got.choices.size(), static_cast<size_t>(p.n));
+    for (const auto& [index, choice] : got.choices) {
+      ASSERT_TRUE(choice.finish);
+      EXPECT_EQ(choice.finish->kind, FinishReason::Kind::kStop) << choice.text;
+      const json value = json::parse(choice.text);
+      EXPECT_TRUE(value["k"] == 1 || value["k"] == true) << choice.text;
+      EXPECT_LE(value["l"].size(), 3u) << choice.text;
+      for (const json& item : value["l"]) EXPECT_EQ(item, 2) << choice.text;
+    }
+  }
+  // A value the vocabulary cannot spell ('z' has no token): the choice ends refused, not with broken JSON.
+  SamplingParams unspellable = greedy(8);
+  unspellable.grammar = JsonGrammar::from_schema(SchemaJson::parse(R"({"const": "zz"})"));
+  Collected refused;
+  engine.submit({kPrompt, unspellable, false, 0, false, refused.callback()});
+  engine.run_until_idle();
+  ASSERT_TRUE(refused.choices[0].finish);
+  EXPECT_EQ(refused.choices[0].finish->kind, FinishReason::Kind::kAbort);
+  EXPECT_EQ(refused.choices[0].text, "\"");
+  SamplingParams no_text = greedy(4);
+  no_text.grammar = JsonGrammar::any_object();
+  Engine textless(std::make_unique<ContextHashRunner>(kVocab, 64, kPageSize), EngineConfig{});
+  EXPECT_THROW(textless.submit({kPrompt, no_text, false, 0, false, nullptr}), Error) << "a grammar needs token text";
 }
 
 // --context-length lowers config.json's context (16 here) and may not raise it.
