@@ -40,6 +40,15 @@ bool requires_more(const GrammarNode& n, int32_t from) {
 
 }  // namespace
 
+GrammarNode GrammarNode::one_of(std::vector<std::string> literals) {
+  std::sort(literals.begin(), literals.end());
+  literals.erase(std::unique(literals.begin(), literals.end()), literals.end());
+  NW_CHECK(!literals.empty() && !literals[0].empty(), "a literal set needs non-empty literals");
+  GrammarNode n = of(Kind::kLiteral);
+  n.literals = std::move(literals);
+  return n;
+}
+
 int JsonGrammar::add(GrammarNode node) {
   NW_CHECK(nodes_.size() < kMaxNodes, "the schema is too large for structured output (more than ", kMaxNodes,
            " values and alternatives)");
@@ -52,7 +61,7 @@ int JsonGrammar::any_value() {
   any_ = add({});  // a union, filled below: its object and array refer back to it
   std::vector<int> options = {add(GrammarNode::free_object(any_)), add(GrammarNode::of(Kind::kArray, any_)), string_,
                               add(GrammarNode::of(Kind::kNumber))};
-  for (const char* word : {"true", "false", "null"}) options.push_back(add(GrammarNode::exactly(word)));
+  options.push_back(add(GrammarNode::one_of({"true", "false", "null"})));
   nodes_[static_cast<size_t>(any_)].options = std::move(options);
   return any_;
 }
@@ -77,7 +86,8 @@ void JsonGrammar::enter(GrammarStack stack, int id, GrammarState& out, int depth
   const GrammarNode& n = node(id);
   if (n.kind != Kind::kUnion) {
     if (stack.size() >= kMaxDepth) return;
-    stack.push_back({id, 0, 0, 0});
+    const int32_t phase = n.kind == Kind::kLiteral ? static_cast<int32_t>(n.literals.size()) : 0;
+    stack.push_back({id, phase, 0, 0});
     out.push_back(std::move(stack));
     return;
   }
@@ -119,11 +129,28 @@ void JsonGrammar::step(GrammarStack stack, unsigned char byte, GrammarState& out
   GrammarFrame& f = stack.back();
   const GrammarNode& n = node(f.node);
   switch (n.kind) {
-    case Kind::kLiteral:
-      if (byte != static_cast<unsigned char>(n.literal[static_cast<size_t>(f.a)])) return;
-      if (++f.a == static_cast<int32_t>(n.literal.size())) stack.pop_back();
+    case Kind::kLiteral: {
+      // Literals [a, phase) share their first b bytes; those that go on with `byte` are a run of them.
+      const auto& all = n.literals;
+      const size_t at = static_cast<size_t>(f.b);
+      const auto at_byte = [&](const std::string& l) { return static_cast<unsigned char>(l[at]); };
+      const auto first = std::lower_bound(all.begin() + f.a, all.begin() + f.phase, byte,
+                                          [&](const std::string& l, unsigned char c) { return at_byte(l) < c; });
+      const auto last = std::upper_bound(first, all.begin() + f.phase, byte,
+                                         [&](unsigned char c, const std::string& l) { return c < at_byte(l); });
+      if (first == last) return;
+      f.a = static_cast<int32_t>(first - all.begin());
+      f.phase = static_cast<int32_t>(last - all.begin());
+      f.b += 1;
+      if (first->size() == at + 1) {  // one literal ends here (sorted first); the longer ones may go on
+        GrammarStack done = stack;
+        done.pop_back();
+        out.push_back(std::move(done));
+        if (++f.a == f.phase) return;
+      }
       out.push_back(std::move(stack));
       return;
+    }
     case Kind::kString:
       if (f.phase == kQuote) {
         if (byte != '"') return;

@@ -18,7 +18,8 @@ using SchemaJson = nlohmann::ordered_json;
 // One value the output may hold at some place. Objects list their properties in the schema's order, as xgrammar
 // generates them: each may be left out unless required; with `free_keys` any string key may come, any number of
 // times, with the `value` node's values (a JSON object of any keys). Unions are alternatives (anyOf, oneOf, enum,
-// several types); literals are exact bytes (const, enum values, true / false / null).
+// several types); literals are exact byte strings, one of a set (const, enum values, true / false / null): one parse
+// follows the whole set, so an enum of any size costs one.
 struct GrammarNode {
   enum class Kind { kObject, kArray, kString, kNumber, kInteger, kLiteral, kUnion };
   struct Property {
@@ -31,7 +32,7 @@ struct GrammarNode {
   bool free_keys = false;            // kObject: any keys, each with `value`
   int value = -1;                    // kObject with free_keys: the values' node; kArray: the items' node
   int64_t min_items = 0, max_items = -1;  // kArray (-1: no limit)
-  std::string literal;               // kLiteral
+  std::vector<std::string> literals;  // kLiteral: sorted, unique
   std::vector<int> options;          // kUnion
 
   static GrammarNode of(Kind kind, int value = -1) {
@@ -40,11 +41,7 @@ struct GrammarNode {
     n.value = value;
     return n;
   }
-  static GrammarNode exactly(std::string bytes) {
-    GrammarNode n = of(Kind::kLiteral);
-    n.literal = std::move(bytes);
-    return n;
-  }
+  static GrammarNode one_of(std::vector<std::string> literals);
   static GrammarNode any_of(std::vector<int> options) {
     GrammarNode n;
     n.options = std::move(options);
@@ -61,8 +58,8 @@ struct GrammarNode {
 struct GrammarFrame {
   int32_t node = 0;
   int32_t phase = 0;
-  // Phase data: a property index, an item count or a literal offset (a); a key offset, or the whitespace bytes in a
-  // row (b).
+  // Phase data: a property index, an item count, or the first literal still matching (a); a key or literal offset,
+  // or the whitespace bytes in a row (b). A literal set's frame keeps the end of its matching range in phase.
   int32_t a = 0, b = 0;
   auto operator<=>(const GrammarFrame&) const = default;
 };
@@ -70,10 +67,10 @@ using GrammarStack = std::vector<GrammarFrame>;
 // The parses the bytes so far allow: several where alternatives share a prefix; none once the bytes broke them all.
 using GrammarState = std::vector<GrammarStack>;
 
-// The automaton over bytes. JSON's whitespace may come between the tokens of objects and arrays (kMaxSpaceRun bytes
-// in a row at most); none before or after the whole value. Strings take any byte but the quote, the backslash (escapes are checked) and control
-// characters: UTF-8 is not validated. Nesting deeper than kMaxDepth is not allowed (a model cannot open brackets
-// forever).
+// The automaton over bytes. JSON's whitespace may come between the tokens of objects and arrays (kMaxSpaceRun
+// bytes in a row at most); none before or after the whole value. Strings take any byte but the quote, the backslash
+// (escapes are checked) and control characters: UTF-8 is not validated. Nesting deeper than kMaxDepth is not
+// allowed (a model cannot open brackets forever).
 class JsonGrammar {
  public:
   static constexpr size_t kMaxDepth = 64;

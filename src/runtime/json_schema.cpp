@@ -11,7 +11,20 @@ class SchemaCompiler {
  public:
   SchemaCompiler(JsonGrammar& g, const SchemaJson& root) : g_(g), root_(root) {}
 
+  // Schemas nest at most this deep, counting each $ref followed (a chain of definitions would recurse as deep).
+  static constexpr int kMaxSchemaDepth = 128;
+
   int compile(const SchemaJson& s, const std::string& where) {
+    NW_CHECK(depth_ < kMaxSchemaDepth, where, ": the schema nests deeper than ", kMaxSchemaDepth,
+             " levels (subschemas and $ref's followed)");
+    ++depth_;
+    const int id = compile_at(s, where);
+    --depth_;
+    return id;
+  }
+
+ private:
+  int compile_at(const SchemaJson& s, const std::string& where) {
     if (s.is_boolean()) {
       NW_CHECK(s.get<bool>(), where, ": the schema false admits no value");
       return g_.any_value();
@@ -32,9 +45,9 @@ class SchemaCompiler {
     if (s.contains("enum")) {
       const SchemaJson& values = s["enum"];
       NW_CHECK(values.is_array() && !values.empty(), where, ".enum: must be a non-empty array");
-      std::vector<int> options;
-      for (const SchemaJson& v : values) options.push_back(literal(v));
-      return options.size() == 1 ? options[0] : g_.add(GrammarNode::any_of(std::move(options)));
+      std::vector<std::string> literals;
+      for (const SchemaJson& v : values) literals.push_back(v.dump());
+      return g_.add(GrammarNode::one_of(std::move(literals)));
     }
     for (const char* key : {"anyOf", "oneOf"}) {  // oneOf's "exactly one" is not enforced: its options are anyOf's
       if (!s.contains(key)) continue;
@@ -61,7 +74,6 @@ class SchemaCompiler {
     return g_.add(GrammarNode::any_of(std::move(options)));
   }
 
- private:
   using Kind = GrammarNode::Kind;
 
   static inline const std::set<std::string> kKnown = {
@@ -77,7 +89,7 @@ class SchemaCompiler {
     return n;
   }
 
-  int literal(const SchemaJson& value) { return g_.add(GrammarNode::exactly(value.dump())); }
+  int literal(const SchemaJson& value) { return g_.add(GrammarNode::one_of({value.dump()})); }
 
   // No type: properties or items say an object or an array; otherwise any value.
   int typeless(const SchemaJson& s, const std::string& where) {
@@ -93,7 +105,7 @@ class SchemaCompiler {
     if (type == "string") return g_.string_;
     if (type == "number") return g_.add(GrammarNode::of(Kind::kNumber));
     if (type == "integer") return g_.add(GrammarNode::of(Kind::kInteger));
-    if (type == "boolean") return g_.add(GrammarNode::any_of({literal(true), literal(false)}));
+    if (type == "boolean") return g_.add(GrammarNode::one_of({"true", "false"}));
     if (type == "null") return literal(nullptr);
     throw Error(cat(where, ".type: '", type, "' is not a JSON Schema type"));
   }
@@ -174,6 +186,7 @@ class SchemaCompiler {
   JsonGrammar& g_;
   const SchemaJson& root_;
   std::map<std::string, int> refs_;
+  int depth_ = 0;
 };
 
 std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const SchemaJson& schema) {

@@ -83,6 +83,26 @@ TEST(JsonGrammar, EnumConstUnionsAndTypeLists) {
   EXPECT_FALSE(admits(types, "0"));
 }
 
+TEST(JsonGrammar, AnEnumOfAnySizeIsOneParse) {
+  SchemaJson values = SchemaJson::array();
+  for (int i = 0; i < 1000; ++i) values.push_back("v" + std::to_string(i));
+  const auto g = JsonGrammar::from_schema({{"enum", values}});
+  JsonMatcher m(g);
+  ASSERT_TRUE(m.advance("\"v9"));
+  EXPECT_EQ(m.state().size(), 1u);
+  EXPECT_TRUE(admits(g, "\"v999\""));
+  EXPECT_TRUE(admits(g, "\"v0\""));
+  EXPECT_FALSE(admits(g, "\"v1000\""));
+  const auto prefixes = schema(R"({"enum": [123, 1, 12]})");  // each a prefix of the next
+  JsonMatcher n(prefixes);
+  ASSERT_TRUE(n.advance("1"));
+  EXPECT_TRUE(n.can_end());
+  EXPECT_FALSE(n.finished());
+  ASSERT_TRUE(n.advance("23"));
+  EXPECT_TRUE(n.finished());
+  EXPECT_FALSE(starts(prefixes, "13"));
+}
+
 TEST(JsonGrammar, NumbersAtTheRootMayEndOrGoOn) {
   const auto g = schema(R"({"type": "number"})");
   JsonMatcher m(g);
@@ -129,6 +149,11 @@ TEST(JsonGrammar, UnenforceableKeywordsAreRefusedByName) {
   EXPECT_NE(refusal(R"({"$ref": "#/$defs/missing"})").find("missing"), std::string::npos);
   EXPECT_NE(refusal(R"({"type": "text"})").find("'text'"), std::string::npos);
   EXPECT_NE(refusal(R"({"required": ["x"], "properties": {}})").find("\"x\""), std::string::npos);
+  SchemaJson chain = {{"$ref", "#/$defs/d0"}, {"$defs", SchemaJson::object()}};
+  for (int i = 0; i < 10000; ++i)
+    chain["$defs"]["d" + std::to_string(i)] = {{"$ref", "#/$defs/d" + std::to_string(i + 1)}};
+  chain["$defs"]["d10000"] = {{"type", "integer"}};
+  EXPECT_THROW(JsonGrammar::from_schema(chain), Error) << "a chain of 10,000 definitions";
   EXPECT_EQ(refusal(R"({"title": "T", "description": "d", "type": "object", "properties": {"a": {"type": "integer",
                        "description": "x"}}})"), "accepted") << "annotations are ignored";
 }
