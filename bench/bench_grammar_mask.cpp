@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/tokenizer_token_text.h"
 #include "core/error.h"
 #include "runtime/grammar_vocab.h"
 #include "text/tokenizer.h"
@@ -20,17 +21,6 @@ double cpu_seconds() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
-
-class VocabText : public narwhal::TokenText {
- public:
-  explicit VocabText(const narwhal::text::Tokenizer& t) : t_(t) {}
-  std::string_view bytes(int32_t token) const override {
-    return t_.is_special(token) ? std::string_view() : t_.token_bytes(token);
-  }
-
- private:
-  const narwhal::text::Tokenizer& t_;
-};
 
 }  // namespace
 
@@ -44,7 +34,7 @@ int main(int argc, char** argv) {
   try {
     using namespace narwhal;
     const text::Tokenizer tokenizer(dir);
-    const VocabText text(tokenizer);
+    const TokenizerTokenText text(tokenizer);
     const int64_t vocab = tokenizer.vocab_size();
     const double start = cpu_seconds();
     const GrammarVocab gv(text, vocab);
