@@ -80,8 +80,11 @@ class JsonGrammar {
   // Parses followed at once (alternatives sharing a prefix): more are dropped, the last in sort order first, which
   // only narrows what may come next (every parse kept can still complete). It bounds a hostile schema's cost.
   static constexpr size_t kMaxParses = 256;
-  // Nodes a schema may compile to (a larger one is refused by name).
+  // Nodes a schema may compile to, and properties an object may list (a larger one is refused by name). At a key
+  // every property up to the next required one is a parse, so the properties' cap keeps an object within
+  // kMaxParses.
   static constexpr size_t kMaxNodes = 1 << 16;
+  static constexpr size_t kMaxProperties = kMaxParses;
 
   JsonGrammar() : string_(add(GrammarNode::of(GrammarNode::Kind::kString))) {}
 

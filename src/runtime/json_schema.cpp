@@ -115,6 +115,8 @@ class SchemaCompiler {
     const SchemaJson none = SchemaJson::object();
     const SchemaJson& props = s.contains("properties") ? s["properties"] : none;
     NW_CHECK(props.is_object(), where, ".properties: must be an object");
+    NW_CHECK(props.size() <= JsonGrammar::kMaxProperties, where, ".properties: ", props.size(),
+             " properties; structured output takes at most ", JsonGrammar::kMaxProperties, " in one object");
     std::set<std::string> required;
     if (s.contains("required")) {
       NW_CHECK(s["required"].is_array(), where, ".required: must be an array of property names");

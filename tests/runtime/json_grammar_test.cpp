@@ -154,6 +154,9 @@ TEST(JsonGrammar, UnenforceableKeywordsAreRefusedByName) {
     chain["$defs"]["d" + std::to_string(i)] = {{"$ref", "#/$defs/d" + std::to_string(i + 1)}};
   chain["$defs"]["d10000"] = {{"type", "integer"}};
   EXPECT_THROW(JsonGrammar::from_schema(chain), Error) << "a chain of 10,000 definitions";
+  SchemaJson wide = {{"type", "object"}, {"properties", SchemaJson::object()}};
+  for (size_t i = 0; i <= JsonGrammar::kMaxProperties; ++i) wide["properties"]["p" + std::to_string(i)] = true;
+  EXPECT_NE(refusal(wide.dump().c_str()).find("at most"), std::string::npos);
   EXPECT_EQ(refusal(R"({"title": "T", "description": "d", "type": "object", "properties": {"a": {"type": "integer",
                        "description": "x"}}})"), "accepted") << "annotations are ignored";
 }
