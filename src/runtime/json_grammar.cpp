@@ -82,17 +82,26 @@ GrammarState JsonGrammar::start() const {
   return state;
 }
 
-void JsonGrammar::enter(GrammarStack stack, int id, GrammarState& out, int depth) const {
+void JsonGrammar::enter(GrammarStack stack, int id, GrammarState& out) const {
   const GrammarNode& n = node(id);
-  if (n.kind != Kind::kUnion) {
-    if (stack.size() >= kMaxDepth) return;
-    const int32_t phase = n.kind == Kind::kLiteral ? static_cast<int32_t>(n.literals.size()) : 0;
-    stack.push_back({id, phase, 0, 0});
-    out.push_back(std::move(stack));
+  if (n.kind == Kind::kUnion) {
+    std::vector<int> seen;
+    enter_union(stack, id, out, seen);
     return;
   }
-  if (depth > static_cast<int>(kMaxDepth)) return;  // a union of itself adds no parse
-  for (int option : n.options) enter(stack, option, out, depth + 1);
+  if (stack.size() >= kMaxDepth) return;
+  const int32_t phase = n.kind == Kind::kLiteral ? static_cast<int32_t>(n.literals.size()) : 0;
+  stack.push_back({id, phase, 0, 0});
+  out.push_back(std::move(stack));
+}
+
+void JsonGrammar::enter_union(const GrammarStack& stack, int id, GrammarState& out, std::vector<int>& seen) const {
+  if (std::find(seen.begin(), seen.end(), id) != seen.end()) return;  // its frames are in `out` already
+  seen.push_back(id);
+  for (int option : node(id).options) {
+    if (node(option).kind == Kind::kUnion) enter_union(stack, option, out, seen);
+    else enter(stack, option, out);
+  }
 }
 
 bool JsonGrammar::advance(const GrammarState& in, unsigned char byte, GrammarState& out) const {

@@ -113,7 +113,10 @@ class JsonGrammar {
   int add(GrammarNode node);
   int any_value();  // the node for any JSON value (made once)
   // Pushes node `id`'s frame onto `stack` (a union: a copy per option) into `out`.
-  void enter(GrammarStack stack, int id, GrammarState& out, int depth = 0) const;
+  void enter(GrammarStack stack, int id, GrammarState& out) const;
+  // enter() through a union: each union once (`seen`), so unions of unions that meet again, or refer to themselves,
+  // cost their size, not paths through them.
+  void enter_union(const GrammarStack& stack, int id, GrammarState& out, std::vector<int>& seen) const;
   // Feeds `byte` to `stack`'s innermost frame (a finished number pops first and passes it on), into `out`.
   void step(GrammarStack stack, unsigned char byte, GrammarState& out) const;
   void step_object(GrammarStack& stack, unsigned char byte, GrammarState& out) const;

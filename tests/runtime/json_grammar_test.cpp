@@ -125,6 +125,14 @@ TEST(JsonGrammar, RecursiveReferences) {
   EXPECT_FALSE(admits(schema(R"({"type": "object", "additionalProperties": {"type": "integer"}})"), R"({"x":"1"})"));
 }
 
+// Unions that refer back to themselves along several paths: entered once each, not once per path (2^64 here).
+TEST(JsonGrammar, SelfReferringUnionsEnterOnce) {
+  const auto g = schema(R"({"$defs": {"d": {"anyOf": [{"anyOf": [{"$ref": "#/$defs/d"}]},
+                            {"anyOf": [{"$ref": "#/$defs/d"}]}, {"type": "integer"}]}}, "$ref": "#/$defs/d"})");
+  EXPECT_TRUE(admits(g, "5"));
+  EXPECT_EQ(JsonMatcher(g).state().size(), 1u);
+}
+
 TEST(JsonGrammar, DeepNestingIsCut) {
   const auto g = JsonGrammar::any_object();
   std::string deep = "{\"a\":";

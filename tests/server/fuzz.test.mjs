@@ -33,10 +33,14 @@ const bases = {
     max_tokens: 3, temperature: 0.7, top_p: 0.9, n: 2, seed: 3, logprobs: true, top_logprobs: 2, stop: ["\n"],
     stream_options: { include_usage: true }, presence_penalty: 0.1, frequency_penalty: 0.1, tool_choice: "auto",
     tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } }],
+    response_format: { type: "json_schema", json_schema: { name: "r", schema: {
+      type: "object", properties: { a: { enum: [1, "x"] }, b: { type: "array", items: { type: "string" } } },
+      required: ["a"], $defs: { d: { anyOf: [{ type: "integer" }, { $ref: "#/$defs/d" }] } } } } },
   },
   "/v1/completions": { model: "tiny", prompt: "hello", max_tokens: 3, temperature: 0, logprobs: 2, n: 2, stop: "x",
                        echo: false },
-  "/generate": { text: "hello", sampling_params: { max_new_tokens: 3, temperature: 0 } },
+  "/generate": { text: "hello", sampling_params: { max_new_tokens: 3, temperature: 0,
+                                                   json_schema: '{"type": "object", "properties": {"a": {}}}' } },
 };
 // Hostile values: wrong types, extremes, empty and huge strings, malformed messages and content parts. No large
 // but valid token counts: each request must stay quick on the CPU model.
