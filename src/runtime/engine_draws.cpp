@@ -16,7 +16,7 @@ void Engine::plan_samples(DpRank& rank) {
     const RequestState& r = *s->request;
     const bool before_min = s->output_len() < r.input.params.min_new_tokens;
     const std::vector<int32_t>* masked = before_min && !r.stop_ids.empty() ? &r.stop_ids : nullptr;
-    if (s->grammar) {  // the grammar's mask, its stop ids allowed where the value may end (past min_new_tokens)
+    if (s->grammar && !s->grammar_waits) {  // the grammar's mask, its stop ids allowed where the value may end (past min_new_tokens)
       s->grammar_mask = grammar_vocab_->banned(s->grammar->grammar(), s->grammar->state(),
                                                before_min ? std::vector<int32_t>{} : r.stop_ids);
       // No token of the vocabulary goes on (one without every byte as a token): a stop id, or token 0, stays
@@ -161,12 +161,14 @@ bool Engine::accept_token(Sequence& seq, const SampledToken& sampled, const Tens
   const std::vector<int32_t>& stop_ids = seq.request->stop_ids;
   const bool stop_token = std::find(stop_ids.begin(), stop_ids.end(), sampled.token) != stop_ids.end();
   // Structured output: the token moves the grammar on (its mask allowed it); a complete value ends the choice.
+  const bool constrained = seq.grammar && !seq.grammar_waits;
   const bool grammar_refused =
-      seq.grammar && (stop_token ? !seq.grammar->can_end() : !seq.grammar->advance(text_->bytes(sampled.token)));
+      constrained && (stop_token ? !seq.grammar->can_end() : !seq.grammar->advance(text_->bytes(sampled.token)));
+  if (seq.grammar_waits && sampled.token == input.params.grammar_after_token) seq.grammar_waits = false;
   if (grammar_refused) out.finish = FinishReason::abort(cat("token ", sampled.token, " broke the output's grammar"));
   else if (seq.output_len() >= seq.max_new_tokens) out.finish = FinishReason::length();
   else if (stop_token) out.finish = FinishReason::stop_token(sampled.token);
-  else if (seq.grammar && seq.grammar->finished()) out.finish = FinishReason{};  // stop: the JSON value is complete
+  else if (constrained && seq.grammar->finished()) out.finish = FinishReason{};  // stop: the JSON value is complete
   const bool running = !out.finish;
   if (!running) rank_of(seq).scheduler.remove(&seq);
   pending_outputs_.push_back(std::move(out));

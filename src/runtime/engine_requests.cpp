@@ -52,6 +52,7 @@ uint64_t Engine::submit(RequestInput input) {
     seq->seed = i == 0 ? seed : ops::mix_bits(seed + static_cast<uint64_t>(i));
     seq->text = OutputText(p.stop);
     if (p.grammar) seq->grammar.emplace(p.grammar);
+    seq->grammar_waits = p.grammar && p.grammar_after_token >= 0;
     request->seqs.push_back(std::move(seq));
   }
   request->seqs[0]->forks = p.n;

@@ -32,6 +32,9 @@ struct SamplingParams {
   // Structured output (response_format json_object / json_schema, SGLang's json_schema): every token keeps the
   // output inside this grammar, and the choice ends where the JSON value is complete. Needs a tokenizer.
   std::shared_ptr<const JsonGrammar> grammar;
+  // The grammar applies after this token (a reasoning model's "</think>": it reasons freely first); -1: from the
+  // first output token.
+  int32_t grammar_after_token = -1;
 
   // Choices one request may ask for (each is a sequence of its own once the prompt is done).
   static constexpr int kMaxN = 1024;

@@ -46,6 +46,7 @@ struct Sequence {
   std::vector<int32_t> draft_parents;
   // Structured output: where its output stands in the request's grammar, and the ids that grammar bans next.
   std::optional<JsonMatcher> grammar;
+  bool grammar_waits = false;  // until SamplingParams::grammar_after_token comes
   std::vector<int32_t> grammar_mask;
 
   int64_t output_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }

@@ -5,6 +5,7 @@
 #include "server/completions.h"
 #include "server/generation_job.h"
 #include "server/openai_logprobs.h"
+#include "text/reasoning_parser.h"
 
 namespace narwhal::server {
 
@@ -113,7 +114,14 @@ void handle_chat_completions(ServerContext& context, const HttpRequest& request,
   } catch (const std::exception& e) {
     throw invalid_request(std::string("The chat template cannot render these messages: ") + e.what(), "messages");
   }
+  // A reasoning model writes its thinking first: the output's grammar starts after "</think>" where that is one
+  // token (R1's tokenizer), as SGLang's reasoner grammar does; otherwise at the first token.
+  if (parsed.options.params.grammar && parsed.separate_reasoning && !context.options.reasoning_parser.empty())
+    parsed.options.params.grammar_after_token = context.tokenizer.token_to_id(text::ReasoningParser::kEnd);
   const std::string forced = forced_tool_prefix(context, parsed);
+  if (!forced.empty() && parsed.options.params.grammar)
+    throw invalid_request("'response_format' json_object / json_schema cannot be combined with tool_choice "
+                          "'required' or a named function: the output is a tool call.", "response_format");
   std::vector<int> ids;
   try {
     ids = context.tokenizer.encode(prompt + forced, false);

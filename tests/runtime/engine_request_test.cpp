@@ -254,6 +254,25 @@ TEST(EngineRequest, StructuredOutputKeepsEveryChoiceInsideTheSchema) {
       for (const json& item : value["l"]) EXPECT_EQ(item, 2) << choice.text;
     }
   }
+  // After a trigger token (a reasoning model's "</think>"): free before it, inside the schema after it.
+  SamplingParams reasoning = p;
+  reasoning.temperature = 1.0;
+  reasoning.n = 1;
+  reasoning.grammar_after_token = 25;
+  reasoning.ignore_eos = true;  // the grammar's end ends it
+  reasoning.seed = 1;
+  Collected thought;
+  engine.submit({kPrompt, reasoning, false, 0, false, thought.callback()});
+  engine.run_until_idle();
+  const std::vector<int32_t>& ids = thought.choices[0].ids;
+  const auto trigger = std::find(ids.begin(), ids.end(), 25);
+  ASSERT_NE(trigger, ids.end());
+  EXPECT_GT(trigger - ids.begin(), 0) << "free tokens first: the grammar would not start with this letter";
+  std::string after;
+  for (auto it = trigger + 1; it != ids.end(); ++it) after += pieces.bytes(*it);
+  EXPECT_EQ(json::parse(after)["l"].size() <= 3, true) << after;
+  EXPECT_EQ(thought.choices[0].finish->kind, FinishReason::Kind::kStop);
+
   // A value the vocabulary cannot spell ('z' has no token): the choice ends refused, not with broken JSON.
   SamplingParams unspellable = greedy(8);
   unspellable.grammar = JsonGrammar::from_schema(SchemaJson::parse(R"({"const": "zz"})"));
