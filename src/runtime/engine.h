@@ -158,6 +158,7 @@ class Engine {
   // The step's draws: every planned sequence that finishes its pending tokens, and the choices that fork off a
   // prompt finished now (they draw from its row).
   void plan_samples(DpRank& rank);
+  void make_grammar_masks(const std::vector<Sequence*>& seqs);  // structured output's, for this step's draws
   void launch(DpRank& rank);
   void process_step(DpRank& rank, StepOutput& out);
   std::vector<Sequence*> fork(Sequence& parent);

@@ -1,6 +1,8 @@
 // Engine's draws: which planned sequences draw this step (with structured output's masks), then the drawn tokens
 // taken in: stop conditions, the grammar moved on, speculative drafts kept, choices forked off a finished prompt.
 #include <algorithm>
+#include <exception>
+#include <thread>
 
 #include "core/error.h"
 #include "runtime/engine.h"
@@ -12,20 +14,13 @@ void Engine::plan_samples(DpRank& rank) {
   const StepPlan& plan = rank.plan;
   rank.samples.clear();
   rank.sample_seqs.clear();
+  std::vector<Sequence*> constrained;  // their masks are made below, side by side
   const auto add = [&](Sequence* s, int64_t row) {
     const RequestState& r = *s->request;
     const bool before_min = s->output_len() < r.input.params.min_new_tokens;
     const std::vector<int32_t>* masked = before_min && !r.stop_ids.empty() ? &r.stop_ids : nullptr;
-    if (s->grammar && !s->grammar_waits) {  // the grammar's mask, its stop ids allowed where the value may end (past min_new_tokens)
-      s->grammar_mask = grammar_vocab_->banned(s->grammar->grammar(), s->grammar->state(),
-                                               before_min ? std::vector<int32_t>{} : r.stop_ids);
-      // No token of the vocabulary goes on (one without every byte as a token): a stop id, or token 0, stays
-      // drawable, and accept_token ends the choice as refused.
-      if (static_cast<int64_t>(s->grammar_mask.size()) == grammar_vocab_->size()) {
-        const int32_t left = r.stop_ids.empty() ? 0 : r.stop_ids[0];
-        const auto it = std::find(s->grammar_mask.begin(), s->grammar_mask.end(), left);
-        s->grammar_mask.erase(it != s->grammar_mask.end() ? it : s->grammar_mask.begin());
-      }
+    if (s->grammar && !s->grammar_waits) {
+      constrained.push_back(s);
       masked = &s->grammar_mask;
     }
     rank.sample_seqs.push_back(s);
@@ -41,6 +36,44 @@ void Engine::plan_samples(DpRank& rank) {
     if (s->forks > 1)
       for (size_t i = 1; i < s->request->seqs.size(); ++i) add(s->request->seqs[i].get(), static_cast<int64_t>(row));
   }
+  make_grammar_masks(constrained);
+}
+
+// Each mask bans what the sequence's grammar does not allow next, its stop ids allowed where the value may end
+// (past min_new_tokens). 0.1-0.4 ms each on a 129k vocabulary (docs/performance.md), so several are made on
+// threads of their own.
+void Engine::make_grammar_masks(const std::vector<Sequence*>& seqs) {
+  const auto make = [this](Sequence& s) {
+    const RequestState& r = *s.request;
+    const bool before_min = s.output_len() < r.input.params.min_new_tokens;
+    s.grammar_mask = grammar_vocab_->banned(s.grammar->grammar(), s.grammar->state(),
+                                            before_min ? std::vector<int32_t>{} : r.stop_ids);
+    // No token of the vocabulary goes on (one without every byte as a token): a stop id, or token 0, stays
+    // drawable, and accept_token ends the choice as refused.
+    if (static_cast<int64_t>(s.grammar_mask.size()) == grammar_vocab_->size()) {
+      const int32_t left = r.stop_ids.empty() ? 0 : r.stop_ids[0];
+      const auto it = std::find(s.grammar_mask.begin(), s.grammar_mask.end(), left);
+      s.grammar_mask.erase(it != s.grammar_mask.end() ? it : s.grammar_mask.begin());
+    }
+  };
+  const size_t threads = std::min<size_t>({seqs.size(), std::max(1u, std::thread::hardware_concurrency()), 8});
+  if (threads <= 1) {
+    for (Sequence* s : seqs) make(*s);
+    return;
+  }
+  std::vector<std::thread> workers;
+  std::vector<std::exception_ptr> failed(threads);  // rethrown here: a throw on a thread would end the process
+  for (size_t t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      try {
+        for (size_t i = t; i < seqs.size(); i += threads) make(*seqs[i]);
+      } catch (...) {
+        failed[t] = std::current_exception();
+      }
+    });
+  for (std::thread& w : workers) w.join();
+  for (const std::exception_ptr& e : failed)
+    if (e) std::rethrow_exception(e);
 }
 
 void Engine::process_step(DpRank& rank, StepOutput& out) {
