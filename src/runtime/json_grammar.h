@@ -74,9 +74,9 @@ using GrammarState = std::vector<GrammarStack>;
 class JsonGrammar {
  public:
   static constexpr size_t kMaxDepth = 64;
-  // Whitespace bytes in a row between an object's or array's tokens: enough for pretty-printing, few enough that a
-  // model cannot spend its tokens on it (a model that favours whitespace still reaches the value's end).
-  static constexpr int32_t kMaxSpaceRun = 16;
+  // Whitespace bytes in a row between an object's or array's tokens: a newline and 4-space indents 7 levels deep,
+  // few enough that a model cannot spend its tokens on it (one that favours whitespace still reaches the end).
+  static constexpr int32_t kMaxSpaceRun = 32;
   // Parses followed at once (alternatives sharing a prefix): more are dropped, the last in sort order first, which
   // only narrows what may come next (every parse kept can still complete). It bounds a hostile schema's cost.
   static constexpr size_t kMaxParses = 256;
