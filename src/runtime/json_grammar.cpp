@@ -75,7 +75,9 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::any_object() {
 
 GrammarState JsonGrammar::start() const {
   GrammarState state;
-  enter({}, root_, state);
+  GrammarStack base;
+  if (suffix_ >= 0) base.push_back({suffix_, 1, 0, 0});  // a set of one literal: [0, 1) at offset 0
+  enter(base, root_, state);
   std::sort(state.begin(), state.end());
   state.erase(std::unique(state.begin(), state.end()), state.end());
   if (state.size() > kMaxParses) state.resize(kMaxParses);

@@ -94,7 +94,8 @@ class JsonGrammar {
   // maxItems, enum, const, anyOf / oneOf, allOf of one schema, $ref into #/$defs or #/definitions (recursion too);
   // annotations (title, description, default, examples, ...) are ignored. Any other keyword, which would constrain
   // what is not enforced (pattern, format, minimum, ...), throws Error naming it and where it stands.
-  static std::shared_ptr<const JsonGrammar> from_schema(const SchemaJson& schema);
+  // `suffix`: bytes that must follow the value before the output may end (a tool call's closing tags).
+  static std::shared_ptr<const JsonGrammar> from_schema(const SchemaJson& schema, std::string suffix = {});
 
   GrammarState start() const;
   // `in` after one more byte, into `out` (sorted, without repeats); false when no parse survives.
@@ -126,6 +127,7 @@ class JsonGrammar {
   std::vector<GrammarNode> nodes_;
   int string_;  // any string: free keys' frames
   int root_ = -1;
+  int suffix_ = -1;  // a literal under the root's frame: it takes over once the value is complete
   int any_ = -1;
 };
 

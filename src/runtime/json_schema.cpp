@@ -191,10 +191,11 @@ class SchemaCompiler {
   int depth_ = 0;
 };
 
-std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const SchemaJson& schema) {
+std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const SchemaJson& schema, std::string suffix) {
   auto g = std::make_shared<JsonGrammar>();
   SchemaCompiler compiler(*g, schema);
   g->root_ = compiler.compile(schema, "schema");
+  if (!suffix.empty()) g->suffix_ = g->add(GrammarNode::one_of({std::move(suffix)}));
   return g;
 }
 

@@ -1,11 +1,13 @@
 // Chat completions: messages -> template -> ids -> GenerationJob; outputs as chat.completion(.chunk) objects.
 #include "server/chat_completions.h"
 
+#include "core/logging.h"
 #include "server/chat_output.h"
 #include "server/completions.h"
 #include "server/generation_job.h"
 #include "server/openai_logprobs.h"
 #include "text/reasoning_parser.h"
+#include "text/tool_call_parser.h"
 
 namespace narwhal::server {
 
@@ -18,7 +20,9 @@ class ChatJob : public GenerationJob {
       : GenerationJob(context, std::move(responder), request.options, {std::move(prompt)}, "chatcmpl-"),
         logprobs_sent_(choices_.size(), 0) {
     ChatOutputOptions output_options;
-    if (request.separate_reasoning) output_options.reasoning_parser = context.options.reasoning_parser;
+    // A forced tool call opens the turn right after the prompt: there is no reasoning to split off.
+    if (request.separate_reasoning && forced_prefix.empty())
+      output_options.reasoning_parser = context.options.reasoning_parser;
     if (request.tool_choice != ToolChoice::kNone && !request.tools.is_null()) {
       output_options.tool_call_parser = context.options.tool_call_parser;
       for (const auto& tool : request.tools) output_options.tool_names.push_back(tool["function"]["name"]);
@@ -98,6 +102,24 @@ std::string forced_tool_prefix(const ServerContext& context, const ChatRequest& 
   return "";
 }
 
+// A named function's call: its arguments as JSON of its parameters' schema, then the call's closing tags, so the
+// call always parses. A schema the grammar cannot enforce (pattern, minimum, ...) leaves the arguments free.
+std::shared_ptr<const JsonGrammar> named_tool_grammar(const ChatRequest& request) {
+  using text::ToolCallParser;
+  for (const Body& tool : request.tools) {
+    const Body& function = tool["function"];
+    if (function.value("name", "") != request.tool_name) continue;
+    const Body parameters = function.contains("parameters") ? function["parameters"] : Body::object();
+    try {
+      return JsonGrammar::from_schema(parameters, cat("\n```", ToolCallParser::kCallEnd, ToolCallParser::kCallsEnd));
+    } catch (const Error& e) {
+      NW_LOG(Debug) << "tool " << request.tool_name << ": its arguments are not constrained (" << e.what() << ")";
+      return nullptr;
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 void handle_chat_completions(ServerContext& context, const HttpRequest& request,
@@ -122,6 +144,8 @@ void handle_chat_completions(ServerContext& context, const HttpRequest& request,
   if (!forced.empty() && parsed.options.params.grammar)
     throw invalid_request("'response_format' json_object / json_schema cannot be combined with tool_choice "
                           "'required' or a named function: the output is a tool call.", "response_format");
+  if (!forced.empty() && parsed.tool_choice == ToolChoice::kNamed)
+    parsed.options.params.grammar = named_tool_grammar(parsed);
   std::vector<int> ids;
   try {
     ids = context.tokenizer.encode(prompt + forced, false);

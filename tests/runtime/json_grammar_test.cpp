@@ -83,6 +83,19 @@ TEST(JsonGrammar, EnumConstUnionsAndTypeLists) {
   EXPECT_FALSE(admits(types, "0"));
 }
 
+TEST(JsonGrammar, ASuffixMustFollowTheValue) {
+  const auto g = JsonGrammar::from_schema(SchemaJson::parse(R"({"type": "integer"})"), "\n```<end>");
+  JsonMatcher m(g);
+  ASSERT_TRUE(m.advance("42"));
+  EXPECT_FALSE(m.can_end()) << "the suffix is still to come";
+  EXPECT_FALSE(JsonMatcher(m).advance("x"));
+  ASSERT_TRUE(m.advance("\n```<e"));
+  EXPECT_FALSE(m.can_end());
+  ASSERT_TRUE(m.advance("nd>"));
+  EXPECT_TRUE(m.finished());
+  EXPECT_TRUE(admits(JsonGrammar::from_schema(SchemaJson::parse(R"({"type": "object"})"), "!"), "{\"a\": 1}!"));
+}
+
 TEST(JsonGrammar, AnEnumOfAnySizeIsOneParse) {
   SchemaJson values = SchemaJson::array();
   for (int i = 0; i < 1000; ++i) values.push_back("v" + std::to_string(i));

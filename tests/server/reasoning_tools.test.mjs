@@ -69,6 +69,22 @@ test("deepseekv3 tools: accepted, answered in OpenAI's shape", async () => {
   }
 });
 
+test("a named tool_choice's arguments are JSON of the function's parameters, and the call completes", async () => {
+  const pick = [{ type: "function", function: { name: "pick", parameters: { type: "object",
+                  properties: { city: { enum: ["Paris", "Rome"] }, days: { enum: [1, 2, 3] } },
+                  required: ["city", "days"] } } }];
+  for (const seed of [1, 2, 3]) {
+    const r = await server.client.chat.completions.create({
+      model: "tiny", messages, tools: pick, tool_choice: { type: "function", function: { name: "pick" } },
+      max_tokens: 400, temperature: 1, seed });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, "tool_calls", JSON.stringify(c.message));
+    assert.equal(c.message.tool_calls.length, 1);
+    const args = JSON.parse(c.message.tool_calls[0].function.arguments);
+    assert.ok(["Paris", "Rome"].includes(args.city) && [1, 2, 3].includes(args.days), JSON.stringify(args));
+  }
+});
+
 test("tool_choice none never returns tool_calls", async () => {
   for (const seed of [1, 2]) {
     const body = { model: "tiny", messages, tools, tool_choice: "none", max_tokens: 16, seed };
